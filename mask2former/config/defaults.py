@@ -1,0 +1,208 @@
+"""Default configuration: detectron2's keys used by the published configs, plus Mask2Former's.
+
+Every key carries a one-line comment. Key names follow detectron2 and the published
+Mask2Former / MaskFormer code so that their YAML files load unchanged.
+"""
+from .config import CfgNode as CN
+
+_C = CN()
+_C.VERSION = 2  # config format version (detectron2's VERSION 2)
+
+# ---------------------------------------------------------------------------- #
+# Model
+# ---------------------------------------------------------------------------- #
+_C.MODEL = CN()
+_C.MODEL.DEVICE = "cuda"  # "cuda" or "cpu"; get_cfg() sets "cpu" when CUDA is unavailable
+_C.MODEL.META_ARCHITECTURE = "MaskFormer"  # name in META_ARCH_REGISTRY
+_C.MODEL.WEIGHTS = ""  # checkpoint to initialise from: .pkl, .pth or .safetensors
+_C.MODEL.PIXEL_MEAN = [103.530, 116.280, 123.675]  # per-channel mean, in INPUT.FORMAT order, 0-255
+_C.MODEL.PIXEL_STD = [1.0, 1.0, 1.0]  # per-channel std, in INPUT.FORMAT order, 0-255
+
+_C.MODEL.BACKBONE = CN()
+_C.MODEL.BACKBONE.NAME = "build_resnet_backbone"  # name in BACKBONE_REGISTRY
+_C.MODEL.BACKBONE.FREEZE_AT = 2  # freeze the stem (1) and the first N-1 stages; 0 freezes nothing
+
+_C.MODEL.RESNETS = CN()
+_C.MODEL.RESNETS.DEPTH = 50  # 18, 34, 50, 101 or 152
+_C.MODEL.RESNETS.OUT_FEATURES = ["res4"]  # stages to return, of res2..res5
+_C.MODEL.RESNETS.NUM_GROUPS = 1  # 1 for ResNet, >1 for ResNeXt
+_C.MODEL.RESNETS.NORM = "FrozenBN"  # FrozenBN, BN, SyncBN, GN or "" (none)
+_C.MODEL.RESNETS.WIDTH_PER_GROUP = 64  # bottleneck width per group
+_C.MODEL.RESNETS.STRIDE_IN_1X1 = True  # stride in the first 1x1 (MSRA) or in the 3x3 (torchvision)
+_C.MODEL.RESNETS.RES5_DILATION = 1  # dilation of res5 (1 or 2)
+_C.MODEL.RESNETS.RES2_OUT_CHANNELS = 256  # output channels of res2 (64 for R18/R34)
+_C.MODEL.RESNETS.STEM_OUT_CHANNELS = 64  # stem output channels (128 for the DeepLab stem)
+_C.MODEL.RESNETS.STEM_TYPE = "basic"  # "basic" (one 7x7) or "deeplab" (three 3x3)
+_C.MODEL.RESNETS.RES5_MULTI_GRID = [1, 1, 1]  # per-block dilation multipliers of res5 (DeepLab)
+_C.MODEL.RESNETS.DEFORM_ON_PER_STAGE = [False, False, False, False]  # unsupported; must stay False
+_C.MODEL.RESNETS.DEFORM_MODULATED = False  # unsupported deformable conv option (detectron2 key)
+_C.MODEL.RESNETS.DEFORM_NUM_GROUPS = 1  # unsupported deformable conv option (detectron2 key)
+
+_C.MODEL.SWIN = CN()
+_C.MODEL.SWIN.PRETRAIN_IMG_SIZE = 224  # image size the weights were pre-trained at
+_C.MODEL.SWIN.PATCH_SIZE = 4  # patch embedding stride
+_C.MODEL.SWIN.EMBED_DIM = 96  # channels of the first stage
+_C.MODEL.SWIN.DEPTHS = [2, 2, 6, 2]  # blocks per stage
+_C.MODEL.SWIN.NUM_HEADS = [3, 6, 12, 24]  # attention heads per stage
+_C.MODEL.SWIN.WINDOW_SIZE = 7  # attention window size
+_C.MODEL.SWIN.MLP_RATIO = 4.0  # MLP hidden size / embedding size
+_C.MODEL.SWIN.QKV_BIAS = True  # bias in the qkv projection
+_C.MODEL.SWIN.QK_SCALE = None  # attention scale; None means head_dim ** -0.5
+_C.MODEL.SWIN.DROP_RATE = 0.0  # dropout after embeddings and MLPs
+_C.MODEL.SWIN.ATTN_DROP_RATE = 0.0  # dropout on attention weights
+_C.MODEL.SWIN.DROP_PATH_RATE = 0.3  # stochastic depth, linearly increasing to this rate
+_C.MODEL.SWIN.APE = False  # absolute position embedding
+_C.MODEL.SWIN.PATCH_NORM = True  # LayerNorm after patch embedding
+_C.MODEL.SWIN.OUT_FEATURES = ["res2", "res3", "res4", "res5"]  # stages to return
+_C.MODEL.SWIN.USE_CHECKPOINT = False  # activation checkpointing in every block
+
+_C.MODEL.SEM_SEG_HEAD = CN()
+_C.MODEL.SEM_SEG_HEAD.NAME = "MaskFormerHead"  # name in SEM_SEG_HEADS_REGISTRY
+_C.MODEL.SEM_SEG_HEAD.IN_FEATURES = ["res2", "res3", "res4", "res5"]  # backbone features used
+_C.MODEL.SEM_SEG_HEAD.IGNORE_VALUE = 255  # label of pixels ignored by losses and metrics
+_C.MODEL.SEM_SEG_HEAD.NUM_CLASSES = 150  # number of classes, without no-object
+_C.MODEL.SEM_SEG_HEAD.CONVS_DIM = 256  # channels of the pixel decoder's convolutions
+_C.MODEL.SEM_SEG_HEAD.COMMON_STRIDE = 4  # stride of the mask features
+_C.MODEL.SEM_SEG_HEAD.NORM = "GN"  # normalisation in the pixel decoder
+_C.MODEL.SEM_SEG_HEAD.LOSS_WEIGHT = 1.0  # weight of per-pixel classification loss (baselines)
+_C.MODEL.SEM_SEG_HEAD.MASK_DIM = 256  # channels of the per-pixel mask embeddings
+_C.MODEL.SEM_SEG_HEAD.TRANSFORMER_ENC_LAYERS = 0  # encoder layers of the pixel decoder
+_C.MODEL.SEM_SEG_HEAD.PIXEL_DECODER_NAME = "BasePixelDecoder"  # name in PIXEL_DECODER_REGISTRY
+_C.MODEL.SEM_SEG_HEAD.DEFORMABLE_TRANSFORMER_ENCODER_IN_FEATURES = ["res3", "res4", "res5"]  # levels
+_C.MODEL.SEM_SEG_HEAD.DEFORMABLE_TRANSFORMER_ENCODER_N_POINTS = 4  # sampling points per level
+_C.MODEL.SEM_SEG_HEAD.DEFORMABLE_TRANSFORMER_ENCODER_N_HEADS = 8  # deformable attention heads
+
+_C.MODEL.MASK_FORMER = CN()
+_C.MODEL.MASK_FORMER.TRANSFORMER_DECODER_NAME = "StandardTransformerDecoder"  # MaskFormer v1 default
+_C.MODEL.MASK_FORMER.TRANSFORMER_IN_FEATURE = "res5"  # decoder input: a backbone or pixel-decoder map
+_C.MODEL.MASK_FORMER.MASK_LOSS = "auto"  # "point" (Mask2Former), "full" (MaskFormer) or by decoder
+_C.MODEL.MASK_FORMER.DEEP_SUPERVISION = True  # losses on every decoder layer's prediction
+_C.MODEL.MASK_FORMER.NO_OBJECT_WEIGHT = 0.1  # class-loss weight of the no-object class
+_C.MODEL.MASK_FORMER.CLASS_WEIGHT = 1.0  # weight of the classification loss and cost
+_C.MODEL.MASK_FORMER.DICE_WEIGHT = 1.0  # weight of the dice loss and cost
+_C.MODEL.MASK_FORMER.MASK_WEIGHT = 20.0  # weight of the mask (focal or BCE) loss and cost
+_C.MODEL.MASK_FORMER.NHEADS = 8  # decoder attention heads
+_C.MODEL.MASK_FORMER.DROPOUT = 0.1  # decoder dropout
+_C.MODEL.MASK_FORMER.DIM_FEEDFORWARD = 2048  # decoder FFN hidden size
+_C.MODEL.MASK_FORMER.ENC_LAYERS = 0  # encoder layers inside the v1 transformer decoder
+_C.MODEL.MASK_FORMER.DEC_LAYERS = 6  # predictions made (Mask2Former: layers + 1 for the queries)
+_C.MODEL.MASK_FORMER.PRE_NORM = False  # pre-norm transformer layers
+_C.MODEL.MASK_FORMER.HIDDEN_DIM = 256  # query and decoder width
+_C.MODEL.MASK_FORMER.NUM_OBJECT_QUERIES = 100  # number of queries
+_C.MODEL.MASK_FORMER.ENFORCE_INPUT_PROJ = False  # 1x1 input projection even when widths match
+_C.MODEL.MASK_FORMER.SIZE_DIVISIBILITY = 32  # pad images to a multiple of this (0: backbone's)
+_C.MODEL.MASK_FORMER.TRAIN_NUM_POINTS = 112 * 112  # points sampled per mask for loss and matching
+_C.MODEL.MASK_FORMER.OVERSAMPLE_RATIO = 3.0  # candidate points / sampled points
+_C.MODEL.MASK_FORMER.IMPORTANCE_SAMPLE_RATIO = 0.75  # share of points picked by uncertainty
+
+_C.MODEL.MASK_FORMER.TEST = CN()
+_C.MODEL.MASK_FORMER.TEST.SEMANTIC_ON = True  # return "sem_seg"
+_C.MODEL.MASK_FORMER.TEST.INSTANCE_ON = False  # return "instances"
+_C.MODEL.MASK_FORMER.TEST.PANOPTIC_ON = False  # return "panoptic_seg"
+_C.MODEL.MASK_FORMER.TEST.OBJECT_MASK_THRESHOLD = 0.0  # panoptic: minimum query score kept
+_C.MODEL.MASK_FORMER.TEST.OVERLAP_THRESHOLD = 0.0  # panoptic: minimum kept / full mask area
+_C.MODEL.MASK_FORMER.TEST.SEM_SEG_POSTPROCESSING_BEFORE_INFERENCE = False  # resize logits first
+_C.MODEL.MASK_FORMER.TEST.DETECTIONS_PER_IMAGE = 100  # instance: top-k over queries x classes
+
+# ---------------------------------------------------------------------------- #
+# Input
+# ---------------------------------------------------------------------------- #
+_C.INPUT = CN()
+_C.INPUT.MIN_SIZE_TRAIN = (800,)  # shortest-edge sizes for training resize
+_C.INPUT.MIN_SIZE_TRAIN_SAMPLING = "choice"  # "choice" of MIN_SIZE_TRAIN or "range" between two
+_C.INPUT.MAX_SIZE_TRAIN = 1333  # longest-edge limit for training resize
+_C.INPUT.MIN_SIZE_TEST = 800  # shortest-edge size at test time (0 disables resizing)
+_C.INPUT.MAX_SIZE_TEST = 1333  # longest-edge limit at test time
+_C.INPUT.RANDOM_FLIP = "horizontal"  # "horizontal", "vertical" or "none"
+_C.INPUT.FORMAT = "BGR"  # channel order the model takes: "BGR" or "RGB"
+_C.INPUT.MASK_FORMAT = "polygon"  # instance mask format in annotations ("polygon" or "bitmask")
+_C.INPUT.DATASET_MAPPER_NAME = "mask_former_semantic"  # name in DATASET_MAPPER_REGISTRY
+_C.INPUT.COLOR_AUG_SSD = False  # SSD-style photometric distortion
+_C.INPUT.SIZE_DIVISIBILITY = -1  # pad training crops to this size (-1: no padding)
+_C.INPUT.IMAGE_SIZE = 1024  # large-scale jitter: target size
+_C.INPUT.MIN_SCALE = 0.1  # large-scale jitter: smallest scale
+_C.INPUT.MAX_SCALE = 2.0  # large-scale jitter: largest scale
+
+_C.INPUT.CROP = CN()
+_C.INPUT.CROP.ENABLED = False  # random crop during training
+_C.INPUT.CROP.TYPE = "relative_range"  # relative, relative_range, absolute or absolute_range
+_C.INPUT.CROP.SIZE = [0.9, 0.9]  # crop size (fractions or pixels, by TYPE)
+_C.INPUT.CROP.SINGLE_CATEGORY_MAX_AREA = 1.0  # max share one category may take of a crop
+
+# ---------------------------------------------------------------------------- #
+# Datasets and loading
+# ---------------------------------------------------------------------------- #
+_C.DATASETS = CN()
+_C.DATASETS.TRAIN = ()  # registered dataset names for training
+_C.DATASETS.TEST = ()  # registered dataset names for evaluation
+
+_C.DATALOADER = CN()
+_C.DATALOADER.NUM_WORKERS = 4  # loader worker processes per training process
+_C.DATALOADER.ASPECT_RATIO_GROUPING = True  # batch images of like aspect ratio together
+_C.DATALOADER.SAMPLER_TRAIN = "TrainingSampler"  # training sampler name
+_C.DATALOADER.FILTER_EMPTY_ANNOTATIONS = True  # drop training images without annotations
+_C.DATALOADER.SKIP_BAD_SAMPLES = False  # skip unreadable samples with a warning instead of failing
+
+# ---------------------------------------------------------------------------- #
+# Solver
+# ---------------------------------------------------------------------------- #
+_C.SOLVER = CN()
+_C.SOLVER.OPTIMIZER = "ADAMW"  # "ADAMW" or "SGD"
+_C.SOLVER.LR_SCHEDULER_NAME = "WarmupMultiStepLR"  # WarmupMultiStepLR, WarmupCosineLR, WarmupPolyLR
+_C.SOLVER.MAX_ITER = 40000  # training iterations
+_C.SOLVER.BASE_LR = 0.001  # learning rate at the end of warm-up
+_C.SOLVER.BASE_LR_END = 0.0  # final learning rate of the cosine schedule
+_C.SOLVER.MOMENTUM = 0.9  # SGD momentum
+_C.SOLVER.NESTEROV = False  # SGD Nesterov momentum
+_C.SOLVER.WEIGHT_DECAY = 0.0001  # weight decay of ordinary parameters
+_C.SOLVER.WEIGHT_DECAY_NORM = 0.0  # weight decay of normalisation layers' parameters
+_C.SOLVER.WEIGHT_DECAY_EMBED = 0.0  # weight decay of embeddings and relative position tables
+_C.SOLVER.BACKBONE_MULTIPLIER = 0.1  # LR multiplier of backbone parameters
+_C.SOLVER.GAMMA = 0.1  # multi-step LR decay factor
+_C.SOLVER.STEPS = (30000,)  # iterations at which multi-step LR decays
+_C.SOLVER.WARMUP_FACTOR = 1.0 / 1000  # LR factor at the start of warm-up
+_C.SOLVER.WARMUP_ITERS = 1000  # warm-up iterations
+_C.SOLVER.WARMUP_METHOD = "linear"  # "linear" or "constant"
+_C.SOLVER.POLY_LR_POWER = 0.9  # exponent of the poly schedule
+_C.SOLVER.POLY_LR_CONSTANT_ENDING = 0.0  # poly: constant LR factor once below this
+_C.SOLVER.CHECKPOINT_PERIOD = 5000  # iterations between checkpoints
+_C.SOLVER.IMS_PER_BATCH = 16  # images per iteration over all processes
+_C.SOLVER.REFERENCE_WORLD_SIZE = 0  # rescale batch and LR for another world size (0: off)
+
+_C.SOLVER.CLIP_GRADIENTS = CN()
+_C.SOLVER.CLIP_GRADIENTS.ENABLED = False  # clip gradients
+_C.SOLVER.CLIP_GRADIENTS.CLIP_TYPE = "value"  # "value", "norm" (per parameter) or "full_model"
+_C.SOLVER.CLIP_GRADIENTS.CLIP_VALUE = 1.0  # threshold of value or norm clipping
+_C.SOLVER.CLIP_GRADIENTS.NORM_TYPE = 2.0  # p of the p-norm for norm clipping
+
+_C.SOLVER.AMP = CN()
+_C.SOLVER.AMP.ENABLED = False  # mixed-precision training
+_C.SOLVER.AMP.PRECISION = "float16"  # "float16" (with a grad scaler) or "bfloat16"
+
+# ---------------------------------------------------------------------------- #
+# Test
+# ---------------------------------------------------------------------------- #
+_C.TEST = CN()
+_C.TEST.EXPECTED_RESULTS = []  # [[task, metric, value, tolerance], ...] checked after evaluation
+_C.TEST.EVAL_PERIOD = 0  # iterations between evaluations during training (0: only at the end)
+_C.TEST.DETECTIONS_PER_IMAGE = 100  # detectron2 key, kept for compatibility
+
+_C.TEST.AUG = CN()
+_C.TEST.AUG.ENABLED = False  # semantic test-time augmentation
+_C.TEST.AUG.MIN_SIZES = (400, 500, 600, 700, 800, 900, 1000, 1100, 1200)  # shortest-edge sizes
+_C.TEST.AUG.MAX_SIZE = 4000  # longest-edge limit
+_C.TEST.AUG.FLIP = True  # add horizontally flipped copies
+
+_C.TEST.PRECISE_BN = CN()
+_C.TEST.PRECISE_BN.ENABLED = False  # recompute BN statistics before evaluation
+_C.TEST.PRECISE_BN.NUM_ITER = 200  # iterations used to recompute them
+
+# ---------------------------------------------------------------------------- #
+# Misc
+# ---------------------------------------------------------------------------- #
+_C.OUTPUT_DIR = "./output"  # where checkpoints, logs and results go
+_C.SEED = -1  # random seed; negative picks one from time and pid
+_C.CUDNN_BENCHMARK = False  # cudnn autotuning
+_C.VIS_PERIOD = 0  # detectron2 key, kept for compatibility (no training visualisation)
+_C.GLOBAL = CN()
+_C.GLOBAL.HACK = 1.0  # detectron2 key, kept for compatibility

@@ -1,0 +1,22 @@
+"""Meta-architecture registry.
+
+A registered class is called as ``cls(cfg)`` and returns an ``nn.Module`` taking
+``list[dict]`` in detectron2's format (each with "image": (C, H, W) uint8/float tensor in
+``INPUT.FORMAT``, optional "height"/"width", and for training "instances" / "sem_seg").
+Training returns a dict of weighted scalar losses; inference a list of per-image dicts.
+"""
+import torch
+from fvcore.common.registry import Registry
+
+from mask2former.utils.registry import lookup
+
+META_ARCH_REGISTRY = Registry("META_ARCH")
+META_ARCH_REGISTRY.__doc__ = __doc__
+
+
+def build_model(cfg) -> torch.nn.Module:
+    """Build the model named by ``cfg.MODEL.META_ARCHITECTURE`` on ``cfg.MODEL.DEVICE``."""
+    meta_arch = lookup(META_ARCH_REGISTRY, cfg.MODEL.META_ARCHITECTURE, "MODEL.META_ARCHITECTURE")
+    model = meta_arch(cfg)
+    model.to(torch.device(cfg.MODEL.DEVICE))
+    return model

@@ -1,0 +1,23 @@
+"""Transformer-decoder registry.
+
+A registered class is called as ``cls(cfg, in_channels, mask_classification=True)`` and
+its ``forward(x, mask_features, mask=None)`` returns ``{"pred_logits": (N, Q, K+1),
+"pred_masks": (N, Q, H/4, W/4), "aux_outputs": [{"pred_logits", "pred_masks"}, ...]}``.
+For ``MultiScaleMaskedTransformerDecoder`` ``x`` is the list of multi-scale features;
+for ``StandardTransformerDecoder`` it is one feature map.
+"""
+from fvcore.common.registry import Registry
+
+from mask2former.utils.registry import lookup
+
+TRANSFORMER_DECODER_REGISTRY = Registry("TRANSFORMER_MODULE")
+TRANSFORMER_DECODER_REGISTRY.__doc__ = __doc__
+
+
+def build_transformer_decoder(cfg, in_channels: int, mask_classification: bool = True):
+    """Build the decoder named by ``cfg.MODEL.MASK_FORMER.TRANSFORMER_DECODER_NAME``."""
+    name = cfg.MODEL.MASK_FORMER.TRANSFORMER_DECODER_NAME
+    decoder = lookup(
+        TRANSFORMER_DECODER_REGISTRY, name, "MODEL.MASK_FORMER.TRANSFORMER_DECODER_NAME"
+    )
+    return decoder(cfg, in_channels, mask_classification)
