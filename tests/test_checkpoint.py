@@ -357,3 +357,16 @@ def test_swin_converter_refuses_unknown_keys():
 def test_save_to_disk_false_writes_nothing(tmp_path):
     DetectionCheckpointer(TinyModel(), str(tmp_path), save_to_disk=False).save("m")
     assert os.listdir(tmp_path) == []
+
+
+def test_pkl_written_by_numpy_1_loads(tmp_path):
+    """numpy 1.x pickles name ``numpy.core.multiarray`` (numpy 2 writes ``numpy._core``)."""
+    source = _randomised(TinyModel())
+    arrays = {k: v.numpy() for k, v in source.state_dict().items()}
+    data = pickle.dumps({"model": arrays}, protocol=2)
+    assert b"numpy._core.multiarray" in data
+    path = tmp_path / "old.pkl"
+    path.write_bytes(data.replace(b"numpy._core.multiarray", b"numpy.core.multiarray"))
+    target = TinyModel()
+    DetectionCheckpointer(target).load(str(path))
+    _assert_same_state(source, target)
