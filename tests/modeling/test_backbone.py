@@ -358,3 +358,17 @@ def test_swin_drop_path_acts_only_in_training():
     assert not torch.allclose(a, c)
     assert backbone.layers[3].blocks[1].drop_path.rate == pytest.approx(0.5)
     assert backbone.layers[0].blocks[0].drop_path.rate == 0.0
+
+
+def test_swin_activation_checkpointing_gives_the_same_values_and_gradients():
+    torch.manual_seed(0)
+    plain = _tiny_swin().train()
+    checkpointed = _tiny_swin(use_checkpoint=True).train()
+    checkpointed.load_state_dict(plain.state_dict())
+    x = torch.randn(1, 3, 40, 56)
+    grads = []
+    for model in (plain, checkpointed):
+        out = model(x)
+        sum(v.square().sum() for v in out.values()).backward()
+        grads.append(model.layers[1].blocks[1].attn.qkv.weight.grad)
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-5, atol=1e-6)
