@@ -128,11 +128,20 @@ def rgb2id(color: np.ndarray) -> np.ndarray:
     return color[..., 0] + 256 * color[..., 1] + 256 * 256 * color[..., 2]
 
 
-def _polygons_to_mask(polygons: Sequence, height: int, width: int, file_name: str) -> np.ndarray:
-    polygons = [np.asarray(p, dtype=np.float64).reshape(-1) for p in polygons]
-    for p in polygons:
+def _checked_polygons(polygons: Sequence, file_name: str) -> list[np.ndarray]:
+    """COCO polygons [[x0, y0, x1, y1, ...], ...] as flat float arrays, validated."""
+    try:
+        flat = [np.asarray(p, dtype=np.float64).reshape(-1) for p in polygons]
+    except (TypeError, ValueError) as e:
+        raise BadSampleError(file_name, f"malformed polygon ({e})") from e
+    for p in flat:
         if len(p) < 6 or len(p) % 2:
             raise BadSampleError(file_name, f"malformed polygon with {len(p)} coordinates")
+    return flat
+
+
+def _polygons_to_mask(polygons: Sequence, height: int, width: int, file_name: str) -> np.ndarray:
+    polygons = _checked_polygons(polygons, file_name)
     if not polygons:
         return np.zeros((height, width), dtype=bool)
     rles = mask_util.frPyObjects([p.tolist() for p in polygons], height, width)
@@ -165,10 +174,11 @@ def _transformed_mask(
     output_size: tuple[int, int],
     file_name: str,
 ) -> np.ndarray:
-    """Mask of one annotation after ``transforms``; polygons move exactly, then rasterise."""
+    """Mask of one annotation after ``transforms``: polygons move (and clip) exactly, then
+    rasterise at the output size; RLE / arrays decode, then move as masks."""
     if isinstance(segmentation, list):
-        polygons = [np.asarray(p, dtype=np.float64).reshape(-1, 2) for p in segmentation]
-        moved = [transforms.apply_coords(p.copy()).reshape(-1) for p in polygons]
+        polygons = [p.reshape(-1, 2) for p in _checked_polygons(segmentation, file_name)]
+        moved = [p.reshape(-1) for p in transforms.apply_polygons(polygons)]
         return _polygons_to_mask(moved, *output_size, file_name)
     mask = segmentation_to_mask(segmentation, *input_size, file_name)
     return transforms.apply_mask(mask.astype(np.uint8)).astype(bool)

@@ -63,7 +63,11 @@ class ResizeTransform(Transform):
 
     def apply_image(self, img: np.ndarray) -> np.ndarray:
         self._check_shape(img)
-        resized = cv2.resize(img, (self.new_w, self.new_h), interpolation=cv2.INTER_LINEAR)
+        # uint8 goes through float32: OpenCV's 8-bit fixed point is off by one on flat regions.
+        source = img.astype(np.float32) if img.dtype == np.uint8 else img
+        resized = cv2.resize(source, (self.new_w, self.new_h), interpolation=cv2.INTER_LINEAR)
+        if img.dtype == np.uint8:
+            resized = np.clip(np.rint(resized), 0, 255).astype(np.uint8)
         if img.ndim == 3 and resized.ndim == 2:  # cv2 drops a single channel axis
             resized = resized[:, :, None]
         return resized
@@ -87,8 +91,8 @@ class CropTransform(Transform):
     """Keep the window of size (h, w) whose top-left corner is (x0, y0).
 
     A window reaching past the input keeps only the part inside it (as numpy slicing does);
-    :class:`PadTransform` then fills up to a fixed size. Polygons are shifted, not clipped:
-    rasterising at the cropped size clips them exactly.
+    :class:`PadTransform` then fills up to a fixed size. Polygons are clipped to the window
+    (so that later padding stays empty); one that falls outside it is dropped.
     """
 
     def __init__(self, x0: int, y0: int, w: int, h: int):
@@ -104,6 +108,29 @@ class CropTransform(Transform):
         coords[:, 0] -= self.x0
         coords[:, 1] -= self.y0
         return coords
+
+    def apply_polygons(self, polygons: list[np.ndarray]) -> list[np.ndarray]:
+        """Shift (n, 2) polygons into the window and clip them to it."""
+        clipped = [_clip_polygon(self.apply_coords(p.copy()), self.w, self.h) for p in polygons]
+        return [p for p in clipped if len(p) >= 3]
+
+
+def _clip_polygon(points: np.ndarray, width: float, height: float) -> np.ndarray:
+    """Sutherland-Hodgman: the part of an (n, 2) polygon inside [0, width] x [0, height]."""
+    for axis, limit, keep_below in ((0, 0.0, False), (0, width, True), (1, 0.0, False), (1, height, True)):
+        if len(points) == 0:
+            break
+        inside = points[:, axis] <= limit if keep_below else points[:, axis] >= limit
+        output = []
+        for i in range(len(points)):
+            current, previous = points[i], points[i - 1]
+            if inside[i] != inside[i - 1]:  # the edge crosses the clip line
+                t = (limit - previous[axis]) / (current[axis] - previous[axis])
+                output.append(previous + t * (current - previous))
+            if inside[i]:
+                output.append(current)
+        points = np.asarray(output, dtype=np.float64).reshape(-1, 2)
+    return points
 
 
 class PadTransform(Transform):
