@@ -1,4 +1,5 @@
 """Datasets, augmentation, mappers and loaders."""
+
 from . import transforms
 from .build import (
     build_batch_data_loader,
@@ -13,9 +14,9 @@ from .detection_utils import BadSampleError, read_image
 from .samplers import InferenceSampler, TrainingSampler
 
 __all__ = [
+    "DATASET_MAPPER_REGISTRY",
     "AspectRatioGroupedDataset",
     "BadSampleError",
-    "DATASET_MAPPER_REGISTRY",
     "DatasetCatalog",
     "DatasetFromList",
     "InferenceSampler",

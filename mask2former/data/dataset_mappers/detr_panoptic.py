@@ -1,4 +1,5 @@
 """``detr_panoptic`` (MaskFormer v1 COCO panoptic): DETR's resize-or-crop augmentation."""
+
 from __future__ import annotations
 
 import numpy as np

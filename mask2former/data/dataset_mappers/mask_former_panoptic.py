@@ -1,4 +1,5 @@
 """``mask_former_panoptic``: image + COCO panoptic PNG -> one mask per non-crowd segment."""
+
 from __future__ import annotations
 
 import copy

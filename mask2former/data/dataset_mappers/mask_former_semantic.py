@@ -1,4 +1,5 @@
 """``mask_former_semantic``: image + label map -> one mask per category present."""
+
 from __future__ import annotations
 
 import copy
@@ -83,7 +84,9 @@ class MaskFormerSemanticDatasetMapper:
         aug_input = AugInput(image, sem_seg=sem_seg)
         apply_augmentations(self.augmentations, aug_input)
         aug_input.transform(
-            divisibility_padding(aug_input.image.shape[:2], self.size_divisibility, self.ignore_label)
+            divisibility_padding(
+                aug_input.image.shape[:2], self.size_divisibility, self.ignore_label
+            )
         )
         dataset_dict["image"] = image_to_tensor(aug_input.image)
         dataset_dict["sem_seg"] = torch.from_numpy(aug_input.sem_seg.astype(np.int64))
