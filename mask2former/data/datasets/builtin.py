@@ -107,7 +107,7 @@ def _register_sem_seg(root: str) -> None:
     metas = {
         "ade20k_sem_seg": (M.ade20k_sem_seg_meta(), 255),
         "ade20k_full_sem_seg": (M.ade20k_full_sem_seg_meta(), 65535),
-        "mapillary_vistas_sem_seg": (M.mapillary_vistas_meta(), 65),
+        "mapillary_vistas_sem_seg": (M.mapillary_vistas_sem_seg_meta(), 65),
     }
     for prefix, (image_dir, gt_dir, image_ext, gt_ext) in _SEM_SEG.items():
         meta, ignore_label = metas[prefix]
@@ -181,7 +181,8 @@ def _register_cityscapes(root: str) -> None:
         meta = M.cityscapes_panoptic_meta()
         name = f"cityscapes_fine_panoptic_{split}"
         DatasetCatalog.register(
-            name, lambda i=image_dir, p=pan_dir, j=pan_json: load_cityscapes_panoptic(i, p, j, meta)
+            name,
+            lambda i=image_dir, p=pan_dir, j=pan_json, m=meta: load_cityscapes_panoptic(i, p, j, m),
         )
         MetadataCatalog.get(name).set(
             evaluator_type="cityscapes_panoptic_seg",

@@ -27,6 +27,7 @@ __all__ = [
     "coco_stuff_meta",
     "load_table",
     "mapillary_vistas_meta",
+    "mapillary_vistas_sem_seg_meta",
 ]
 
 
@@ -144,8 +145,14 @@ def cityscapes_panoptic_meta() -> dict[str, Any]:
     }
 
 
+def mapillary_vistas_sem_seg_meta() -> dict[str, Any]:
+    """Mapillary Vistas v1.2 semantic: 65 classes; label value 65 is unlabeled."""
+    fields = mapillary_vistas_meta()
+    return {"stuff_classes": fields["stuff_classes"], "stuff_colors": fields["stuff_colors"]}
+
+
 def mapillary_vistas_meta() -> dict[str, Any]:
-    """Mapillary Vistas v1.2: 65 classes (ids 1..65 in the panoptic JSON); 65 is unlabeled."""
+    """Mapillary Vistas v1.2 panoptic: 65 classes (37 things), dataset ids 1..65."""
     cats = [
         {"id": i + 1, "name": c["readable"], "color": c["color"], "isthing": int(c["instances"])}
         for i, c in enumerate(load_table("mapillary_vistas_65"))

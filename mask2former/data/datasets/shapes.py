@@ -24,7 +24,7 @@ import os
 import shutil
 import tempfile
 import time
-from typing import Any
+from typing import Any, Optional
 
 import cv2
 import numpy as np
@@ -43,6 +43,7 @@ __all__ = ["SHAPES_CATEGORIES", "ensure_shapes_dataset", "generate_shapes", "reg
 GENERATOR_VERSION = "1"
 IMAGE_SIZE = 128
 SPLITS = {"train": 300, "val": 50}
+_SPLIT_STREAMS = {"train": 0, "val": 1}  # each split draws from its own seeded stream
 
 SHAPES_CATEGORIES = [
     {"id": 1, "name": "disc", "isthing": 1, "color": [220, 20, 60]},
@@ -205,7 +206,7 @@ def _annotate(image_id: int, segments, next_ann_id: int) -> tuple[list[dict], li
 def _generate_split(out: str, split: str, count: int, seed: int) -> None:
     for d in (split, f"panoptic_{split}", f"panoptic_semseg_{split}"):
         os.makedirs(os.path.join(out, d))
-    rng = np.random.default_rng([seed, list(SPLITS).index(split)])
+    rng = np.random.default_rng([seed, _SPLIT_STREAMS[split]])
     images, instances, pan_annotations = [], [], []
     for image_id in range(count):
         stem = f"{image_id:06d}"
@@ -235,10 +236,14 @@ def _write_json(path: str, obj: Any) -> None:
         json.dump(obj, f)
 
 
-def generate_shapes(out_dir: str, seed: int = 0, splits: dict[str, int] = SPLITS) -> None:
-    """Write the whole dataset into the new directory ``out_dir``; VERSION is written last."""
+def generate_shapes(out_dir: str, seed: int = 0, splits: Optional[dict[str, int]] = None) -> None:
+    """Write the dataset into the new directory ``out_dir``; VERSION is written last.
+
+    ``splits`` maps "train" / "val" to an image count (default :data:`SPLITS`); a split with
+    fewer images is a prefix of the same split with more.
+    """
     os.makedirs(os.path.join(out_dir, "annotations"))
-    for split, count in splits.items():
+    for split, count in (splits or SPLITS).items():
         _generate_split(out_dir, split, count, seed)
     with open(os.path.join(out_dir, "VERSION"), "w") as f:
         f.write(GENERATOR_VERSION + "\n")
@@ -251,6 +256,18 @@ def _is_complete(path: str) -> bool:
         return False
     with open(marker) as f:
         return f.read().strip() == GENERATOR_VERSION
+
+
+def _move_aside_if_stale(final: str) -> None:
+    """Rename an incomplete or outdated ``final`` out of the way (readers keep their files)."""
+    if not os.path.isdir(final) or _is_complete(final):
+        return
+    stale = f"{final}.stale-{os.getpid()}-{int(time.time())}"
+    try:
+        os.rename(final, stale)
+    except FileNotFoundError:  # another process moved it first
+        return
+    logger.warning("Moved an incomplete or outdated %s to %s", final, stale)
 
 
 def ensure_shapes_dataset(root: str) -> str:
@@ -268,10 +285,7 @@ def ensure_shapes_dataset(root: str) -> str:
     tmp = tempfile.mkdtemp(prefix=".shapes-tmp-", dir=root)
     try:
         generate_shapes(os.path.join(tmp, "shapes"))
-        if os.path.isdir(final) and not _is_complete(final):
-            stale = f"{final}.stale-{os.getpid()}-{int(time.time())}"
-            logger.warning("Replacing an incomplete or outdated %s (moved to %s)", final, stale)
-            os.rename(final, stale)
+        _move_aside_if_stale(final)
         try:
             os.rename(os.path.join(tmp, "shapes"), final)
             logger.info(
