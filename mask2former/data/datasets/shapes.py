@@ -34,6 +34,7 @@ from PIL import Image
 from ..catalog import DatasetCatalog, MetadataCatalog
 from .coco import load_coco_json
 from .coco_panoptic import load_coco_panoptic_json
+from .panoptic_png import id_to_rgb
 from .sem_seg import load_sem_seg
 
 logger = logging.getLogger(__name__)
@@ -158,10 +159,6 @@ def _bbox_xywh(mask: np.ndarray) -> list[int]:
     ]
 
 
-def _id_to_rgb(segment_id: int) -> list[int]:
-    return [segment_id % 256, segment_id // 256 % 256, segment_id // 256**2]
-
-
 def _write_png(path: str, array: np.ndarray) -> None:
     Image.fromarray(array).save(path, format="PNG")
 
@@ -169,12 +166,12 @@ def _write_png(path: str, array: np.ndarray) -> None:
 def _write_image_files(out: str, split: str, stem: str, image, segments) -> None:
     """The JPEG, the panoptic PNG (segment k+1 for segments[k]) and the semantic PNG."""
     Image.fromarray(image).save(os.path.join(out, split, stem + ".jpg"), format="JPEG", quality=95)
-    panoptic = np.zeros(image.shape, np.uint8)
+    ids = np.zeros(image.shape[:2], np.int64)
     semantic = np.full(image.shape[:2], 255, np.uint8)
     for k, (category_id, mask) in enumerate(segments):
-        panoptic[mask] = _id_to_rgb(k + 1)
+        ids[mask] = k + 1
         semantic[mask] = _CONTIGUOUS[category_id]
-    _write_png(os.path.join(out, f"panoptic_{split}", stem + ".png"), panoptic)
+    _write_png(os.path.join(out, f"panoptic_{split}", stem + ".png"), id_to_rgb(ids))
     _write_png(os.path.join(out, f"panoptic_semseg_{split}", stem + ".png"), semantic)
 
 
