@@ -1,6 +1,5 @@
 """Datasets, augmentation, mappers and loaders."""
-
-from . import transforms
+from . import datasets, transforms  # datasets: importing registers the builtin datasets
 from .build import (
     build_batch_data_loader,
     build_detection_test_loader,
@@ -28,6 +27,7 @@ __all__ = [
     "build_dataset_mapper",
     "build_detection_test_loader",
     "build_detection_train_loader",
+    "datasets",
     "get_detection_dataset_dicts",
     "read_image",
     "transforms",
