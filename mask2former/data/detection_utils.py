@@ -24,6 +24,7 @@ __all__ = [
     "add_boxes_from_masks",
     "check_image_size",
     "check_label_size",
+    "check_label_values",
     "image_to_tensor",
     "instances_from_annotations",
     "instances_from_panoptic",
@@ -132,6 +133,22 @@ def check_label_size(
             label_file,
             f"label map is {label.shape[1]}x{label.shape[0]} (width x height) but its image "
             f"{image_file} is {image.shape[1]}x{image.shape[0]}",
+        )
+
+
+def check_label_values(
+    label_file: str, labels: np.ndarray, num_classes: int | None, ignore_label: int
+) -> None:
+    """Raise if a label map holds a value outside [0, num_classes) other than ``ignore_label``."""
+    if num_classes is None:
+        return
+    bad = (labels != ignore_label) & ((labels < 0) | (labels >= num_classes))
+    if bad.any():
+        values = np.unique(labels[bad])[:5].tolist()
+        raise BadSampleError(
+            label_file,
+            f"label values {values} are outside 0..{num_classes - 1} "
+            f"(MODEL.SEM_SEG_HEAD.NUM_CLASSES) and are not the ignore label {ignore_label}",
         )
 
 

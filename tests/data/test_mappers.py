@@ -134,8 +134,16 @@ def test_semantic_bad_inputs_name_the_file(tmp_path):
     from PIL import Image
 
     Image.fromarray(small_label).save(other["sem_seg_file_name"])
-    with pytest.raises(BadSampleError, match=r"small_label\.png.*64x40.*sem\.png is 64x48|small"):
+    with pytest.raises(
+        BadSampleError, match=r"small_label\.png: label map is 64x40 .*/sem\.png is 64x48"
+    ):
         mapper({**record, "sem_seg_file_name": other["sem_seg_file_name"]})
+    cfg = small_cfg("mask_former_semantic")
+    cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES = 3  # the sample has labels 0..3 and 255
+    with pytest.raises(
+        BadSampleError, match=r"sem_label\.png: label values \[3\] are outside 0\.\.2"
+    ):
+        build_dataset_mapper(cfg, True)(record)
     without = {k: v for k, v in record.items() if k != "sem_seg_file_name"}
     with pytest.raises(BadSampleError, match="sem.png.*sem_seg_file_name"):
         mapper(without)

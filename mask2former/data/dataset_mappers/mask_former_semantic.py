@@ -12,6 +12,7 @@ from ...structures import Instances
 from ..detection_utils import (
     BadSampleError,
     check_label_size,
+    check_label_values,
     image_to_tensor,
     read_label_map,
 )
@@ -54,11 +55,13 @@ class MaskFormerSemanticDatasetMapper:
         image_format: str,
         ignore_label: int,
         size_divisibility: int,
+        num_classes: int | None = None,
     ):
         self.augmentations = augmentations
         self.image_format = image_format
         self.ignore_label = ignore_label
         self.size_divisibility = size_divisibility
+        self.num_classes = num_classes
 
     @classmethod
     def from_config(cls, cfg) -> dict:
@@ -67,6 +70,7 @@ class MaskFormerSemanticDatasetMapper:
             "image_format": cfg.INPUT.FORMAT,
             "ignore_label": ignore_label_from_config(cfg),
             "size_divisibility": cfg.INPUT.SIZE_DIVISIBILITY,
+            "num_classes": cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES,
         }
 
     def __call__(self, dataset_dict: dict) -> dict:
@@ -80,6 +84,7 @@ class MaskFormerSemanticDatasetMapper:
         label_file = dataset_dict.pop("sem_seg_file_name")
         sem_seg = read_label_map(label_file)
         check_label_size(label_file, sem_seg, file_name, image)
+        check_label_values(label_file, sem_seg, self.num_classes, self.ignore_label)
 
         aug_input = AugInput(image, sem_seg=sem_seg)
         apply_augmentations(self.augmentations, aug_input)
