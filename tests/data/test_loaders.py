@@ -194,8 +194,10 @@ def test_error_in_a_worker_names_the_file(tmp_path):
     loader = build_detection_test_loader(
         bad_dicts(tmp_path), mapper=TestDatasetMapper(get_cfg()), num_workers=1
     )
+    batches = iter(loader)
     with pytest.raises(BadSampleError, match=r"gone\.png: file not found"):
-        next(iter(loader))
+        next(batches)
+    batches._shutdown_workers()  # now: a later garbage collection would wait 5 s for it
 
 
 def test_train_loader_skips_bad_samples_when_configured(tmp_path):
