@@ -318,3 +318,41 @@ def test_test_mapper_resizes_and_keeps_original_size(tmp_path):
     out = build_dataset_mapper(cfg, False)(record)
     image = out["image"].permute(1, 2, 0).numpy()
     assert image.shape == (48, 64, 3) and tuple(image[0, 0]) == BACKGROUND_RGB
+
+
+# --------------------------------------------------------------------------- shipped configs
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+
+
+def test_every_shipped_config_builds_its_mappers():
+    from mask2former.data.dataset_mappers import TestDatasetMapper
+
+    paths = sorted(CONFIGS.rglob("*.yaml"))
+    for path in paths:
+        cfg = get_cfg()
+        cfg.merge_from_file(str(path))
+        train = build_dataset_mapper(cfg, is_train=True)
+        assert train is not None
+        assert isinstance(build_dataset_mapper(cfg, is_train=False), TestDatasetMapper)
+
+
+def test_published_ade20k_semantic_and_coco_lsj_augmentations():
+    from mask2former.data import transforms as T
+
+    cfg = get_cfg()
+    cfg.merge_from_file(
+        str(CONFIGS / "ade20k/semantic-segmentation/maskformer2_R50_bs16_160k.yaml")
+    )
+    resize, crop, colour, flip = build_dataset_mapper(cfg, True).augmentations
+    assert resize.short_edge_length == tuple(int(x * 0.1 * 512) for x in range(5, 21))
+    assert (resize.max_size, resize.sample_style) == (2048, "choice")
+    assert isinstance(crop, T.RandomCrop_CategoryAreaConstraint)
+    assert (crop.crop.crop_type, crop.crop.crop_size) == ("absolute", (512, 512))
+    assert isinstance(colour, T.ColorAugSSD) and colour.img_format == "RGB"
+    assert isinstance(flip, T.RandomFlip) and flip.horizontal
+
+    cfg = get_cfg()
+    cfg.merge_from_file(str(CONFIGS / "coco/instance-segmentation/maskformer2_R50_bs16_50ep.yaml"))
+    flip, scale, fixed = build_dataset_mapper(cfg, True).augmentations
+    assert (scale.min_scale, scale.max_scale, scale.target_height) == (0.1, 2.0, 1024)
+    assert (fixed.crop_size, fixed.pad_value) == ((1024, 1024), 128.0)
