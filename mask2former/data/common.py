@@ -94,7 +94,7 @@ class MapDataset(data.Dataset):
             except Exception as e:
                 raise RuntimeError(f"mapping sample {idx} ({_file_name(item)}) failed: {e}") from e
             idx = self._rng.randrange(len(self._dataset))
-        raise AssertionError("unreachable")
+        raise AssertionError("itertools.count() ended")  # keeps type checkers content
 
 
 class ToIterableDataset(data.IterableDataset):
