@@ -6,7 +6,7 @@ import logging
 import numpy as np
 import pytest
 import torch
-from _pipeline_samples import semantic_sample
+from tests.data._pipeline_samples import semantic_sample
 
 from mask2former.config import get_cfg
 from mask2former.data import (

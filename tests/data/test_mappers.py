@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from _pipeline_samples import (
+from tests.data._pipeline_samples import (
     BACKGROUND_RGB,
     IGNORE,
     IGNORE_RGB,
