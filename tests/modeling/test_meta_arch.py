@@ -108,18 +108,18 @@ def test_one_pixel_masks(name):
 @pytest.mark.parametrize("name", list(CONFIGS))
 def test_inference_outputs_at_the_original_size(name):
     model = build_tiny_model(name)
-    # A 48x64 network input standing for a 96x128 original image.
-    x = {"image": make_image(48, 64), "height": 96, "width": 128}
+    # A 50x70 network input (not a multiple of 32) standing for a 100x140 original image.
+    x = {"image": make_image(50, 70), "height": 100, "width": 140}
     with torch.no_grad():
         (result,) = model([x])
-    assert result["sem_seg"].shape == (NUM_CLASSES, 96, 128)
+    assert result["sem_seg"].shape == (NUM_CLASSES, 100, 140)
     if name.startswith("per_pixel"):
         assert set(result) == {"sem_seg"}
         return
     assert set(result) == {"sem_seg", "panoptic_seg", "instances"}
     assert result["sem_seg"].min() >= 0  # probabilities
     seg, info = result["panoptic_seg"]
-    assert seg.shape == (96, 128) and seg.dtype == torch.int32
+    assert seg.shape == (100, 140) and seg.dtype == torch.int32
     ids = [s["id"] for s in info]
     assert len(ids) == len(set(ids))
     assert set(seg.unique().tolist()) - {0} == set(ids)
@@ -127,8 +127,8 @@ def test_inference_outputs_at_the_original_size(name):
         assert 0 <= s["category_id"] < NUM_CLASSES
         assert s["isthing"] == (s["category_id"] in THING_IDS)
     inst = result["instances"]
-    assert inst.image_size == (96, 128)
-    assert inst.pred_masks.shape[1:] == (96, 128)
+    assert inst.image_size == (100, 140)
+    assert inst.pred_masks.shape[1:] == (100, 140)
     assert torch.all(inst.scores[:-1] >= inst.scores[1:])
     assert set(inst.pred_classes.tolist()) <= set(THING_IDS)  # panoptic model: things only
 

@@ -142,3 +142,23 @@ def test_every_shipped_config_builds_its_model_family(config):
         assert type(head.pixel_decoder).__name__ == "MSDeformAttnPixelDecoder"
         assert model.criterion.mask_loss == "point"
         assert len(head.predictor.transformer_ffn_layers) == cfg.MODEL.MASK_FORMER.DEC_LAYERS - 1
+
+
+def test_legacy_head_layout_loads_into_pixel_decoder():
+    """Pixel-decoder weights saved directly under the head (MaskFormer's first layout) load
+    into ``pixel_decoder``; current keys are not renamed twice."""
+    from tests.modeling.tiny import build_tiny_model
+
+    source, target = build_tiny_model("maskformer_fpn", seed=0), build_tiny_model(
+        "maskformer_fpn", seed=1
+    )
+    legacy = {
+        k.replace("sem_seg_head.pixel_decoder.", "sem_seg_head."): v
+        for k, v in source.state_dict().items()
+    }
+    assert "sem_seg_head.adapter_1.weight" in legacy
+    assert target.load_state_dict(legacy, strict=True) is not None
+    for key, value in source.state_dict().items():
+        torch.testing.assert_close(target.state_dict()[key], value)
+    current = build_tiny_model("maskformer_fpn", seed=2)
+    current.load_state_dict(source.state_dict(), strict=True)
