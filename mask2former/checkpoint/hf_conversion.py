@@ -19,6 +19,7 @@ a rule is a pair of key templates whose ``{name}`` fields are layer indices (``{
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -108,12 +109,15 @@ class _Template:
 class Rule:
     """``hf`` and ``ours`` key templates. A prefix rule (``part`` None) keeps the rest of the
     key; a part rule maps a whole key to slice ``part`` of ``num_parts`` equal slices (along
-    dim 0) of a fused tensor."""
+    dim 0) of a fused tensor. A ``legacy`` rule reads the names that ``save_pretrained`` writes
+    (and the published Hugging Face checkpoints use) where they differ from the in-memory
+    names of transformers 5.x; it is used only towards ours."""
 
     hf: str
     ours: str
     part: int | None = None
     num_parts: int = 3
+    legacy: bool = False
 
 
 def _prefix(hf: str, ours: str) -> list[Rule]:
@@ -198,24 +202,35 @@ _SWIN_RULES = [
     *_prefix(_ENC + "hidden_states_norms.stage{s}.", "backbone.norm{s-1}."),
 ]
 
-_MF_SWIN_BLOCK = _ENC + "model.encoder.layers.{i}.blocks.{j}."
+
+def _legacy_swin_rules(root: str, legacy: bool) -> list[Rule]:
+    """Swin blocks named ``attention.self.query`` ... ``output.dense`` under ``root``:
+    transformers' MaskFormerSwinBackbone, and the file layout of its SwinBackbone."""
+    block = root + "encoder.layers.{i}.blocks.{j}."
+    rules = [
+        *_fused(
+            tuple(block + "attention.self." + p for p in ("query", "key", "value")),
+            _SWIN_BLOCK + "attn.qkv.{suffix}",
+        ),
+        *_prefix(root + "embeddings.patch_embeddings.projection.", "backbone.patch_embed.proj."),
+        *_prefix(root + "embeddings.norm.", "backbone.patch_embed.norm."),
+        *_prefix(block + "attention.self.relative_", _SWIN_BLOCK + "attn.relative_"),
+        *_prefix(block + "attention.output.dense.", _SWIN_BLOCK + "attn.proj."),
+        *_prefix(block + "layernorm_before.", _SWIN_BLOCK + "norm1."),
+        *_prefix(block + "layernorm_after.", _SWIN_BLOCK + "norm2."),
+        *_prefix(block + "intermediate.dense.", _SWIN_BLOCK + "mlp.fc1."),
+        *_prefix(block + "output.dense.", _SWIN_BLOCK + "mlp.fc2."),
+        *_prefix(root + "encoder.layers.{i}.downsample.", "backbone.layers.{i}.downsample."),
+    ]
+    return [dataclasses.replace(r, legacy=legacy) for r in rules]
+
+
 # transformers' MaskFormerSwinBackbone <-> the published D2SwinTransformer.
 _MASKFORMER_SWIN_RULES = [
-    *_fused(
-        tuple(_MF_SWIN_BLOCK + "attention.self." + p for p in ("query", "key", "value")),
-        _SWIN_BLOCK + "attn.qkv.{suffix}",
-    ),
-    *_prefix(_ENC + "model.embeddings.patch_embeddings.projection.", "backbone.patch_embed.proj."),
-    *_prefix(_ENC + "model.embeddings.norm.", "backbone.patch_embed.norm."),
-    *_prefix(_MF_SWIN_BLOCK + "attention.self.relative_", _SWIN_BLOCK + "attn.relative_"),
-    *_prefix(_MF_SWIN_BLOCK + "attention.output.dense.", _SWIN_BLOCK + "attn.proj."),
-    *_prefix(_MF_SWIN_BLOCK + "layernorm_before.", _SWIN_BLOCK + "norm1."),
-    *_prefix(_MF_SWIN_BLOCK + "layernorm_after.", _SWIN_BLOCK + "norm2."),
-    *_prefix(_MF_SWIN_BLOCK + "intermediate.dense.", _SWIN_BLOCK + "mlp.fc1."),
-    *_prefix(_MF_SWIN_BLOCK + "output.dense.", _SWIN_BLOCK + "mlp.fc2."),
-    *_prefix(_ENC + "model.encoder.layers.{i}.downsample.", "backbone.layers.{i}.downsample."),
+    *_legacy_swin_rules(_ENC + "model.", legacy=False),
     *_prefix(_ENC + "hidden_states_norms.{s}.", "backbone.norm{s}."),
 ]
+_SWIN_RULES += _legacy_swin_rules(_ENC, legacy=True)
 
 _M2F_LAYER = _TM + "decoder.layers.{i}."
 _M2F_HEAD_RULES = [
@@ -297,6 +312,16 @@ _MASKFORMER_HEAD_RULES = [
     *_prefix(_DETR_LAYER + "final_layer_norm.", _OURS_DETR_LAYER + "norm3."),
     *_prefix(_DETR_LAYER + "mlp.fc1.", _OURS_DETR_LAYER + "linear1."),
     *_prefix(_DETR_LAYER + "mlp.fc2.", _OURS_DETR_LAYER + "linear2."),
+    *[
+        dataclasses.replace(r, legacy=True)
+        for hf, ours in [
+            ("self_attn.out_proj.", "self_attn.out_proj."),
+            ("encoder_attn.out_proj.", "multihead_attn.out_proj."),
+            ("fc1.", "linear1."),
+            ("fc2.", "linear2."),
+        ]
+        for r in _prefix(_DETR_LAYER + hf, _OURS_DETR_LAYER + ours)
+    ],
     *_prefix(_TM + "decoder.layernorm.", _T + "transformer.decoder.norm."),
     *_prefix(_TM + "queries_embedder.", _T + "query_embed."),
     *_prefix(_TM + "input_projection.", _T + "input_proj."),
@@ -315,7 +340,8 @@ MASKFORMER_RULES = {
 }
 
 # Keys with no counterpart: transformers' BatchNorm counters and the Swin final norm (unused
-# by the backbone outputs); ours: the Swin relative position index (recomputed).
+# by the backbone outputs); ours: the Swin relative position index (recomputed), which
+# transformers 5.x keeps only in MaskFormer's Swin.
 _HF_ONLY = re.compile(
     r"(num_batches_tracked$|^model\.pixel_level_module\.encoder\.(swin|model)\.layernorm\.)"
 )
@@ -367,7 +393,7 @@ def ours_to_hf_state_dict(
     rules = _rules(model_type, backbone_type)
     hf: dict[str, torch.Tensor] = {}
     for key, value in state.items():
-        if _OURS_ONLY.search(key) and backbone_type == "swin":
+        if _OURS_ONLY.search(key) and model_type == "mask2former":
             continue
         for rule, target in _translate_all(key, rules, "ours"):
             if rule.part is None:
@@ -388,6 +414,8 @@ def _translate_all(key: str, rules: list[Rule], side: str) -> list[tuple[Rule, s
     prefix rule with the longest matching template wins and the rest of the key is kept."""
     parts, prefixes = [], []
     for rule in rules:
+        if rule.legacy and side == "ours":
+            continue
         source, target = (rule.hf, rule.ours) if side == "hf" else (rule.ours, rule.hf)
         hit = _Template(source).match(key, whole=rule.part is not None)
         if hit is not None:
