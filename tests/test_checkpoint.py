@@ -234,15 +234,34 @@ def test_backbone_only_checkpoint_loads_into_model_backbone():
     assert torch.equal(target.head.weight, head_before)
 
 
-def test_backbone_prefix_is_not_applied_unless_every_key_fits():
-    """One key that is not a backbone key: no renaming, nothing loads (no fuzzy matching)."""
+def test_backbone_only_checkpoint_with_a_classifier_loads_the_rest():
+    """detectron2's torchvision R-50.pkl carries ``stem.fc.*``: reported, not loaded."""
+    source = _randomised(TinyBackbone())
+    state = dict(source.state_dict(), **{"stem.fc.weight": torch.zeros(10, 4)})
+    target = TinyModel()
+    result = load_state_dict_exact(target, state)
+    _assert_same_state(source, target.backbone)
+    assert result.unexpected_keys == ["backbone.stem.fc.weight"]
+
+
+def test_backbone_prefix_is_not_applied_when_a_key_matches_the_full_model():
+    """One key that names a model key: no renaming (no guessing), backbone keys unexpected."""
     state = _randomised(TinyBackbone()).state_dict()
-    state["fc.weight"] = torch.zeros(1)
+    state["head.bias"] = torch.ones(2)
     target = TinyModel()
     before = target.backbone.conv.weight.clone()
     result = load_state_dict_exact(target, state)
     assert torch.equal(target.backbone.conv.weight, before)
+    assert torch.equal(target.head.bias, torch.ones(2))
     assert "conv.weight" in result.unexpected_keys
+
+
+def test_backbone_prefix_is_not_applied_when_nothing_would_match(caplog):
+    state = {"layer1.0.conv1.weight": torch.zeros(1)}  # torchvision names, not converted
+    with caplog.at_level(logging.WARNING, logger="mask2former.checkpoint"):
+        result = load_state_dict_exact(TinyModel(), state, "raw.pth")
+    assert result.unexpected_keys == ["layer1.0.conv1.weight"]
+    assert "no key matched" in caplog.text
 
 
 # --------------------------------------------------------------------------- #
@@ -333,3 +352,21 @@ def test_swin_converter_refuses_unknown_keys():
         convert_swin_release(
             {"patch_embed.proj.weight": torch.zeros(1), "fc.weight": torch.zeros(1)}
         )
+
+
+def test_save_to_disk_false_writes_nothing(tmp_path):
+    DetectionCheckpointer(TinyModel(), str(tmp_path), save_to_disk=False).save("m")
+    assert os.listdir(tmp_path) == []
+
+
+def test_pkl_written_by_numpy_1_loads(tmp_path):
+    """numpy 1.x pickles name ``numpy.core.multiarray`` (numpy 2 writes ``numpy._core``)."""
+    source = _randomised(TinyModel())
+    arrays = {k: v.numpy() for k, v in source.state_dict().items()}
+    data = pickle.dumps({"model": arrays}, protocol=2)
+    assert b"numpy._core.multiarray" in data
+    path = tmp_path / "old.pkl"
+    path.write_bytes(data.replace(b"numpy._core.multiarray", b"numpy.core.multiarray"))
+    target = TinyModel()
+    DetectionCheckpointer(target).load(str(path))
+    _assert_same_state(source, target)

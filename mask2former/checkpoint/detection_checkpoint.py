@@ -9,6 +9,8 @@ import torch
 from fvcore.common.checkpoint import Checkpointer
 from iopath.common.file_io import PathHandler, PathManager
 
+from mask2former.utils import comm
+
 from .io import atomic_write, read_checkpoint
 from .matching import IncompatibleKeys, load_state_dict_exact
 
@@ -49,8 +51,18 @@ class DetectionCheckpointer(Checkpointer):
     ``weights_only=True``.
     """
 
-    def __init__(self, model: torch.nn.Module, save_dir: str = "", **checkpointables: Any):
-        super().__init__(model, save_dir, **checkpointables)
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        save_dir: str = "",
+        *,
+        save_to_disk: bool | None = None,
+        **checkpointables: Any,
+    ):
+        """``save_to_disk`` defaults to "this is the main process" (rank 0 writes)."""
+        if save_to_disk is None:
+            save_to_disk = comm.is_main_process()
+        super().__init__(model, save_dir, save_to_disk=save_to_disk, **checkpointables)
         self.path_manager.register_handler(Detectron2Handler(self.path_manager))
 
     def _local_path(self, path: str) -> str:

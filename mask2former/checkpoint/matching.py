@@ -37,17 +37,19 @@ def add_backbone_prefix_if_backbone_only(
     ``backbone.`` is added to every key if and only if
 
     1. no key of ``state_dict`` is a key of the model, and
-    2. every key of ``state_dict`` with the prefix is a key of the model, ignoring
-       ``*.num_batches_tracked`` entries (BatchNorm step counters, absent with FrozenBN).
+    2. at least one key of ``state_dict``, with the prefix, is a key of the model.
 
-    This is what the converters in :mod:`mask2former.checkpoint.convert` produce
-    (``stem.conv1.weight``, ``res2.0.conv1.weight``, ``patch_embed.proj.weight`` ...).
+    Then, as always, a weight is loaded only where its (prefixed) name equals a model key;
+    the others are reported as unexpected. Condition 2 does not ask that *every* key fit:
+    detectron2's own ImageNet files (``detectron2://ImageNetPretrained/torchvision/R-50.pkl``)
+    carry the classifier as ``stem.fc.weight`` / ``stem.fc.bias``, which no backbone has.
+    Backbone-only files are what the converters in :mod:`mask2former.checkpoint.convert`
+    produce (``stem.conv1.weight``, ``res2.0.conv1.weight``, ``patch_embed.proj.weight`` ...).
     Otherwise ``state_dict`` is returned unchanged.
     """
-    keys = [k for k in state_dict if not k.endswith(_STEP_COUNTER)]
-    if not keys or any(k in model_keys for k in state_dict):
+    if any(k in model_keys for k in state_dict):
         return dict(state_dict)
-    if not all(BACKBONE_PREFIX + k in model_keys for k in keys):
+    if not any(BACKBONE_PREFIX + k in model_keys for k in state_dict):
         return dict(state_dict)
     logger.info("Checkpoint holds only backbone weights: loading them into model.backbone")
     return {BACKBONE_PREFIX + k: v for k, v in state_dict.items()}
@@ -98,7 +100,7 @@ def load_state_dict_exact(
     result = model.load_state_dict(state_dict, strict=False)
     missing = [k for k in result.missing_keys if not k.endswith(_STEP_COUNTER)]
     unexpected = list(result.unexpected_keys)
-    loaded = len(model_state) - len(result.missing_keys)
+    loaded = len(set(state_dict) & set(model_state))
     logger.info("Loaded %d of %d model entries from %s", loaded, len(model_state), source)
     if missing or unexpected:
         logger.warning(
@@ -106,6 +108,6 @@ def load_state_dict_exact(
             source,
             format_incompatible_keys(missing, unexpected),
         )
-    if loaded == 0 and state_dict:
+    if loaded == 0 and len(state_dict) > 0:
         logger.warning("%s: no key matched the model; nothing was loaded", source)
     return IncompatibleKeys(missing, unexpected, [])
