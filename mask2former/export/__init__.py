@@ -1,4 +1,11 @@
 """Tensor-level views of a model for export, tracing and FLOP counting."""
+from .flops import activation_count, flop_count, ms_deform_attn_flop_jit, parameter_table
 from .logits import LogitsModel
 
-__all__ = ["LogitsModel"]
+__all__ = [
+    "LogitsModel",
+    "activation_count",
+    "flop_count",
+    "ms_deform_attn_flop_jit",
+    "parameter_table",
+]
