@@ -13,6 +13,8 @@ from mask2former.data.detection_utils import read_image
 from mask2former.data.transforms import ResizeShortestEdge
 from mask2former.modeling import build_model
 
+from .defaults import model_kwargs_from_metadata
+
 ImageInput = Union[str, os.PathLike, np.ndarray, "PIL.Image.Image"]  # noqa: F821
 
 
@@ -32,7 +34,7 @@ class Predictor:
 
     def __init__(self, cfg):
         self.cfg = cfg.clone()
-        self.model = build_model(self.cfg).eval()
+        self.model = build_model(self.cfg, **model_kwargs_from_metadata(self.cfg)).eval()
         if self.cfg.MODEL.WEIGHTS:
             DetectionCheckpointer(self.model).load(self.cfg.MODEL.WEIGHTS)
         test_sets = self.cfg.DATASETS.TEST
