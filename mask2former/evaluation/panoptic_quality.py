@@ -322,11 +322,12 @@ def pq_stat_from_files(
 ) -> PQStat:
     """Sum of per-image statistics over (gt annotation, predicted annotation) pairs.
 
-    Images are split into one contiguous chunk per worker process (``num_workers``
-    defaults to the CPU count; 1 runs in this process).
+    Images are dealt round-robin to ``num_workers`` processes (default: one per CPU, fewer
+    for small sets; 1 runs in this process).
     """
-    num_workers = num_workers or os.cpu_count() or 1
-    num_workers = max(1, min(num_workers, len(pairs) // 16))
+    if num_workers is None:  # a process per CPU, but no pool for a handful of images
+        num_workers = min(os.cpu_count() or 1, len(pairs) // 16)
+    num_workers = max(1, min(num_workers, len(pairs)))
     chunks = [pairs[i::num_workers] for i in range(num_workers)]
     tasks = [(c, gt_folder, pred_folder, category_ids) for c in chunks]
     if num_workers == 1:
