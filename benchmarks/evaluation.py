@@ -9,6 +9,7 @@ here), both with one worker process per CPU, in the same run; the results must a
 Instance: 100 masks per 640x480 image, encoded by ``encode_masks`` and by the published
 per-mask ``pycocotools.mask.encode`` loop, then scored with COCOeval.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -48,9 +49,12 @@ def bench_panoptic(num_images: int, repeats: int) -> list[tuple]:
     with tempfile.TemporaryDirectory() as root:
         start = time.perf_counter()
         files = make_panoptic_set(root, num_images, seed=0, height=480, width=640, num_segments=20)
-        segs = np.mean([len(a["segments_info"]) for a in json.load(open(files[0]))["annotations"]])
-        print(f"generated {num_images} images ({segs:.1f} gt segments each) in "
-              f"{time.perf_counter() - start:.1f} s")
+        with open(files[0]) as f:
+            segs = np.mean([len(a["segments_info"]) for a in json.load(f)["annotations"]])
+        print(
+            f"generated {num_images} images ({segs:.1f} gt segments each) in "
+            f"{time.perf_counter() - start:.1f} s"
+        )
         ours_s, ours = _best_of(repeats, lambda: pq_compute(*files))
         ref_s, ref = _best_of(repeats, lambda: reference_pq_compute(*files))
     for group in ("All", "Things", "Stuff"):
@@ -77,13 +81,24 @@ def _instance_set(num_images: int, num_masks: int, height: int, width: int):
         classes = rng.integers(0, 10, size=num_masks)
         preds.append((torch.from_numpy(masks), torch.from_numpy(rng.random(num_masks)), classes))
         images.append({"id": image_id, "height": height, "width": width})
-        gt_rles = mask_util.encode(np.asfortranarray(masks[:20].transpose(1, 2, 0).astype(np.uint8)))
+        gt_rles = mask_util.encode(
+            np.asfortranarray(masks[:20].transpose(1, 2, 0).astype(np.uint8))
+        )
         for rle, cls in zip(gt_rles, classes[:20]):
             area = float(mask_util.area(rle))
             rle["counts"] = rle["counts"].decode("ascii")
             box = mask_util.toBbox(rle).tolist()
-            anns.append({"id": len(anns) + 1, "image_id": image_id, "category_id": int(cls) + 1,
-                         "segmentation": rle, "area": area, "bbox": box, "iscrowd": 0})
+            anns.append(
+                {
+                    "id": len(anns) + 1,
+                    "image_id": image_id,
+                    "category_id": int(cls) + 1,
+                    "segmentation": rle,
+                    "area": area,
+                    "bbox": box,
+                    "iscrowd": 0,
+                }
+            )
     cats = [{"id": i + 1, "name": str(i)} for i in range(10)]
     return preds, {"images": images, "annotations": anns, "categories": cats}
 
@@ -105,7 +120,9 @@ def bench_instance(num_images: int, num_masks: int, repeats: int) -> list[tuple]
     preds, gt = _instance_set(num_images, num_masks, 480, 640)
     ours_s, ours = _best_of(repeats, lambda: [encode_masks(m) for m, _, _ in preds])
     ref_s, ref = _best_of(repeats, lambda: [_published_encode(m) for m, _, _ in preds])
-    assert [[r["counts"] for r in img] for img in ours] == [[r["counts"] for r in img] for img in ref]
+    assert [[r["counts"] for r in img] for img in ours] == [
+        [r["counts"] for r in img] for img in ref
+    ]
     results = [
         {"image_id": i, "category_id": int(c) + 1, "segmentation": r, "score": float(s)}
         for i, (rles, (_, scores, classes)) in enumerate(zip(ours, preds))
@@ -119,9 +136,18 @@ def bench_instance(num_images: int, num_masks: int, repeats: int) -> list[tuple]
     print(f"instance segm AP {100 * coco_eval.stats[0]:.2f} over {len(results)} predictions")
     per_image = f"{num_masks} masks/img"
     return [
-        (f"instance RLE encoding (ours), {per_image}", num_images, ours_s, 1000 * ours_s / num_images),
-        (f"instance RLE encoding (published per-mask), {per_image}", num_images, ref_s,
-         1000 * ref_s / num_images),
+        (
+            f"instance RLE encoding (ours), {per_image}",
+            num_images,
+            ours_s,
+            1000 * ours_s / num_images,
+        ),
+        (
+            f"instance RLE encoding (published per-mask), {per_image}",
+            num_images,
+            ref_s,
+            1000 * ref_s / num_images,
+        ),
         ("instance COCOeval segm (pycocotools)", num_images, eval_s, None),
         ("instance encoding (ours) + COCOeval", num_images, ours_s + eval_s, None),
     ]

@@ -5,6 +5,7 @@ all processes; the main process then runs cityscapesScripts' own evaluation on t
 truth under the dataset's ``gt_dir`` (``<gt_dir>/<city>/*_gtFine_{labelIds,instanceIds}.png``).
 Only the ground-truth images of processed inputs are scored, so a subset can be evaluated.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -29,7 +30,7 @@ logger = logging.getLogger(__name__)
 
 
 def _city_frame(file_name: str) -> str:
-    """"<city>_<seq>_<frame>" of a Cityscapes file name."""
+    """ "<city>_<seq>_<frame>" of a Cityscapes file name."""
     parts = os.path.basename(file_name).split("_")
     if len(parts) < 3:
         raise ValueError(f"{file_name!r} is not a Cityscapes file name (<city>_<seq>_<frame>_...)")

@@ -6,6 +6,7 @@ between processes. With ``output_dir`` the predictions are also written in the C
 format (``panoptic_seg_predictions.json`` + ``panoptic_seg_predictions/*.png``) so that
 :func:`pq_compute` or panopticapi can score them again.
 """
+
 from __future__ import annotations
 
 import json
@@ -46,7 +47,9 @@ def _as_id_map(id_map: Any, image_id: Any) -> np.ndarray:
             f"image {image_id!r}: the panoptic_seg id map must be an integer tensor; got {dtype}"
         )
     if id_map.ndim != 2:
-        raise ValueError(f"image {image_id!r}: the id map must be (H, W); got {tuple(id_map.shape)}")
+        raise ValueError(
+            f"image {image_id!r}: the id map must be (H, W); got {tuple(id_map.shape)}"
+        )
     ids = id_map.cpu().numpy() if isinstance(id_map, torch.Tensor) else id_map
     ids = ids.astype(np.int64, copy=False)
     if ids.size and ids.min() < 0:
@@ -103,7 +106,9 @@ class COCOPanopticEvaluator(DatasetEvaluator):
                 raise KeyError(f"image {image_id!r} is not in {self._metadata.panoptic_json}")
             gt_ann = self._gt_anns[image_id]
             ids, segments = self._prediction(out, image_id)
-            gt_ids = read_panoptic_png(os.path.join(self._metadata.panoptic_root, gt_ann["file_name"]))
+            gt_ids = read_panoptic_png(
+                os.path.join(self._metadata.panoptic_root, gt_ann["file_name"])
+            )
             self._stat += image_pq_stat(
                 gt_ids, gt_ann["segments_info"], ids, segments, self._category_ids, image_id
             )
@@ -204,6 +209,7 @@ def _log_pq_table(results: dict) -> None:
     for name in ("All", "Things", "Stuff"):
         r = results[name]
         lines.append(
-            f"{name:10s}| {100 * r['pq']:5.1f}  {100 * r['sq']:5.1f}  {100 * r['rq']:5.1f}  {r['n']:4d}"
+            f"{name:10s}| {100 * r['pq']:5.1f}  {100 * r['sq']:5.1f}  {100 * r['rq']:5.1f}"
+            f"  {r['n']:4d}"
         )
     logger.info("Panoptic evaluation results:\n%s", "\n".join(lines))

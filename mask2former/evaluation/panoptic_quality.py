@@ -16,6 +16,7 @@ whole intersection matrix; matching and counting are then array operations on it
 
 COCO panoptic PNGs store a segment id per pixel as ``id = R + 256 * G + 256**2 * B``.
 """
+
 from __future__ import annotations
 
 import json

@@ -1,4 +1,5 @@
 """Small datasets registered under unique names for the evaluation tests."""
+
 import itertools
 import json
 import sys

@@ -1,30 +1,44 @@
 """COCOPanopticEvaluator on model-style outputs: 100 on ground truth, equal to file scoring."""
+
 import json
 import os
 
 import numpy as np
 import pytest
 import torch
+from panoptic_reference import reference_pq_compute
 
 from mask2former.data.catalog import MetadataCatalog
 from mask2former.evaluation import COCOPanopticEvaluator, pq_compute
 from mask2former.evaluation.panoptic_quality import read_panoptic_png
-from panoptic_reference import reference_pq_compute
 
 
 def model_outputs(name, json_file, folder):
     """(inputs, outputs) as the model would give them for the annotations of a panoptic json."""
     meta = MetadataCatalog.get(name)
-    to_contiguous = {**meta.thing_dataset_id_to_contiguous_id, **meta.stuff_dataset_id_to_contiguous_id}
+    to_contiguous = {
+        **meta.thing_dataset_id_to_contiguous_id,
+        **meta.stuff_dataset_id_to_contiguous_id,
+    }
     things = set(meta.thing_dataset_id_to_contiguous_id)
     inputs, outputs = [], []
-    for ann in json.load(open(json_file))["annotations"]:
-        ids = torch.from_numpy(read_panoptic_png(os.path.join(folder, ann["file_name"])).astype(np.int32))
+    with open(json_file) as f:
+        annotations = json.load(f)["annotations"]
+    for ann in annotations:
+        ids = torch.from_numpy(
+            read_panoptic_png(os.path.join(folder, ann["file_name"])).astype(np.int32)
+        )
         segments = [
-            {"id": s["id"], "category_id": to_contiguous[s["category_id"]], "isthing": s["category_id"] in things}
+            {
+                "id": s["id"],
+                "category_id": to_contiguous[s["category_id"]],
+                "isthing": s["category_id"] in things,
+            }
             for s in ann["segments_info"]
         ]
-        inputs.append({"image_id": ann["image_id"], "file_name": f"/images/{ann['image_id']:06d}.jpg"})
+        inputs.append(
+            {"image_id": ann["image_id"], "file_name": f"/images/{ann['image_id']:06d}.jpg"}
+        )
         outputs.append({"panoptic_seg": (ids, segments)})
     return inputs, outputs
 
