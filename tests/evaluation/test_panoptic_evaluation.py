@@ -88,3 +88,19 @@ def test_malformed_outputs_give_clear_errors(panoptic_dataset):
         evaluator.process(inputs[:1], [{"panoptic_seg": (ids, bad)}])
     with pytest.raises(KeyError, match="is not in"):
         evaluator.process([{"image_id": 12345, "file_name": "x.jpg"}], outputs[:1])
+
+
+def test_label_divisor_format_without_segments_info(panoptic_dataset):
+    # detectron2's alternative output: segments_info None and each pixel class * divisor +
+    # instance, -1 for VOID. Ground truth written that way scores 100 as well.
+    name, (gt_json, _, gt_folder, _) = panoptic_dataset
+    inputs, outputs = model_outputs(name, gt_json, gt_folder)
+    converted = []
+    for out in outputs:
+        ids, segments = out["panoptic_seg"]
+        labels = torch.full_like(ids, -1, dtype=torch.int64)
+        for k, seg in enumerate(segments):
+            labels[ids == seg["id"]] = seg["category_id"] * 1000 + k
+        converted.append({"panoptic_seg": (labels, None)})
+    res = _evaluate(name, inputs, converted)
+    assert res["PQ"] == pytest.approx(100.0) and res["PQ_th"] == pytest.approx(100.0)
