@@ -34,8 +34,11 @@ logger = logging.getLogger(__name__)
 PREDICTIONS_NAME = "panoptic_seg_predictions"
 
 
-def _as_id_map(id_map: Any, image_id: Any) -> np.ndarray:
-    """Check a predicted (H, W) integer id map (tensor or array) and return it as int64."""
+def _as_id_map(id_map: Any, image_id: Any, allow_void: bool = False) -> np.ndarray:
+    """Check a predicted (H, W) integer id map (tensor or array) and return it as int64.
+
+    Ids must be non-negative, or at least -1 (VOID) with ``allow_void``.
+    """
     dtype = getattr(id_map, "dtype", None)
     is_int = (
         (not id_map.is_floating_point() and id_map.dtype != torch.bool)
@@ -52,7 +55,7 @@ def _as_id_map(id_map: Any, image_id: Any) -> np.ndarray:
         )
     ids = id_map.cpu().numpy() if isinstance(id_map, torch.Tensor) else id_map
     ids = ids.astype(np.int64, copy=False)
-    if ids.size and ids.min() < 0:
+    if ids.size and ids.min() < (-1 if allow_void else 0):
         raise ValueError(f"image {image_id!r}: negative ids in the panoptic id map")
     return ids
 
@@ -119,13 +122,15 @@ class COCOPanopticEvaluator(DatasetEvaluator):
         if "panoptic_seg" not in out:
             raise KeyError(f"image {image_id!r}: model output has no 'panoptic_seg'")
         id_map, segments_info = out["panoptic_seg"]
-        ids = _as_id_map(id_map, image_id) if segments_info is not None else None
-        if segments_info is None:
+        if segments_info is None:  # class * label_divisor + instance, -1 for VOID
             thing_ids = set(self._to_dataset_id[True] or ())
-            raw = id_map.cpu().numpy() if isinstance(id_map, torch.Tensor) else id_map
             ids, segments_info = segments_from_label_divisor(
-                raw.astype(np.int64), self._metadata.label_divisor, thing_ids
+                _as_id_map(id_map, image_id, allow_void=True),
+                self._metadata.label_divisor,
+                thing_ids,
             )
+        else:
+            ids = _as_id_map(id_map, image_id)
         return ids, [self._to_dataset_segment(s, image_id) for s in segments_info]
 
     def _to_dataset_segment(self, segment: dict, image_id: Any) -> dict:

@@ -1,9 +1,9 @@
 """build_evaluator: the published evaluator_type mapping, gated by TEST.*_ON flags."""
 
 import pytest
+from conftest import unique_name
 
 import mask2former.evaluation.build as build
-from conftest import unique_name
 from mask2former.config import get_cfg
 from mask2former.data.catalog import MetadataCatalog
 from mask2former.evaluation import DatasetEvaluator, DatasetEvaluators, build_evaluator

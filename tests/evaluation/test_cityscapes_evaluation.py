@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 from cityscapesscripts.helpers.labels import name2label
-
 from conftest import unique_name
+
 from mask2former.data.catalog import MetadataCatalog
 from mask2former.evaluation import CityscapesInstanceEvaluator, CityscapesSemSegEvaluator
 from mask2former.structures import Instances

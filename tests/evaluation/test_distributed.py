@@ -9,8 +9,9 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from conftest import register_panoptic
+from test_panoptic_evaluation import model_outputs
 
-from conftest import random_instances, register_panoptic, unique_name
 from mask2former.data.catalog import MetadataCatalog
 from mask2former.evaluation import (
     COCOEvaluator,
@@ -19,7 +20,6 @@ from mask2former.evaluation import (
     SemSegEvaluator,
 )
 from mask2former.structures import Instances
-from test_panoptic_evaluation import model_outputs
 
 
 def _semantic_set(root, write=False):

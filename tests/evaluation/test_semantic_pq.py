@@ -9,8 +9,8 @@ import cv2
 import numpy as np
 import pytest
 import torch
-
 from conftest import unique_name
+
 from mask2former.data.catalog import DatasetCatalog, MetadataCatalog
 from mask2former.evaluation import SemSegEvaluator
 from mask2former.evaluation.semantic_pq import semantic_pq
