@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 from cityscapesscripts.helpers.labels import name2label
-from conftest import unique_name
+from eval_helpers import unique_name
 
 from mask2former.data.catalog import MetadataCatalog
 from mask2former.evaluation import CityscapesInstanceEvaluator, CityscapesSemSegEvaluator

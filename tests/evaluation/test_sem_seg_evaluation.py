@@ -8,7 +8,7 @@ import numpy as np
 import pycocotools.mask as mask_util
 import pytest
 import torch
-from conftest import unique_name
+from eval_helpers import unique_name
 
 from mask2former.data.catalog import MetadataCatalog
 from mask2former.evaluation import SemSegEvaluator

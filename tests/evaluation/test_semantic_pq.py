@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from conftest import unique_name
+from eval_helpers import unique_name
 
 from mask2former.data.catalog import DatasetCatalog, MetadataCatalog
 from mask2former.evaluation import SemSegEvaluator

@@ -1,7 +1,7 @@
 """build_evaluator: the published evaluator_type mapping, gated by TEST.*_ON flags."""
 
 import pytest
-from conftest import unique_name
+from eval_helpers import unique_name
 
 import mask2former.evaluation.build as build
 from mask2former.config import get_cfg

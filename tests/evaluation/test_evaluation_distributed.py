@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from conftest import register_panoptic
+from eval_helpers import register_panoptic
 from test_panoptic_evaluation import model_outputs
 
 from mask2former.data.catalog import MetadataCatalog
