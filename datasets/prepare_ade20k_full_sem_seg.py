@@ -4,7 +4,8 @@
 Reads   ADE20K_2021_17_01/index_ade20k.pkl and the images / *_seg.png files it lists
         (class of a pixel = R / 10 * 256 + G of the _seg.png)
 Writes  ADE20K_2021_17_01/images_detectron2/{training,validation}/*.jpg
-        ADE20K_2021_17_01/annotations_detectron2/{training,validation}/*.tif  (0..846, 65535 = ignore)
+        ADE20K_2021_17_01/annotations_detectron2/{training,validation}/*.tif
+            (16-bit train ids 0..846, 65535 = ignore)
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ def resize_pair(image: np.ndarray, label: np.ndarray) -> tuple[np.ndarray, np.nd
     if short <= MAX_SHORT_SIDE:
         return image, label
     scale = MAX_SHORT_SIDE / short
-    size = (int(round(w * scale)), int(round(h * scale)))
+    size = (round(w * scale), round(h * scale))
     return (
         cv2.resize(image, size, interpolation=cv2.INTER_LINEAR),
         cv2.resize(label, size, interpolation=cv2.INTER_NEAREST),

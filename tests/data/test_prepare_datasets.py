@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 from scipy.io import savemat
 
+import mask2former.data.datasets.builtin_meta as M
 from mask2former.data import MetadataCatalog
 from mask2former.data.datasets import (
     id_to_rgb,
@@ -19,7 +20,6 @@ from mask2former.data.datasets import (
     load_sem_seg,
     rgb_to_id,
 )
-from mask2former.data.datasets import builtin_meta as M
 
 SCRIPTS = Path(__file__).resolve().parents[2] / "datasets"
 

@@ -1,4 +1,5 @@
 """Panoptic PNG encoding of COCO: segment id = R + 256 * G + 256^2 * B."""
+
 from __future__ import annotations
 
 import numpy as np

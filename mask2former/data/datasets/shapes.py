@@ -64,10 +64,13 @@ _THING_PAINTS = np.array(
 
 
 # ----------------------------------------------------------------------------- drawing
+_GRID = np.mgrid[0:IMAGE_SIZE, 0:IMAGE_SIZE].astype(np.float32)  # (y, x) pixel coordinates
+
+
 def _stuff_texture(category_id: int, rng: np.random.Generator) -> np.ndarray:
     """(H, W, 3) float texture of a stuff class: waves, vertical stripes or speckle."""
     s = IMAGE_SIZE
-    y, x = np.mgrid[0:s, 0:s].astype(np.float32)
+    y, x = _GRID
     base = np.array(SHAPES_CATEGORIES[_CONTIGUOUS[category_id]]["color"], np.float32)
     phase = rng.uniform(0, 2 * np.pi)
     if category_id == 4:  # water: horizontal waves
@@ -95,7 +98,7 @@ def _stuff_layout(rng: np.random.Generator) -> list[tuple[int, np.ndarray]]:
     a, b = rng.choice(_STUFF_IDS, size=2, replace=False)
     cx, cy = rng.uniform(s / 3, 2 * s / 3, size=2)
     angle = rng.uniform(0, np.pi)
-    y, x = np.mgrid[0:s, 0:s]
+    y, x = _GRID
     side = (x - cx) * np.cos(angle) + (y - cy) * np.sin(angle) > 0
     return [(int(a), ~side), (int(b), side)]
 
@@ -107,7 +110,7 @@ def _shape_mask(category_id: int, rng: np.random.Generator) -> np.ndarray:
     cx, cy = rng.uniform(r, s - r, size=2)
     canvas = np.zeros((s, s), np.uint8)
     if category_id == 1:
-        cv2.circle(canvas, (int(round(cx)), int(round(cy))), int(round(r)), 1, -1, cv2.LINE_8)
+        cv2.circle(canvas, (round(cx), round(cy)), round(r), 1, -1, cv2.LINE_8)
         return canvas.astype(bool)
     n = 4 if category_id == 2 else 3
     start = rng.uniform(0, 2 * np.pi)
@@ -137,12 +140,13 @@ def _render(rng: np.random.Generator) -> tuple[np.ndarray, list[tuple[int, np.nd
     image = np.zeros((IMAGE_SIZE, IMAGE_SIZE, 3), np.float32)
     stuff = _stuff_layout(rng)
     for category_id, mask in stuff:
-        image[mask] = _stuff_texture(category_id, rng)[mask]
+        np.copyto(image, _stuff_texture(category_id, rng), where=mask[..., None])
     things = _place_things(rng)
+    shading = rng.normal(0, 6, image.shape).astype(np.float32)
     covered = np.zeros((IMAGE_SIZE, IMAGE_SIZE), bool)
     for _, mask in things:
         paint = _THING_PAINTS[rng.integers(len(_THING_PAINTS))]
-        image[mask] = paint + rng.normal(0, 6, (int(mask.sum()), 3))
+        np.copyto(image, paint + shading, where=mask[..., None])
         covered |= mask
     stuff = [(c, m & ~covered) for c, m in stuff if (m & ~covered).any()]
     return np.clip(image, 0, 255).astype(np.uint8), things + stuff
