@@ -339,16 +339,28 @@ def test_package_tables_equal_the_reference(reference_dir):
 
 
 def test_metadata_sizes_and_id_maps():
+    # Panoptic metadata follows the published Mask2Former: thing_classes lists every category
+    # (indexed by contiguous id, like stuff_classes); the thing id map holds the things only.
+    panoptic_things = {
+        "coco_2017_val_panoptic": 80,
+        "ade20k_panoptic_val": 100,
+        "mapillary_vistas_panoptic_val": 37,
+        "cityscapes_fine_panoptic_val": 8,
+    }
+    for name, n_things in panoptic_things.items():
+        meta = MetadataCatalog.get(name)
+        assert len(meta.thing_dataset_id_to_contiguous_id) == n_things, name
+        assert meta.thing_classes == meta.stuff_classes, name
     sizes = {
-        "coco_2017_val_panoptic": (133, 80),
+        "coco_2017_val_panoptic": (133, 133),
         "coco_2017_val": (None, 80),
         "coco_2017_test_stuff_10k_sem_seg": (171, None),
         "ade20k_sem_seg_val": (150, None),
-        "ade20k_panoptic_val": (150, 100),
+        "ade20k_panoptic_val": (150, 150),
         "ade20k_instance_val": (None, 100),
         "ade20k_full_sem_seg_val": (847, None),
         "mapillary_vistas_sem_seg_val": (65, None),
-        "mapillary_vistas_panoptic_val": (65, 37),
+        "mapillary_vistas_panoptic_val": (65, 65),
         "cityscapes_fine_sem_seg_val": (19, 8),
         "cityscapes_fine_panoptic_val": (19, 19),
     }

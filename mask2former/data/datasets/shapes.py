@@ -302,11 +302,12 @@ def ensure_shapes_dataset(root: str) -> str:
 
 # ----------------------------------------------------------------------------- registration
 def shapes_meta() -> dict[str, Any]:
-    """Class lists and id maps in the panoptic convention (stuff_classes lists all 6)."""
+    """Class lists and id maps in the published panoptic convention (every list holds all 6,
+    indexed by contiguous id)."""
     things = [c for c in SHAPES_CATEGORIES if c["isthing"]]
     return {
-        "thing_classes": [c["name"] for c in things],
-        "thing_colors": [c["color"] for c in things],
+        "thing_classes": [c["name"] for c in SHAPES_CATEGORIES],
+        "thing_colors": [c["color"] for c in SHAPES_CATEGORIES],
         "stuff_classes": [c["name"] for c in SHAPES_CATEGORIES],
         "stuff_colors": [c["color"] for c in SHAPES_CATEGORIES],
         "thing_dataset_id_to_contiguous_id": {c["id"]: _CONTIGUOUS[c["id"]] for c in things},
@@ -360,8 +361,8 @@ def register_shapes(root: str) -> None:
             f"shapes_{split}_instance",
             instance,
             dict(
-                thing_classes=meta["thing_classes"],
-                thing_colors=meta["thing_colors"],
+                thing_classes=[c["name"] for c in SHAPES_CATEGORIES if c["isthing"]],
+                thing_colors=[c["color"] for c in SHAPES_CATEGORIES if c["isthing"]],
                 thing_dataset_id_to_contiguous_id={c: i for i, c in enumerate(_THING_IDS)},
                 evaluator_type="coco",
                 json_file=ins_json,
