@@ -51,7 +51,9 @@ def test_three_formats_agree_through_the_mappers(shapes_dicts):
     pan_mapper = build_dataset_mapper(plain_cfg("mask_former_panoptic"), True)
     ins_mapper = build_dataset_mapper(plain_cfg("mask_former_instance"), True)
     sem_mapper = build_dataset_mapper(plain_cfg("mask_former_semantic"), True)
-    thing_to_all = set(meta["thing_dataset_id_to_contiguous_id"].values())
+    # instance contiguous id i (things in dataset-id order) -> panoptic contiguous id
+    thing_map = meta["thing_dataset_id_to_contiguous_id"]
+    thing_to_all = [thing_map[dataset_id] for dataset_id in sorted(thing_map)]
     for file_name in panoptic:
         pan = pan_mapper(panoptic[file_name])
         sem = sem_mapper(semantic[file_name])
