@@ -42,6 +42,15 @@ inline bool bilinear_footprint(scalar_t loc_x, scalar_t loc_y, int64_t height, i
   return true;
 }
 
+// out[0:D] += c0 * v0 + c1 * v1 + c2 * v2 + c3 * v3 (restrict parameters so it vectorises).
+template <typename scalar_t>
+inline void accumulate_corners(scalar_t* __restrict out, const scalar_t* __restrict v0,
+                               const scalar_t* __restrict v1, const scalar_t* __restrict v2,
+                               const scalar_t* __restrict v3, const scalar_t c[4], int64_t D) {
+  const scalar_t c0 = c[0], c1 = c[1], c2 = c[2], c3 = c[3];
+  for (int64_t d = 0; d < D; ++d) out[d] += c0 * v0[d] + c1 * v1[d] + c2 * v2[d] + c3 * v3[d];
+}
+
 // out[0:D] = sum over levels and points of attention * bilinear sample, for one (n, q, m).
 // `value` points at (n, 0, m, 0); positions are `stride` (= M * D) apart; `zeros` holds D zeros.
 template <typename scalar_t>
@@ -57,15 +66,13 @@ void forward_one_query(const scalar_t* __restrict value, int64_t stride,
     const scalar_t* level = value + level_start_index[l] * stride;
     for (int64_t p = 0; p < s.points; ++p, loc += 2, ++attn) {
       if (!bilinear_footprint(loc[0], loc[1], h, w, f)) continue;
-      const scalar_t* __restrict v[4];
+      const scalar_t* v[4];
       scalar_t c[4];
       for (int k = 0; k < 4; ++k) {
         v[k] = f.position[k] >= 0 ? level + f.position[k] * stride : zeros;
         c[k] = *attn * f.weight[k];
       }
-      for (int64_t d = 0; d < D; ++d) {
-        out[d] += c[0] * v[0][d] + c[1] * v[1][d] + c[2] * v[2][d] + c[3] * v[3][d];
-      }
+      accumulate_corners(out, v[0], v[1], v[2], v[3], c, D);
     }
   }
 }
