@@ -109,6 +109,8 @@ def _extension_build():
     try:
         from torch.utils.cpp_extension import BuildExtension
     except ImportError as exc:
+        if _env_flag("FORCE_CUDA", "0"):
+            raise RuntimeError(f"FORCE_CUDA=1 but torch is not importable: {exc}") from exc
         warnings.warn(
             f"torch is not importable at build time ({exc}); mask2former._C is not built. "
             "Install torch first and use `pip install --no-build-isolation -e .`"
