@@ -22,7 +22,7 @@ transformers = pytest.importorskip(
     "transformers", reason="transformers is not installed: the conversion tests need it"
 )
 
-from tests.modeling.test_hf_parity import NUM_LABELS, tiny_hf_model  # noqa: E402
+from tests.modeling.test_hf_parity import NUM_LABELS, tiny_hf_model
 
 NAMES = ["cat", "dog", "road", "sky"]
 

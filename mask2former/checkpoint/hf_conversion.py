@@ -625,13 +625,18 @@ def _maskformer_head(cfg: CfgNode, c: dict[str, Any]) -> None:
 
 
 def _pixel_normalisation(cfg: CfgNode, preprocessor: dict[str, Any]) -> None:
-    """RGB mean / std on 0-255 pixels from the image processor (ImageNet by default)."""
+    """RGB mean / std on 0-255 pixels (ImageNet by default) and the test-time resize, from the
+    image processor's preprocessor_config.json."""
     scale = 255.0 if preprocessor.get("do_rescale", True) else 1.0
     mean = preprocessor.get("image_mean", _IMAGENET_MEAN)
     std = preprocessor.get("image_std", _IMAGENET_STD)
     cfg.INPUT.FORMAT = "RGB"
     cfg.MODEL.PIXEL_MEAN = [round(m * scale, 4) for m in mean]
     cfg.MODEL.PIXEL_STD = [round(s * scale, 4) for s in std]
+    size = preprocessor.get("size") or {}
+    if "shortest_edge" in size:  # the processor's test-time resize
+        cfg.INPUT.MIN_SIZE_TEST = size["shortest_edge"]
+        cfg.INPUT.MAX_SIZE_TEST = size.get("longest_edge", cfg.INPUT.MAX_SIZE_TEST)
 
 
 def cfg_to_hf_config(cfg: CfgNode, names: list[str]):
