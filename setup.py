@@ -14,6 +14,7 @@ Without FORCE_CUDA a failed compile is reported with a warning and the install g
 CPU-only extension when only the CUDA part failed, else with none); the package then logs which
 path it uses.
 """
+
 import glob
 import os
 import subprocess

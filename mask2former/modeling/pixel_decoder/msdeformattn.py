@@ -258,9 +258,17 @@ class MSDeformAttnPixelDecoder(nn.Module):
         }
 
     def forward_features(self, features: dict[str, Tensor]) -> tuple[Tensor, Tensor, list[Tensor]]:
+        # As published, the pixel decoder runs in float32 even under mixed precision.
+        device_type = next(iter(features.values())).device.type
+        with torch.autocast(device_type=device_type, enabled=False):
+            return self._forward_features_fp32({k: v.float() for k, v in features.items()})
+
+    def _forward_features_fp32(
+        self, features: dict[str, Tensor]
+    ) -> tuple[Tensor, Tensor, list[Tensor]]:
         srcs, pos = [], []
         for idx, name in enumerate(self.transformer_in_features[::-1]):
-            x = features[name].float()
+            x = features[name]
             srcs.append(self.input_proj[idx](x))
             pos.append(self.pe_layer(x))
         memory, spatial_shapes, _ = self.transformer(srcs, pos)
@@ -272,7 +280,7 @@ class MSDeformAttnPixelDecoder(nn.Module):
             for z, (h, w) in zip(torch.split(memory, sizes, dim=1), spatial_shapes.tolist())
         ]
         for idx, name in enumerate(self.in_features[: self.num_fpn_levels][::-1]):
-            lateral = self.lateral_convs[idx](features[name].float())
+            lateral = self.lateral_convs[idx](features[name])
             y = lateral + F.interpolate(
                 out[-1], size=lateral.shape[-2:], mode="bilinear", align_corners=False
             )
