@@ -92,7 +92,13 @@ def _want_cuda() -> bool:
         return False
     if _env_flag("FORCE_CUDA", "0"):
         return True
-    return torch.version.cuda is not None and CUDA_HOME is not None
+    if torch.version.cuda is None or CUDA_HOME is None:
+        return False
+    if not os.path.isfile(os.path.join(CUDA_HOME, "include", "cuda_runtime.h")):
+        # e.g. CUDA_HOME guessed from an nvcc wrapper script outside the toolkit
+        warnings.warn(f"no CUDA headers under CUDA_HOME={CUDA_HOME}; set CUDA_HOME to the toolkit")
+        return False
+    return True
 
 
 def _extension_build():

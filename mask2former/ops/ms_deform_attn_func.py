@@ -98,21 +98,7 @@ def ms_deform_attn_reference(
     return output.view(n, m * d, lq).transpose(1, 2).contiguous()
 
 
-def _check_inputs(
-    value: Tensor,
-    spatial_shapes: Tensor,
-    level_start_index: Tensor,
-    sampling_locations: Tensor,
-    attention_weights: Tensor,
-) -> None:
-    """Shape, dtype and device checks that need no tensor data (traceable)."""
-    named = {
-        "value": value,
-        "spatial_shapes": spatial_shapes,
-        "level_start_index": level_start_index,
-        "sampling_locations": sampling_locations,
-        "attention_weights": attention_weights,
-    }
+def _check_dtypes_and_devices(named: dict[str, Tensor]) -> None:
     for name in ("value", "sampling_locations", "attention_weights"):
         if not named[name].is_floating_point():
             raise TypeError(
@@ -124,6 +110,25 @@ def _check_inputs(
     devices = {name: t.device for name, t in named.items()}
     if len(set(devices.values())) > 1:
         raise ValueError(f"ms_deform_attn: inputs are on different devices: {devices}")
+
+
+def _check_inputs(
+    value: Tensor,
+    spatial_shapes: Tensor,
+    level_start_index: Tensor,
+    sampling_locations: Tensor,
+    attention_weights: Tensor,
+) -> None:
+    """Shape, dtype and device checks that need no tensor data (traceable)."""
+    _check_dtypes_and_devices(
+        {
+            "value": value,
+            "spatial_shapes": spatial_shapes,
+            "level_start_index": level_start_index,
+            "sampling_locations": sampling_locations,
+            "attention_weights": attention_weights,
+        }
+    )
     if value.dim() != 4:
         raise ValueError(f"ms_deform_attn: value must be (N, S, M, D), got {tuple(value.shape)}")
     n, _, m, _ = value.shape

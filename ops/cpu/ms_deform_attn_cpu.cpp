@@ -1,9 +1,13 @@
 // C++ CPU kernel of multi-scale deformable attention (forward and backward).
 //
 // Forward runs at::parallel_for over the N * Lq * M (batch, query, head) triples. Backward
-// partitions the work by (batch, head): each task owns the grad_value rows of its pair, so no
-// atomics are needed; when there are fewer pairs than threads the queries are split as well and
-// each split accumulates into a private copy of grad_value, summed at the end.
+// partitions the work by batch element and group of heads: each task owns the grad_value rows
+// of its heads, so no atomics are needed; when that gives fewer tasks than threads the queries
+// are split as well and each split accumulates into a private copy of grad_value, summed at the
+// end.
+// Both passes work on a head-major copy of value, (N, M, S, D): the D channels of one head at
+// neighbouring pixels are then adjacent in memory. In the (N, S, M, D) input they are M * D
+// apart, a power of two, and the four corners of every sample fall into the same few cache sets.
 // The loops are compiled twice, for the baseline ISA and for AVX2+FMA, chosen at run time.
 #include <ATen/Parallel.h>
 
@@ -59,6 +63,7 @@ Sizes convert(const baseline::Sizes& s) {
   return {s.batch, s.num_values, s.heads, s.channels, s.queries, s.levels, s.points};
 }
 
+// `value` is head-major (N, M, S, D) here and in backward_all.
 template <typename scalar_t, typename Sizes, typename ForwardFn>
 void forward_all(const at::Tensor& value, const at::Tensor& spatial_shapes,
                  const at::Tensor& level_start_index, const at::Tensor& sampling_locations,
@@ -71,16 +76,34 @@ void forward_all(const at::Tensor& value, const at::Tensor& spatial_shapes,
   const int64_t* starts = level_start_index.const_data_ptr<int64_t>();
   scalar_t* out = output.data_ptr<scalar_t>();
   const std::vector<scalar_t> zeros(s.channels, scalar_t(0));
-  const int64_t stride = s.heads * s.channels, samples = s.levels * s.points;
+  const int64_t samples = s.levels * s.points;
   const int64_t grain = std::max<int64_t>(1, 2048 / std::max<int64_t>(1, samples));
   at::parallel_for(0, s.batch * s.queries * s.heads, grain, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
       const int64_t n = i / (s.queries * s.heads), m = i % s.heads;
-      const scalar_t* v = value_ptr + n * s.num_values * stride + m * s.channels;
-      forward_one_query(v, stride, shapes, starts, loc + i * samples * 2, attn + i * samples, s,
+      const scalar_t* v = value_ptr + (n * s.heads + m) * s.num_values * s.channels;
+      forward_one_query(v, s.channels, shapes, starts, loc + i * samples * 2, attn + i * samples, s,
                         zeros.data(), out + i * s.channels);
     }
   });
+}
+
+// How backward splits the work: each task owns batch element n's heads of one group (all
+// queries) or, when that gives fewer tasks than threads, also a share of the queries with a
+// private copy of grad_value.
+struct BackwardSplit {
+  int64_t head_groups, query_splits;
+};
+
+BackwardSplit backward_split(int64_t batch, int64_t heads, int64_t threads) {
+  // smallest divisor of M giving at least one task per thread, in a multiple of the threads
+  for (int64_t groups = 1; groups <= heads; ++groups) {
+    if (heads % groups == 0 && batch * groups >= threads && (batch * groups) % threads == 0) {
+      return {groups, 1};
+    }
+  }
+  const int64_t tasks = batch * heads;
+  return {heads, tasks >= threads ? 1 : (threads + tasks - 1) / tasks};
 }
 
 template <typename scalar_t, typename Sizes, typename BackwardFn>
@@ -88,28 +111,36 @@ void backward_all(const at::Tensor& value, const at::Tensor& spatial_shapes,
                   const at::Tensor& level_start_index, const at::Tensor& sampling_locations,
                   const at::Tensor& attention_weights, const at::Tensor& grad_output,
                   std::vector<at::Tensor>& grad_value_copies, at::Tensor& grad_loc,
-                  at::Tensor& grad_attn, const Sizes& s, BackwardFn backward_queries) {
-  const int64_t pairs = s.batch * s.heads, splits = grad_value_copies.size();
-  const int64_t stride = s.heads * s.channels, samples = s.levels * s.points;
+                  at::Tensor& grad_attn, const Sizes& s, const BackwardSplit& split,
+                  BackwardFn backward_queries) {
+  const int64_t heads_per_group = s.heads / split.head_groups;
+  const int64_t samples = s.levels * s.points;
   const int64_t* shapes = spatial_shapes.const_data_ptr<int64_t>();
   const int64_t* starts = level_start_index.const_data_ptr<int64_t>();
   const std::vector<scalar_t> zeros(s.channels, scalar_t(0));
-  at::parallel_for(0, pairs * splits, 1, [&](int64_t begin, int64_t end) {
+  const int64_t tasks = s.batch * split.head_groups * split.query_splits;
+  at::parallel_for(0, tasks, 1, [&](int64_t begin, int64_t end) {
     std::vector<scalar_t> scratch(s.channels);
     for (int64_t task = begin; task < end; ++task) {
-      const int64_t pair = task / splits, split = task % splits;
-      const int64_t n = pair / s.heads, m = pair % s.heads;
-      const int64_t value_offset = n * s.num_values * stride + m * s.channels;
-      const int64_t first = (n * s.queries * s.heads + m);  // (n, q=0, m)
-      backward_queries(value.const_data_ptr<scalar_t>() + value_offset,
-                       grad_value_copies[split].data_ptr<scalar_t>() + value_offset, stride,
-                       shapes, starts, sampling_locations.const_data_ptr<scalar_t>() + first * samples * 2,
-                       attention_weights.const_data_ptr<scalar_t>() + first * samples,
-                       grad_output.const_data_ptr<scalar_t>() + first * s.channels,
-                       grad_loc.data_ptr<scalar_t>() + first * samples * 2,
-                       grad_attn.data_ptr<scalar_t>() + first * samples,
-                       s.queries * split / splits, s.queries * (split + 1) / splits, s,
-                       zeros.data(), scratch.data());
+      const int64_t part = task % split.query_splits, unit = task / split.query_splits;
+      const int64_t n = unit / split.head_groups, group = unit % split.head_groups;
+      const int64_t q_begin = s.queries * part / split.query_splits;
+      const int64_t q_end = s.queries * (part + 1) / split.query_splits;
+      scalar_t* grad_value = grad_value_copies[part].data_ptr<scalar_t>();
+      for (int64_t m = group * heads_per_group; m < (group + 1) * heads_per_group; ++m) {
+        const int64_t value_offset = (n * s.heads + m) * s.num_values * s.channels;
+        // this task alone writes this (n, m) slice of this copy: zero it here, in parallel
+        std::fill_n(grad_value + value_offset, s.num_values * s.channels, scalar_t(0));
+        const int64_t first = n * s.queries * s.heads + m;  // (n, q=0, m)
+        backward_queries(value.const_data_ptr<scalar_t>() + value_offset,
+                         grad_value + value_offset, s.channels, shapes, starts,
+                         sampling_locations.const_data_ptr<scalar_t>() + first * samples * 2,
+                         attention_weights.const_data_ptr<scalar_t>() + first * samples,
+                         grad_output.const_data_ptr<scalar_t>() + first * s.channels,
+                         grad_loc.data_ptr<scalar_t>() + first * samples * 2,
+                         grad_attn.data_ptr<scalar_t>() + first * samples, q_begin, q_end, s,
+                         zeros.data(), scratch.data());
+      }
     }
   });
 }
@@ -172,16 +203,17 @@ at::Tensor ms_deform_attn_forward_cpu(const at::Tensor& value, const at::Tensor&
   check_cpu_dtypes(value, sampling_locations, attention_weights);
   const baseline::Sizes s = sizes_of(value, sampling_locations);
   at::Tensor output = at::empty({s.batch, s.queries, s.heads * s.channels}, value.options());
+  const at::Tensor heads_major = value.transpose(1, 2).contiguous();
   AT_DISPATCH_FLOATING_TYPES(value.scalar_type(), "ms_deform_attn_forward_cpu", [&] {
 #ifdef MASK2FORMER_X86_DISPATCH
     if (cpu_has_avx2()) {
-      forward_all<scalar_t>(value, spatial_shapes, level_start_index, sampling_locations,
+      forward_all<scalar_t>(heads_major, spatial_shapes, level_start_index, sampling_locations,
                             attention_weights, output, convert<avx2::Sizes>(s),
                             avx2::forward_one_query<scalar_t>);
       return;
     }
 #endif
-    forward_all<scalar_t>(value, spatial_shapes, level_start_index, sampling_locations,
+    forward_all<scalar_t>(heads_major, spatial_shapes, level_start_index, sampling_locations,
                           attention_weights, output, s, baseline::forward_one_query<scalar_t>);
   });
   return output;
@@ -199,29 +231,33 @@ std::vector<at::Tensor> ms_deform_attn_backward_cpu(
                   grad_output.scalar_type() == value.scalar_type() && grad_output.is_contiguous(),
               "ms_deform_attn: grad_output must be a contiguous (N, Lq, M*D) tensor of value's "
               "dtype, got ", grad_output.sizes());
-  // split the queries too when there are fewer (batch, head) pairs than threads
-  const int64_t pairs = s.batch * s.heads, threads = at::get_num_threads();
-  const int64_t splits = pairs >= threads ? 1 : (threads + pairs - 1) / pairs;
+  const at::Tensor heads_major = value.transpose(1, 2).contiguous();
+  const BackwardSplit split = backward_split(s.batch, s.heads, at::get_num_threads());
   std::vector<at::Tensor> grad_value_copies;
-  for (int64_t i = 0; i < splits; ++i) grad_value_copies.push_back(at::zeros_like(value));
-  at::Tensor grad_loc = at::zeros_like(sampling_locations);
-  at::Tensor grad_attn = at::zeros_like(attention_weights);
+  for (int64_t i = 0; i < split.query_splits; ++i) {
+    grad_value_copies.push_back(at::empty_like(heads_major));  // zeroed by backward_all
+  }
+  // every entry is written by backward_all
+  at::Tensor grad_loc = at::empty_like(sampling_locations);
+  at::Tensor grad_attn = at::empty_like(attention_weights);
   AT_DISPATCH_FLOATING_TYPES(value.scalar_type(), "ms_deform_attn_backward_cpu", [&] {
 #ifdef MASK2FORMER_X86_DISPATCH
     if (cpu_has_avx2()) {
-      backward_all<scalar_t>(value, spatial_shapes, level_start_index, sampling_locations,
+      backward_all<scalar_t>(heads_major, spatial_shapes, level_start_index, sampling_locations,
                              attention_weights, grad_output, grad_value_copies, grad_loc,
-                             grad_attn, convert<avx2::Sizes>(s), avx2::backward_queries<scalar_t>);
+                             grad_attn, convert<avx2::Sizes>(s), split,
+                             avx2::backward_queries<scalar_t>);
       return;
     }
 #endif
-    backward_all<scalar_t>(value, spatial_shapes, level_start_index, sampling_locations,
+    backward_all<scalar_t>(heads_major, spatial_shapes, level_start_index, sampling_locations,
                            attention_weights, grad_output, grad_value_copies, grad_loc, grad_attn,
-                           s, baseline::backward_queries<scalar_t>);
+                           s, split, baseline::backward_queries<scalar_t>);
   });
   at::Tensor grad_value = grad_value_copies[0];
-  for (int64_t i = 1; i < splits; ++i) grad_value.add_(grad_value_copies[i]);
-  return {grad_value, grad_loc, grad_attn};
+  for (size_t i = 1; i < grad_value_copies.size(); ++i) grad_value.add_(grad_value_copies[i]);
+  // (N, M, S, D) -> (N, S, M, D)
+  return {grad_value.transpose(1, 2).contiguous(), grad_loc, grad_attn};
 }
 
 }  // namespace mask2former

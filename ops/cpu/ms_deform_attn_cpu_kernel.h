@@ -42,8 +42,17 @@ inline bool bilinear_footprint(scalar_t loc_x, scalar_t loc_y, int64_t height, i
   return true;
 }
 
+// out[0:D] += c0 * v0 + c1 * v1 + c2 * v2 + c3 * v3 (restrict parameters so it vectorises).
+template <typename scalar_t>
+inline void accumulate_corners(scalar_t* __restrict out, const scalar_t* __restrict v0,
+                               const scalar_t* __restrict v1, const scalar_t* __restrict v2,
+                               const scalar_t* __restrict v3, const scalar_t c[4], int64_t D) {
+  const scalar_t c0 = c[0], c1 = c[1], c2 = c[2], c3 = c[3];
+  for (int64_t d = 0; d < D; ++d) out[d] += c0 * v0[d] + c1 * v1[d] + c2 * v2[d] + c3 * v3[d];
+}
+
 // out[0:D] = sum over levels and points of attention * bilinear sample, for one (n, q, m).
-// `value` points at (n, 0, m, 0); positions are `stride` (= M * D) apart; `zeros` holds D zeros.
+// `value` points at head m of batch element n; positions are `stride` apart; `zeros` holds D zeros.
 template <typename scalar_t>
 void forward_one_query(const scalar_t* __restrict value, int64_t stride,
                        const int64_t* spatial_shapes, const int64_t* level_start_index,
@@ -57,15 +66,13 @@ void forward_one_query(const scalar_t* __restrict value, int64_t stride,
     const scalar_t* level = value + level_start_index[l] * stride;
     for (int64_t p = 0; p < s.points; ++p, loc += 2, ++attn) {
       if (!bilinear_footprint(loc[0], loc[1], h, w, f)) continue;
-      const scalar_t* __restrict v[4];
+      const scalar_t* v[4];
       scalar_t c[4];
       for (int k = 0; k < 4; ++k) {
         v[k] = f.position[k] >= 0 ? level + f.position[k] * stride : zeros;
         c[k] = *attn * f.weight[k];
       }
-      for (int64_t d = 0; d < D; ++d) {
-        out[d] += c[0] * v[0][d] + c[1] * v[1][d] + c[2] * v[2][d] + c[3] * v[3][d];
-      }
+      accumulate_corners(out, v[0], v[1], v[2], v[3], c, D);
     }
   }
 }
@@ -122,9 +129,11 @@ SampleGrads<scalar_t> backward_one_sample(const scalar_t* const v[4], scalar_t* 
   return r;
 }
 
-// Backward over all queries of one (n, m) pair and a range of queries. `value` / `grad_value`
-// point at (n, 0, m, 0); `scratch` (D entries) absorbs writes for absent corners. Query q's
-// loc / attn / grad rows are at q * M * L * P (* 2) from the given pointers.
+// Backward of one (n, m) pair over queries [q_begin, q_end); writes every grad_loc and grad_attn
+// entry of those queries and accumulates into grad_value. `value` / `grad_value` point at
+// head m of batch element n (positions `stride` apart); `scratch` (D entries) absorbs writes for
+// absent corners. Query q's loc / attn / grad rows are at q * M * L * P (* 2) from the given
+// pointers.
 template <typename scalar_t>
 void backward_queries(const scalar_t* value, scalar_t* grad_value, int64_t stride,
                       const int64_t* spatial_shapes, const int64_t* level_start_index,
@@ -145,7 +154,10 @@ void backward_queries(const scalar_t* value, scalar_t* grad_value, int64_t strid
       const int64_t level_offset = level_start_index[l] * stride;
       for (int64_t p = 0; p < s.points; ++p) {
         const int64_t i = l * s.points + p;
-        if (!bilinear_footprint(q_loc[2 * i], q_loc[2 * i + 1], h, w, f)) continue;
+        if (!bilinear_footprint(q_loc[2 * i], q_loc[2 * i + 1], h, w, f)) {
+          q_grad_attn[i] = q_grad_loc[2 * i] = q_grad_loc[2 * i + 1] = 0;
+          continue;
+        }
         const scalar_t* v[4];
         scalar_t* gv[4];
         for (int k = 0; k < 4; ++k) {

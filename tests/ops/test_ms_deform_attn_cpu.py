@@ -127,3 +127,21 @@ def test_torch_compile_fullgraph_has_no_graph_break(cpu_kernel, make_inputs):
     torch.testing.assert_close(out, eager_out)
     for a, e in zip(grads, eager_grads):
         torch.testing.assert_close(a, e)
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("batch, heads", [(1, 1), (1, 3), (3, 2), (2, 8)])
+def test_cpu_backward_work_split(cpu_kernel, make_inputs, threads, batch, heads):
+    """Every way backward splits the work (by batch, head groups, or queries with private
+    grad_value copies, depending on the thread count) gives the reference's gradients."""
+    inputs = make_inputs(batch, [(5, 7), (3, 2)], heads, 8, 11, 2, seed=threads)
+    grad_output = torch.randn(batch, 11, heads * 8, dtype=torch.float64)
+    _, expected = _grads(ms_deform_attn_reference, inputs, grad_output)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        _, actual = _grads(ms_deform_attn, inputs, grad_output)
+    finally:
+        torch.set_num_threads(previous)
+    for a, e in zip(actual, expected):
+        torch.testing.assert_close(a, e, rtol=1e-10, atol=1e-10)
