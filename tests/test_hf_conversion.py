@@ -1,10 +1,12 @@
 """Hugging Face checkpoint conversion: directory round trip, rules, configs, errors."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
 
+from mask2former.checkpoint import DetectionCheckpointer
 from mask2former.checkpoint.hf_conversion import (
     ConversionError,
     convert_hf_to_ours,
@@ -22,9 +24,10 @@ transformers = pytest.importorskip(
     "transformers", reason="transformers is not installed: the conversion tests need it"
 )
 
-from tests.modeling.test_hf_parity import NUM_LABELS, tiny_hf_model  # noqa: E402
+from tests.modeling.test_hf_parity import NUM_LABELS, tiny_hf_model
 
 NAMES = ["cat", "dog", "road", "sky"]
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
 def _hf_logits(model, pixels):
@@ -47,8 +50,9 @@ def test_round_trip_through_our_model_keeps_logits(arch, backbone, tmp_path):
     assert cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES == NUM_LABELS
     cfg.MODEL.DEVICE = "cpu"
     ours = build_model(cfg, thing_ids=[0, 1]).eval()
+    DetectionCheckpointer(ours).load(cfg.MODEL.WEIGHTS)  # exact key names, or it raises
     state, metadata = read_weights(weights_file)
-    ours.load_state_dict(state, strict=True)
+    assert set(state) == set(ours.state_dict())
     assert json.loads(metadata["class_names"]) == NAMES
 
     pixels = torch.randn(1, 3, 64, 96, generator=torch.Generator().manual_seed(6))
@@ -136,3 +140,31 @@ def test_bad_input_raises_clear_errors(tmp_path):
     with pytest.raises(ConversionError, match="model.safetensors: not found"):
         convert_hf_to_ours(tmp_path, tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_published_r50_config_fills_a_transformers_model_exactly(reference_dir):
+    """The published R50 COCO panoptic config converts to a transformers Mask2Former whose
+    every tensor our weights fill with the same shape; parameters agree with the published
+    count (transformers' BatchNorm affine terms are parameters, ours frozen buffers)."""
+    from mask2former.checkpoint.hf_conversion import cfg_to_hf_config
+
+    assert "43,983,878" in (reference_dir / "README.md").read_text()
+    cfg = get_cfg()
+    cfg.merge_from_file(str(CONFIGS / "coco/panoptic-segmentation/maskformer2_R50_bs16_50ep.yaml"))
+    cfg.MODEL.DEVICE = "cpu"
+    ours = build_model(cfg, thing_ids=list(range(80)))
+    assert sum(p.numel() for p in ours.parameters()) == 43_983_878
+    with torch.device("meta"):
+        hf = transformers.Mask2FormerForUniversalSegmentation(
+            cfg_to_hf_config(cfg, [f"class_{i}" for i in range(133)])
+        )
+    converted = ours_to_hf_state_dict(ours.state_dict(), "mask2former", "resnet")
+    expected = {k: v.shape for k, v in hf.state_dict().items()}
+    assert {k for k in expected if k not in converted} == {
+        k for k in expected if k.endswith("num_batches_tracked")
+    }
+    assert {k: v.shape for k, v in converted.items()} == {
+        k: s for k, s in expected.items() if k in converted
+    }
+    batch_norm_affine = sum(p.numel() for n, p in hf.named_parameters() if ".normalization." in n)
+    assert sum(p.numel() for p in hf.parameters()) - batch_norm_affine == 43_983_878

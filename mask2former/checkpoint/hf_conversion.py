@@ -32,6 +32,8 @@ import torch
 
 from mask2former.config import CfgNode, get_cfg
 
+from .io import read_checkpoint
+
 __all__ = [
     "MASK2FORMER_RULES",
     "MASKFORMER_RULES",
@@ -625,13 +627,18 @@ def _maskformer_head(cfg: CfgNode, c: dict[str, Any]) -> None:
 
 
 def _pixel_normalisation(cfg: CfgNode, preprocessor: dict[str, Any]) -> None:
-    """RGB mean / std on 0-255 pixels from the image processor (ImageNet by default)."""
+    """RGB mean / std on 0-255 pixels (ImageNet by default) and the test-time resize, from the
+    image processor's preprocessor_config.json."""
     scale = 255.0 if preprocessor.get("do_rescale", True) else 1.0
     mean = preprocessor.get("image_mean", _IMAGENET_MEAN)
     std = preprocessor.get("image_std", _IMAGENET_STD)
     cfg.INPUT.FORMAT = "RGB"
     cfg.MODEL.PIXEL_MEAN = [round(m * scale, 4) for m in mean]
     cfg.MODEL.PIXEL_STD = [round(s * scale, 4) for s in std]
+    size = preprocessor.get("size") or {}
+    if "shortest_edge" in size:  # the processor's test-time resize
+        cfg.INPUT.MIN_SIZE_TEST = size["shortest_edge"]
+        cfg.INPUT.MAX_SIZE_TEST = size.get("longest_edge", cfg.INPUT.MAX_SIZE_TEST)
 
 
 def cfg_to_hf_config(cfg: CfgNode, names: list[str]):
@@ -863,23 +870,18 @@ def convert_ours_to_hf(
 
 
 def read_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """A flat state dict and its metadata from ``.safetensors`` or ``.pth`` (``{"model": ...}``
-    or flat)."""
+    """A flat state dict (any format :func:`read_checkpoint` reads) and, for
+    ``.safetensors``, the file's metadata (else empty)."""
     path = Path(path)
     if not path.is_file():
         raise ConversionError(f"{path}: weights file not found")
-    if path.suffix == ".safetensors":
-        from safetensors import safe_open
-
-        with safe_open(str(path), framework="pt") as f:
-            return {k: f.get_tensor(k) for k in f.keys()}, dict(f.metadata() or {})  # noqa: SIM118
-    if path.suffix in (".pth", ".pt"):
-        data = torch.load(str(path), map_location="cpu", weights_only=True)
-        state = data.get("model", data) if isinstance(data, dict) else None
-        if not isinstance(state, dict):
-            raise ConversionError(f"{path}: not a state dict")
+    state = read_checkpoint(str(path))["model"]
+    if path.suffix != ".safetensors":
         return state, {}
-    raise ConversionError(f"{path}: weights must be .safetensors or .pth")
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        return state, dict(f.metadata() or {})
 
 
 def _read_json(path: Path) -> dict[str, Any]:
