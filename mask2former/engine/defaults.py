@@ -12,7 +12,8 @@ import logging
 import os
 import sys
 from collections import OrderedDict
-from typing import Any, Iterable, Optional
+from collections.abc import Iterable
+from typing import Any
 
 import torch
 from iopath.common.file_io import g_pathmgr
@@ -35,7 +36,7 @@ logger = logging.getLogger(__name__)
 __all__ = ["DefaultTrainer", "default_argument_parser", "default_setup", "default_writers"]
 
 
-def default_argument_parser(epilog: Optional[str] = None) -> argparse.ArgumentParser:
+def default_argument_parser(epilog: str | None = None) -> argparse.ArgumentParser:
     """Arguments of ``tools/train_net.py``: config, resume/eval, launch, trailing overrides."""
     parser = argparse.ArgumentParser(
         epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -69,7 +70,7 @@ def _write_text(path: str, text: str) -> None:
         f.write(text)
 
 
-def default_setup(cfg: CfgNode, args: Optional[argparse.Namespace] = None) -> None:
+def default_setup(cfg: CfgNode, args: argparse.Namespace | None = None) -> None:
     """Logging, seeding, and (on rank 0) ``config.yaml`` and ``env.txt`` in ``OUTPUT_DIR``."""
     output_dir = cfg.OUTPUT_DIR
     rank = comm.get_rank()
@@ -177,7 +178,7 @@ class DefaultTrainer:
                 )
             logger.info("Resuming at iteration %d", self.start_iter)
 
-    def train(self) -> Optional[OrderedDict]:
+    def train(self) -> OrderedDict | None:
         """Run training; returns the last evaluation results (main process) or None."""
         self._trainer.train(self.start_iter, self.max_iter)
         results = getattr(self, "_last_eval_results", None)
@@ -196,9 +197,9 @@ class DefaultTrainer:
     # ------------------------------------------------------------------ #
     # Hooks
     # ------------------------------------------------------------------ #
-    def build_hooks(self) -> list[Optional[HookBase]]:
+    def build_hooks(self) -> list[HookBase | None]:
         cfg = self.cfg
-        result: list[Optional[HookBase]] = [
+        result: list[HookBase | None] = [
             hooks.IterationTimer(),
             hooks.LRScheduler(self.optimizer, self.scheduler),
         ]
@@ -210,7 +211,7 @@ class DefaultTrainer:
             result.append(hooks.PeriodicWriter(self.build_writers(), period=20))
         return result
 
-    def _evaluate(self) -> Optional[OrderedDict]:
+    def _evaluate(self) -> OrderedDict | None:
         self._last_eval_results = self.test(self.cfg, unwrap_model(self.model))
         return self._last_eval_results
 
@@ -254,7 +255,7 @@ class DefaultTrainer:
         )
 
     @classmethod
-    def build_evaluator(cls, cfg: CfgNode, dataset_name: str, output_folder: Optional[str] = None):
+    def build_evaluator(cls, cfg: CfgNode, dataset_name: str, output_folder: str | None = None):
         from ..evaluation import build_evaluator
 
         if output_folder is None:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import datetime
 import logging
 import time
-from typing import Any, Callable, Mapping, Optional, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import torch
 from fvcore.common.checkpoint import Checkpointer
@@ -90,7 +91,7 @@ class PeriodicCheckpointer(HookBase):
         self,
         checkpointer: Checkpointer,
         period: int,
-        max_iter: Optional[int] = None,
+        max_iter: int | None = None,
         file_prefix: str = "model",
     ) -> None:
         if period <= 0:
@@ -136,7 +137,7 @@ class EvalHook(HookBase):
         self._period = eval_period
         self._func = eval_function
         self._eval_after_train = eval_after_train
-        self.last_results: Optional[Mapping[str, Any]] = None
+        self.last_results: Mapping[str, Any] | None = None
 
     def _do_eval(self) -> None:
         results = self._func()
@@ -145,7 +146,7 @@ class EvalHook(HookBase):
             flat = flatten_results(results)
             for name, value in flat.items():
                 if not isinstance(value, (int, float)):
-                    raise ValueError(f"evaluation metric {name!r} is not a number: {value!r}")
+                    raise TypeError(f"evaluation metric {name!r} is not a number: {value!r}")
             self.trainer.storage.put_scalars(**flat, smoothing_hint=False)
         comm.synchronize()  # evaluation may take different time on each process
 

@@ -13,8 +13,9 @@ from __future__ import annotations
 import logging
 import os
 import socket
+from collections.abc import Callable, Sequence
 from datetime import timedelta
-from typing import Any, Callable, Optional, Sequence
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -48,7 +49,7 @@ def launch(
     num_gpus_per_machine: int,
     num_machines: int = 1,
     machine_rank: int = 0,
-    dist_url: Optional[str] = None,
+    dist_url: str | None = None,
     args: Sequence[Any] = (),
     timeout: timedelta = DEFAULT_TIMEOUT,
 ) -> None:
@@ -86,7 +87,7 @@ def launch(
     )
 
 
-def _resolve_dist_url(dist_url: Optional[str], num_machines: int) -> str:
+def _resolve_dist_url(dist_url: str | None, num_machines: int) -> str:
     if dist_url in (None, "auto"):
         if num_machines > 1:
             raise ValueError("--dist-url auto only works on one machine; pass tcp://HOST:PORT")

@@ -9,7 +9,8 @@ from __future__ import annotations
 import logging
 import time
 import weakref
-from typing import Any, Iterable, Mapping, Optional
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -28,7 +29,7 @@ class HookBase:
     run sees ``trainer.iter == trainer.max_iter - 1``.
     """
 
-    trainer: "TrainerBase"
+    trainer: TrainerBase
 
     def before_train(self) -> None:
         pass
@@ -64,7 +65,7 @@ class TrainerBase:
         self.completed = False
         self.storage: EventStorage
 
-    def register_hooks(self, hooks: Iterable[Optional[HookBase]]) -> None:
+    def register_hooks(self, hooks: Iterable[HookBase | None]) -> None:
         for hook in hooks:
             if hook is None:
                 continue
@@ -200,7 +201,7 @@ class AMPTrainer(SimpleTrainer):
         optimizer: torch.optim.Optimizer,
         *,
         precision: torch.dtype = torch.float16,
-        grad_scaler: Optional[torch.amp.GradScaler] = None,
+        grad_scaler: torch.amp.GradScaler | None = None,
     ) -> None:
         super().__init__(model, data_loader, optimizer)
         if precision not in (torch.float16, torch.bfloat16):

@@ -2,6 +2,7 @@
 
 Importing this package registers every implementation in its registry.
 """
+
 from . import backbone, heads, meta_arch, pixel_decoder, transformer_decoder  # noqa: F401
 from .backbone.build import BACKBONE_REGISTRY, build_backbone
 from .heads.build import SEM_SEG_HEADS_REGISTRY, build_sem_seg_head

@@ -12,7 +12,8 @@ param schedulers.
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from fvcore.common.param_scheduler import (

@@ -1,4 +1,5 @@
 """Axis-aligned boxes in (x0, y0, x1, y1) absolute coordinates."""
+
 from __future__ import annotations
 
 from typing import Union

@@ -1,4 +1,5 @@
 """A batch of images of different sizes, padded into one tensor."""
+
 from __future__ import annotations
 
 from typing import Sequence

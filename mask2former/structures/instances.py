@@ -1,4 +1,5 @@
 """A set of per-instance fields of equal length, as detectron2's ``Instances``."""
+
 from __future__ import annotations
 
 from typing import Any, Union

@@ -8,7 +8,6 @@ import platform
 import random
 import sys
 from datetime import datetime
-from typing import Optional
 
 import numpy as np
 import torch
@@ -26,7 +25,7 @@ _LIBRARIES = (
 )
 
 
-def seed_all_rng(seed: Optional[int] = None) -> int:
+def seed_all_rng(seed: int | None = None) -> int:
     """Seed Python's, NumPy's and torch's generators; ``None`` draws a seed. Returns it."""
     if seed is None or seed < 0:
         seed = (os.getpid() + int(datetime.now().strftime("%S%f"))) % 2**31
@@ -62,11 +61,7 @@ def collect_env_info() -> str:
         ("sys.platform", sys.platform),
         ("Python", sys.version.replace("\n", " ")),
         ("platform", platform.platform()),
-        (
-            "mask2former",
-            f"{getattr(mask2former, '__version__', 'unknown')} @"
-            f"{os.path.dirname(mask2former.__file__)}",
-        ),
+        ("mask2former", f"{mask2former.__version__} @{os.path.dirname(mask2former.__file__)}"),
         ("torch", f"{torch.__version__} @{os.path.dirname(torch.__file__)}"),
         ("torch threads", str(torch.get_num_threads())),
         *_gpu_rows(),

@@ -11,16 +11,16 @@ import json
 import logging
 import time
 from collections import defaultdict
-from typing import Any, Optional
+from typing import Any
 
 import torch
 from fvcore.common.history_buffer import HistoryBuffer
 from iopath.common.file_io import g_pathmgr
 
-_CURRENT_STORAGE_STACK: list["EventStorage"] = []
+_CURRENT_STORAGE_STACK: list[EventStorage] = []
 
 
-def get_event_storage() -> "EventStorage":
+def get_event_storage() -> EventStorage:
     """The innermost ``EventStorage`` in use (``with EventStorage(): ...``)."""
     if not _CURRENT_STORAGE_STACK:
         raise RuntimeError("get_event_storage() called outside a 'with EventStorage(...)' block")
@@ -77,11 +77,11 @@ class EventStorage:
     def step(self) -> None:
         self.iter += 1
 
-    def __enter__(self) -> "EventStorage":
+    def __enter__(self) -> EventStorage:
         _CURRENT_STORAGE_STACK.append(self)
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         assert _CURRENT_STORAGE_STACK[-1] is self
         _CURRENT_STORAGE_STACK.pop()
 
@@ -157,7 +157,7 @@ class CommonMetricPrinter(EventWriter):
         self.logger = logging.getLogger("mask2former.utils.events")
         self._max_iter = max_iter
         self._window_size = window_size
-        self._last: Optional[tuple[int, float]] = None  # (iteration, wall time) of last write
+        self._last: tuple[int, float] | None = None  # (iteration, wall time) of last write
 
     def _eta(self, storage: EventStorage) -> str:
         remaining = self._max_iter - storage.iter - 1

@@ -6,16 +6,15 @@ import functools
 import logging
 import os
 import sys
-from typing import Optional
 
 from iopath.common.file_io import g_pathmgr
 
 _FORMAT = "[%(asctime)s] %(name)s %(levelname)s: %(message)s"
 
 
-@functools.lru_cache()  # configure each logger once, however often it is called
+@functools.lru_cache  # configure each logger once, however often it is called
 def setup_logger(
-    output: Optional[str] = None,
+    output: str | None = None,
     distributed_rank: int = 0,
     *,
     name: str = "mask2former",
@@ -47,6 +46,6 @@ def setup_logger(
     return logger
 
 
-@functools.lru_cache(maxsize=None)  # one stream per file even when several loggers share it
+@functools.cache  # one stream per file even when several loggers share it
 def _open_log(filename: str):
     return g_pathmgr.open(filename, "a", buffering=1)  # line-buffered

@@ -34,10 +34,10 @@ class EngineToyModel(nn.Module):
         self.backbone = nn.Sequential(
             nn.Linear(IN_FEATURES, 16, bias=False), nn.SyncBatchNorm(16), nn.ReLU()
         )
-        self.dropout = nn.Dropout(float(os.environ.get("TOY_DROPOUT", 0.1)))
+        self.dropout = nn.Dropout(float(os.environ.get("TOY_DROPOUT", "0.1")))
         self.head = nn.Sequential(nn.Linear(16, 16), nn.LayerNorm(16), nn.ReLU(), nn.Linear(16, 1))
         self.query_embed = nn.Embedding(1, 1)
-        self.nan_at_iter = int(os.environ.get("TOY_NAN_ITER", -1))
+        self.nan_at_iter = int(os.environ.get("TOY_NAN_ITER", "-1"))
 
     def forward(self, batch: list[dict]) -> dict[str, torch.Tensor]:
         x = torch.stack([d["x"] for d in batch])
@@ -79,11 +79,11 @@ class ToyLoader:
 class FailureInjection(HookBase):
     def before_step(self) -> None:
         it = self.trainer.iter
-        if int(os.environ.get("TOY_KILL_ITER", -1)) == it:
+        if int(os.environ.get("TOY_KILL_ITER", "-1")) == it:
             os.kill(os.getpid(), signal.SIGKILL)
         if (
-            int(os.environ.get("TOY_FAIL_ITER", -1)) == it
-            and int(os.environ.get("TOY_FAIL_RANK", -1)) == comm.get_rank()
+            int(os.environ.get("TOY_FAIL_ITER", "-1")) == it
+            and int(os.environ.get("TOY_FAIL_RANK", "-1")) == comm.get_rank()
         ):
             raise RuntimeError(f"injected failure on rank {comm.get_rank()} at iteration {it}")
 

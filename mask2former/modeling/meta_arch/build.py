@@ -5,6 +5,7 @@ A registered class is called as ``cls(cfg)`` and returns an ``nn.Module`` taking
 ``INPUT.FORMAT``, optional "height"/"width", and for training "instances" / "sem_seg").
 Training returns a dict of weighted scalar losses; inference a list of per-image dicts.
 """
+
 import torch
 from fvcore.common.registry import Registry
 
