@@ -1,0 +1,27 @@
+"""Multi-scale deformable attention: Python front of the compiled kernels in ``ops/``.
+
+The kernels live in the optional extension ``mask2former._C``; without it every call uses the
+pure-PyTorch reference, and the choice is logged once per device.
+"""
+
+from ._extension import (
+    FORCE_REFERENCE_ENV,
+    KernelPath,
+    cpu_kernel_available,
+    cuda_kernel_available,
+    extension_import_error,
+)
+from .ms_deform_attn import MSDeformAttn
+from .ms_deform_attn_func import force_reference_path, ms_deform_attn, ms_deform_attn_reference
+
+__all__ = [
+    "FORCE_REFERENCE_ENV",
+    "KernelPath",
+    "MSDeformAttn",
+    "cpu_kernel_available",
+    "cuda_kernel_available",
+    "extension_import_error",
+    "force_reference_path",
+    "ms_deform_attn",
+    "ms_deform_attn_reference",
+]

@@ -1,0 +1,385 @@
+"""Multi-scale deformable attention: the functional op, its pure-PyTorch reference and dispatch.
+
+Shapes (published Deformable-DETR convention)::
+
+    value:              (N, S, M, D)         S = sum over levels of H_l * W_l; M heads of D channels
+    spatial_shapes:     (L, 2) int64         (H_l, W_l) of each level
+    level_start_index:  (L,) int64           offset of each level in S: [0, H_0*W_0, ...]
+    sampling_locations: (N, Lq, M, L, P, 2)  (x, y) in [0, 1] of each level's image (may leave it)
+    attention_weights:  (N, Lq, M, L, P)
+    output:             (N, Lq, M * D)
+
+Sampling is bilinear with zero padding, pixel centres at (i + 0.5) / size (grid_sample with
+``align_corners=False``).
+
+:func:`ms_deform_attn` is a torch custom op (``mask2former::ms_deform_attn``) with a fake
+implementation and a registered autograd formula, so ``torch.compile`` keeps it in one graph.
+Inside the op an explicit test of device and availability picks the CUDA kernel, the C++ CPU
+kernel or the reference (:func:`mask2former.ops._extension.select_path`). Errors raised by a
+kernel propagate; nothing falls back silently.
+
+Precision: on CUDA the op computes in the dtype of ``value`` (float32, float16, bfloat16 or
+float64) with float32 accumulation; under ``torch.autocast("cuda")`` ``value`` and
+``attention_weights`` are first cast to the autocast dtype. On CPU the op computes in float32
+(float64 for float64 input) and returns ``value``'s dtype. Sampling locations are always used in
+float32 or better, since a bfloat16 coordinate is off by up to half a pixel on a 128-wide level.
+"""
+
+import contextlib
+from collections.abc import Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from . import _extension
+from ._extension import KernelPath
+
+__all__ = [
+    "force_reference_path",
+    "ms_deform_attn",
+    "ms_deform_attn_reference",
+]
+
+_FORCE_REFERENCE_DEPTH = 0
+
+
+@contextlib.contextmanager
+def force_reference_path() -> Iterator[None]:
+    """Within this context :func:`ms_deform_attn` calls :func:`ms_deform_attn_reference`
+    directly (plain aten ops, no custom op), e.g. for ONNX export. The environment variable
+    ``MASK2FORMER_FORCE_REFERENCE_OPS=1`` has the same effect everywhere."""
+    global _FORCE_REFERENCE_DEPTH
+    _FORCE_REFERENCE_DEPTH += 1
+    try:
+        yield
+    finally:
+        _FORCE_REFERENCE_DEPTH -= 1
+
+
+def _reference_forced() -> bool:
+    return _FORCE_REFERENCE_DEPTH > 0 or _extension.env_forces_reference()
+
+
+def ms_deform_attn_reference(
+    value: Tensor,
+    spatial_shapes: Tensor,
+    level_start_index: Tensor,
+    sampling_locations: Tensor,
+    attention_weights: Tensor,
+) -> Tensor:
+    """Pure-PyTorch multi-scale deformable attention (see the module docstring for shapes).
+
+    Computes in ``value``'s dtype; the other floating inputs are cast to it.
+    ``level_start_index`` is implied by ``spatial_shapes`` and not read.
+    """
+    n, _, m, d = value.shape
+    _, lq, _, _, n_points, _ = sampling_locations.shape
+    shapes = [(int(h), int(w)) for h, w in spatial_shapes.tolist()]
+    value_per_level = value.split([h * w for h, w in shapes], dim=1)
+    # grid_sample takes (x, y) in [-1, 1]
+    grids = (2 * sampling_locations - 1).to(value.dtype)
+    sampled = []
+    for level, (h, w) in enumerate(shapes):
+        # (N, H*W, M, D) -> (N*M, D, H, W)
+        level_value = value_per_level[level].permute(0, 2, 3, 1).reshape(n * m, d, h, w)
+        # (N, Lq, M, P, 2) -> (N*M, Lq, P, 2)
+        level_grid = grids[:, :, :, level].transpose(1, 2).reshape(n * m, lq, n_points, 2)
+        sampled.append(
+            F.grid_sample(
+                level_value, level_grid, mode="bilinear", padding_mode="zeros", align_corners=False
+            )
+        )  # (N*M, D, Lq, P)
+    # (N, Lq, M, L, P) -> (N*M, 1, Lq, L*P)
+    weights = attention_weights.to(value.dtype).transpose(1, 2).reshape(n * m, 1, lq, -1)
+    # (N*M, D, Lq, L, P) -> (N*M, D, Lq, L*P), weighted sum over levels and points
+    output = (torch.stack(sampled, dim=-2).flatten(-2) * weights).sum(-1)
+    # (N*M, D, Lq) -> (N, Lq, M*D)
+    return output.view(n, m * d, lq).transpose(1, 2).contiguous()
+
+
+def _check_inputs(
+    value: Tensor,
+    spatial_shapes: Tensor,
+    level_start_index: Tensor,
+    sampling_locations: Tensor,
+    attention_weights: Tensor,
+) -> None:
+    """Shape, dtype and device checks that need no tensor data (traceable)."""
+    named = {
+        "value": value,
+        "spatial_shapes": spatial_shapes,
+        "level_start_index": level_start_index,
+        "sampling_locations": sampling_locations,
+        "attention_weights": attention_weights,
+    }
+    for name in ("value", "sampling_locations", "attention_weights"):
+        if not named[name].is_floating_point():
+            raise TypeError(
+                f"ms_deform_attn: {name} must be floating point, got {named[name].dtype}"
+            )
+    for name in ("spatial_shapes", "level_start_index"):
+        if named[name].dtype != torch.int64:
+            raise TypeError(f"ms_deform_attn: {name} must be int64, got {named[name].dtype}")
+    devices = {name: t.device for name, t in named.items()}
+    if len(set(devices.values())) > 1:
+        raise ValueError(f"ms_deform_attn: inputs are on different devices: {devices}")
+    if value.dim() != 4:
+        raise ValueError(f"ms_deform_attn: value must be (N, S, M, D), got {tuple(value.shape)}")
+    n, _, m, _ = value.shape
+    if sampling_locations.dim() != 6 or sampling_locations.shape[-1] != 2:
+        raise ValueError(
+            "ms_deform_attn: sampling_locations must be (N, Lq, M, L, P, 2), "
+            f"got {tuple(sampling_locations.shape)}"
+        )
+    n_levels = sampling_locations.shape[3]
+    if spatial_shapes.shape != (n_levels, 2) or level_start_index.shape != (n_levels,):
+        raise ValueError(
+            f"ms_deform_attn: spatial_shapes must be (L, 2) and level_start_index (L,) with "
+            f"L={n_levels} levels from sampling_locations, got {tuple(spatial_shapes.shape)} "
+            f"and {tuple(level_start_index.shape)}"
+        )
+    if sampling_locations.shape[0] != n or sampling_locations.shape[2] != m:
+        raise ValueError(
+            f"ms_deform_attn: sampling_locations {tuple(sampling_locations.shape)} does not match "
+            f"value {tuple(value.shape)} in batch size N or number of heads M"
+        )
+    if attention_weights.shape != sampling_locations.shape[:-1]:
+        raise ValueError(
+            f"ms_deform_attn: attention_weights must be (N, Lq, M, L, P) = "
+            f"{tuple(sampling_locations.shape[:-1])}, got {tuple(attention_weights.shape)}"
+        )
+
+
+def _check_levels(spatial_shapes: Tensor, level_start_index: Tensor, num_values: int) -> None:
+    """Checks that read ``spatial_shapes`` and ``level_start_index`` (done inside the op)."""
+    shapes = spatial_shapes.tolist()
+    starts = level_start_index.tolist()
+    if any(h <= 0 or w <= 0 for h, w in shapes):
+        raise ValueError(f"ms_deform_attn: spatial_shapes must be positive, got {shapes}")
+    expected = [sum(h * w for h, w in shapes[:i]) for i in range(len(shapes))]
+    if starts != expected:
+        raise ValueError(
+            f"ms_deform_attn: level_start_index {starts} is inconsistent with spatial_shapes "
+            f"{shapes} (expected {expected})"
+        )
+    total = sum(h * w for h, w in shapes)
+    if total != num_values:
+        raise ValueError(
+            f"ms_deform_attn: spatial_shapes {shapes} cover {total} positions but value has "
+            f"S={num_values}"
+        )
+
+
+def _opmath_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def _kernel_inputs(
+    path: KernelPath, value: Tensor, sampling_locations: Tensor, attention_weights: Tensor
+) -> tuple[Tensor, Tensor, Tensor]:
+    """(value, sampling_locations, attention_weights) in the dtypes ``path`` computes in."""
+    if path is KernelPath.CUDA:
+        compute, coords = value.dtype, _opmath_dtype(value.dtype)
+    else:
+        compute = coords = _opmath_dtype(value.dtype)
+    return (
+        value.to(compute).contiguous(),
+        sampling_locations.to(coords).contiguous(),
+        attention_weights.to(compute).contiguous(),
+    )
+
+
+@torch.library.custom_op("mask2former::ms_deform_attn", mutates_args=())
+def _ms_deform_attn_op(
+    value: Tensor,
+    spatial_shapes: Tensor,
+    level_start_index: Tensor,
+    sampling_locations: Tensor,
+    attention_weights: Tensor,
+) -> Tensor:
+    _check_levels(spatial_shapes, level_start_index, value.shape[1])
+    path = _extension.select_path(value.device, force_reference=False)
+    v, loc, attn = _kernel_inputs(path, value, sampling_locations, attention_weights)
+    shapes, starts = spatial_shapes.contiguous(), level_start_index.contiguous()
+    if path is KernelPath.CUDA:
+        output = _extension.extension().ms_deform_attn_forward_cuda(v, shapes, starts, loc, attn)
+    elif path is KernelPath.CPU:
+        output = _extension.extension().ms_deform_attn_forward_cpu(v, shapes, starts, loc, attn)
+    else:
+        output = ms_deform_attn_reference(v, shapes, starts, loc, attn)
+    return output.to(value.dtype)
+
+
+@_ms_deform_attn_op.register_fake
+def _(value, spatial_shapes, level_start_index, sampling_locations, attention_weights):
+    n, _, m, d = value.shape
+    return value.new_empty((n, sampling_locations.shape[1], m * d))
+
+
+@torch.library.custom_op("mask2former::ms_deform_attn_backward", mutates_args=())
+def _ms_deform_attn_backward_op(
+    grad_output: Tensor,
+    value: Tensor,
+    spatial_shapes: Tensor,
+    level_start_index: Tensor,
+    sampling_locations: Tensor,
+    attention_weights: Tensor,
+) -> tuple[Tensor, Tensor, Tensor]:
+    path = _extension.select_path(value.device, force_reference=False)
+    v, loc, attn = _kernel_inputs(path, value, sampling_locations, attention_weights)
+    grad = grad_output.to(v.dtype).contiguous()
+    shapes, starts = spatial_shapes.contiguous(), level_start_index.contiguous()
+    if path is KernelPath.CUDA:
+        grads = _extension.extension().ms_deform_attn_backward_cuda(
+            v, shapes, starts, loc, attn, grad
+        )
+    elif path is KernelPath.CPU:
+        grads = _extension.extension().ms_deform_attn_backward_cpu(
+            v, shapes, starts, loc, attn, grad
+        )
+    else:
+        grads = _reference_backward(v, shapes, starts, loc, attn, grad)
+    grad_value, grad_loc, grad_attn = grads
+    return (
+        grad_value.to(value.dtype),
+        grad_loc.to(sampling_locations.dtype),
+        grad_attn.to(attention_weights.dtype),
+    )
+
+
+@_ms_deform_attn_backward_op.register_fake
+def _(grad_output, value, spatial_shapes, level_start_index, sampling_locations, attention_weights):
+    return (
+        torch.empty_like(value),
+        torch.empty_like(sampling_locations),
+        torch.empty_like(attention_weights),
+    )
+
+
+def _reference_backward(
+    value: Tensor,
+    spatial_shapes: Tensor,
+    level_start_index: Tensor,
+    sampling_locations: Tensor,
+    attention_weights: Tensor,
+    grad_output: Tensor,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Gradients of :func:`ms_deform_attn_reference` from grid_sample's own backward (autograd
+    is unavailable inside a custom op). All inputs in one dtype; returns grads of value,
+    sampling_locations and attention_weights."""
+    n, _, m, d = value.shape
+    _, lq, _, n_levels, n_points, _ = sampling_locations.shape
+    shapes = [(int(h), int(w)) for h, w in spatial_shapes.tolist()]
+    value_per_level = value.split([h * w for h, w in shapes], dim=1)
+    grids = 2 * sampling_locations - 1
+    # (N, Lq, M*D) -> (N*M, D, Lq, 1); (N, Lq, M, L, P) -> (N*M, 1, Lq, L, P)
+    grad = grad_output.view(n, lq, m, d).permute(0, 2, 3, 1).reshape(n * m, d, lq, 1)
+    weights = attention_weights.transpose(1, 2).reshape(n * m, 1, lq, n_levels, n_points)
+    grad_values, grad_grids, grad_weights = [], [], []
+    for level, (h, w) in enumerate(shapes):
+        level_value = value_per_level[level].permute(0, 2, 3, 1).reshape(n * m, d, h, w)
+        level_grid = grids[:, :, :, level].transpose(1, 2).reshape(n * m, lq, n_points, 2)
+        sampled = F.grid_sample(
+            level_value, level_grid, mode="bilinear", padding_mode="zeros", align_corners=False
+        )  # (N*M, D, Lq, P)
+        grad_weights.append((grad * sampled).sum(1))  # (N*M, Lq, P)
+        # interpolation_mode 0 = bilinear, padding_mode 0 = zeros
+        grad_level_value, grad_level_grid = torch.ops.aten.grid_sampler_2d_backward(
+            grad * weights[:, :, :, level], level_value, level_grid, 0, 0, False, [True, True]
+        )
+        # (N*M, D, H, W) -> (N, H*W, M, D); (N*M, Lq, P, 2) -> (N, Lq, M, P, 2)
+        grad_values.append(grad_level_value.view(n, m, d, h * w).permute(0, 3, 1, 2))
+        grad_grids.append(grad_level_grid.view(n, m, lq, n_points, 2).transpose(1, 2))
+    grad_value = torch.cat(grad_values, dim=1)
+    # d grid / d location = 2
+    grad_loc = 2 * torch.stack(grad_grids, dim=3)
+    # (N*M, Lq, L*P) -> (N, Lq, M, L, P)
+    grad_attn = torch.stack(grad_weights, dim=2).view(n, m, lq, n_levels, n_points).transpose(1, 2)
+    return grad_value.contiguous(), grad_loc.contiguous(), grad_attn.contiguous()
+
+
+def _setup_context(ctx, inputs, output) -> None:
+    value, spatial_shapes, level_start_index, sampling_locations, attention_weights = inputs
+    ctx.save_for_backward(
+        value, spatial_shapes, level_start_index, sampling_locations, attention_weights
+    )
+
+
+def _backward(ctx, grad_output: Tensor):
+    value, spatial_shapes, level_start_index, sampling_locations, attention_weights = (
+        ctx.saved_tensors
+    )
+    grad_value, grad_loc, grad_attn = _ms_deform_attn_backward_op(
+        grad_output, value, spatial_shapes, level_start_index, sampling_locations, attention_weights
+    )
+    return grad_value, None, None, grad_loc, grad_attn
+
+
+_ms_deform_attn_op.register_autograd(_backward, setup_context=_setup_context)
+
+
+def _autocast_cuda_dtype(value: Tensor):
+    """The autocast dtype when ``value`` is on CUDA inside ``torch.autocast("cuda")``."""
+    if value.device.type != "cuda" or not torch.is_autocast_enabled("cuda"):
+        return None
+    return torch.get_autocast_dtype("cuda")
+
+
+def ms_deform_attn(
+    value: Tensor,
+    spatial_shapes: Tensor,
+    level_start_index: Tensor,
+    sampling_locations: Tensor,
+    attention_weights: Tensor,
+) -> Tensor:
+    """Multi-scale deformable attention; see the module docstring for shapes and precision.
+
+    Raises:
+        TypeError: ``value``, ``sampling_locations`` or ``attention_weights`` not floating
+            point, or ``spatial_shapes`` / ``level_start_index`` not int64.
+        ValueError: inconsistent shapes, inputs on different devices, non-positive level
+            sizes, or ``level_start_index`` / S inconsistent with ``spatial_shapes``.
+
+    Example::
+
+        >>> value = torch.randn(2, 5 * 5 + 3 * 3, 8, 32)
+        >>> shapes = torch.tensor([[5, 5], [3, 3]])
+        >>> starts = torch.tensor([0, 25])
+        >>> loc, attn = torch.rand(2, 10, 8, 2, 4, 2), torch.rand(2, 10, 8, 2, 4)
+        >>> ms_deform_attn(value, shapes, starts, loc, attn).shape
+        torch.Size([2, 10, 256])
+    """
+    _check_inputs(value, spatial_shapes, level_start_index, sampling_locations, attention_weights)
+    if _reference_forced():
+        return _forced_reference(
+            value, spatial_shapes, level_start_index, sampling_locations, attention_weights
+        )
+    autocast_dtype = _autocast_cuda_dtype(value)
+    if autocast_dtype is not None:
+        value, attention_weights = value.to(autocast_dtype), attention_weights.to(autocast_dtype)
+    return _ms_deform_attn_op(
+        value, spatial_shapes, level_start_index, sampling_locations, attention_weights
+    )
+
+
+def _forced_reference(
+    value: Tensor,
+    spatial_shapes: Tensor,
+    level_start_index: Tensor,
+    sampling_locations: Tensor,
+    attention_weights: Tensor,
+) -> Tensor:
+    """The reference as plain aten ops (traceable for export), in float32 or float64."""
+    if not (torch.jit.is_tracing() or torch.compiler.is_compiling()):
+        _check_levels(spatial_shapes, level_start_index, value.shape[1])
+    _extension.select_path(value.device, force_reference=True)  # logs the choice once
+    compute = _opmath_dtype(value.dtype)
+    output = ms_deform_attn_reference(
+        value.to(compute),
+        spatial_shapes,
+        level_start_index,
+        sampling_locations.to(compute),
+        attention_weights.to(compute),
+    )
+    return output.to(value.dtype)
