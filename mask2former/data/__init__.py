@@ -1,6 +1,34 @@
 """Datasets, augmentation, mappers and loaders."""
-
 from . import datasets  # noqa: F401  (registers the builtin datasets)
+from . import transforms
+from .build import (
+    build_batch_data_loader,
+    build_detection_test_loader,
+    build_detection_train_loader,
+    get_detection_dataset_dicts,
+)
 from .catalog import DatasetCatalog, Metadata, MetadataCatalog
+from .common import AspectRatioGroupedDataset, DatasetFromList, MapDataset
+from .dataset_mappers import DATASET_MAPPER_REGISTRY, build_dataset_mapper
+from .detection_utils import BadSampleError, read_image
+from .samplers import InferenceSampler, TrainingSampler
 
-__all__ = ["DatasetCatalog", "Metadata", "MetadataCatalog"]
+__all__ = [
+    "AspectRatioGroupedDataset",
+    "BadSampleError",
+    "DATASET_MAPPER_REGISTRY",
+    "DatasetCatalog",
+    "DatasetFromList",
+    "InferenceSampler",
+    "MapDataset",
+    "Metadata",
+    "MetadataCatalog",
+    "TrainingSampler",
+    "build_batch_data_loader",
+    "build_dataset_mapper",
+    "build_detection_test_loader",
+    "build_detection_train_loader",
+    "get_detection_dataset_dicts",
+    "read_image",
+    "transforms",
+]
