@@ -21,6 +21,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from ..config import CfgNode, ConfigError
+from ..data import MetadataCatalog
 from ..modeling import build_model
 from ..solver import build_lr_scheduler, build_optimizer
 from ..utils import comm
@@ -223,7 +224,7 @@ class DefaultTrainer:
     # ------------------------------------------------------------------ #
     @classmethod
     def build_model(cls, cfg: CfgNode) -> nn.Module:
-        model = build_model(cfg)
+        model = build_model(cfg, **model_kwargs_from_metadata(cfg))
         if comm.get_world_size() > 1:
             model = convert_sync_batchnorm(model)
         logger.info("Model:\n%s", model)
@@ -278,6 +279,18 @@ class DefaultTrainer:
         if len(results) == 1:
             return OrderedDict(next(iter(results.values())) or {})
         return results
+
+
+def model_kwargs_from_metadata(cfg: CfgNode) -> dict[str, Any]:
+    """Dataset facts the model needs beyond the config: ``MaskFormer`` gets ``thing_ids``
+    (contiguous ids of thing classes) from the metadata of the first test, else train, dataset."""
+    if cfg.MODEL.META_ARCHITECTURE != "MaskFormer":
+        return {}
+    names = list(cfg.DATASETS.TEST) + list(cfg.DATASETS.TRAIN)
+    if not names:
+        return {}
+    mapping = MetadataCatalog.get(names[0]).get("thing_dataset_id_to_contiguous_id")
+    return {} if mapping is None else {"thing_ids": sorted(mapping.values())}
 
 
 def convert_sync_batchnorm(model: nn.Module) -> nn.Module:
