@@ -149,21 +149,24 @@ def pq_results(stat: PQStat, isthing_by_id: dict[int, bool]) -> dict[str, Any]:
 _TABLE: Optional[np.ndarray] = None
 
 
-def _dense_index(ids: np.ndarray, listed_ids: np.ndarray) -> np.ndarray:
-    """Map each pixel's id to 1 + its position in ``listed_ids``; unlisted ids map to 0.
+def _dense_index(ids: np.ndarray, listed_ids: np.ndarray, scale: int = 1) -> np.ndarray:
+    """Map each pixel's id to ``scale * (1 + its position in listed_ids)``; unlisted -> 0.
 
     ids: (H, W) non-negative integer ids; listed_ids: (S,) distinct ids in [0, 256^3).
     Uses one lookup table of 256^3 + 1 entries per process (allocated lazily, zero outside
-    the call), so the cost is one gather per pixel instead of a sort.
+    the call), so the cost is one gather per pixel instead of a sort. The result is uint16
+    when ``scale * (S + 1)`` fits, else uint32.
     """
     global _TABLE
-    if len(listed_ids) >= np.iinfo(np.uint16).max:
+    top = scale * (len(listed_ids) + 1)
+    if top >= 2**32:
         raise ValueError(f"too many segments in one image: {len(listed_ids)}")
     if len(listed_ids) and (listed_ids.min() < 0 or listed_ids.max() >= _MAX_ID):
         raise ValueError(f"segment ids must lie in [0, 256^3); got {listed_ids.tolist()[:10]}")
-    if _TABLE is None:
-        _TABLE = np.zeros(_MAX_ID + 1, dtype=np.uint16)
-    _TABLE[listed_ids] = np.arange(1, len(listed_ids) + 1)
+    dtype = np.uint16 if top < 2**16 else np.uint32
+    if _TABLE is None or _TABLE.dtype != dtype:
+        _TABLE = np.zeros(_MAX_ID + 1, dtype=dtype)
+    _TABLE[listed_ids] = scale * np.arange(1, len(listed_ids) + 1)
     try:
         # Ids beyond the table clip to its last entry, which is never listed (-> 0).
         return np.take(_TABLE, ids, mode="clip")
@@ -194,13 +197,13 @@ def image_pq_stat(
         )
     gt_seg_ids = _segment_ids(gt_segments, "ground-truth", image_id)
     pred_seg_ids = _segment_ids(pred_segments, "predicted", image_id)
-    # Dense indices: 0 unlisted id, 1 VOID, 2.. listed segments in segments_info order.
-    gt_index = _dense_index(gt_ids, np.concatenate([[VOID], gt_seg_ids]))
-    pred_index = _dense_index(pred_ids, np.concatenate([[VOID], pred_seg_ids]))
+    # Dense indices: 0 unlisted id, 1 VOID, 2.. listed segments in segments_info order;
+    # inter[i, j] counts the pixels with gt index i and predicted index j.
     n_gt, n_pred = len(gt_seg_ids) + 2, len(pred_seg_ids) + 2
-    # inter[i, j]: pixels with gt index i and predicted index j.
-    joint = gt_index.ravel().astype(np.int64) * n_pred + pred_index.ravel()
-    inter = np.bincount(joint, minlength=n_gt * n_pred).reshape(n_gt, n_pred)
+    gt_index = _dense_index(gt_ids, np.concatenate([[VOID], gt_seg_ids]), scale=n_pred)
+    pred_index = _dense_index(pred_ids, np.concatenate([[VOID], pred_seg_ids]))
+    joint = gt_index.astype(np.result_type(gt_index, pred_index)) + pred_index
+    inter = np.bincount(joint.ravel(), minlength=n_gt * n_pred).reshape(n_gt, n_pred)
     _check_prediction(inter, pred_ids, pred_index, pred_seg_ids, image_id)
     gt_cat = _category_index([s["category_id"] for s in gt_segments], category_ids, image_id)
     pred_cat = _category_index([s["category_id"] for s in pred_segments], category_ids, image_id)
@@ -322,11 +325,12 @@ def pq_stat_from_files(
 ) -> PQStat:
     """Sum of per-image statistics over (gt annotation, predicted annotation) pairs.
 
-    Images are split into one contiguous chunk per worker process (``num_workers``
-    defaults to the CPU count; 1 runs in this process).
+    Images are dealt round-robin to ``num_workers`` processes (default: one per CPU, fewer
+    for small sets; 1 runs in this process).
     """
-    num_workers = num_workers or os.cpu_count() or 1
-    num_workers = max(1, min(num_workers, len(pairs) // 16))
+    if num_workers is None:  # a process per CPU, but no pool for a handful of images
+        num_workers = min(os.cpu_count() or 1, len(pairs) // 16)
+    num_workers = max(1, min(num_workers, len(pairs)))
     chunks = [pairs[i::num_workers] for i in range(num_workers)]
     tasks = [(c, gt_folder, pred_folder, category_ids) for c in chunks]
     if num_workers == 1:
