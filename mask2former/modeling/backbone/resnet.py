@@ -8,7 +8,7 @@ where a block changes its width or stride.
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -63,7 +63,7 @@ def _conv(in_ch: int, out_ch: int, kernel: int, norm: str, **kwargs) -> Conv2d:
     return conv
 
 
-def _shortcut(in_ch: int, out_ch: int, stride: int, norm: str) -> Optional[Conv2d]:
+def _shortcut(in_ch: int, out_ch: int, stride: int, norm: str) -> Conv2d | None:
     """1x1 projection of the residual path, or None when the shapes already agree."""
     if in_ch == out_ch and stride == 1:
         return None
@@ -203,7 +203,7 @@ class ResNet(Backbone):
             self._out_feature_channels[name] = _block_out_channels(blocks[-1])
         self.freeze(freeze_at)
 
-    def freeze(self, freeze_at: int) -> "ResNet":
+    def freeze(self, freeze_at: int) -> ResNet:
         """Freeze the stem (``freeze_at >= 1``) and stages res2..res{freeze_at} (detectron2)."""
         if freeze_at >= 1:
             self.stem = freeze_module(self.stem)
