@@ -13,14 +13,9 @@ evaluators are chosen from the config (``INPUT.DATASET_MAPPER_NAME``, the test d
 """
 import logging
 
+from mask2former.checkpoint import DetectionCheckpointer
 from mask2former.config import CfgNode, get_cfg
-from mask2former.engine import (
-    AtomicCheckpointer,
-    DefaultTrainer,
-    default_argument_parser,
-    default_setup,
-    launch,
-)
+from mask2former.engine import DefaultTrainer, default_argument_parser, default_setup, launch
 from mask2former.engine.defaults import verify_results
 from mask2former.utils import comm
 
@@ -42,7 +37,7 @@ def main(args):
     cfg = setup(args)
     if args.eval_only:
         model = DefaultTrainer.build_model(cfg)
-        AtomicCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
+        DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
             cfg.MODEL.WEIGHTS, resume=args.resume
         )
         results = DefaultTrainer.test(cfg, model)

@@ -1,6 +1,5 @@
 """Training: the loop and its hooks, the default trainer and set-up, and the launcher."""
 
-from .checkpointer import AtomicCheckpointer, atomic_write
 from .defaults import DefaultTrainer, default_argument_parser, default_setup, default_writers
 from .hooks import EvalHook, IterationTimer, LRScheduler, PeriodicCheckpointer, PeriodicWriter
 from .launch import launch
@@ -8,7 +7,6 @@ from .train_loop import AMPTrainer, HookBase, SimpleTrainer, TrainerBase, check_
 
 __all__ = [
     "AMPTrainer",
-    "AtomicCheckpointer",
     "DefaultTrainer",
     "EvalHook",
     "HookBase",
@@ -18,7 +16,6 @@ __all__ = [
     "PeriodicWriter",
     "SimpleTrainer",
     "TrainerBase",
-    "atomic_write",
     "check_losses_finite",
     "default_argument_parser",
     "default_setup",

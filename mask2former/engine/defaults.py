@@ -20,6 +20,7 @@ from iopath.common.file_io import g_pathmgr
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from ..checkpoint import DetectionCheckpointer
 from ..config import CfgNode, ConfigError
 from ..data import MetadataCatalog
 from ..modeling import build_model
@@ -29,7 +30,7 @@ from ..utils.env import collect_env_info, seed_all_rng
 from ..utils.events import CommonMetricPrinter, EventWriter, JSONWriter, TensorboardXWriter
 from ..utils.logger import setup_logger
 from . import hooks
-from .checkpointer import AtomicCheckpointer, set_rng_states
+from .rng import set_rng_states
 from .train_loop import AMPTrainer, HookBase, SimpleTrainer
 
 logger = logging.getLogger(__name__)
@@ -146,7 +147,7 @@ class DefaultTrainer:
         checkpointables: dict[str, Any] = {"optimizer": self.optimizer, "scheduler": self.scheduler}
         if isinstance(self._trainer, AMPTrainer) and self._trainer.grad_scaler is not None:
             checkpointables["grad_scaler"] = self._trainer.grad_scaler
-        self.checkpointer = AtomicCheckpointer(
+        self.checkpointer = DetectionCheckpointer(
             model, cfg.OUTPUT_DIR, save_to_disk=comm.is_main_process(), **checkpointables
         )
         self.start_iter = 0

@@ -13,7 +13,7 @@ from fvcore.common.checkpoint import Checkpointer
 
 from ..utils import comm
 from ..utils.events import EventWriter
-from .checkpointer import get_rng_states
+from .rng import get_rng_states
 from .train_loop import HookBase
 
 logger = logging.getLogger(__name__)

@@ -12,7 +12,7 @@ import pytest
 import torch
 from engine_toy import ToyTrainer, toy_cfg
 
-from mask2former.engine import AtomicCheckpointer, atomic_write
+from mask2former.checkpoint import DetectionCheckpointer
 from mask2former.engine.train_loop import check_losses_finite
 
 REPO = Path(__file__).resolve().parents[2]
@@ -94,26 +94,28 @@ def test_checkpoint_holds_model_optimizer_scheduler_scaler_iteration(tmp_path):
     assert (tmp_path / "last_checkpoint").read_text() == "model_final.pth"
 
 
-def test_atomic_write_leaves_target_untouched_on_error(tmp_path):
-    target = tmp_path / "ckpt.pth"
-    atomic_write(str(target), lambda f: f.write(b"old"))
+def test_failed_checkpoint_write_leaves_previous_untouched(tmp_path, monkeypatch):
+    checkpointer = DetectionCheckpointer(torch.nn.Linear(2, 2), str(tmp_path))
+    checkpointer.save("model_0000001", iteration=1)
+    before = (tmp_path / "model_0000001.pth").read_bytes()
 
-    def fail_midway(f):
+    def fail_midway(obj, f, *args, **kwargs):
         f.write(b"partial")
         raise KeyboardInterrupt
 
+    monkeypatch.setattr(torch, "save", fail_midway)
     with pytest.raises(KeyboardInterrupt):
-        atomic_write(str(target), fail_midway)
-    assert target.read_bytes() == b"old"
-    assert os.listdir(tmp_path) == ["ckpt.pth"]  # temporary file removed
+        checkpointer.save("model_0000001", iteration=3)  # overwriting the same name
+    assert (tmp_path / "model_0000001.pth").read_bytes() == before
+    assert sorted(os.listdir(tmp_path)) == ["last_checkpoint", "model_0000001.pth"]
 
 
 def test_sigkill_during_checkpoint_write_keeps_previous_loadable(tmp_path):
     child = textwrap.dedent(f"""
         import sys, time, torch
-        from mask2former.engine import AtomicCheckpointer
+        from mask2former.checkpoint import DetectionCheckpointer
         model = torch.nn.Linear(200, 200)
-        checkpointer = AtomicCheckpointer(model, {str(tmp_path)!r})
+        checkpointer = DetectionCheckpointer(model, {str(tmp_path)!r})
         checkpointer.save("model_0000001", iteration=1)
 
         def slow_save(obj, f, *args, **kwargs):
@@ -136,7 +138,7 @@ def test_sigkill_during_checkpoint_write_keeps_previous_loadable(tmp_path):
         proc.kill()
     assert (tmp_path / "last_checkpoint").read_text() == "model_0000001.pth"
     assert not (tmp_path / "model_0000003.pth").exists()
-    checkpointer = AtomicCheckpointer(torch.nn.Linear(200, 200), str(tmp_path))
+    checkpointer = DetectionCheckpointer(torch.nn.Linear(200, 200), str(tmp_path))
     assert checkpointer.resume_or_load("", resume=True)["iteration"] == 1
 
 
