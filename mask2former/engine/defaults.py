@@ -35,7 +35,13 @@ from .train_loop import AMPTrainer, HookBase, SimpleTrainer
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DefaultTrainer", "default_argument_parser", "default_setup", "default_writers"]
+__all__ = [
+    "DefaultTrainer",
+    "auto_scale_workers",
+    "default_argument_parser",
+    "default_setup",
+    "default_writers",
+]
 
 
 def default_argument_parser(epilog: str | None = None) -> argparse.ArgumentParser:
@@ -137,6 +143,7 @@ class DefaultTrainer:
     """
 
     def __init__(self, cfg: CfgNode) -> None:
+        cfg = auto_scale_workers(cfg, comm.get_world_size())
         self.cfg = cfg
         model = self.build_model(cfg)
         self.optimizer = self.build_optimizer(cfg, model)
@@ -280,6 +287,47 @@ class DefaultTrainer:
         if len(results) == 1:
             return OrderedDict(next(iter(results.values())) or {})
         return results
+
+
+def auto_scale_workers(cfg: CfgNode, num_workers: int) -> CfgNode:
+    """Rescale a config written for ``SOLVER.REFERENCE_WORLD_SIZE`` processes to ``num_workers``.
+
+    Keeps the images per process: the total batch and the LR scale by ``num_workers / ref``,
+    iteration counts (max, warm-up, steps, checkpoint and eval periods) by the inverse, so the
+    number of epochs is the same (linear scaling rule). Returns a new config; ``cfg`` when
+    ``REFERENCE_WORLD_SIZE`` is 0 or already equal.
+    """
+    old_world_size = cfg.SOLVER.REFERENCE_WORLD_SIZE
+    if old_world_size == 0 or old_world_size == num_workers:
+        return cfg
+    if cfg.SOLVER.IMS_PER_BATCH % old_world_size != 0:
+        raise ConfigError(
+            f"SOLVER.IMS_PER_BATCH={cfg.SOLVER.IMS_PER_BATCH} is not divisible by "
+            f"SOLVER.REFERENCE_WORLD_SIZE={old_world_size}"
+        )
+    cfg = cfg.clone()
+    frozen = cfg.is_frozen()
+    cfg.defrost()
+    scale = num_workers / old_world_size
+    solver = cfg.SOLVER
+    solver.IMS_PER_BATCH = bs = int(round(solver.IMS_PER_BATCH * scale))
+    solver.BASE_LR = solver.BASE_LR * scale
+    solver.MAX_ITER = int(round(solver.MAX_ITER / scale))
+    solver.WARMUP_ITERS = int(round(solver.WARMUP_ITERS / scale))
+    solver.STEPS = tuple(int(round(s / scale)) for s in solver.STEPS)
+    solver.CHECKPOINT_PERIOD = max(int(round(solver.CHECKPOINT_PERIOD / scale)), 1)
+    cfg.TEST.EVAL_PERIOD = int(round(cfg.TEST.EVAL_PERIOD / scale))
+    solver.REFERENCE_WORLD_SIZE = num_workers
+    logger.info(
+        "Auto-scaled the config to %d processes: batch %d, LR %g, %d iterations",
+        num_workers,
+        bs,
+        solver.BASE_LR,
+        solver.MAX_ITER,
+    )
+    if frozen:
+        cfg.freeze()
+    return cfg
 
 
 def model_kwargs_from_metadata(cfg: CfgNode) -> dict[str, Any]:

@@ -41,6 +41,11 @@ def test_two_processes_match_one_process(tmp_path, single_process_params):
     result = _run_toy(tmp_path, "--num-gpus", "2", **NO_DROPOUT)
     assert result.returncode == 0, result.stderr[-3000:]
     _assert_same_params(_final_params(tmp_path), single_process_params[0])
+    # default_setup wrote the run's config, environment and library versions (rank 0 only)
+    assert "EngineToyModel" in (tmp_path / "config.yaml").read_text()
+    env = (tmp_path / "env.txt").read_text()
+    assert torch.__version__ in env and "fvcore" in env
+    assert (tmp_path / "log.txt").exists() and (tmp_path / "log.txt.rank1").exists()
 
 
 def _machines(tmp_path, port, timeout=120, **env):

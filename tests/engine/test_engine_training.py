@@ -193,3 +193,25 @@ def test_amp_trainer_trains(tmp_path, precision):
     assert (trainer._trainer.grad_scaler is not None) == (precision == "float16")
     history = trainer.storage.history("total_loss").values()
     assert history[-1][0] < history[0][0]  # the loss went down
+
+
+def test_auto_scale_workers_linear_scaling_rule():
+    from mask2former.config import get_cfg
+    from mask2former.engine.defaults import auto_scale_workers
+
+    cfg = get_cfg()
+    cfg.SOLVER.REFERENCE_WORLD_SIZE = 8
+    cfg.SOLVER.IMS_PER_BATCH = 16
+    cfg.SOLVER.BASE_LR = 0.0001
+    cfg.SOLVER.MAX_ITER = 1000
+    cfg.SOLVER.STEPS = (600, 800)
+    cfg.SOLVER.WARMUP_ITERS = 10
+    cfg.TEST.EVAL_PERIOD = 100
+    cfg.freeze()
+    scaled = auto_scale_workers(cfg, 2)
+    assert scaled.SOLVER.IMS_PER_BATCH == 4  # still 2 images per process
+    assert scaled.SOLVER.BASE_LR == pytest.approx(0.000025)
+    assert scaled.SOLVER.MAX_ITER == 4000 and scaled.SOLVER.STEPS == (2400, 3200)
+    assert scaled.SOLVER.WARMUP_ITERS == 40 and scaled.TEST.EVAL_PERIOD == 400
+    assert scaled.is_frozen() and cfg.SOLVER.MAX_ITER == 1000  # the input is untouched
+    assert auto_scale_workers(cfg, 8) is cfg
