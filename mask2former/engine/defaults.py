@@ -22,7 +22,13 @@ from torch.nn.parallel import DistributedDataParallel
 
 from ..checkpoint import DetectionCheckpointer
 from ..config import CfgNode, ConfigError
-from ..data import MetadataCatalog
+from ..data import (
+    MetadataCatalog,
+    build_dataset_mapper,
+    build_detection_test_loader,
+    build_detection_train_loader,
+)
+from ..evaluation import build_evaluator, inference_on_dataset
 from ..modeling import build_model
 from ..solver import build_lr_scheduler, build_optimizer
 from ..utils import comm
@@ -31,6 +37,7 @@ from ..utils.events import CommonMetricPrinter, EventWriter, JSONWriter, Tensorb
 from ..utils.logger import setup_logger
 from . import hooks
 from .rng import set_rng_states
+from .sync_batchnorm import replace_sync_batchnorm
 from .train_loop import AMPTrainer, HookBase, SimpleTrainer
 
 logger = logging.getLogger(__name__)
@@ -159,6 +166,7 @@ class DefaultTrainer:
         )
         self.start_iter = 0
         self.max_iter = cfg.SOLVER.MAX_ITER
+        self._last_eval_results: OrderedDict | None = None
         self._trainer.register_hooks(self.build_hooks())
 
     @staticmethod
@@ -190,10 +198,9 @@ class DefaultTrainer:
     def train(self) -> OrderedDict | None:
         """Run training; returns the last evaluation results (main process) or None."""
         self._trainer.train(self.start_iter, self.max_iter)
-        results = getattr(self, "_last_eval_results", None)
-        if comm.is_main_process() and results is not None:
-            verify_results(self.cfg, results)
-        return results
+        if comm.is_main_process() and self._last_eval_results is not None:
+            verify_results(self.cfg, self._last_eval_results)
+        return self._last_eval_results
 
     @property
     def iter(self) -> int:
@@ -249,24 +256,16 @@ class DefaultTrainer:
     @classmethod
     def build_train_loader(cls, cfg: CfgNode) -> Iterable:
         """``build_detection_train_loader`` with the mapper ``cfg`` names."""
-        from ..data.build import build_detection_train_loader
-        from ..data.dataset_mappers.build import build_dataset_mapper
-
         return build_detection_train_loader(cfg, mapper=build_dataset_mapper(cfg, True))
 
     @classmethod
     def build_test_loader(cls, cfg: CfgNode, dataset_name: str) -> Iterable:
-        from ..data.build import build_detection_test_loader
-        from ..data.dataset_mappers.build import build_dataset_mapper
-
         return build_detection_test_loader(
             cfg, dataset_name, mapper=build_dataset_mapper(cfg, False)
         )
 
     @classmethod
     def build_evaluator(cls, cfg: CfgNode, dataset_name: str, output_folder: str | None = None):
-        from ..evaluation import build_evaluator
-
         if output_folder is None:
             output_folder = os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
         return build_evaluator(cfg, dataset_name, output_folder)
@@ -275,8 +274,6 @@ class DefaultTrainer:
     def test(cls, cfg: CfgNode, model: nn.Module) -> OrderedDict:
         """Evaluate ``model`` on each of ``DATASETS.TEST``; ``{dataset: {task: {metric: v}}}``
         (the inner dict directly when there is one dataset)."""
-        from ..evaluation import inference_on_dataset
-
         results: OrderedDict = OrderedDict()
         for dataset_name in cfg.DATASETS.TEST:
             loader = cls.build_test_loader(cfg, dataset_name)
@@ -310,13 +307,13 @@ def auto_scale_workers(cfg: CfgNode, num_workers: int) -> CfgNode:
     cfg.defrost()
     scale = num_workers / old_world_size
     solver = cfg.SOLVER
-    solver.IMS_PER_BATCH = bs = int(round(solver.IMS_PER_BATCH * scale))
+    solver.IMS_PER_BATCH = bs = round(solver.IMS_PER_BATCH * scale)
     solver.BASE_LR = solver.BASE_LR * scale
-    solver.MAX_ITER = int(round(solver.MAX_ITER / scale))
-    solver.WARMUP_ITERS = int(round(solver.WARMUP_ITERS / scale))
-    solver.STEPS = tuple(int(round(s / scale)) for s in solver.STEPS)
-    solver.CHECKPOINT_PERIOD = max(int(round(solver.CHECKPOINT_PERIOD / scale)), 1)
-    cfg.TEST.EVAL_PERIOD = int(round(cfg.TEST.EVAL_PERIOD / scale))
+    solver.MAX_ITER = round(solver.MAX_ITER / scale)
+    solver.WARMUP_ITERS = round(solver.WARMUP_ITERS / scale)
+    solver.STEPS = tuple(round(s / scale) for s in solver.STEPS)
+    solver.CHECKPOINT_PERIOD = max(round(solver.CHECKPOINT_PERIOD / scale), 1)
+    cfg.TEST.EVAL_PERIOD = round(cfg.TEST.EVAL_PERIOD / scale)
     solver.REFERENCE_WORLD_SIZE = num_workers
     logger.info(
         "Auto-scaled the config to %d processes: batch %d, LR %g, %d iterations",
@@ -350,8 +347,6 @@ def convert_sync_batchnorm(model: nn.Module) -> nn.Module:
     """
     if next(model.parameters()).is_cuda:
         return model
-    from .sync_batchnorm import replace_sync_batchnorm
-
     return replace_sync_batchnorm(model)
 
 
