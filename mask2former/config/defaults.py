@@ -3,6 +3,7 @@
 Every key carries a one-line comment. Key names follow detectron2 and the published
 Mask2Former / MaskFormer code so that their YAML files load unchanged.
 """
+
 from .config import CfgNode as CN
 
 _C = CN()
@@ -68,13 +69,21 @@ _C.MODEL.SEM_SEG_HEAD.LOSS_WEIGHT = 1.0  # weight of per-pixel classification lo
 _C.MODEL.SEM_SEG_HEAD.MASK_DIM = 256  # channels of the per-pixel mask embeddings
 _C.MODEL.SEM_SEG_HEAD.TRANSFORMER_ENC_LAYERS = 0  # encoder layers of the pixel decoder
 _C.MODEL.SEM_SEG_HEAD.PIXEL_DECODER_NAME = "BasePixelDecoder"  # name in PIXEL_DECODER_REGISTRY
-_C.MODEL.SEM_SEG_HEAD.DEFORMABLE_TRANSFORMER_ENCODER_IN_FEATURES = ["res3", "res4", "res5"]  # levels
+_C.MODEL.SEM_SEG_HEAD.DEFORMABLE_TRANSFORMER_ENCODER_IN_FEATURES = [
+    "res3",
+    "res4",
+    "res5",
+]  # levels
 _C.MODEL.SEM_SEG_HEAD.DEFORMABLE_TRANSFORMER_ENCODER_N_POINTS = 4  # sampling points per level
 _C.MODEL.SEM_SEG_HEAD.DEFORMABLE_TRANSFORMER_ENCODER_N_HEADS = 8  # deformable attention heads
 
 _C.MODEL.MASK_FORMER = CN()
-_C.MODEL.MASK_FORMER.TRANSFORMER_DECODER_NAME = "StandardTransformerDecoder"  # MaskFormer v1 default
-_C.MODEL.MASK_FORMER.TRANSFORMER_IN_FEATURE = "res5"  # decoder input: a backbone or pixel-decoder map
+_C.MODEL.MASK_FORMER.TRANSFORMER_DECODER_NAME = (
+    "StandardTransformerDecoder"  # MaskFormer v1 default
+)
+_C.MODEL.MASK_FORMER.TRANSFORMER_IN_FEATURE = (
+    "res5"  # decoder input: a backbone or pixel-decoder map
+)
 _C.MODEL.MASK_FORMER.MASK_LOSS = "auto"  # "point" (Mask2Former), "full" (MaskFormer) or by decoder
 _C.MODEL.MASK_FORMER.DEEP_SUPERVISION = True  # losses on every decoder layer's prediction
 _C.MODEL.MASK_FORMER.NO_OBJECT_WEIGHT = 0.1  # class-loss weight of the no-object class
