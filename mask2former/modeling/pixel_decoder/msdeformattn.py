@@ -21,7 +21,8 @@ class MSDeformAttnEncoderLayer(nn.Module):
     """Deformable self-attention then FFN, post-norm (``norm1``, ``norm2``).
 
     ``forward(src (N, S, C), pos (N, S, C), reference_points (N, S, L, 2), spatial_shapes
-    (L, 2), level_start_index (L,), padding_mask (N, S) or None) -> (N, S, C)``.
+    (L, 2) tensor or (h, w) Python ints, level_start_index (L,), padding_mask (N, S) or None)
+    -> (N, S, C)``.
     """
 
     def __init__(
@@ -42,7 +43,7 @@ class MSDeformAttnEncoderLayer(nn.Module):
         src: Tensor,
         pos: Tensor,
         reference_points: Tensor,
-        spatial_shapes: Tensor,
+        spatial_shapes: Tensor | Sequence[tuple[int, int]],
         level_start_index: Tensor,
         padding_mask: Tensor | None = None,
     ) -> Tensor:
@@ -155,7 +156,8 @@ class MSDeformAttnTransformerEncoderOnly(nn.Module):
         reference_points = encoder_reference_points(shapes, valid_ratios)
         out = src_flat
         for layer in self.encoder.layers:
-            out = layer(out, pos_flat, reference_points, spatial_shapes, level_start_index, None)
+            # level sizes as Python ints: the reference path then reads no tensor data (export)
+            out = layer(out, pos_flat, reference_points, shapes, level_start_index, None)
         return out, spatial_shapes, level_start_index
 
 
