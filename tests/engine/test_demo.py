@@ -63,8 +63,9 @@ def test_demo_writes_png_with_metadata_colours(tmp_path):
         colour = np.array(getattr(metadata, key)[info["category_id"]])
         expected = np.round((128 + colour) / 2)
         pixels = drawing[interior].astype(int)
-        # labels are drawn on top: most interior pixels keep the fill colour exactly (±1)
+        # labels are drawn on top of the fill and cover part of a small segment's interior;
+        # every other interior pixel is the fill colour (±1). A wrong colour matches ~none.
         matching = (np.abs(pixels - expected).max(axis=1) <= 1).mean()
-        assert matching > 0.8, (info, matching)
+        assert matching > 0.6, (info, matching)
         checked += 1
     assert checked >= 1

@@ -11,7 +11,7 @@ import time
 
 import pytest
 import torch
-from test_engine_training import REPO, TOY_SCRIPT, _env, _final_params, _run_toy
+from tests.engine.test_engine_training import REPO, TOY_SCRIPT, _env, _final_params, _run_toy
 
 from mask2former.engine.launch import find_free_port
 

@@ -10,7 +10,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 from eval_helpers import register_panoptic
-from test_panoptic_evaluation import model_outputs
+from tests.evaluation.test_panoptic_evaluation import model_outputs
 
 from mask2former.data.catalog import MetadataCatalog
 from mask2former.evaluation import (

@@ -98,7 +98,17 @@ def test_forced_reference_traces_to_aten_ops(inputs):
 
 
 NO_EXTENSION_SCRIPT = textwrap.dedent("""
-    import logging, sys
+    import importlib.abc, logging, sys
+
+    class NoExtension(importlib.abc.MetaPathFinder):
+        # An editable install's finder would still locate the checkout's compiled
+        # mask2former._C for the copy: refuse it, as a machine without the kernel would.
+        def find_spec(self, name, path=None, target=None):
+            if name == "mask2former._C":
+                raise ImportError("no module named mask2former._C (absent in this test)")
+            return None
+
+    sys.meta_path.insert(0, NoExtension())
     import torch
     logging.basicConfig(level=logging.INFO, stream=sys.stderr)
     import mask2former.ops as ops
