@@ -1,4 +1,5 @@
 """fvcore ``CfgNode`` with safe YAML loading, file-naming errors and ``@configurable``."""
+
 from __future__ import annotations
 
 import ast

@@ -3,6 +3,7 @@
 Every key carries a one-line comment. Key names follow detectron2 and the published
 Mask2Former / MaskFormer code so that their YAML files load unchanged.
 """
+
 from .config import CfgNode as CN
 
 _C = CN()
@@ -68,13 +69,21 @@ _C.MODEL.SEM_SEG_HEAD.LOSS_WEIGHT = 1.0  # weight of per-pixel classification lo
 _C.MODEL.SEM_SEG_HEAD.MASK_DIM = 256  # channels of the per-pixel mask embeddings
 _C.MODEL.SEM_SEG_HEAD.TRANSFORMER_ENC_LAYERS = 0  # encoder layers of the pixel decoder
 _C.MODEL.SEM_SEG_HEAD.PIXEL_DECODER_NAME = "BasePixelDecoder"  # name in PIXEL_DECODER_REGISTRY
-_C.MODEL.SEM_SEG_HEAD.DEFORMABLE_TRANSFORMER_ENCODER_IN_FEATURES = ["res3", "res4", "res5"]  # levels
+_C.MODEL.SEM_SEG_HEAD.DEFORMABLE_TRANSFORMER_ENCODER_IN_FEATURES = [
+    "res3",
+    "res4",
+    "res5",
+]  # levels
 _C.MODEL.SEM_SEG_HEAD.DEFORMABLE_TRANSFORMER_ENCODER_N_POINTS = 4  # sampling points per level
 _C.MODEL.SEM_SEG_HEAD.DEFORMABLE_TRANSFORMER_ENCODER_N_HEADS = 8  # deformable attention heads
 
 _C.MODEL.MASK_FORMER = CN()
-_C.MODEL.MASK_FORMER.TRANSFORMER_DECODER_NAME = "StandardTransformerDecoder"  # MaskFormer v1 default
-_C.MODEL.MASK_FORMER.TRANSFORMER_IN_FEATURE = "res5"  # decoder input: a backbone or pixel-decoder map
+_C.MODEL.MASK_FORMER.TRANSFORMER_DECODER_NAME = (
+    "StandardTransformerDecoder"  # MaskFormer v1 default
+)
+_C.MODEL.MASK_FORMER.TRANSFORMER_IN_FEATURE = (
+    "res5"  # decoder input: a backbone or pixel-decoder map
+)
 _C.MODEL.MASK_FORMER.MASK_LOSS = "auto"  # "point" (Mask2Former), "full" (MaskFormer) or by decoder
 _C.MODEL.MASK_FORMER.DEEP_SUPERVISION = True  # losses on every decoder layer's prediction
 _C.MODEL.MASK_FORMER.NO_OBJECT_WEIGHT = 0.1  # class-loss weight of the no-object class
@@ -90,7 +99,7 @@ _C.MODEL.MASK_FORMER.PRE_NORM = False  # pre-norm transformer layers
 _C.MODEL.MASK_FORMER.HIDDEN_DIM = 256  # query and decoder width
 _C.MODEL.MASK_FORMER.NUM_OBJECT_QUERIES = 100  # number of queries
 _C.MODEL.MASK_FORMER.ENFORCE_INPUT_PROJ = False  # 1x1 input projection even when widths match
-_C.MODEL.MASK_FORMER.SIZE_DIVISIBILITY = 32  # pad images to a multiple of this (0: backbone's)
+_C.MODEL.MASK_FORMER.SIZE_DIVISIBILITY = 32  # pad images to a multiple of this (0: none, <0: backbone's)
 _C.MODEL.MASK_FORMER.TRAIN_NUM_POINTS = 112 * 112  # points sampled per mask for loss and matching
 _C.MODEL.MASK_FORMER.OVERSAMPLE_RATIO = 3.0  # candidate points / sampled points
 _C.MODEL.MASK_FORMER.IMPORTANCE_SAMPLE_RATIO = 0.75  # share of points picked by uncertainty

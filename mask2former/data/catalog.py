@@ -1,4 +1,5 @@
 """Registries of datasets (name -> function returning list[dict]) and of their metadata."""
+
 from __future__ import annotations
 
 import logging

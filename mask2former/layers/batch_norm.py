@@ -1,4 +1,5 @@
 """Normalisation layers: FrozenBatchNorm2d and the ``get_norm`` factory."""
+
 from typing import Callable, Union
 
 import torch

@@ -1,4 +1,5 @@
 """Shape of a feature map, as detectron2's ``ShapeSpec``."""
+
 from dataclasses import dataclass
 from typing import Optional
 

@@ -1,4 +1,5 @@
 """Conv2d with optional norm and activation, and detectron2's weight initialisers."""
+
 from typing import Callable, Optional
 
 import torch

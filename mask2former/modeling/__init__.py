@@ -2,11 +2,13 @@
 
 Importing this package registers every implementation in its registry.
 """
+
 from . import backbone, heads, meta_arch, pixel_decoder, transformer_decoder  # noqa: F401
 from .backbone.build import BACKBONE_REGISTRY, build_backbone
 from .heads.build import SEM_SEG_HEADS_REGISTRY, build_sem_seg_head
 from .meta_arch.build import META_ARCH_REGISTRY, build_model
 from .pixel_decoder.build import PIXEL_DECODER_REGISTRY, build_pixel_decoder
+from .test_time_augmentation import SemanticSegmentorWithTTA
 from .transformer_decoder.build import TRANSFORMER_DECODER_REGISTRY, build_transformer_decoder
 
 __all__ = [
@@ -15,6 +17,7 @@ __all__ = [
     "PIXEL_DECODER_REGISTRY",
     "SEM_SEG_HEADS_REGISTRY",
     "TRANSFORMER_DECODER_REGISTRY",
+    "SemanticSegmentorWithTTA",
     "build_backbone",
     "build_model",
     "build_pixel_decoder",

@@ -1,0 +1,21 @@
+"""Optimizers, parameter groups, gradient clipping and LR schedules."""
+
+from .build import (
+    LRMultiplier,
+    PolyWithConstantEnding,
+    WarmupParamScheduler,
+    build_lr_scheduler,
+    build_optimizer,
+    get_param_groups,
+    with_gradient_clipping,
+)
+
+__all__ = [
+    "LRMultiplier",
+    "PolyWithConstantEnding",
+    "WarmupParamScheduler",
+    "build_lr_scheduler",
+    "build_optimizer",
+    "get_param_groups",
+    "with_gradient_clipping",
+]

@@ -1,9 +1,48 @@
 """Axis-aligned boxes in (x0, y0, x1, y1) absolute coordinates."""
+
 from __future__ import annotations
 
-from typing import Union
+from enum import IntEnum
+from typing import Sequence, Union
 
+import numpy as np
 import torch
+
+_RawBox = Union[Sequence[float], np.ndarray, torch.Tensor]
+
+
+class BoxMode(IntEnum):
+    """How the four numbers of a box are to be read (detectron2's values, stored in dataset dicts).
+
+    ``XYXY_ABS``: (x0, y0, x1, y1) in pixels. ``XYWH_ABS``: (x0, y0, width, height) in pixels,
+    the COCO annotation format.
+    """
+
+    XYXY_ABS = 0
+    XYWH_ABS = 1
+
+    @staticmethod
+    def convert(box: _RawBox, from_mode: "BoxMode", to_mode: "BoxMode") -> _RawBox:
+        """Convert one box (4 numbers) or a (N, 4) array / tensor between modes.
+
+        The result has the input's type: list or tuple in, the same out; array or tensor in,
+        a new array or tensor of the same dtype out.
+        """
+        from_mode, to_mode = BoxMode(from_mode), BoxMode(to_mode)
+        if from_mode == to_mode:
+            return box
+        if isinstance(box, (list, tuple)):
+            if len(box) != 4:
+                raise ValueError(f"BoxMode.convert: a single box has 4 numbers, got {box!r}")
+            converted = BoxMode.convert(np.asarray(box, dtype=np.float64), from_mode, to_mode)
+            return type(box)(converted.tolist())
+        arr = box.clone() if isinstance(box, torch.Tensor) else np.array(box, copy=True)
+        if arr.shape[-1] != 4:
+            raise ValueError(f"BoxMode.convert: expected (..., 4) boxes, got shape {arr.shape}")
+        # xywh -> xyxy adds the size to the corner; xyxy -> xywh subtracts it
+        sign = 1 if to_mode == BoxMode.XYXY_ABS else -1
+        arr[..., 2:] = arr[..., 2:] + sign * arr[..., :2]
+        return arr
 
 
 class Boxes:

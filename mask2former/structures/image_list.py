@@ -1,4 +1,5 @@
 """A batch of images of different sizes, padded into one tensor."""
+
 from __future__ import annotations
 
 from typing import Sequence
@@ -70,7 +71,10 @@ class ImageList:
         max_h = max(h for h, _ in image_sizes)
         max_w = max(w for _, w in image_sizes)
         if padding_constraints and padding_constraints.get("square_size", 0) > 0:
-            max_h = max_w = padding_constraints["square_size"]
+            square = padding_constraints["square_size"]
+            if max(max_h, max_w) > square:
+                raise ValueError(f"image of size {(max_h, max_w)} exceeds square_size {square}")
+            max_h = max_w = square
         if size_divisibility > 1:
             max_h = -(-max_h // size_divisibility) * size_divisibility
             max_w = -(-max_w // size_divisibility) * size_divisibility

@@ -1,4 +1,5 @@
 """A set of per-instance fields of equal length, as detectron2's ``Instances``."""
+
 from __future__ import annotations
 
 from typing import Any, Union
@@ -94,6 +95,15 @@ class Instances:
         if len(instance_lists) == 0:
             raise ValueError("Instances.cat needs at least one Instances")
         first = instance_lists[0]
+        for inst in instance_lists[1:]:
+            if inst.image_size != first.image_size:
+                raise ValueError(
+                    f"Instances.cat: image sizes differ: {inst.image_size} vs {first.image_size}"
+                )
+            if inst._fields.keys() != first._fields.keys():
+                raise ValueError(
+                    f"Instances.cat: fields differ: {sorted(inst._fields)} vs {sorted(first._fields)}"
+                )
         result = Instances(first.image_size)
         for name, value in first._fields.items():
             values = [inst.get(name) for inst in instance_lists]

@@ -1,4 +1,5 @@
 """Per-instance binary masks."""
+
 from __future__ import annotations
 
 from typing import Union

@@ -1,4 +1,5 @@
 """Helpers for multi-process (torch.distributed) runs; each works with one process too."""
+
 from __future__ import annotations
 
 import functools

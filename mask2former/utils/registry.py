@@ -1,4 +1,5 @@
 """Lookup in an fvcore ``Registry`` with an error that lists what is registered."""
+
 from typing import Any
 
 from fvcore.common.registry import Registry

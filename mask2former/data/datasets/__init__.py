@@ -1,0 +1,41 @@
+"""Dataset loaders (COCO instance, COCO panoptic, image + label pairs, Cityscapes, shapes),
+helpers to register one's own dataset, and the builtin datasets (registered on import)."""
+
+from .builtin import datasets_root, register_all
+from .cityscapes import (
+    load_cityscapes_instances,
+    load_cityscapes_panoptic,
+    load_cityscapes_semantic,
+)
+from .coco import load_coco_json, register_coco_instances
+from .coco_panoptic import (
+    load_coco_panoptic_json,
+    register_coco_panoptic,
+    register_coco_panoptic_with_sem_seg,
+)
+from .common import DatasetFormatError
+from .panoptic_png import id_to_rgb, rgb_to_id
+from .sem_seg import load_sem_seg, register_sem_seg
+from .shapes import ensure_shapes_dataset, register_shapes
+
+register_all(datasets_root())
+
+__all__ = [
+    "DatasetFormatError",
+    "datasets_root",
+    "id_to_rgb",
+    "rgb_to_id",
+    "ensure_shapes_dataset",
+    "load_cityscapes_instances",
+    "load_cityscapes_panoptic",
+    "load_cityscapes_semantic",
+    "load_coco_json",
+    "load_coco_panoptic_json",
+    "load_sem_seg",
+    "register_all",
+    "register_coco_instances",
+    "register_coco_panoptic",
+    "register_coco_panoptic_with_sem_seg",
+    "register_sem_seg",
+    "register_shapes",
+]

@@ -1,4 +1,5 @@
 """Base class of backbones: a module returning named feature maps with known strides."""
+
 from abc import ABCMeta, abstractmethod
 
 import torch

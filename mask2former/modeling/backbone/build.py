@@ -5,6 +5,7 @@ A registered object is called as ``obj(cfg, input_shape)`` with ``input_shape`` 
 whose ``forward(images: (N, C, H, W))`` returns ``{name: (N, C_i, H / s_i, W / s_i)}``
 for the names in ``output_shape()``.
 """
+
 from typing import Optional
 
 from fvcore.common.registry import Registry

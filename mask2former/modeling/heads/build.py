@@ -5,6 +5,7 @@ backbone's ``{name: ShapeSpec}``. For ``MaskFormerHead``, ``forward(features, ma
 returns the transformer decoder's output dict ("pred_logits", "pred_masks", "aux_outputs");
 the per-pixel baselines return per-pixel class logits (and losses in training).
 """
+
 from fvcore.common.registry import Registry
 
 from mask2former.layers import ShapeSpec

@@ -5,6 +5,7 @@ A registered class is called as ``cls(cfg)`` and returns an ``nn.Module`` taking
 ``INPUT.FORMAT``, optional "height"/"width", and for training "instances" / "sem_seg").
 Training returns a dict of weighted scalar losses; inference a list of per-image dicts.
 """
+
 import torch
 from fvcore.common.registry import Registry
 
@@ -14,9 +15,14 @@ META_ARCH_REGISTRY = Registry("META_ARCH")
 META_ARCH_REGISTRY.__doc__ = __doc__
 
 
-def build_model(cfg) -> torch.nn.Module:
-    """Build the model named by ``cfg.MODEL.META_ARCHITECTURE`` on ``cfg.MODEL.DEVICE``."""
+def build_model(cfg, **kwargs) -> torch.nn.Module:
+    """Build the model named by ``cfg.MODEL.META_ARCHITECTURE`` on ``cfg.MODEL.DEVICE``.
+
+    ``kwargs`` are facts the config does not hold, passed to the meta-architecture's
+    constructor: ``MaskFormer`` takes ``thing_ids`` (contiguous ids of thing classes, from
+    the dataset metadata), which panoptic inference needs.
+    """
     meta_arch = lookup(META_ARCH_REGISTRY, cfg.MODEL.META_ARCHITECTURE, "MODEL.META_ARCHITECTURE")
-    model = meta_arch(cfg)
+    model = meta_arch(cfg, **kwargs)
     model.to(torch.device(cfg.MODEL.DEVICE))
     return model

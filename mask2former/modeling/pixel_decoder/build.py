@@ -5,6 +5,7 @@ backbone's ``{name: ShapeSpec}``. ``forward_features(features)`` returns
 ``(mask_features (N, MASK_DIM, H/4, W/4), transformer_encoder_features or None,
 multi_scale_features: list of (N, CONVS_DIM, h_i, w_i), lowest resolution first)``.
 """
+
 from fvcore.common.registry import Registry
 
 from mask2former.layers import ShapeSpec

@@ -6,6 +6,7 @@ its ``forward(x, mask_features, mask=None)`` returns ``{"pred_logits": (N, Q, K+
 For ``MultiScaleMaskedTransformerDecoder`` ``x`` is the list of multi-scale features;
 for ``StandardTransformerDecoder`` it is one feature map.
 """
+
 from fvcore.common.registry import Registry
 
 from mask2former.utils.registry import lookup

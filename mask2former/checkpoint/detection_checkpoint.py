@@ -1,0 +1,128 @@
+"""``DetectionCheckpointer``: fvcore's Checkpointer with safe loading and atomic saving."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch
+from fvcore.common.checkpoint import Checkpointer
+from iopath.common.file_io import PathHandler, PathManager
+
+from mask2former.utils import comm
+
+from .io import atomic_write, read_checkpoint
+from .matching import IncompatibleKeys, load_state_dict_exact
+
+__all__ = ["DetectionCheckpointer", "Detectron2Handler"]
+
+LAST_CHECKPOINT = "last_checkpoint"
+
+
+class Detectron2Handler(PathHandler):
+    """Resolve ``detectron2://X`` (the published configs' WEIGHTS) to detectron2's file server."""
+
+    PREFIX = "detectron2://"
+    URL = "https://dl.fbaipublicfiles.com/detectron2/"
+
+    def __init__(self, path_manager: PathManager):
+        super().__init__()
+        self._path_manager = path_manager
+
+    def _get_supported_prefixes(self) -> list[str]:
+        return [self.PREFIX]
+
+    def _get_local_path(self, path: str, **kwargs: Any) -> str:
+        return self._path_manager.get_local_path(self.URL + path[len(self.PREFIX) :], **kwargs)
+
+    def _open(self, path: str, mode: str = "r", **kwargs: Any):
+        return self._path_manager.open(self.URL + path[len(self.PREFIX) :], mode, **kwargs)
+
+
+class DetectionCheckpointer(Checkpointer):
+    """Save and load a model with its training state (optimizer, scheduler, ...).
+
+    ``save(name, **extra)`` writes ``<save_dir>/<name>.pth`` = ``{"model": ..., <each
+    checkpointable>: ..., **extra}`` atomically, then the ``last_checkpoint`` tag.
+    ``load(path)`` reads ``.pkl`` / ``.pth`` / ``.safetensors`` (see
+    :func:`mask2former.checkpoint.read_checkpoint`) and copies weights by exact key names
+    (:func:`mask2former.checkpoint.load_state_dict_exact`). Extra entries saved with the
+    checkpoint must be tensors, containers or numbers: ``.pth`` is read with
+    ``weights_only=True``.
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        save_dir: str = "",
+        *,
+        save_to_disk: bool | None = None,
+        **checkpointables: Any,
+    ):
+        """``save_to_disk`` defaults to "this is the main process" (rank 0 writes)."""
+        if save_to_disk is None:
+            save_to_disk = comm.is_main_process()
+        super().__init__(model, save_dir, save_to_disk=save_to_disk, **checkpointables)
+        self.path_manager.register_handler(Detectron2Handler(self.path_manager))
+
+    def _local_path(self, path: str) -> str:
+        if os.path.isfile(path):
+            return path
+        if "://" not in path:
+            raise FileNotFoundError(f"checkpoint not found: {path}")
+        local = self.path_manager.get_local_path(path)
+        if not os.path.isfile(local):
+            raise FileNotFoundError(f"checkpoint not found: {path} (fetched to {local})")
+        return local
+
+    def load(self, path: str, checkpointables: list[str] | None = None) -> dict[str, Any]:
+        """Load the model and the named checkpointables (all when None) from ``path``.
+
+        Returns the checkpoint's other entries (e.g. ``iteration``). An empty path loads
+        nothing.
+        """
+        if not path:
+            self.logger.info("No checkpoint given: the model keeps its initialisation")
+            return {}
+        self.logger.info("Loading checkpoint from %s", path)
+        checkpoint = self._load_file(self._local_path(path))
+        self._load_model(checkpoint)
+        names = self.checkpointables if checkpointables is None else checkpointables
+        for name in names:
+            if name in checkpoint:
+                self.logger.info("Loading %s from %s", name, path)
+                self.checkpointables[name].load_state_dict(checkpoint.pop(name))
+        return checkpoint
+
+    def _load_file(self, filename: str) -> dict[str, Any]:
+        checkpoint = read_checkpoint(filename)
+        checkpoint["__source__"] = filename
+        return checkpoint
+
+    def _load_model(self, checkpoint: dict[str, Any]) -> IncompatibleKeys:
+        source = checkpoint.pop("__source__", "checkpoint")
+        state_dict = checkpoint.pop("model")
+        return load_state_dict_exact(self.model, state_dict, source)
+
+    def save(self, name: str, **extra: Any) -> None:
+        """Write ``<save_dir>/<name>.pth`` atomically and tag it as the last checkpoint."""
+        if not self.save_dir or not self.save_to_disk:
+            return
+        data = {"model": self.model.state_dict()}
+        for key, obj in self.checkpointables.items():
+            data[key] = obj.state_dict()
+        data.update(extra)
+        basename = f"{name}.pth"
+        if os.path.basename(basename) != basename:
+            raise ValueError(f"checkpoint name must be a file name, got {name!r}")
+        os.makedirs(self.save_dir, exist_ok=True)
+        filename = os.path.join(self.save_dir, basename)
+        self.logger.info("Saving checkpoint to %s", filename)
+        with atomic_write(filename) as f:
+            torch.save(data, f)
+        self.tag_last_checkpoint(basename)
+
+    def tag_last_checkpoint(self, last_filename_basename: str) -> None:
+        """Atomically write ``<save_dir>/last_checkpoint`` naming the latest checkpoint."""
+        with atomic_write(os.path.join(self.save_dir, LAST_CHECKPOINT)) as f:
+            f.write(last_filename_basename.encode("utf-8"))

@@ -1,0 +1,252 @@
+"""Reading and writing weight files: detectron2 ``.pkl``, ``.pth`` and ``.safetensors``.
+
+Nothing here executes code from a file: ``.pkl`` goes through :class:`RestrictedUnpickler`
+(containers, numbers, strings and numpy arrays only) and ``.pth`` through
+``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import pickle
+import tempfile
+from collections.abc import Iterator, Mapping
+from typing import Any, BinaryIO
+
+import numpy as np
+import torch
+
+__all__ = [
+    "CheckpointError",
+    "RestrictedUnpickler",
+    "UnsafeCheckpointError",
+    "atomic_write",
+    "read_checkpoint",
+    "save_weights",
+]
+
+logger = logging.getLogger(__name__)
+
+WEIGHT_FORMATS = (".pkl", ".pth", ".pt", ".safetensors")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be read or does not fit the model; names the file or key."""
+
+
+class UnsafeCheckpointError(CheckpointError, pickle.UnpicklingError):
+    """A pickle that asks for a global outside the allowed set; it was not executed."""
+
+
+# (module, name) pairs a weights pickle may reference. numpy moved numpy.core to
+# numpy._core in 2.0; pickles written by either name the module they were written with.
+_NUMPY_GLOBALS = {
+    (module, name)
+    for prefix in ("numpy.core", "numpy._core")
+    for module, name in (
+        (f"{prefix}.multiarray", "_reconstruct"),
+        (f"{prefix}.multiarray", "scalar"),
+        (f"{prefix}.numeric", "_frombuffer"),
+    )
+}
+_ALLOWED_GLOBALS = _NUMPY_GLOBALS | {
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
+    ("collections", "OrderedDict"),
+    ("builtins", "set"),
+    ("builtins", "frozenset"),
+    ("builtins", "complex"),
+    ("builtins", "bytearray"),
+    # protocol-2 pickles written by Python 3 encode bytes as _codecs.encode(str, "latin1")
+    ("_codecs", "encode"),
+}
+
+
+def _allowed_dtype_class(module: str, name: str) -> bool:
+    """numpy >= 1.25 pickles dtypes as numpy.dtypes.<Float32DType ...>."""
+    return module == "numpy.dtypes" and name.endswith("DType") and name.isidentifier()
+
+
+class RestrictedUnpickler(pickle.Unpickler):
+    """An unpickler admitting only builtin containers/numbers/strings and numpy arrays.
+
+    Any other global (``os.system``, ``builtins.eval``, a class with ``__reduce__`` ...)
+    raises :class:`UnsafeCheckpointError` naming ``filename`` and the global, before the
+    global is imported or called.
+    """
+
+    def __init__(self, file: BinaryIO, filename: str):
+        super().__init__(file, encoding="latin1")
+        self.filename = filename
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in _ALLOWED_GLOBALS or _allowed_dtype_class(module, name):
+            return super().find_class(module, name)
+        raise UnsafeCheckpointError(
+            f"{self.filename}: refusing to unpickle global '{module}.{name}'; a weights .pkl "
+            "may hold only dicts, lists, numbers, strings and numpy arrays"
+        )
+
+    def persistent_load(self, pid: Any) -> Any:
+        raise UnsafeCheckpointError(f"{self.filename}: persistent ids are not allowed in a .pkl")
+
+
+def _to_tensor(value: Any, key: str, filename: str) -> torch.Tensor:
+    if isinstance(value, torch.Tensor):
+        return value
+    if isinstance(value, (np.ndarray, np.generic)):
+        if value.dtype == object:
+            raise CheckpointError(f"{filename}: entry {key!r} is an object array, not weights")
+        return torch.from_numpy(np.array(value))
+    raise CheckpointError(
+        f"{filename}: entry {key!r} is a {type(value).__name__}, not an array or tensor"
+    )
+
+
+def _state_dict_to_tensors(state: Mapping, filename: str) -> dict[str, torch.Tensor]:
+    if not isinstance(state, Mapping):
+        raise CheckpointError(f"{filename}: 'model' must be a dict, got {type(state).__name__}")
+    return {str(k): _to_tensor(v, str(k), filename) for k, v in state.items()}
+
+
+def _is_flat_weights(data: Mapping) -> bool:
+    return len(data) > 0 and all(
+        isinstance(v, (torch.Tensor, np.ndarray, np.generic)) for v in data.values()
+    )
+
+
+def _normalise(data: Any, filename: str) -> dict[str, Any]:
+    """``{"model": {name: tensor}, ...other entries}`` from a loaded object."""
+    if not isinstance(data, Mapping):
+        raise CheckpointError(f"{filename}: expected a dict, got {type(data).__name__}")
+    if "model" in data:
+        result = dict(data)
+        result["model"] = _state_dict_to_tensors(data["model"], filename)
+        return result
+    if _is_flat_weights(data):
+        return {"model": _state_dict_to_tensors(data, filename)}
+    raise CheckpointError(
+        f"{filename}: neither a {{'model': state_dict}} checkpoint nor a flat dict of "
+        f"weights; top-level keys: {sorted(map(str, data))[:10]}"
+    )
+
+
+def _read_pkl(filename: str) -> Any:
+    with open(filename, "rb") as f:
+        try:
+            return RestrictedUnpickler(f, filename).load()
+        except UnsafeCheckpointError:
+            raise
+        except (pickle.UnpicklingError, EOFError, AttributeError, ValueError) as e:
+            raise CheckpointError(f"{filename}: not a readable weights pickle: {e}") from e
+
+
+def _read_pth(filename: str) -> Any:
+    try:
+        return torch.load(filename, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise UnsafeCheckpointError(
+            f"{filename}: torch.load(weights_only=True) refused it (it holds more than "
+            f"tensors, containers and numbers): {e}"
+        ) from e
+    except (RuntimeError, EOFError) as e:
+        raise CheckpointError(f"{filename}: not a readable torch file: {e}") from e
+
+
+def _read_safetensors(filename: str) -> Any:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(filename, device="cpu")
+    except (SafetensorError, OSError) as e:
+        raise CheckpointError(f"{filename}: not a readable safetensors file: {e}") from e
+
+
+def read_checkpoint(filename: str) -> dict[str, Any]:
+    """Read a local weights file into ``{"model": {name: tensor}, ...}``.
+
+    ``.pkl``: detectron2's ``{"model": {name: ndarray}, "__author__": ...,
+    "matching_heuristics": ...}`` or a plain ``{name: ndarray}``. ``.pth`` / ``.pt``:
+    ``{"model": state_dict, ...}`` (our training checkpoints) or a plain state dict.
+    ``.safetensors``: a flat state dict. Other top-level entries are returned unchanged.
+    """
+    if not os.path.isfile(filename):
+        raise FileNotFoundError(f"checkpoint not found: {filename}")
+    readers = {
+        ".pkl": _read_pkl,
+        ".pth": _read_pth,
+        ".pt": _read_pth,
+        ".safetensors": _read_safetensors,
+    }
+    ext = os.path.splitext(filename)[1].lower()
+    if ext not in readers:
+        raise CheckpointError(f"{filename}: unknown weights format {ext!r}; use {WEIGHT_FORMATS}")
+    return _normalise(readers[ext](filename), filename)
+
+
+@contextlib.contextmanager
+def atomic_write(filename: str) -> Iterator[BinaryIO]:
+    """Open a temporary file beside ``filename``; on success flush, fsync, ``os.replace``.
+
+    On an exception the temporary file is removed and ``filename`` is left as it was.
+    """
+    directory = os.path.dirname(os.path.abspath(filename))
+    fd, tmp = tempfile.mkstemp(
+        dir=directory, prefix=f".{os.path.basename(filename)}.", suffix=".tmp"
+    )
+    try:
+        with os.fdopen(fd, "wb") as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, filename)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(tmp)
+        raise
+
+
+def _to_numpy(key: str, tensor: torch.Tensor) -> np.ndarray:
+    if tensor.dtype == torch.bfloat16:
+        raise CheckpointError(f"{key}: bfloat16 has no numpy dtype; save as .pth or .safetensors")
+    return tensor.detach().cpu().numpy()
+
+
+def save_weights(
+    state_dict: Mapping[str, torch.Tensor],
+    filename: str,
+    *,
+    extra: Mapping[str, Any] | None = None,
+) -> None:
+    """Write ``state_dict`` atomically in the format named by the extension.
+
+    ``.pkl``: ``{"model": {name: ndarray}, **extra}`` (detectron2's layout; pass
+    ``extra={"__author__": ..., "matching_heuristics": ...}`` as its converters do).
+    ``.pth`` / ``.pt``: ``{"model": state_dict, **extra}``. ``.safetensors``: the flat
+    state dict; ``extra`` must then be empty (the format holds only tensors).
+    """
+    ext = os.path.splitext(filename)[1].lower()
+    extra = dict(extra or {})
+    if ext == ".pkl":
+        payload = {"model": {k: _to_numpy(k, v) for k, v in state_dict.items()}, **extra}
+        with atomic_write(filename) as f:
+            pickle.dump(payload, f, protocol=pickle.HIGHEST_PROTOCOL)
+    elif ext in (".pth", ".pt"):
+        with atomic_write(filename) as f:
+            torch.save({"model": dict(state_dict), **extra}, f)
+    elif ext == ".safetensors":
+        if extra:
+            raise CheckpointError(f"{filename}: .safetensors holds only tensors, got {list(extra)}")
+        from safetensors.torch import save
+
+        # safetensors refuses tensors sharing storage; contiguous copies sever sharing
+        tensors = {k: v.detach().cpu().contiguous().clone() for k, v in state_dict.items()}
+        data = save(tensors)
+        with atomic_write(filename) as f:
+            f.write(data)
+    else:
+        raise CheckpointError(f"{filename}: unknown weights format {ext!r}; use {WEIGHT_FORMATS}")
+    logger.info("Saved %d weights to %s", len(state_dict), filename)

@@ -1,0 +1,222 @@
+"""Data loaders for training (endless, sharded, batched) and testing (each image once)."""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils import data
+
+from ..config import configurable
+from ..utils import comm
+from .catalog import DatasetCatalog, MetadataCatalog
+from .common import AspectRatioGroupedDataset, DatasetFromList, MapDataset, ToIterableDataset
+from .dataset_mappers import build_dataset_mapper
+from .samplers import InferenceSampler, TrainingSampler
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "build_batch_data_loader",
+    "build_detection_test_loader",
+    "build_detection_train_loader",
+    "filter_images_with_only_crowd_annotations",
+    "get_detection_dataset_dicts",
+    "trivial_batch_collator",
+    "worker_init_reset_seed",
+]
+
+
+def filter_images_with_only_crowd_annotations(dataset_dicts: list[dict]) -> list[dict]:
+    """Keep the dicts with at least one non-crowd annotation."""
+    kept = [d for d in dataset_dicts if any(a.get("iscrowd", 0) == 0 for a in d["annotations"])]
+    logger.info("removed %d images without (non-crowd) annotations", len(dataset_dicts) - len(kept))
+    return kept
+
+
+def _check_same_classes(names: Sequence[str]) -> None:
+    """Datasets trained together must agree on their thing classes."""
+    first = MetadataCatalog.get(names[0]).get("thing_classes")
+    for name in names[1:]:
+        other = MetadataCatalog.get(name).get("thing_classes")
+        if first is not None and other is not None and list(other) != list(first):
+            raise ValueError(f"datasets {names[0]!r} and {name!r} have different thing_classes")
+
+
+def get_detection_dataset_dicts(
+    names: str | Sequence[str], filter_empty: bool = True, check_consistency: bool = True
+) -> list[dict]:
+    """The concatenated dataset dicts of the registered datasets ``names``.
+
+    ``filter_empty`` drops images whose "annotations" are all crowd (or absent), when the
+    datasets have "annotations" (instance data; panoptic and semantic dicts are kept).
+    """
+    names = [names] if isinstance(names, str) else list(names)
+    if not names:
+        raise ValueError("get_detection_dataset_dicts: no dataset names given (DATASETS.TRAIN?)")
+    dataset_dicts = []
+    for name in names:
+        dicts = DatasetCatalog.get(name)
+        if not dicts:
+            raise ValueError(f"dataset {name!r} is empty")
+        dataset_dicts.extend(dicts)
+    if filter_empty and "annotations" in dataset_dicts[0]:
+        dataset_dicts = filter_images_with_only_crowd_annotations(dataset_dicts)
+        if not dataset_dicts:
+            raise ValueError(f"no images with annotations left in {names}")
+    if check_consistency and len(names) > 1:
+        _check_same_classes(names)
+    return dataset_dicts
+
+
+def trivial_batch_collator(batch: list) -> list:
+    """A batch is the list of mapped dicts as they are."""
+    return batch
+
+
+def worker_init_reset_seed(worker_id: int) -> None:
+    """Seed python, numpy and torch in a loader worker from torch's per-worker seed.
+
+    Without this, forked workers share numpy's state and draw the same augmentations.
+    """
+    seed = torch.initial_seed() % 2**31
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _per_process_batch_size(total_batch_size: int) -> int:
+    world_size = comm.get_world_size()
+    if total_batch_size <= 0 or total_batch_size % world_size:
+        raise ValueError(
+            f"SOLVER.IMS_PER_BATCH ({total_batch_size}) must be a positive multiple of the "
+            f"number of processes ({world_size})"
+        )
+    return total_batch_size // world_size
+
+
+def build_batch_data_loader(
+    dataset: data.Dataset,
+    sampler: data.Sampler,
+    total_batch_size: int,
+    *,
+    aspect_ratio_grouping: bool = False,
+    num_workers: int = 0,
+    collate_fn: Callable | None = None,
+) -> Any:
+    """Endless batches (lists of dicts) of ``total_batch_size / world_size`` from this process."""
+    batch_size = _per_process_batch_size(total_batch_size)
+    iterable = ToIterableDataset(dataset, sampler)
+    if aspect_ratio_grouping:
+        loader = data.DataLoader(
+            iterable,
+            batch_size=None,
+            num_workers=num_workers,
+            collate_fn=trivial_batch_collator,
+            worker_init_fn=worker_init_reset_seed,
+        )
+        grouped = AspectRatioGroupedDataset(loader, batch_size)
+        return grouped if collate_fn is None else map(collate_fn, grouped)
+    return data.DataLoader(
+        iterable,
+        batch_size=batch_size,
+        drop_last=True,
+        num_workers=num_workers,
+        collate_fn=collate_fn or trivial_batch_collator,
+        worker_init_fn=worker_init_reset_seed,
+    )
+
+
+def _train_loader_from_config(cfg, mapper: Callable | None = None, *, dataset=None, sampler=None):
+    if dataset is None:
+        dataset = get_detection_dataset_dicts(
+            cfg.DATASETS.TRAIN, filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS
+        )
+    if sampler is None:
+        if cfg.DATALOADER.SAMPLER_TRAIN != "TrainingSampler":
+            raise ValueError(
+                f"DATALOADER.SAMPLER_TRAIN = {cfg.DATALOADER.SAMPLER_TRAIN!r}; "
+                "supported: TrainingSampler"
+            )
+        sampler = TrainingSampler(len(dataset), seed=cfg.SEED if cfg.SEED >= 0 else None)
+    return {
+        "dataset": dataset,
+        "mapper": mapper if mapper is not None else build_dataset_mapper(cfg, is_train=True),
+        "sampler": sampler,
+        "total_batch_size": cfg.SOLVER.IMS_PER_BATCH,
+        "aspect_ratio_grouping": cfg.DATALOADER.ASPECT_RATIO_GROUPING,
+        "num_workers": cfg.DATALOADER.NUM_WORKERS,
+        "skip_bad_samples": cfg.DATALOADER.SKIP_BAD_SAMPLES,
+    }
+
+
+@configurable(from_config=_train_loader_from_config)
+def build_detection_train_loader(
+    dataset: list | data.Dataset,
+    *,
+    mapper: Callable[[Any], Any],
+    sampler: data.Sampler | None = None,
+    total_batch_size: int,
+    aspect_ratio_grouping: bool = True,
+    num_workers: int = 0,
+    collate_fn: Callable | None = None,
+    skip_bad_samples: bool = False,
+) -> Any:
+    """An endless iterable of training batches (lists of mapped dicts) for this process.
+
+    ``build_detection_train_loader(cfg, mapper=None)`` reads DATASETS.TRAIN, the mapper named
+    by INPUT.DATASET_MAPPER_NAME, SOLVER.IMS_PER_BATCH (over all processes) and DATALOADER.*.
+    """
+    if isinstance(dataset, list):
+        dataset = DatasetFromList(dataset, copy=False)
+    dataset = MapDataset(dataset, mapper, skip_bad_samples=skip_bad_samples)
+    if sampler is None:
+        sampler = TrainingSampler(len(dataset))
+    return build_batch_data_loader(
+        dataset,
+        sampler,
+        total_batch_size,
+        aspect_ratio_grouping=aspect_ratio_grouping,
+        num_workers=num_workers,
+        collate_fn=collate_fn,
+    )
+
+
+def _test_loader_from_config(cfg, dataset_name: str | Sequence[str], mapper=None) -> dict:
+    return {
+        "dataset": get_detection_dataset_dicts(dataset_name, filter_empty=False),
+        "mapper": mapper if mapper is not None else build_dataset_mapper(cfg, is_train=False),
+        "num_workers": cfg.DATALOADER.NUM_WORKERS,
+    }
+
+
+@configurable(from_config=_test_loader_from_config)
+def build_detection_test_loader(
+    dataset: list | data.Dataset,
+    *,
+    mapper: Callable[[Any], Any],
+    sampler: data.Sampler | None = None,
+    batch_size: int = 1,
+    num_workers: int = 0,
+    collate_fn: Callable | None = None,
+) -> data.DataLoader:
+    """A loader visiting this process's shard of ``dataset`` once, in order, in batches
+    (lists of mapped dicts). ``build_detection_test_loader(cfg, dataset_name, mapper=None)``
+    uses the test mapper."""
+    if isinstance(dataset, list):
+        dataset = DatasetFromList(dataset, copy=False)
+    dataset = MapDataset(dataset, mapper)
+    if sampler is None:
+        sampler = InferenceSampler(len(dataset))
+    return data.DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        drop_last=False,
+        num_workers=num_workers,
+        collate_fn=collate_fn or trivial_batch_collator,
+    )

@@ -1,0 +1,71 @@
+"""File checks and id look-ups shared by the dataset loaders; every error names the file."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Iterable, Mapping
+
+
+class DatasetFormatError(ValueError):
+    """An annotation file that cannot be read as the format it claims to be."""
+
+
+def load_json(path: str, what: str = "annotation file") -> Any:
+    """Parse the JSON file at ``path``; a missing or malformed file raises an error naming it."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{what} not found: {path}")
+    with open(path, "rb") as f:
+        raw = f.read()
+    try:
+        return json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DatasetFormatError(f"{what} {path} is not valid JSON ({len(raw)} bytes): {e}") from e
+
+
+def require_keys(obj: Mapping, keys: Iterable[str], path: str, where: str) -> None:
+    """Raise if the JSON object ``obj`` (found at ``where`` inside ``path``) lacks a key."""
+    if not isinstance(obj, Mapping):
+        raise DatasetFormatError(
+            f"{path}: {where} should be a JSON object, got {type(obj).__name__}"
+        )
+    missing = [k for k in keys if k not in obj]
+    if missing:
+        raise DatasetFormatError(f"{path}: {where} lacks key(s) {missing}; has {sorted(obj)}")
+
+
+def require_dir(path: str, what: str) -> None:
+    if not os.path.isdir(path):
+        raise FileNotFoundError(f"{what} not found (expected a directory): {path}")
+
+
+def require_files(paths: list[str], what: str, listed_in: str) -> None:
+    """Raise FileNotFoundError naming the first of ``paths`` that does not exist.
+
+    Lists each parent directory once instead of one ``stat`` per file, so checking the 118k
+    images of COCO train costs a few directory reads.
+    """
+    listings: dict[str, set[str]] = {}
+    missing = []
+    for path in paths:
+        parent, name = os.path.split(path)
+        if parent not in listings:
+            listings[parent] = set(os.listdir(parent)) if os.path.isdir(parent) else set()
+        if name not in listings[parent]:
+            missing.append(path)
+    if missing:
+        raise FileNotFoundError(
+            f"{len(missing)} {what}(s) listed in {listed_in} do not exist, first: {missing[0]}"
+        )
+
+
+def contiguous_category(
+    id_map: Mapping[int, int], category_id: int, json_file: str, image: str
+) -> int:
+    """Map a dataset category id to its contiguous id; an unknown id names file, image and id."""
+    if category_id not in id_map:
+        raise DatasetFormatError(
+            f"{json_file}: image {image} has category id {category_id}, which is not in the "
+            f"dataset's metadata (known ids: {sorted(id_map)})"
+        )
+    return id_map[category_id]

@@ -1,0 +1,362 @@
+"""The standard training set-up: command-line parser, run set-up and ``DefaultTrainer``.
+
+``DefaultTrainer(cfg)`` builds model, optimizer, LR scheduler, train loader, checkpointer and
+the standard hooks from the config; ``resume_or_load`` then ``train()`` runs it. Subclass and
+override the ``build_*`` class methods to change a part.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections import OrderedDict
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+from iopath.common.file_io import g_pathmgr
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from ..checkpoint import DetectionCheckpointer
+from ..config import CfgNode, ConfigError
+from ..data import (
+    MetadataCatalog,
+    build_dataset_mapper,
+    build_detection_test_loader,
+    build_detection_train_loader,
+)
+from ..evaluation import build_evaluator, inference_on_dataset
+from ..modeling import build_model
+from ..solver import build_lr_scheduler, build_optimizer
+from ..utils import comm
+from ..utils.env import collect_env_info, seed_all_rng
+from ..utils.events import CommonMetricPrinter, EventWriter, JSONWriter, TensorboardXWriter
+from ..utils.logger import setup_logger
+from . import hooks
+from .rng import set_rng_states
+from .sync_batchnorm import replace_sync_batchnorm
+from .train_loop import AMPTrainer, HookBase, SimpleTrainer
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "DefaultTrainer",
+    "auto_scale_workers",
+    "default_argument_parser",
+    "default_setup",
+    "default_writers",
+]
+
+
+def default_argument_parser(epilog: str | None = None) -> argparse.ArgumentParser:
+    """Arguments of ``tools/train_net.py``: config, resume/eval, launch, trailing overrides."""
+    parser = argparse.ArgumentParser(
+        epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--config-file", default="", metavar="FILE", help="path to config file")
+    parser.add_argument(
+        "--resume", action="store_true", help="continue from the last checkpoint in OUTPUT_DIR"
+    )
+    parser.add_argument("--eval-only", action="store_true", help="evaluate MODEL.WEIGHTS only")
+    parser.add_argument(
+        "--num-gpus", type=int, default=1, help="processes per machine (GPUs, or CPU processes)"
+    )
+    parser.add_argument("--num-machines", type=int, default=1, help="total number of machines")
+    parser.add_argument("--machine-rank", type=int, default=0, help="this machine's rank")
+    parser.add_argument(
+        "--dist-url",
+        default="auto",
+        help="tcp://HOST:PORT of machine 0 for multi-machine runs; 'auto' picks a local port",
+    )
+    parser.add_argument(
+        "opts",
+        default=None,
+        nargs=argparse.REMAINDER,
+        help="config overrides as KEY VALUE pairs, e.g. SOLVER.MAX_ITER 100",
+    )
+    return parser
+
+
+def _write_text(path: str, text: str) -> None:
+    with g_pathmgr.open(path, "w") as f:
+        f.write(text)
+
+
+def default_setup(cfg: CfgNode, args: argparse.Namespace | None = None) -> None:
+    """Logging, seeding, and (on rank 0) ``config.yaml`` and ``env.txt`` in ``OUTPUT_DIR``."""
+    output_dir = cfg.OUTPUT_DIR
+    rank = comm.get_rank()
+    if comm.is_main_process() and output_dir:
+        g_pathmgr.mkdirs(output_dir)
+    for name in ("mask2former", "fvcore"):
+        setup_logger(output_dir or None, distributed_rank=rank, name=name)
+    env_info = collect_env_info()
+    logger.info("Rank of current process: %d. World size: %d", rank, comm.get_world_size())
+    logger.info("Environment info:\n%s", env_info)
+    logger.info("Command line arguments: %s", args)
+    logger.info("Running with full config:\n%s", cfg.dump())
+    if comm.is_main_process() and output_dir:
+        _write_text(os.path.join(output_dir, "config.yaml"), cfg.dump())
+        _write_text(os.path.join(output_dir, "env.txt"), env_info + "\n")
+        command = " ".join([sys.executable] + sys.argv)
+        _write_text(os.path.join(output_dir, "command.txt"), command + "\n")
+        logger.info("Full config saved to %s", os.path.join(output_dir, "config.yaml"))
+    seed = seed_all_rng(None if cfg.SEED < 0 else cfg.SEED + rank)
+    logger.info("Using random seed %d", seed)
+    if torch.cuda.is_available():
+        torch.backends.cudnn.benchmark = cfg.CUDNN_BENCHMARK
+
+
+def default_writers(output_dir: str, max_iter: int) -> list[EventWriter]:
+    """Console (with ETA), ``metrics.json`` (JSON lines) and TensorBoard in ``output_dir``."""
+    g_pathmgr.mkdirs(output_dir)
+    return [
+        CommonMetricPrinter(max_iter),
+        JSONWriter(os.path.join(output_dir, "metrics.json")),
+        TensorboardXWriter(output_dir),
+    ]
+
+
+def _amp_precision(cfg: CfgNode) -> torch.dtype:
+    precisions = {"float16": torch.float16, "bfloat16": torch.bfloat16}
+    if cfg.SOLVER.AMP.PRECISION not in precisions:
+        raise ConfigError(
+            f"SOLVER.AMP.PRECISION must be 'float16' or 'bfloat16', got {cfg.SOLVER.AMP.PRECISION!r}"
+        )
+    return precisions[cfg.SOLVER.AMP.PRECISION]
+
+
+def create_ddp_model(model: nn.Module) -> nn.Module:
+    """Wrap in ``DistributedDataParallel`` when there is more than one process."""
+    if comm.get_world_size() == 1:
+        return model
+    device_ids = [comm.get_local_rank()] if next(model.parameters()).is_cuda else None
+    return DistributedDataParallel(model, device_ids=device_ids, broadcast_buffers=False)
+
+
+def unwrap_model(model: nn.Module) -> nn.Module:
+    return model.module if isinstance(model, DistributedDataParallel) else model
+
+
+class DefaultTrainer:
+    """Trainer with the standard parts and hooks, all built from ``cfg``.
+
+    Checkpoints (``OUTPUT_DIR/model_<iter>.pth``, ``model_final.pth``) hold ``model``,
+    ``optimizer``, ``scheduler``, ``grad_scaler`` (float16 AMP), ``iteration`` and each
+    process's random generator states.
+    """
+
+    def __init__(self, cfg: CfgNode) -> None:
+        cfg = auto_scale_workers(cfg, comm.get_world_size())
+        self.cfg = cfg
+        model = self.build_model(cfg)
+        self.optimizer = self.build_optimizer(cfg, model)
+        data_loader = self.build_train_loader(cfg)
+        self.model = create_ddp_model(model)
+        self._trainer = self._build_step_trainer(cfg, self.model, data_loader, self.optimizer)
+        self.scheduler = self.build_lr_scheduler(cfg, self.optimizer)
+        checkpointables: dict[str, Any] = {"optimizer": self.optimizer, "scheduler": self.scheduler}
+        if isinstance(self._trainer, AMPTrainer) and self._trainer.grad_scaler is not None:
+            checkpointables["grad_scaler"] = self._trainer.grad_scaler
+        self.checkpointer = DetectionCheckpointer(
+            model, cfg.OUTPUT_DIR, save_to_disk=comm.is_main_process(), **checkpointables
+        )
+        self.start_iter = 0
+        self.max_iter = cfg.SOLVER.MAX_ITER
+        self._last_eval_results: OrderedDict | None = None
+        self._trainer.register_hooks(self.build_hooks())
+
+    @staticmethod
+    def _build_step_trainer(cfg, model, data_loader, optimizer) -> SimpleTrainer:
+        if cfg.SOLVER.AMP.ENABLED:
+            return AMPTrainer(model, data_loader, optimizer, precision=_amp_precision(cfg))
+        return SimpleTrainer(model, data_loader, optimizer)
+
+    # ------------------------------------------------------------------ #
+    # Resume and train
+    # ------------------------------------------------------------------ #
+    def resume_or_load(self, resume: bool = True) -> None:
+        """``resume`` and a checkpoint in ``OUTPUT_DIR``: load everything from the last one and
+        continue after its iteration. Otherwise load only the model from ``MODEL.WEIGHTS``."""
+        checkpoint = self.checkpointer.resume_or_load(self.cfg.MODEL.WEIGHTS, resume=resume)
+        if resume and self.checkpointer.has_checkpoint():
+            self.start_iter = checkpoint.get("iteration", -1) + 1
+            rng_states = checkpoint.get("rng_states")
+            if rng_states is not None and len(rng_states) == comm.get_world_size():
+                set_rng_states(rng_states[comm.get_rank()])
+            elif rng_states is not None:
+                logger.warning(
+                    "Checkpoint has random states of %d processes, this run has %d: not restored",
+                    len(rng_states),
+                    comm.get_world_size(),
+                )
+            logger.info("Resuming at iteration %d", self.start_iter)
+
+    def train(self) -> OrderedDict | None:
+        """Run training; returns the last evaluation results (main process) or None."""
+        self._trainer.train(self.start_iter, self.max_iter)
+        if comm.is_main_process() and self._last_eval_results is not None:
+            verify_results(self.cfg, self._last_eval_results)
+        return self._last_eval_results
+
+    @property
+    def iter(self) -> int:
+        return self._trainer.iter
+
+    @property
+    def storage(self):
+        return self._trainer.storage
+
+    # ------------------------------------------------------------------ #
+    # Hooks
+    # ------------------------------------------------------------------ #
+    def build_hooks(self) -> list[HookBase | None]:
+        cfg = self.cfg
+        result: list[HookBase | None] = [
+            hooks.IterationTimer(),
+            hooks.LRScheduler(self.optimizer, self.scheduler),
+        ]
+        # on every process: all take part in gathering the RNG states; rank 0 writes
+        result.append(hooks.PeriodicCheckpointer(self.checkpointer, cfg.SOLVER.CHECKPOINT_PERIOD))
+        result.append(hooks.EvalHook(cfg.TEST.EVAL_PERIOD, self._evaluate))
+        if comm.is_main_process():
+            # last, so that it writes the final evaluation's metrics too
+            result.append(hooks.PeriodicWriter(self.build_writers(), period=20))
+        return result
+
+    def _evaluate(self) -> OrderedDict | None:
+        self._last_eval_results = self.test(self.cfg, unwrap_model(self.model))
+        return self._last_eval_results
+
+    def build_writers(self) -> list[EventWriter]:
+        return default_writers(self.cfg.OUTPUT_DIR, self.max_iter)
+
+    # ------------------------------------------------------------------ #
+    # Parts (override in a subclass to change one)
+    # ------------------------------------------------------------------ #
+    @classmethod
+    def build_model(cls, cfg: CfgNode) -> nn.Module:
+        model = build_model(cfg, **model_kwargs_from_metadata(cfg))
+        if comm.get_world_size() > 1:
+            model = convert_sync_batchnorm(model)
+        logger.info("Model:\n%s", model)
+        return model
+
+    @classmethod
+    def build_optimizer(cls, cfg: CfgNode, model: nn.Module) -> torch.optim.Optimizer:
+        return build_optimizer(cfg, model)
+
+    @classmethod
+    def build_lr_scheduler(cls, cfg: CfgNode, optimizer: torch.optim.Optimizer):
+        return build_lr_scheduler(cfg, optimizer)
+
+    @classmethod
+    def build_train_loader(cls, cfg: CfgNode) -> Iterable:
+        """``build_detection_train_loader`` with the mapper ``cfg`` names."""
+        return build_detection_train_loader(cfg, mapper=build_dataset_mapper(cfg, True))
+
+    @classmethod
+    def build_test_loader(cls, cfg: CfgNode, dataset_name: str) -> Iterable:
+        return build_detection_test_loader(
+            cfg, dataset_name, mapper=build_dataset_mapper(cfg, False)
+        )
+
+    @classmethod
+    def build_evaluator(cls, cfg: CfgNode, dataset_name: str, output_folder: str | None = None):
+        if output_folder is None:
+            output_folder = os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
+        return build_evaluator(cfg, dataset_name, output_folder)
+
+    @classmethod
+    def test(cls, cfg: CfgNode, model: nn.Module) -> OrderedDict:
+        """Evaluate ``model`` on each of ``DATASETS.TEST``; ``{dataset: {task: {metric: v}}}``
+        (the inner dict directly when there is one dataset)."""
+        results: OrderedDict = OrderedDict()
+        for dataset_name in cfg.DATASETS.TEST:
+            loader = cls.build_test_loader(cfg, dataset_name)
+            evaluator = cls.build_evaluator(cfg, dataset_name)
+            results[dataset_name] = inference_on_dataset(model, loader, evaluator)
+            if comm.is_main_process():
+                logger.info("Evaluation results for %s: %s", dataset_name, results[dataset_name])
+        if len(results) == 1:
+            return OrderedDict(next(iter(results.values())) or {})
+        return results
+
+
+def auto_scale_workers(cfg: CfgNode, num_workers: int) -> CfgNode:
+    """Rescale a config written for ``SOLVER.REFERENCE_WORLD_SIZE`` processes to ``num_workers``.
+
+    Keeps the images per process: the total batch and the LR scale by ``num_workers / ref``,
+    iteration counts (max, warm-up, steps, checkpoint and eval periods) by the inverse, so the
+    number of epochs is the same (linear scaling rule). Returns a new config; ``cfg`` when
+    ``REFERENCE_WORLD_SIZE`` is 0 or already equal.
+    """
+    old_world_size = cfg.SOLVER.REFERENCE_WORLD_SIZE
+    if old_world_size == 0 or old_world_size == num_workers:
+        return cfg
+    if cfg.SOLVER.IMS_PER_BATCH % old_world_size != 0:
+        raise ConfigError(
+            f"SOLVER.IMS_PER_BATCH={cfg.SOLVER.IMS_PER_BATCH} is not divisible by "
+            f"SOLVER.REFERENCE_WORLD_SIZE={old_world_size}"
+        )
+    cfg = cfg.clone()
+    frozen = cfg.is_frozen()
+    cfg.defrost()
+    scale = num_workers / old_world_size
+    solver = cfg.SOLVER
+    solver.IMS_PER_BATCH = bs = round(solver.IMS_PER_BATCH * scale)
+    solver.BASE_LR = solver.BASE_LR * scale
+    solver.MAX_ITER = round(solver.MAX_ITER / scale)
+    solver.WARMUP_ITERS = round(solver.WARMUP_ITERS / scale)
+    solver.STEPS = tuple(round(s / scale) for s in solver.STEPS)
+    solver.CHECKPOINT_PERIOD = max(round(solver.CHECKPOINT_PERIOD / scale), 1)
+    cfg.TEST.EVAL_PERIOD = round(cfg.TEST.EVAL_PERIOD / scale)
+    solver.REFERENCE_WORLD_SIZE = num_workers
+    logger.info(
+        "Auto-scaled the config to %d processes: batch %d, LR %g, %d iterations",
+        num_workers,
+        bs,
+        solver.BASE_LR,
+        solver.MAX_ITER,
+    )
+    if frozen:
+        cfg.freeze()
+    return cfg
+
+
+def model_kwargs_from_metadata(cfg: CfgNode) -> dict[str, Any]:
+    """Dataset facts the model needs beyond the config: ``MaskFormer`` gets ``thing_ids``
+    (contiguous ids of thing classes) from the metadata of the first test, else train, dataset."""
+    if cfg.MODEL.META_ARCHITECTURE != "MaskFormer":
+        return {}
+    names = list(cfg.DATASETS.TEST) + list(cfg.DATASETS.TRAIN)
+    if not names:
+        return {}
+    mapping = MetadataCatalog.get(names[0]).get("thing_dataset_id_to_contiguous_id")
+    return {} if mapping is None else {"thing_ids": sorted(mapping.values())}
+
+
+def convert_sync_batchnorm(model: nn.Module) -> nn.Module:
+    """Make ``nn.SyncBatchNorm`` layers work in this multi-process run.
+
+    On GPUs torch's ``SyncBatchNorm`` synchronises as is. torch's version needs a GPU, so on CPU
+    (gloo) each one is replaced by :class:`CPUSyncBatchNorm`, which all-reduces the statistics.
+    """
+    if next(model.parameters()).is_cuda:
+        return model
+    return replace_sync_batchnorm(model)
+
+
+def verify_results(cfg: CfgNode, results: dict) -> bool:
+    """Check ``TEST.EXPECTED_RESULTS`` ``[[task, metric, value, tolerance], ...]``; raise if off."""
+    failures = []
+    for task, metric, expected, tolerance in cfg.TEST.EXPECTED_RESULTS:
+        actual = results.get(task, {}).get(metric)
+        if actual is None or abs(actual - expected) > tolerance:
+            failures.append(f"{task}/{metric}: expected {expected} +- {tolerance}, got {actual}")
+    if failures:
+        raise AssertionError("TEST.EXPECTED_RESULTS not met: " + "; ".join(failures))
+    return True

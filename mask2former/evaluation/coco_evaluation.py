@@ -1,0 +1,190 @@
+"""COCO instance segmentation AP with pycocotools' COCOeval."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import itertools
+import json
+import logging
+import os
+from collections import OrderedDict
+from typing import Any, Optional, Sequence
+
+import numpy as np
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+
+from mask2former.data.catalog import MetadataCatalog
+from mask2former.evaluation.evaluator import DatasetEvaluator
+from mask2former.evaluation.rle import encode_masks
+from mask2former.structures import Instances
+from mask2former.utils import comm
+
+logger = logging.getLogger(__name__)
+
+COCO_METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+
+
+def instances_to_coco_json(instances: Instances, image_id: Any) -> list[dict]:
+    """One image's predicted instances as COCO result dicts (contiguous category ids).
+
+    instances: pred_masks (n, H, W) bool/float, scores (n,), pred_classes (n,).
+    All masks are RLE-encoded in one call. No "bbox" is written: with one, COCO.loadRes
+    would take the area for small / medium / large from the box instead of the mask.
+    """
+    for field in ("pred_masks", "scores", "pred_classes"):
+        if not instances.has(field):
+            raise KeyError(f"image {image_id!r}: predicted Instances have no {field!r} field")
+    if len(instances) == 0:
+        return []
+    rles = encode_masks(instances.pred_masks)
+    scores = instances.scores.detach().cpu().tolist()
+    classes = instances.pred_classes.detach().cpu().tolist()
+    return [
+        {
+            "image_id": image_id,
+            "category_id": int(classes[k]),
+            "segmentation": rles[k],
+            "score": float(scores[k]),
+        }
+        for k in range(len(rles))
+    ]
+
+
+def derive_coco_results(
+    coco_eval: Optional[COCOeval], class_names: Sequence[str]
+) -> dict[str, float]:
+    """AP, AP50, AP75, APs, APm, APl and AP-<class> in percent from an evaluated COCOeval.
+
+    Per-class AP averages precision over IoU thresholds and recall points at area "all" and
+    the largest maxDets, leaving out -1 entries (no ground truth); nan when none is left.
+    """
+    if coco_eval is None:
+        return {metric: float("nan") for metric in COCO_METRICS}
+    results = {
+        metric: float(coco_eval.stats[i] * 100) if coco_eval.stats[i] >= 0 else float("nan")
+        for i, metric in enumerate(COCO_METRICS)
+    }
+    # precision: (iou thresholds, recall points, categories, area ranges, max dets)
+    precisions = coco_eval.eval["precision"]
+    if precisions.shape[2] != len(class_names):
+        raise ValueError(
+            f"COCOeval has {precisions.shape[2]} categories but metadata lists "
+            f"{len(class_names)} class names"
+        )
+    for k, name in enumerate(class_names):
+        precision = precisions[:, :, k, 0, -1]
+        precision = precision[precision > -1]
+        results[f"AP-{name}"] = float(np.mean(precision) * 100) if precision.size else float("nan")
+    return results
+
+
+def evaluate_coco_segm(
+    coco_gt: COCO, coco_results: list[dict], max_dets: int = 100
+) -> Optional[COCOeval]:
+    """Run COCOeval ("segm") on result dicts with dataset category ids; None if empty."""
+    if not coco_results:
+        return None
+    # Without "bbox", COCO.loadRes takes each result's area from its mask (with one, from the
+    # box), which decides small / medium / large; it also adds keys, so pass copies.
+    coco_results = [{k: v for k, v in r.items() if k != "bbox"} for r in coco_results]
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco_dt = coco_gt.loadRes(coco_results)
+        coco_eval = COCOeval(coco_gt, coco_dt, "segm")
+        coco_eval.params.maxDets = [1, 10, max_dets]
+        coco_eval.evaluate()
+        coco_eval.accumulate()
+    summary = io.StringIO()
+    with contextlib.redirect_stdout(summary):
+        coco_eval.summarize()
+    logger.info("COCOeval summary (segm):\n%s", summary.getvalue())
+    return coco_eval
+
+
+class COCOEvaluator(DatasetEvaluator):
+    """Instance segmentation AP ("segm") against the dataset's COCO-format ``json_file``.
+
+    Reads ``MetadataCatalog.get(dataset_name)``: json_file, thing_classes and, when the
+    dataset's category ids are not 0..K-1, thing_dataset_id_to_contiguous_id.
+    """
+
+    def __init__(
+        self,
+        dataset_name: str,
+        distributed: bool = True,
+        output_dir: Optional[str] = None,
+        *,
+        max_dets_per_image: int = 100,
+    ):
+        self._metadata = MetadataCatalog.get(dataset_name)
+        self._dataset_name = dataset_name
+        self._distributed = distributed
+        self._output_dir = output_dir
+        self._max_dets = max_dets_per_image
+        json_file = self._metadata.json_file
+        if not os.path.isfile(json_file):
+            raise FileNotFoundError(
+                f"COCO json_file of dataset {dataset_name!r} not found: {json_file!r}"
+            )
+        with contextlib.redirect_stdout(io.StringIO()):
+            self._coco_api = COCO(json_file)
+        self._predictions: list[dict] = []
+
+    def reset(self) -> None:
+        self._predictions = []
+
+    def process(self, inputs: list[dict], outputs: list[dict]) -> None:
+        for inp, out in zip(inputs, outputs):
+            if "instances" not in out:
+                raise KeyError(f"image {inp['image_id']!r}: model output has no 'instances'")
+            self._predictions.extend(instances_to_coco_json(out["instances"], inp["image_id"]))
+
+    def evaluate(self) -> Optional[dict[str, dict[str, float]]]:
+        predictions = self._predictions
+        if self._distributed:
+            comm.synchronize()
+            gathered = comm.gather(predictions, dst=0)
+            if not comm.is_main_process():
+                return {}
+            predictions = list(itertools.chain(*gathered))
+        coco_results = self._to_dataset_ids(predictions)
+        if self._output_dir:
+            self._dump(coco_results)
+        if not coco_results:
+            logger.warning("No predictions from the model for %s", self._dataset_name)
+        coco_eval = evaluate_coco_segm(self._coco_api, coco_results, self._max_dets)
+        return OrderedDict(segm=derive_coco_results(coco_eval, self._class_names()))
+
+    def _class_names(self) -> list[str]:
+        """Names in COCOeval's category order (sorted dataset ids of the json_file)."""
+        cat_ids = sorted(self._coco_api.getCatIds())
+        names = self._metadata.thing_classes
+        mapping = self._metadata.get("thing_dataset_id_to_contiguous_id")
+        if mapping is None:
+            return [names[k] for k in range(len(cat_ids))]
+        return [names[mapping[cat_id]] for cat_id in cat_ids]
+
+    def _to_dataset_ids(self, predictions: list[dict]) -> list[dict]:
+        mapping = self._metadata.get("thing_dataset_id_to_contiguous_id")
+        if mapping is None:
+            return predictions
+        reverse = {contiguous: dataset_id for dataset_id, contiguous in mapping.items()}
+        results = []
+        for pred in predictions:
+            if pred["category_id"] not in reverse:
+                raise KeyError(
+                    f"image {pred['image_id']!r}: predicted class {pred['category_id']} is not "
+                    f"in 0..{len(reverse) - 1} (thing classes of {self._dataset_name!r})"
+                )
+            results.append({**pred, "category_id": reverse[pred["category_id"]]})
+        return results
+
+    def _dump(self, coco_results: list[dict]) -> None:
+        os.makedirs(self._output_dir, exist_ok=True)
+        path = os.path.join(self._output_dir, "coco_instances_results.json")
+        tmp = path + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(coco_results, f)
+        os.replace(tmp, path)  # never leave a half-written file under the final name
+        logger.info("Saved %d instance predictions to %s", len(coco_results), path)

@@ -1,0 +1,390 @@
+"""Panoptic quality (PQ, SQ, RQ) by the COCO panoptic algorithm, vectorised per image.
+
+The algorithm is panopticapi's (Kirillov et al., "Panoptic Segmentation"):
+
+* a predicted and a ground-truth segment of the same category match when their IoU > 0.5;
+  the union leaves out the predicted segment's pixels on ground-truth VOID (id 0);
+* crowd ground-truth segments never match and are not false negatives;
+* an unmatched prediction is not a false positive when more than half of it lies on VOID
+  or on the crowd region of its own category;
+* PQ = sum(IoU of matches) / (TP + FP/2 + FN/2), SQ = sum(IoU) / TP, RQ = PQ / SQ, per
+  category, then averaged over categories that occur (``n``).
+
+Instead of looping over segment pairs in Python, each image's ground-truth and predicted
+ids are mapped to small dense indices and one ``bincount`` of the joint index gives the
+whole intersection matrix; matching and counting are then array operations on it.
+
+COCO panoptic PNGs store a segment id per pixel as ``id = R + 256 * G + 256**2 * B``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import multiprocessing
+import os
+import time
+from dataclasses import dataclass
+from typing import Any, Optional, Sequence
+
+import cv2
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+VOID = 0
+_MAX_ID = 256**3
+
+
+# ----------------------------------------------------------------------------- PNG format
+def rgb2id(color: np.ndarray) -> np.ndarray:
+    """(H, W, 3) uint8 RGB -> (H, W) uint32 ids (``R + 256 G + 256^2 B``)."""
+    if color.ndim != 3 or color.shape[2] != 3 or color.dtype != np.uint8:
+        raise ValueError(f"expected an (H, W, 3) uint8 RGB array, got {color.dtype} {color.shape}")
+    # Append a zero byte to each pixel and read the four bytes as one little-endian uint32.
+    rgba = np.zeros(color.shape[:2] + (4,), dtype=np.uint8)
+    rgba[..., :3] = color
+    return rgba.view("<u4")[..., 0]
+
+
+def id2rgb(ids: np.ndarray) -> np.ndarray:
+    """(H, W) integer ids in [0, 256^3) -> (H, W, 3) uint8 RGB."""
+    if ids.size and (ids.min() < 0 or ids.max() >= _MAX_ID):
+        raise ValueError(f"panoptic ids must lie in [0, 256^3); got [{ids.min()}, {ids.max()}]")
+    return np.ascontiguousarray(ids.astype("<u4")[..., None].view(np.uint8)[..., :3])
+
+
+def read_panoptic_png(path: str) -> np.ndarray:
+    """Read a COCO panoptic PNG (8-bit RGB or RGBA) as (H, W) uint32 segment ids."""
+    image = cv2.imread(path, cv2.IMREAD_UNCHANGED)
+    if image is None:
+        raise FileNotFoundError(f"cannot read panoptic PNG {path!r} (missing or not an image)")
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] not in (3, 4):
+        raise ValueError(
+            f"panoptic PNG {path!r} must be 8-bit RGB; got {image.dtype} of shape {image.shape}"
+        )
+    # BGR(A) -> RGBA puts R, G, B, A in byte order; read as uint32 and drop the alpha byte.
+    code = cv2.COLOR_BGR2RGBA if image.shape[2] == 3 else cv2.COLOR_BGRA2RGBA
+    rgba = cv2.cvtColor(image, code)
+    return rgba.view("<u4")[..., 0] & 0xFFFFFF
+
+
+def write_panoptic_png(path: str, ids: np.ndarray) -> None:
+    """Write (H, W) integer segment ids as a COCO panoptic PNG."""
+    bgr = cv2.cvtColor(id2rgb(np.asarray(ids)), cv2.COLOR_RGB2BGR)
+    if not cv2.imwrite(path, bgr):
+        raise OSError(f"cannot write panoptic PNG {path!r}")
+
+
+# ----------------------------------------------------------------------------- statistics
+@dataclass
+class PQStat:
+    """Per-category sums over images: IoU of matches, TP, FP, FN.
+
+    Arrays are indexed like ``category_ids`` (sorted dataset category ids).
+    """
+
+    category_ids: np.ndarray
+    iou: np.ndarray
+    tp: np.ndarray
+    fp: np.ndarray
+    fn: np.ndarray
+
+    @classmethod
+    def zeros(cls, category_ids: Sequence[int]) -> "PQStat":
+        ids = np.asarray(sorted(category_ids), dtype=np.int64)
+        n = len(ids)
+        zero = np.zeros(n, dtype=np.int64)
+        return cls(ids, np.zeros(n), zero.copy(), zero.copy(), zero.copy())
+
+    def __iadd__(self, other: "PQStat") -> "PQStat":
+        if not np.array_equal(self.category_ids, other.category_ids):
+            raise ValueError("cannot add PQStat over different category sets")
+        self.iou += other.iou
+        self.tp += other.tp
+        self.fp += other.fp
+        self.fn += other.fn
+        return self
+
+    def pq_average(
+        self, isthing_by_id: dict[int, bool], isthing: Optional[bool] = None
+    ) -> tuple[dict[str, float], dict[int, dict[str, float]]]:
+        """Average PQ/SQ/RQ over categories (all, things or stuff) that have TP+FP+FN > 0.
+
+        Returns ``({"pq", "sq", "rq", "n"}, {category_id: {"pq", "sq", "rq"}})``, in [0, 1];
+        categories without any segment get zeros in the per-class dict and are not counted.
+        """
+        keep = np.array(
+            [isthing is None or bool(isthing_by_id[int(c)]) == isthing for c in self.category_ids],
+            dtype=bool,
+        )
+        denom = self.tp + 0.5 * self.fp + 0.5 * self.fn
+        present = keep & (denom > 0)
+        pq = np.where(present, self.iou / np.maximum(denom, 1e-12), 0.0)
+        sq = np.where(present & (self.tp > 0), self.iou / np.maximum(self.tp, 1), 0.0)
+        rq = np.where(present, self.tp / np.maximum(denom, 1e-12), 0.0)
+        per_class = {
+            int(c): {"pq": float(pq[i]), "sq": float(sq[i]), "rq": float(rq[i])}
+            for i, c in enumerate(self.category_ids)
+            if keep[i]
+        }
+        n = int(present.sum())
+        if n == 0:
+            return {"pq": 0.0, "sq": 0.0, "rq": 0.0, "n": 0}, per_class
+        summary = {k: float(v[present].sum() / n) for k, v in (("pq", pq), ("sq", sq), ("rq", rq))}
+        summary["n"] = n
+        return summary, per_class
+
+
+def pq_results(stat: PQStat, isthing_by_id: dict[int, bool]) -> dict[str, Any]:
+    """panopticapi's result layout: {"All"|"Things"|"Stuff": {"pq","sq","rq","n"}, "per_class"}."""
+    results: dict[str, Any] = {}
+    for name, isthing in (("All", None), ("Things", True), ("Stuff", False)):
+        results[name], per_class = stat.pq_average(isthing_by_id, isthing)
+        if name == "All":
+            results["per_class"] = per_class
+    return results
+
+
+# ----------------------------------------------------------------------------- one image
+_TABLE: Optional[np.ndarray] = None
+
+
+def _dense_index(ids: np.ndarray, listed_ids: np.ndarray, scale: int = 1) -> np.ndarray:
+    """Map each pixel's id to ``scale * (1 + its position in listed_ids)``; unlisted -> 0.
+
+    ids: (H, W) non-negative integer ids; listed_ids: (S,) distinct ids in [0, 256^3).
+    Uses one lookup table of 256^3 + 1 entries per process (allocated lazily, zero outside
+    the call), so the cost is one gather per pixel instead of a sort. The result is uint16
+    when ``scale * (S + 1)`` fits, else uint32.
+    """
+    global _TABLE
+    top = scale * (len(listed_ids) + 1)
+    if top >= 2**32:
+        raise ValueError(f"too many segments in one image: {len(listed_ids)}")
+    if len(listed_ids) and (listed_ids.min() < 0 or listed_ids.max() >= _MAX_ID):
+        raise ValueError(f"segment ids must lie in [0, 256^3); got {listed_ids.tolist()[:10]}")
+    dtype = np.uint16 if top < 2**16 else np.uint32
+    if _TABLE is None or _TABLE.dtype != dtype:
+        _TABLE = np.zeros(_MAX_ID + 1, dtype=dtype)
+    _TABLE[listed_ids] = scale * np.arange(1, len(listed_ids) + 1)
+    try:
+        # Ids beyond the table clip to its last entry, which is never listed (-> 0).
+        return np.take(_TABLE, ids, mode="clip")
+    finally:
+        _TABLE[listed_ids] = 0
+
+
+def image_pq_stat(
+    gt_ids: np.ndarray,
+    gt_segments: Sequence[dict],
+    pred_ids: np.ndarray,
+    pred_segments: Sequence[dict],
+    category_ids: np.ndarray,
+    image_id: Any = None,
+) -> PQStat:
+    """PQ statistics of one image.
+
+    gt_ids, pred_ids: (H, W) non-negative integer segment-id maps, 0 is VOID.
+    gt_segments: [{"id", "category_id", "iscrowd", "area"}]; ids in the map but not listed
+    are ignored, as panopticapi does. pred_segments: [{"id", "category_id"}]; every non-zero
+    id of ``pred_ids`` must be listed and every listed id must occur.
+    category_ids: sorted (K,) dataset category ids.
+    """
+    if gt_ids.shape != pred_ids.shape:
+        raise ValueError(
+            f"image {image_id!r}: ground truth is {gt_ids.shape[0]}x{gt_ids.shape[1]} but the "
+            f"prediction is {pred_ids.shape[0]}x{pred_ids.shape[1]}"
+        )
+    gt_seg_ids = _segment_ids(gt_segments, "ground-truth", image_id)
+    pred_seg_ids = _segment_ids(pred_segments, "predicted", image_id)
+    # Dense indices: 0 unlisted id, 1 VOID, 2.. listed segments in segments_info order;
+    # inter[i, j] counts the pixels with gt index i and predicted index j.
+    n_gt, n_pred = len(gt_seg_ids) + 2, len(pred_seg_ids) + 2
+    gt_index = _dense_index(gt_ids, np.concatenate([[VOID], gt_seg_ids]), scale=n_pred)
+    pred_index = _dense_index(pred_ids, np.concatenate([[VOID], pred_seg_ids]))
+    joint = gt_index.astype(np.result_type(gt_index, pred_index)) + pred_index
+    inter = np.bincount(joint.ravel(), minlength=n_gt * n_pred).reshape(n_gt, n_pred)
+    _check_prediction(inter, pred_ids, pred_index, pred_seg_ids, image_id)
+    gt_cat = _category_index([s["category_id"] for s in gt_segments], category_ids, image_id)
+    pred_cat = _category_index([s["category_id"] for s in pred_segments], category_ids, image_id)
+    gt_crowd = np.asarray([int(s.get("iscrowd", 0)) == 1 for s in gt_segments], dtype=bool)
+    gt_area = _gt_areas(gt_segments, image_id)
+    counts = _count(inter, gt_cat, gt_crowd, gt_area, pred_cat, len(category_ids))
+    return PQStat(category_ids, *counts)
+
+
+def _segment_ids(segments: Sequence[dict], what: str, image_id: Any) -> np.ndarray:
+    ids = np.asarray([int(s["id"]) for s in segments], dtype=np.int64)
+    if len(np.unique(ids)) != len(ids):
+        raise ValueError(f"image {image_id!r}: duplicate segment ids in the {what} segments_info")
+    if (ids == VOID).any():
+        raise ValueError(f"image {image_id!r}: {what} segments_info lists id 0, which is VOID")
+    return ids
+
+
+def _check_prediction(inter, pred_ids, pred_index, pred_seg_ids, image_id) -> None:
+    if inter[:, 0].sum() > 0:
+        bad = np.unique(pred_ids[pred_index == 0])[:10].tolist()
+        raise KeyError(
+            f"image {image_id!r}: segment ids {bad} are in the predicted id map but not in "
+            f"segments_info (listed ids: {sorted(pred_seg_ids.tolist())[:20]})"
+        )
+    missing = pred_seg_ids[inter[:, 2:].sum(axis=0) == 0]
+    if len(missing):
+        raise KeyError(
+            f"image {image_id!r}: segment ids {missing.tolist()} are in segments_info but "
+            "not in the predicted id map"
+        )
+
+
+def _category_index(cats: list, category_ids: np.ndarray, image_id: Any) -> np.ndarray:
+    cats = np.asarray(cats, dtype=np.int64)
+    pos = np.searchsorted(category_ids, cats)
+    ok = (pos < len(category_ids)) & (category_ids[np.minimum(pos, len(category_ids) - 1)] == cats)
+    if not ok.all():
+        raise KeyError(
+            f"image {image_id!r}: unknown category_id {cats[~ok].tolist()}; "
+            f"known ids: {category_ids.tolist()}"
+        )
+    return pos
+
+
+def _gt_areas(gt_segments: Sequence[dict], image_id: Any) -> np.ndarray:
+    try:
+        return np.asarray([s["area"] for s in gt_segments], dtype=np.float64)
+    except KeyError:
+        raise KeyError(f"image {image_id!r}: a ground-truth segment has no 'area'") from None
+
+
+def _count(inter, gt_cat, gt_crowd, gt_area, pred_cat, num_categories) -> tuple:
+    """(iou, tp, fp, fn) per category from the (2 + G, 2 + P) intersection matrix.
+
+    inter: rows and columns are unlisted id, VOID, then the segments; gt_cat, gt_crowd,
+    gt_area: (G,); pred_cat: (P,) category indices.
+    """
+    seg = inter[2:, 2:]  # (G, P) gt segment x predicted segment
+    pred_area = inter[:, 2:].sum(axis=0)  # (P,) all pixels of the prediction
+    pred_on_void = inter[1, 2:]  # (P,)
+    union = pred_area[None, :] + gt_area[:, None] - seg - pred_on_void[None, :]
+    iou = np.where(seg > 0, seg / np.maximum(union, 1), 0.0)
+    matched = (iou > 0.5) & (gt_cat[:, None] == pred_cat[None, :]) & ~gt_crowd[:, None]
+    gi, pj = np.nonzero(matched)
+    stat_iou = np.bincount(gt_cat[gi], weights=iou[gi, pj], minlength=num_categories)
+    tp = np.bincount(gt_cat[gi], minlength=num_categories)
+    fn = np.bincount(gt_cat[~matched.any(axis=1) & ~gt_crowd], minlength=num_categories)
+    # Crowd region per category: the last crowd segment of that category (panopticapi's rule).
+    crowd_of_cat = np.full(num_categories, -1)
+    crowd_rows = np.nonzero(gt_crowd)[0]
+    crowd_of_cat[gt_cat[crowd_rows]] = crowd_rows
+    crowd_row = crowd_of_cat[pred_cat]
+    on_crowd = np.where(crowd_row >= 0, seg[np.maximum(crowd_row, 0), np.arange(len(pred_cat))], 0)
+    ignored = (pred_on_void + on_crowd) / pred_area > 0.5
+    is_fp = ~matched.any(axis=0) & ~ignored
+    fp = np.bincount(pred_cat[is_fp], minlength=num_categories)
+    return stat_iou, tp, fp, fn
+
+
+# ----------------------------------------------------------------------------- files
+def _image_stat_from_files(gt_ann, pred_ann, gt_folder, pred_folder, category_ids) -> PQStat:
+    gt_ids = read_panoptic_png(os.path.join(gt_folder, gt_ann["file_name"]))
+    pred_ids = read_panoptic_png(os.path.join(pred_folder, pred_ann["file_name"]))
+    return image_pq_stat(
+        gt_ids,
+        gt_ann["segments_info"],
+        pred_ids,
+        pred_ann["segments_info"],
+        category_ids,
+        gt_ann["image_id"],
+    )
+
+
+def _chunk_stat(args: tuple) -> tuple[np.ndarray, ...]:
+    pairs, gt_folder, pred_folder, category_ids = args
+    total = PQStat.zeros(category_ids)
+    for gt_ann, pred_ann in pairs:
+        total += _image_stat_from_files(gt_ann, pred_ann, gt_folder, pred_folder, category_ids)
+    return total.iou, total.tp, total.fp, total.fn
+
+
+def _pair_annotations(gt_json: dict, pred_json: dict) -> list[tuple[dict, dict]]:
+    preds = {ann["image_id"]: ann for ann in pred_json["annotations"]}
+    pairs = []
+    for gt_ann in gt_json["annotations"]:
+        if gt_ann["image_id"] not in preds:
+            raise KeyError(f"no prediction for the image with id {gt_ann['image_id']!r}")
+        pairs.append((gt_ann, preds[gt_ann["image_id"]]))
+    return pairs
+
+
+def _init_worker() -> None:
+    # One process per CPU already: keep OpenCV single-threaded in the workers (its thread
+    # pool is not carried over a fork anyway).
+    cv2.setNumThreads(0)
+
+
+def pq_stat_from_files(
+    pairs: list[tuple[dict, dict]],
+    gt_folder: str,
+    pred_folder: str,
+    category_ids: np.ndarray,
+    num_workers: Optional[int] = None,
+) -> PQStat:
+    """Sum of per-image statistics over (gt annotation, predicted annotation) pairs.
+
+    Images are dealt round-robin to ``num_workers`` processes (default: one per CPU, fewer
+    for small sets; 1 runs in this process).
+    """
+    if num_workers is None:  # a process per CPU, but no pool for a handful of images
+        num_workers = min(os.cpu_count() or 1, len(pairs) // 16)
+    num_workers = max(1, min(num_workers, len(pairs)))
+    chunks = [pairs[i::num_workers] for i in range(num_workers)]
+    tasks = [(c, gt_folder, pred_folder, category_ids) for c in chunks]
+    if num_workers == 1:
+        parts = [_chunk_stat(t) for t in tasks]
+    else:
+        # fork: workers inherit the imported modules, so starting them costs milliseconds.
+        method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+        pool_context = multiprocessing.get_context(method)
+        with pool_context.Pool(num_workers, initializer=_init_worker) as pool:
+            parts = pool.map(_chunk_stat, tasks)
+    stat = PQStat.zeros(category_ids)
+    for part in parts:
+        stat += PQStat(stat.category_ids, *part)
+    return stat
+
+
+def _load_json(path: str, what: str) -> dict:
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{what} JSON not found: {path!r}")
+    with open(path) as f:
+        return json.load(f)
+
+
+def pq_compute(
+    gt_json_file: str,
+    pred_json_file: str,
+    gt_folder: Optional[str] = None,
+    pred_folder: Optional[str] = None,
+    num_workers: Optional[int] = None,
+) -> dict[str, Any]:
+    """Score COCO-panoptic-format predictions (panopticapi's ``pq_compute``).
+
+    gt_folder / pred_folder default to the JSON path without ".json". Returns
+    ``{"All"|"Things"|"Stuff": {"pq", "sq", "rq", "n"}, "per_class": {category_id: {...}}}``
+    with values in [0, 1].
+    """
+    start = time.perf_counter()
+    gt_json = _load_json(gt_json_file, "ground-truth")
+    pred_json = _load_json(pred_json_file, "prediction")
+    gt_folder = gt_folder or gt_json_file.replace(".json", "")
+    pred_folder = pred_folder or pred_json_file.replace(".json", "")
+    for folder in (gt_folder, pred_folder):
+        if not os.path.isdir(folder):
+            raise FileNotFoundError(f"panoptic PNG folder not found: {folder!r}")
+    isthing_by_id = {int(c["id"]): bool(c["isthing"]) for c in gt_json["categories"]}
+    category_ids = np.asarray(sorted(isthing_by_id), dtype=np.int64)
+    pairs = _pair_annotations(gt_json, pred_json)
+    stat = pq_stat_from_files(pairs, gt_folder, pred_folder, category_ids, num_workers)
+    logger.info("PQ of %d images computed in %.2f s", len(pairs), time.perf_counter() - start)
+    return pq_results(stat, isthing_by_id)

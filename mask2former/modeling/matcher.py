@@ -1,0 +1,154 @@
+"""Hungarian matching of predicted masks to target masks (scipy ``linear_sum_assignment``).
+
+The cost of assigning query q to target n is
+``cost_class * -p_q(class_n) + cost_mask * mask_cost(q, n) + cost_dice * dice(q, n)``, with
+mask and dice costs either
+
+- ``"point"`` (Mask2Former): on ``num_points`` points drawn uniformly per image, the same points
+  for the image's predictions and targets, with a binary cross-entropy mask cost; or
+- ``"full"`` (MaskFormer v1): on the full prediction grid, targets resized to it (nearest), with
+  a sigmoid focal mask cost.
+
+Costs are computed for the whole batch at once (targets padded to the largest count); the
+assignment is solved per image.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from scipy.optimize import linear_sum_assignment
+from torch import nn
+
+from .losses import (
+    class_cost,
+    pairwise_dice_cost,
+    pairwise_sigmoid_ce_cost,
+    pairwise_sigmoid_focal_cost,
+)
+from .point_sampling import point_sample
+
+__all__ = ["MASK_COST_MODES", "HungarianMatcher"]
+
+MASK_COST_MODES = ("point", "full")
+
+
+class HungarianMatcher(nn.Module):
+    """One-to-one assignment of queries to targets, per image.
+
+    ``forward(outputs, targets)`` takes ``outputs`` {"pred_logits": (B, Q, K + 1),
+    "pred_masks": (B, Q, h, w) logits} and ``targets``, a list of B dicts {"labels": (n_i,)
+    long, "masks": (n_i, H, W)}, and returns B pairs ``(query_idx, target_idx)`` of int64
+    tensors of length ``min(Q, n_i)``, ``target_idx`` in the order of ``query_idx``.
+    """
+
+    def __init__(
+        self,
+        *,
+        cost_class: float = 1.0,
+        cost_mask: float = 1.0,
+        cost_dice: float = 1.0,
+        mask_cost: str = "point",
+        num_points: int = 12544,
+        focal_alpha: float = 0.25,
+        focal_gamma: float = 2.0,
+    ):
+        super().__init__()
+        if mask_cost not in MASK_COST_MODES:
+            raise ValueError(f"mask_cost must be one of {MASK_COST_MODES}, got {mask_cost!r}")
+        if cost_class == 0 and cost_mask == 0 and cost_dice == 0:
+            raise ValueError("HungarianMatcher: all costs are 0")
+        self.cost_class, self.cost_mask, self.cost_dice = cost_class, cost_mask, cost_dice
+        self.mask_cost = mask_cost
+        self.num_points = num_points
+        self.focal_alpha, self.focal_gamma = focal_alpha, focal_gamma
+
+    def sample_points(self, batch_size: int, device: torch.device) -> torch.Tensor:
+        """Uniform random points, one set per image: (B, num_points, 2) in [0, 1]."""
+        return torch.rand(batch_size, self.num_points, 2, device=device)
+
+    @torch.no_grad()
+    def forward(
+        self,
+        outputs: dict[str, torch.Tensor],
+        targets: list[dict[str, torch.Tensor]],
+        point_coords: torch.Tensor | None = None,
+    ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Match; ``point_coords`` (B, P, 2) overrides the random points of the "point" mode."""
+        costs = self.cost_matrices(outputs, targets, point_coords)
+        return [_assign(c) for c in costs]
+
+    @torch.no_grad()
+    def cost_matrices(
+        self,
+        outputs: dict[str, torch.Tensor],
+        targets: list[dict[str, torch.Tensor]],
+        point_coords: torch.Tensor | None = None,
+    ) -> list[torch.Tensor]:
+        """Per image the (Q, n_i) cost matrix, computed batched."""
+        pred_masks = outputs["pred_masks"].float()
+        counts = [len(t["labels"]) for t in targets]
+        if len(targets) != pred_masks.shape[0]:
+            raise ValueError(f"{len(targets)} targets for a batch of {pred_masks.shape[0]}")
+        if self.mask_cost == "point":
+            if point_coords is None:
+                point_coords = self.sample_points(pred_masks.shape[0], pred_masks.device)
+            pred, tgt = self._point_values(pred_masks, targets, point_coords)
+            mask_cost = pairwise_sigmoid_ce_cost(pred, tgt)
+        else:
+            pred, tgt = self._grid_values(pred_masks, targets)
+            mask_cost = pairwise_sigmoid_focal_cost(pred, tgt, self.focal_alpha, self.focal_gamma)
+        labels = _pad_stack([t["labels"] for t in targets], max(counts, default=0))
+        cost = (
+            self.cost_class * class_cost(outputs["pred_logits"].float(), labels)
+            + self.cost_mask * mask_cost
+            + self.cost_dice * pairwise_dice_cost(pred, tgt)
+        )
+        return [c[:, :n] for c, n in zip(cost, counts)]
+
+    def _point_values(self, pred_masks, targets, point_coords):
+        """(B, Q, P) prediction and (B, N_max, P) target values at each image's points."""
+        pred = point_sample(pred_masks, point_coords)
+        sampled = [
+            point_sample(t["masks"].to(pred.dtype)[None], coords[None])[0]
+            for t, coords in zip(targets, point_coords)
+        ]
+        return pred, _pad_stack(sampled, max(len(s) for s in sampled))
+
+    def _grid_values(self, pred_masks, targets):
+        """(B, Q, h*w) predictions and (B, N_max, h*w) targets resized (nearest) to h x w."""
+        resized = [
+            _resize_nearest(t["masks"].to(pred_masks), pred_masks.shape[-2:]) for t in targets
+        ]
+        tgt = _pad_stack([r.flatten(1) for r in resized], max(len(r) for r in resized))
+        return pred_masks.flatten(2), tgt
+
+    def extra_repr(self) -> str:
+        return (
+            f"cost_class={self.cost_class}, cost_mask={self.cost_mask}, "
+            f"cost_dice={self.cost_dice}, mask_cost={self.mask_cost!r}, "
+            f"num_points={self.num_points}"
+        )
+
+
+def _resize_nearest(masks: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """(n, H, W) masks resized (nearest) to (n, *size); ``n`` may be 0."""
+    if len(masks) == 0:
+        return masks.new_zeros((0, *size))
+    return F.interpolate(masks[None], size=size, mode="nearest")[0]
+
+
+def _pad_stack(tensors: list[torch.Tensor], length: int) -> torch.Tensor:
+    """Stack tensors (n_i, ...) into (B, length, ...), zero-padding the first dimension."""
+    out = tensors[0].new_zeros((len(tensors), length) + tuple(tensors[0].shape[1:]))
+    for i, t in enumerate(tensors):
+        out[i, : len(t)] = t
+    return out
+
+
+def _assign(cost: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Minimum-cost assignment of a (Q, n) cost matrix: (query_idx, target_idx), int64."""
+    if not torch.isfinite(cost).all():
+        raise ValueError("HungarianMatcher: the cost matrix has NaN or inf entries")
+    rows, cols = linear_sum_assignment(cost.cpu().numpy())
+    return torch.as_tensor(rows, dtype=torch.int64), torch.as_tensor(cols, dtype=torch.int64)

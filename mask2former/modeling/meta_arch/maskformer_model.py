@@ -1,0 +1,204 @@
+"""``MaskFormer``: the meta-architecture of MaskFormer and Mask2Former."""
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from mask2former.config import configurable
+from mask2former.structures import ImageList
+
+from ..backbone.build import build_backbone
+from ..criterion import build_criterion
+from ..heads.build import build_sem_seg_head
+from ..postprocessing import (
+    instance_inference,
+    panoptic_inference,
+    sem_seg_postprocess,
+    semantic_inference,
+)
+from .build import META_ARCH_REGISTRY
+from .images import normalize_and_pad
+
+
+@META_ARCH_REGISTRY.register()
+class MaskFormer(nn.Module):
+    """Backbone + ``MaskFormerHead`` + set criterion, with semantic/panoptic/instance inference.
+
+    Takes detectron2-format inputs (see ``meta_arch/build.py``). Training returns the
+    criterion's weighted losses; inference returns per image, at its original size
+    ("height", "width" or the input size), the outputs switched on: ``"sem_seg"`` (K, H, W),
+    ``"panoptic_seg"`` (id map (H, W) int32, segments_info), ``"instances"``.
+
+    Panoptic inference (and instance inference of a panoptic model) needs ``thing_ids``,
+    the contiguous class ids that are things. Modeling knows no dataset, so whoever has the
+    metadata passes them: ``build_model(cfg, thing_ids=...)`` or ``MaskFormer(cfg,
+    thing_ids=...)``; without them those outputs raise instead of guessing.
+
+    Like the published model, the head sees no padding mask: for a batch whose images
+    are padded to different sizes the padding reaches the features (see the tests).
+    """
+
+    @configurable
+    def __init__(
+        self,
+        *,
+        backbone: nn.Module,
+        sem_seg_head: nn.Module,
+        criterion: nn.Module | None,
+        num_queries: int,
+        object_mask_threshold: float,
+        overlap_threshold: float,
+        size_divisibility: int,
+        sem_seg_postprocess_before_inference: bool,
+        pixel_mean: Sequence[float],
+        pixel_std: Sequence[float],
+        semantic_on: bool,
+        panoptic_on: bool,
+        instance_on: bool,
+        test_topk_per_image: int,
+        thing_ids: Sequence[int] | None = None,
+    ):
+        super().__init__()
+        self.backbone = backbone
+        self.sem_seg_head = sem_seg_head
+        self.criterion = criterion
+        self.num_queries = num_queries
+        self.object_mask_threshold = object_mask_threshold
+        self.overlap_threshold = overlap_threshold
+        # Negative: the backbone's own divisibility; 0: no padding beyond the batch's max size.
+        self.size_divisibility = (
+            backbone.size_divisibility if size_divisibility < 0 else size_divisibility
+        )
+        self.sem_seg_postprocess_before_inference = sem_seg_postprocess_before_inference
+        self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
+        self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
+        self.semantic_on = semantic_on
+        self.panoptic_on = panoptic_on
+        self.instance_on = instance_on
+        self.test_topk_per_image = test_topk_per_image
+        self.thing_ids = None if thing_ids is None else [int(t) for t in thing_ids]
+        if not (semantic_on or panoptic_on or instance_on):
+            raise ValueError(
+                "MaskFormer: switch on at least one of SEMANTIC_ON, INSTANCE_ON, PANOPTIC_ON"
+            )
+
+    @classmethod
+    def from_config(cls, cfg) -> dict:
+        backbone = build_backbone(cfg)
+        sem_seg_head = build_sem_seg_head(cfg, backbone.output_shape())
+        test = cfg.MODEL.MASK_FORMER.TEST
+        return {
+            "backbone": backbone,
+            "sem_seg_head": sem_seg_head,
+            "criterion": build_criterion(cfg),
+            "num_queries": cfg.MODEL.MASK_FORMER.NUM_OBJECT_QUERIES,
+            "object_mask_threshold": test.OBJECT_MASK_THRESHOLD,
+            "overlap_threshold": test.OVERLAP_THRESHOLD,
+            "size_divisibility": cfg.MODEL.MASK_FORMER.SIZE_DIVISIBILITY,
+            # Panoptic and instance outputs are computed from masks at the original size.
+            "sem_seg_postprocess_before_inference": (
+                test.SEM_SEG_POSTPROCESSING_BEFORE_INFERENCE or test.PANOPTIC_ON or test.INSTANCE_ON
+            ),
+            "pixel_mean": cfg.MODEL.PIXEL_MEAN,
+            "pixel_std": cfg.MODEL.PIXEL_STD,
+            "semantic_on": test.SEMANTIC_ON,
+            "instance_on": test.INSTANCE_ON,
+            "panoptic_on": test.PANOPTIC_ON,
+            "test_topk_per_image": test.DETECTIONS_PER_IMAGE,
+        }
+
+    @property
+    def device(self) -> torch.device:
+        return self.pixel_mean.device
+
+    def forward(self, batched_inputs: list[dict]):
+        images = normalize_and_pad(
+            batched_inputs, self.pixel_mean, self.pixel_std, self.size_divisibility
+        )
+        features = self.backbone(images.tensor)
+        outputs = self.sem_seg_head(features)
+        if self.training:
+            if self.criterion is None:
+                raise RuntimeError("MaskFormer was built without a criterion and cannot train")
+            targets = self.prepare_targets(batched_inputs, images)
+            return self.criterion(outputs, targets)
+        return self.inference(outputs, batched_inputs, images)
+
+    def prepare_targets(self, batched_inputs: list[dict], images: ImageList) -> list[dict]:
+        """Per image ``{"labels": (n,), "masks": (n, H_pad, W_pad)}``, masks zero-padded."""
+        h_pad, w_pad = images.tensor.shape[-2:]
+        targets = []
+        for x in batched_inputs:
+            if "instances" not in x:
+                raise KeyError("MaskFormer training needs 'instances' in every input dict")
+            inst = x["instances"].to(self.device)
+            masks = inst.gt_masks
+            masks = masks.tensor if hasattr(masks, "tensor") else masks
+            padded = masks.new_zeros((masks.shape[0], h_pad, w_pad))
+            padded[:, : masks.shape[1], : masks.shape[2]] = masks
+            targets.append({"labels": inst.gt_classes, "masks": padded})
+        return targets
+
+    def inference(self, outputs: dict, batched_inputs: list[dict], images: ImageList) -> list[dict]:
+        """Per-image results at the original size (padding cropped before resizing)."""
+        # (N, Q, h, w) -> (N, Q, H_pad, W_pad)
+        mask_preds = F.interpolate(
+            outputs["pred_masks"],
+            size=images.tensor.shape[-2:],
+            mode="bilinear",
+            align_corners=False,
+        )
+        results = []
+        for mask_cls, mask_pred, x, image_size in zip(
+            outputs["pred_logits"], mask_preds, batched_inputs, images.image_sizes
+        ):
+            height = x.get("height", image_size[0])
+            width = x.get("width", image_size[1])
+            results.append(self.inference_single(mask_cls, mask_pred, image_size, height, width))
+        return results
+
+    def inference_single(
+        self,
+        mask_cls: Tensor,
+        mask_pred: Tensor,
+        image_size: tuple[int, int],
+        height: int,
+        width: int,
+    ) -> dict:
+        """mask_cls (Q, K+1), mask_pred (Q, H_pad, W_pad) logits -> one image's outputs."""
+        result = {}
+        if self.sem_seg_postprocess_before_inference:
+            mask_pred = sem_seg_postprocess(mask_pred, image_size, height, width)
+            mask_cls = mask_cls.to(mask_pred)
+        if self.semantic_on:
+            sem_seg = semantic_inference(mask_cls, mask_pred)
+            if not self.sem_seg_postprocess_before_inference:
+                sem_seg = sem_seg_postprocess(sem_seg, image_size, height, width)
+            result["sem_seg"] = sem_seg
+        if self.panoptic_on:
+            result["panoptic_seg"] = panoptic_inference(
+                mask_cls,
+                mask_pred,
+                thing_ids=self._require_thing_ids("panoptic"),
+                object_mask_threshold=self.object_mask_threshold,
+                overlap_threshold=self.overlap_threshold,
+            )
+        if self.instance_on:
+            result["instances"] = instance_inference(
+                mask_cls,
+                mask_pred,
+                topk=self.test_topk_per_image,
+                # A panoptic model reports only thing classes as instances.
+                thing_ids=self._require_thing_ids("instance") if self.panoptic_on else None,
+            )
+        return result
+
+    def _require_thing_ids(self, task: str) -> list[int]:
+        if self.thing_ids is None:
+            raise ValueError(
+                f"MaskFormer {task} inference needs thing_ids (contiguous ids of thing classes); "
+                "build the model with build_model(cfg, thing_ids=...) from the dataset metadata"
+            )
+        return self.thing_ids

@@ -1,0 +1,140 @@
+"""Post-processing of MaskFormer predictions: pure functions over one image's tensors.
+
+Inputs are one image's class logits ``mask_cls: (Q, K+1)`` (last column: no-object) and
+mask logits ``mask_pred: (Q, H, W)``.
+"""
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+from torch.nn import functional as F
+
+from mask2former.structures import BitMasks, Instances
+
+
+def sem_seg_postprocess(
+    result: Tensor, img_size: tuple[int, int], height: int, width: int
+) -> Tensor:
+    """Crop the padding away, then resize bilinearly to the original size.
+
+    result: (C, H_pad, W_pad); img_size: (h, w) of the image inside the padding.
+    Returns (C, height, width).
+    """
+    cropped = result[:, : img_size[0], : img_size[1]]
+    return F.interpolate(cropped[None], size=(height, width), mode="bilinear", align_corners=False)[
+        0
+    ]
+
+
+def semantic_inference(mask_cls: Tensor, mask_pred: Tensor) -> Tensor:
+    """Per-class scores: softmax over classes (no-object dropped) times sigmoid masks.
+
+    mask_cls: (Q, K+1) logits; mask_pred: (Q, H, W) logits -> (K, H, W).
+    """
+    class_probs = F.softmax(mask_cls, dim=-1)[..., :-1]
+    return torch.einsum("qc,qhw->chw", class_probs, mask_pred.sigmoid())
+
+
+def panoptic_inference(
+    mask_cls: Tensor,
+    mask_pred: Tensor,
+    *,
+    thing_ids: Sequence[int],
+    object_mask_threshold: float,
+    overlap_threshold: float,
+) -> tuple[Tensor, list[dict]]:
+    """Panoptic segmentation: non-overlapping segments from the confident queries.
+
+    Queries whose best class is not no-object and whose score exceeds
+    ``object_mask_threshold`` are kept; each pixel goes to the kept query maximising
+    score x mask probability; a query keeps the pixels it won where its own mask
+    probability >= 0.5, and is dropped when that area is below ``overlap_threshold`` of its
+    full mask (probability >= 0.5). Segments of one stuff class are merged.
+
+    mask_cls: (Q, K+1) logits; mask_pred: (Q, H, W) logits; thing_ids: contiguous class
+    ids that are things. Returns ``(panoptic_seg (H, W) int32, segments_info)``, with ids
+    counting from 1 and 0 for unassigned pixels; each info is ``{"id", "category_id",
+    "isthing", "score"}``.
+    """
+    scores, labels = F.softmax(mask_cls, dim=-1).max(-1)
+    num_classes = mask_cls.shape[-1] - 1
+    keep = labels.ne(num_classes) & (scores > object_mask_threshold)
+    cur_scores, cur_classes, cur_masks = scores[keep], labels[keep], mask_pred[keep].sigmoid()
+    h, w = mask_pred.shape[-2:]
+    panoptic_seg = torch.zeros((h, w), dtype=torch.int32, device=mask_pred.device)
+    segments_info: list[dict] = []
+    if cur_masks.shape[0] == 0:
+        return panoptic_seg, segments_info
+    cur_mask_ids = (cur_scores.view(-1, 1, 1) * cur_masks).argmax(0)
+    things = {int(t) for t in thing_ids}
+    stuff_segment_ids: dict[int, int] = {}
+    for k, pred_class in enumerate(cur_classes.tolist()):
+        won = cur_mask_ids == k
+        own = cur_masks[k] >= 0.5
+        mask = won & own
+        won_area, own_area = won.sum().item(), own.sum().item()
+        if won_area == 0 or own_area == 0 or not mask.any():
+            continue
+        if won_area / own_area < overlap_threshold:
+            continue
+        isthing = pred_class in things
+        if not isthing and pred_class in stuff_segment_ids:
+            panoptic_seg[mask] = stuff_segment_ids[pred_class]
+            continue
+        segment_id = len(segments_info) + 1
+        if not isthing:
+            stuff_segment_ids[pred_class] = segment_id
+        panoptic_seg[mask] = segment_id
+        segments_info.append(
+            {
+                "id": segment_id,
+                "isthing": isthing,
+                "category_id": pred_class,
+                "score": cur_scores[k].item(),
+            }
+        )
+    return panoptic_seg, segments_info
+
+
+def instance_inference(
+    mask_cls: Tensor,
+    mask_pred: Tensor,
+    *,
+    topk: int,
+    thing_ids: Sequence[int] | None = None,
+) -> Instances:
+    """Instances: the top ``topk`` (query, class) pairs by class probability.
+
+    Each pair gives a binary mask (logit > 0), scored by its class probability times the
+    mean mask probability inside the binary mask. With ``thing_ids`` (panoptic models)
+    pairs of stuff classes are dropped. Results are sorted by decreasing score.
+
+    mask_cls: (Q, K+1) logits; mask_pred: (Q, H, W) logits. Returns ``Instances`` of
+    image size (H, W) with ``pred_masks`` (n, H, W) float 0/1, ``scores`` (n,),
+    ``pred_classes`` (n,) long, ``pred_boxes`` (tight boxes around the masks).
+    """
+    num_queries, num_classes = mask_cls.shape[0], mask_cls.shape[1] - 1
+    class_probs = F.softmax(mask_cls, dim=-1)[:, :-1]
+    topk = min(topk, num_queries * num_classes)
+    # (Q, K) -> (Q*K,): index q * K + c is query q with class c
+    scores, flat_indices = class_probs.flatten().topk(topk, sorted=False)
+    labels = flat_indices % num_classes
+    query_indices = torch.div(flat_indices, num_classes, rounding_mode="floor")
+    if thing_ids is not None:
+        things = torch.as_tensor(list(thing_ids), dtype=labels.dtype, device=labels.device)
+        is_thing = torch.isin(labels, things)
+        scores, labels, query_indices = scores[is_thing], labels[is_thing], query_indices[is_thing]
+    masks = mask_pred[query_indices]
+    binary = (masks > 0).float()
+    mask_scores = (masks.sigmoid().flatten(1) * binary.flatten(1)).sum(1) / (
+        binary.flatten(1).sum(1) + 1e-6
+    )
+    scores = scores * mask_scores
+    order = scores.argsort(descending=True)
+    result = Instances(tuple(mask_pred.shape[-2:]))
+    result.pred_masks = binary[order]
+    result.scores = scores[order]
+    result.pred_classes = labels[order]
+    result.pred_boxes = BitMasks(result.pred_masks).get_bounding_boxes()
+    return result

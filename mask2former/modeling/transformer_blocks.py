@@ -1,0 +1,413 @@
+"""Transformer blocks shared by every pixel decoder and transformer decoder.
+
+Tensors are sequence-first, as ``nn.MultiheadAttention`` takes them by default:
+queries ``(Q, N, C)``, memory ``(HW, N, C)``. Each residual block is either post-norm
+(``norm(x + f(x))``, the published default) or pre-norm (``x + f(norm(x))``).
+
+Two layouts of the same blocks exist because two published checkpoints name them
+differently: Mask2Former's decoder keeps one module per block (``SelfAttentionLayer``,
+``CrossAttentionLayer``, ``FFNLayer``, each with ``.norm``), while DETR's layers (used by
+MaskFormer v1 and the transformer-encoder pixel decoder) hold ``norm1``/``norm2``/``norm3``
+side by side. Both call the same functions below.
+"""
+
+import copy
+from collections.abc import Callable
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+
+def with_pos(x: Tensor, pos: Tensor | None) -> Tensor:
+    """``x + pos`` where a position embedding is given."""
+    return x if pos is None else x + pos
+
+
+def residual(
+    x: Tensor,
+    sublayer: Callable[[Tensor], Tensor],
+    norm: nn.Module,
+    dropout: nn.Module,
+    normalize_before: bool,
+) -> Tensor:
+    """One residual block: pre-norm ``x + f(norm(x))`` or post-norm ``norm(x + f(x))``."""
+    if normalize_before:
+        return x + dropout(sublayer(norm(x)))
+    return norm(x + dropout(sublayer(x)))
+
+
+def self_attention(
+    attn: nn.MultiheadAttention,
+    x: Tensor,
+    pos: Tensor | None = None,
+    attn_mask: Tensor | None = None,
+    key_padding_mask: Tensor | None = None,
+) -> Tensor:
+    """Self-attention with positions added to queries and keys, not values: (L, N, C)."""
+    q = k = with_pos(x, pos)
+    return attn(q, k, value=x, attn_mask=attn_mask, key_padding_mask=key_padding_mask)[0]
+
+
+def cross_attention(
+    attn: nn.MultiheadAttention,
+    x: Tensor,
+    memory: Tensor,
+    query_pos: Tensor | None = None,
+    pos: Tensor | None = None,
+    attn_mask: Tensor | None = None,
+    key_padding_mask: Tensor | None = None,
+) -> Tensor:
+    """Queries x (Q, N, C) attend to memory (HW, N, C); ``attn_mask`` (N*heads, Q, HW) True=blocked."""
+    return attn(
+        query=with_pos(x, query_pos),
+        key=with_pos(memory, pos),
+        value=memory,
+        attn_mask=attn_mask,
+        key_padding_mask=key_padding_mask,
+    )[0]
+
+
+def feed_forward(linear1: nn.Linear, linear2: nn.Linear, dropout: nn.Module, x: Tensor) -> Tensor:
+    """``linear2(dropout(relu(linear1(x))))``."""
+    return linear2(dropout(F.relu(linear1(x))))
+
+
+def xavier_init_matrices(module: nn.Module) -> None:
+    """Xavier-uniform init of every parameter with more than one dimension."""
+    for p in module.parameters():
+        if p.dim() > 1:
+            nn.init.xavier_uniform_(p)
+
+
+# --------------------------------------------------------------------------- #
+# Mask2Former layout: one module per block.
+# --------------------------------------------------------------------------- #
+class SelfAttentionLayer(nn.Module):
+    """Residual self-attention block. ``forward(x (Q, N, C), query_pos=None) -> (Q, N, C)``."""
+
+    def __init__(
+        self, d_model: int, nhead: int, dropout: float = 0.0, normalize_before: bool = False
+    ):
+        super().__init__()
+        self.self_attn = nn.MultiheadAttention(d_model, nhead, dropout=dropout)
+        self.norm = nn.LayerNorm(d_model)
+        self.dropout = nn.Dropout(dropout)
+        self.normalize_before = normalize_before
+        xavier_init_matrices(self)
+
+    def forward(
+        self,
+        x: Tensor,
+        query_pos: Tensor | None = None,
+        attn_mask: Tensor | None = None,
+        key_padding_mask: Tensor | None = None,
+    ) -> Tensor:
+        def sublayer(y: Tensor) -> Tensor:
+            return self_attention(self.self_attn, y, query_pos, attn_mask, key_padding_mask)
+
+        return residual(x, sublayer, self.norm, self.dropout, self.normalize_before)
+
+
+class CrossAttentionLayer(nn.Module):
+    """Residual cross-attention block.
+
+    ``forward(x (Q, N, C), memory (HW, N, C), attn_mask (N*heads, Q, HW) or None,
+    key_padding_mask (N, HW) or None, pos (HW, N, C), query_pos (Q, N, C)) -> (Q, N, C)``.
+    """
+
+    def __init__(
+        self, d_model: int, nhead: int, dropout: float = 0.0, normalize_before: bool = False
+    ):
+        super().__init__()
+        self.multihead_attn = nn.MultiheadAttention(d_model, nhead, dropout=dropout)
+        self.norm = nn.LayerNorm(d_model)
+        self.dropout = nn.Dropout(dropout)
+        self.normalize_before = normalize_before
+        xavier_init_matrices(self)
+
+    def forward(
+        self,
+        x: Tensor,
+        memory: Tensor,
+        attn_mask: Tensor | None = None,
+        key_padding_mask: Tensor | None = None,
+        pos: Tensor | None = None,
+        query_pos: Tensor | None = None,
+    ) -> Tensor:
+        def sublayer(y: Tensor) -> Tensor:
+            return cross_attention(
+                self.multihead_attn, y, memory, query_pos, pos, attn_mask, key_padding_mask
+            )
+
+        return residual(x, sublayer, self.norm, self.dropout, self.normalize_before)
+
+
+class FFNLayer(nn.Module):
+    """Residual feed-forward block. ``forward(x (L, N, C)) -> (L, N, C)``."""
+
+    def __init__(
+        self,
+        d_model: int,
+        dim_feedforward: int = 2048,
+        dropout: float = 0.0,
+        normalize_before: bool = False,
+    ):
+        super().__init__()
+        self.linear1 = nn.Linear(d_model, dim_feedforward)
+        self.linear2 = nn.Linear(dim_feedforward, d_model)
+        self.norm = nn.LayerNorm(d_model)
+        self.dropout = nn.Dropout(dropout)
+        self.normalize_before = normalize_before
+        xavier_init_matrices(self)
+
+    def forward(self, x: Tensor) -> Tensor:
+        def sublayer(y: Tensor) -> Tensor:
+            return feed_forward(self.linear1, self.linear2, self.dropout, y)
+
+        return residual(x, sublayer, self.norm, self.dropout, self.normalize_before)
+
+
+class MLP(nn.Module):
+    """``num_layers`` linear layers with ReLU between them: (..., in) -> (..., out)."""
+
+    def __init__(self, input_dim: int, hidden_dim: int, output_dim: int, num_layers: int):
+        super().__init__()
+        dims_in = [input_dim] + [hidden_dim] * (num_layers - 1)
+        dims_out = [hidden_dim] * (num_layers - 1) + [output_dim]
+        self.layers = nn.ModuleList(nn.Linear(i, o) for i, o in zip(dims_in, dims_out))
+
+    def forward(self, x: Tensor) -> Tensor:
+        for i, layer in enumerate(self.layers):
+            x = layer(x)
+            if i < len(self.layers) - 1:
+                x = F.relu(x)
+        return x
+
+
+# --------------------------------------------------------------------------- #
+# DETR layout (MaskFormer v1 decoder, transformer-encoder pixel decoder).
+# --------------------------------------------------------------------------- #
+class TransformerEncoderLayer(nn.Module):
+    """DETR encoder layer: self-attention then FFN, norms ``norm1``/``norm2``.
+
+    ``forward(src (HW, N, C), src_key_padding_mask (N, HW) or None, pos (HW, N, C)) -> (HW, N, C)``.
+    """
+
+    def __init__(
+        self, d_model: int, nhead: int, dim_feedforward: int, dropout: float, normalize_before: bool
+    ):
+        super().__init__()
+        self.self_attn = nn.MultiheadAttention(d_model, nhead, dropout=dropout)
+        self.linear1 = nn.Linear(d_model, dim_feedforward)
+        self.linear2 = nn.Linear(dim_feedforward, d_model)
+        self.norm1 = nn.LayerNorm(d_model)
+        self.norm2 = nn.LayerNorm(d_model)
+        self.dropout = nn.Dropout(dropout)
+        self.dropout1 = nn.Dropout(dropout)
+        self.dropout2 = nn.Dropout(dropout)
+        self.normalize_before = normalize_before
+
+    def forward(
+        self,
+        src: Tensor,
+        src_key_padding_mask: Tensor | None = None,
+        pos: Tensor | None = None,
+    ) -> Tensor:
+        def attend(y: Tensor) -> Tensor:
+            return self_attention(self.self_attn, y, pos, None, src_key_padding_mask)
+
+        def ffn(y: Tensor) -> Tensor:
+            return feed_forward(self.linear1, self.linear2, self.dropout, y)
+
+        src = residual(src, attend, self.norm1, self.dropout1, self.normalize_before)
+        return residual(src, ffn, self.norm2, self.dropout2, self.normalize_before)
+
+
+class TransformerDecoderLayer(nn.Module):
+    """DETR decoder layer: self-attention, cross-attention, FFN; norms ``norm1``..``norm3``.
+
+    ``forward(tgt (Q, N, C), memory (HW, N, C), memory_key_padding_mask (N, HW) or None,
+    pos (HW, N, C), query_pos (Q, N, C)) -> (Q, N, C)``.
+    """
+
+    def __init__(
+        self, d_model: int, nhead: int, dim_feedforward: int, dropout: float, normalize_before: bool
+    ):
+        super().__init__()
+        self.self_attn = nn.MultiheadAttention(d_model, nhead, dropout=dropout)
+        self.multihead_attn = nn.MultiheadAttention(d_model, nhead, dropout=dropout)
+        self.linear1 = nn.Linear(d_model, dim_feedforward)
+        self.linear2 = nn.Linear(dim_feedforward, d_model)
+        self.norm1 = nn.LayerNorm(d_model)
+        self.norm2 = nn.LayerNorm(d_model)
+        self.norm3 = nn.LayerNorm(d_model)
+        self.dropout = nn.Dropout(dropout)
+        self.dropout1 = nn.Dropout(dropout)
+        self.dropout2 = nn.Dropout(dropout)
+        self.dropout3 = nn.Dropout(dropout)
+        self.normalize_before = normalize_before
+
+    def forward(
+        self,
+        tgt: Tensor,
+        memory: Tensor,
+        memory_key_padding_mask: Tensor | None = None,
+        pos: Tensor | None = None,
+        query_pos: Tensor | None = None,
+    ) -> Tensor:
+        def attend_self(y: Tensor) -> Tensor:
+            return self_attention(self.self_attn, y, query_pos)
+
+        def attend_memory(y: Tensor) -> Tensor:
+            return cross_attention(
+                self.multihead_attn, y, memory, query_pos, pos, None, memory_key_padding_mask
+            )
+
+        def ffn(y: Tensor) -> Tensor:
+            return feed_forward(self.linear1, self.linear2, self.dropout, y)
+
+        tgt = residual(tgt, attend_self, self.norm1, self.dropout1, self.normalize_before)
+        tgt = residual(tgt, attend_memory, self.norm2, self.dropout2, self.normalize_before)
+        return residual(tgt, ffn, self.norm3, self.dropout3, self.normalize_before)
+
+
+def _clones(layer: nn.Module, n: int) -> nn.ModuleList:
+    return nn.ModuleList(copy.deepcopy(layer) for _ in range(n))
+
+
+class TransformerEncoder(nn.Module):
+    """A stack of encoder layers (keys ``layers.i``) and an optional final ``norm``."""
+
+    def __init__(self, layer: nn.Module, num_layers: int, norm: nn.Module | None = None):
+        super().__init__()
+        self.layers = _clones(layer, num_layers)
+        self.norm = norm
+
+    def forward(
+        self,
+        src: Tensor,
+        src_key_padding_mask: Tensor | None = None,
+        pos: Tensor | None = None,
+    ) -> Tensor:
+        for layer in self.layers:
+            src = layer(src, src_key_padding_mask=src_key_padding_mask, pos=pos)
+        return src if self.norm is None else self.norm(src)
+
+
+class TransformerDecoder(nn.Module):
+    """A stack of decoder layers and a final ``norm``.
+
+    ``forward(...) -> (L, Q, N, C)``: the normed output of every layer when
+    ``return_intermediate``, else only the last one (L = 1).
+    """
+
+    def __init__(
+        self, layer: nn.Module, num_layers: int, norm: nn.Module, return_intermediate: bool
+    ):
+        super().__init__()
+        self.layers = _clones(layer, num_layers)
+        self.norm = norm
+        self.return_intermediate = return_intermediate
+
+    def forward(
+        self,
+        tgt: Tensor,
+        memory: Tensor,
+        memory_key_padding_mask: Tensor | None = None,
+        pos: Tensor | None = None,
+        query_pos: Tensor | None = None,
+    ) -> Tensor:
+        outputs = []
+        for layer in self.layers:
+            tgt = layer(tgt, memory, memory_key_padding_mask, pos, query_pos)
+            if self.return_intermediate:
+                outputs.append(self.norm(tgt))
+        if not self.return_intermediate:
+            outputs.append(self.norm(tgt))
+        return torch.stack(outputs)
+
+
+def flatten_feature_map(x: Tensor) -> Tensor:
+    """(N, C, H, W) -> (HW, N, C), the sequence-first layout of attention."""
+    return x.flatten(2).permute(2, 0, 1)
+
+
+def flatten_padding_mask(mask: Tensor | None) -> Tensor | None:
+    """(N, H, W) bool -> (N, HW) key-padding mask, or None."""
+    return None if mask is None else mask.flatten(1)
+
+
+class TransformerEncoderOnly(nn.Module):
+    """DETR's encoder over one feature map (keys ``encoder.*``).
+
+    ``forward(src (N, C, H, W), mask (N, H, W) bool or None, pos (N, C, H, W)) -> (N, C, H, W)``.
+    """
+
+    def __init__(
+        self,
+        d_model: int = 512,
+        nhead: int = 8,
+        num_encoder_layers: int = 6,
+        dim_feedforward: int = 2048,
+        dropout: float = 0.1,
+        normalize_before: bool = False,
+    ):
+        super().__init__()
+        layer = TransformerEncoderLayer(d_model, nhead, dim_feedforward, dropout, normalize_before)
+        norm = nn.LayerNorm(d_model) if normalize_before else None
+        self.encoder = TransformerEncoder(layer, num_encoder_layers, norm)
+        xavier_init_matrices(self)
+
+    def forward(self, src: Tensor, mask: Tensor | None, pos: Tensor) -> Tensor:
+        n, c, h, w = src.shape
+        memory = self.encoder(
+            flatten_feature_map(src), flatten_padding_mask(mask), flatten_feature_map(pos)
+        )
+        # (HW, N, C) -> (N, C, H, W)
+        return memory.permute(1, 2, 0).reshape(n, c, h, w)
+
+
+class Transformer(nn.Module):
+    """DETR's encoder-decoder (keys ``encoder.*``, ``decoder.*``).
+
+    ``forward(src (N, C, H, W), mask (N, H, W) or None, query_embed (Q, C), pos (N, C, H, W))
+    -> (hs (L, N, Q, C), memory (N, C, H, W))``, decoding from zero targets.
+    """
+
+    def __init__(
+        self,
+        d_model: int = 512,
+        nhead: int = 8,
+        num_encoder_layers: int = 6,
+        num_decoder_layers: int = 6,
+        dim_feedforward: int = 2048,
+        dropout: float = 0.1,
+        normalize_before: bool = False,
+        return_intermediate_dec: bool = False,
+    ):
+        super().__init__()
+        enc_layer = TransformerEncoderLayer(
+            d_model, nhead, dim_feedforward, dropout, normalize_before
+        )
+        enc_norm = nn.LayerNorm(d_model) if normalize_before else None
+        self.encoder = TransformerEncoder(enc_layer, num_encoder_layers, enc_norm)
+        dec_layer = TransformerDecoderLayer(
+            d_model, nhead, dim_feedforward, dropout, normalize_before
+        )
+        self.decoder = TransformerDecoder(
+            dec_layer, num_decoder_layers, nn.LayerNorm(d_model), return_intermediate_dec
+        )
+        xavier_init_matrices(self)
+
+    def forward(
+        self, src: Tensor, mask: Tensor | None, query_embed: Tensor, pos: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        n, c, h, w = src.shape
+        pos_seq = flatten_feature_map(pos)
+        key_padding_mask = flatten_padding_mask(mask)
+        memory = self.encoder(flatten_feature_map(src), key_padding_mask, pos_seq)
+        query_pos = query_embed.unsqueeze(1).repeat(1, n, 1)  # (Q, C) -> (Q, N, C)
+        hs = self.decoder(torch.zeros_like(query_pos), memory, key_padding_mask, pos_seq, query_pos)
+        # hs (L, Q, N, C) -> (L, N, Q, C); memory (HW, N, C) -> (N, C, H, W)
+        return hs.transpose(1, 2), memory.permute(1, 2, 0).reshape(n, c, h, w)

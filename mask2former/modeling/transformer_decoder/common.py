@@ -1,0 +1,33 @@
+"""Pieces shared by the transformer decoders: input projection and output heads."""
+
+import torch
+from torch import Tensor, nn
+
+from mask2former.layers import Conv2d, c2_xavier_fill
+
+
+def input_projection(in_channels: int, hidden_dim: int, enforce: bool) -> nn.Module:
+    """A 1x1 conv to ``hidden_dim`` when widths differ (or ``enforce``), else the identity.
+
+    The identity is an empty ``nn.Sequential`` so it has no checkpoint keys, as published.
+    """
+    if in_channels == hidden_dim and not enforce:
+        return nn.Sequential()
+    proj = Conv2d(in_channels, hidden_dim, kernel_size=1)
+    c2_xavier_fill(proj)
+    return proj
+
+
+def predict_masks(mask_embed: Tensor, mask_features: Tensor) -> Tensor:
+    """Mask logits as dot products of query and pixel embeddings.
+
+    mask_embed: (..., N, Q, C); mask_features: (N, C, H, W) -> (..., N, Q, H, W).
+    """
+    return torch.einsum("...bqc,bchw->...bqhw", mask_embed, mask_features)
+
+
+def aux_outputs(classes: list[Tensor] | None, masks: list[Tensor]) -> list[dict[str, Tensor]]:
+    """Every prediction but the last, as ``[{"pred_logits", "pred_masks"}, ...]`` (or masks only)."""
+    if classes is None:
+        return [{"pred_masks": m} for m in masks[:-1]]
+    return [{"pred_logits": c, "pred_masks": m} for c, m in zip(classes[:-1], masks[:-1])]

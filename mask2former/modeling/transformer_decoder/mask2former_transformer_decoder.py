@@ -1,0 +1,174 @@
+"""Mask2Former's transformer decoder: masked attention over a round-robin of feature levels."""
+
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from mask2former.config import configurable
+
+from ..position_encoding import PositionEmbeddingSine
+from ..transformer_blocks import MLP, CrossAttentionLayer, FFNLayer, SelfAttentionLayer
+from .build import TRANSFORMER_DECODER_REGISTRY
+from .common import aux_outputs, input_projection, predict_masks
+
+
+def attention_mask_from_masks(mask_logits: Tensor, size: tuple[int, int], num_heads: int) -> Tensor:
+    """Masked attention's mask: True where a query may NOT look.
+
+    mask_logits: (N, Q, H, W) -> (N * num_heads, Q, h * w) bool at ``size`` = (h, w):
+    blocked where the bilinearly resized prediction has sigmoid < 0.5. A query whose row
+    would be blocked everywhere attends everywhere instead. No gradient flows through it.
+    """
+    resized = F.interpolate(mask_logits, size=size, mode="bilinear", align_corners=False)
+    blocked = resized.sigmoid().flatten(2) < 0.5
+    blocked = blocked.unsqueeze(1).repeat(1, num_heads, 1, 1).flatten(0, 1)
+    blocked[blocked.all(-1)] = False
+    return blocked.detach()
+
+
+@TRANSFORMER_DECODER_REGISTRY.register()
+class MultiScaleMaskedTransformerDecoder(nn.Module):
+    """Learned queries refined by (masked cross-attention, self-attention, FFN) layers.
+
+    Layer i attends to level ``i % 3`` of the multi-scale features (1/32, 1/16, 1/8),
+    restricted to the foreground of the previous prediction at that level's size. The
+    learned queries themselves make the first prediction, so ``dec_layers`` predictions
+    come from ``dec_layers - 1`` layers.
+
+    ``forward(x: list of 3 (N, C_in, h_l, w_l) coarsest first, mask_features (N, mask_dim,
+    H, W), mask=None)`` returns ``{"pred_logits": (N, Q, K+1), "pred_masks": (N, Q, H, W),
+    "aux_outputs": the dec_layers - 1 earlier predictions (only with deep_supervision)}``. The published decoder has no
+    padding mask; ``mask`` is accepted for the common interface and must be None.
+    """
+
+    @configurable
+    def __init__(
+        self,
+        in_channels: int,
+        mask_classification: bool = True,
+        *,
+        num_classes: int,
+        hidden_dim: int,
+        num_queries: int,
+        nheads: int,
+        dropout: float,
+        dim_feedforward: int,
+        dec_layers: int,
+        pre_norm: bool,
+        mask_dim: int,
+        enforce_input_project: bool,
+        deep_supervision: bool = True,
+        num_feature_levels: int = 3,
+    ):
+        super().__init__()
+        if not mask_classification:
+            raise ValueError("MultiScaleMaskedTransformerDecoder only supports mask classification")
+        if dec_layers < 1:
+            raise ValueError(f"MODEL.MASK_FORMER.DEC_LAYERS must be >= 1, got {dec_layers}")
+        self.mask_classification = mask_classification
+        self.num_heads = nheads
+        self.num_layers = dec_layers - 1
+        self.num_queries = num_queries
+        self.num_feature_levels = num_feature_levels
+        self.deep_supervision = deep_supervision
+        self.pe_layer = PositionEmbeddingSine(hidden_dim // 2, normalize=True)
+        self.transformer_self_attention_layers = nn.ModuleList(
+            SelfAttentionLayer(hidden_dim, nheads, dropout, pre_norm)
+            for _ in range(self.num_layers)
+        )
+        self.transformer_cross_attention_layers = nn.ModuleList(
+            CrossAttentionLayer(hidden_dim, nheads, dropout, pre_norm)
+            for _ in range(self.num_layers)
+        )
+        self.transformer_ffn_layers = nn.ModuleList(
+            FFNLayer(hidden_dim, dim_feedforward, dropout, pre_norm) for _ in range(self.num_layers)
+        )
+        self.decoder_norm = nn.LayerNorm(hidden_dim)
+        self.query_feat = nn.Embedding(num_queries, hidden_dim)
+        self.query_embed = nn.Embedding(num_queries, hidden_dim)
+        self.level_embed = nn.Embedding(num_feature_levels, hidden_dim)
+        self.input_proj = nn.ModuleList(
+            input_projection(in_channels, hidden_dim, enforce_input_project)
+            for _ in range(num_feature_levels)
+        )
+        self.class_embed = nn.Linear(hidden_dim, num_classes + 1)
+        self.mask_embed = MLP(hidden_dim, hidden_dim, mask_dim, 3)
+
+    @classmethod
+    def from_config(cls, cfg, in_channels: int, mask_classification: bool) -> dict:
+        mf = cfg.MODEL.MASK_FORMER
+        return {
+            "in_channels": in_channels,
+            "mask_classification": mask_classification,
+            "num_classes": cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES,
+            "hidden_dim": mf.HIDDEN_DIM,
+            "num_queries": mf.NUM_OBJECT_QUERIES,
+            "nheads": mf.NHEADS,
+            "dropout": mf.DROPOUT,
+            "dim_feedforward": mf.DIM_FEEDFORWARD,
+            "dec_layers": mf.DEC_LAYERS,
+            "pre_norm": mf.PRE_NORM,
+            "mask_dim": cfg.MODEL.SEM_SEG_HEAD.MASK_DIM,
+            "enforce_input_project": mf.ENFORCE_INPUT_PROJ,
+            "deep_supervision": mf.DEEP_SUPERVISION,
+        }
+
+    def _flatten_levels(self, x: list[Tensor]) -> tuple[list[Tensor], list[Tensor], list]:
+        """Per level: source (hw, N, C) with its level embedding, positions (hw, N, C), size."""
+        srcs, pos, sizes = [], [], []
+        for lvl in range(self.num_feature_levels):
+            sizes.append(tuple(x[lvl].shape[-2:]))
+            # (N, C, h, w) -> (hw, N, C)
+            pos.append(self.pe_layer(x[lvl]).flatten(2).permute(2, 0, 1))
+            src = (
+                self.input_proj[lvl](x[lvl]).flatten(2)
+                + self.level_embed.weight[lvl][None, :, None]
+            )
+            srcs.append(src.permute(2, 0, 1))
+        return srcs, pos, sizes
+
+    def forward_prediction_heads(
+        self, output: Tensor, mask_features: Tensor, attn_mask_target_size: tuple[int, int]
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """Queries (Q, N, C) -> class logits (N, Q, K+1), mask logits (N, Q, H, W), next attn mask."""
+        decoded = self.decoder_norm(output).transpose(0, 1)
+        outputs_class = self.class_embed(decoded)
+        outputs_mask = predict_masks(self.mask_embed(decoded), mask_features)
+        attn_mask = attention_mask_from_masks(outputs_mask, attn_mask_target_size, self.num_heads)
+        return outputs_class, outputs_mask, attn_mask
+
+    def forward(
+        self, x: list[Tensor], mask_features: Tensor, mask: Tensor | None = None
+    ) -> dict[str, object]:
+        if len(x) != self.num_feature_levels:
+            raise ValueError(f"expected {self.num_feature_levels} feature levels, got {len(x)}")
+        if mask is not None:
+            raise ValueError(
+                "MultiScaleMaskedTransformerDecoder takes no padding mask (as published)"
+            )
+        srcs, pos, sizes = self._flatten_levels(x)
+        n = srcs[0].shape[1]
+        # (Q, C) -> (Q, N, C)
+        query_embed = self.query_embed.weight.unsqueeze(1).repeat(1, n, 1)
+        output = self.query_feat.weight.unsqueeze(1).repeat(1, n, 1)
+        classes, masks = [], []
+        outputs_class, outputs_mask, attn_mask = self.forward_prediction_heads(
+            output, mask_features, sizes[0]
+        )
+        classes.append(outputs_class)
+        masks.append(outputs_mask)
+        for i in range(self.num_layers):
+            lvl = i % self.num_feature_levels
+            output = self.transformer_cross_attention_layers[i](
+                output, srcs[lvl], attn_mask=attn_mask, pos=pos[lvl], query_pos=query_embed
+            )
+            output = self.transformer_self_attention_layers[i](output, query_pos=query_embed)
+            output = self.transformer_ffn_layers[i](output)
+            outputs_class, outputs_mask, attn_mask = self.forward_prediction_heads(
+                output, mask_features, sizes[(i + 1) % self.num_feature_levels]
+            )
+            classes.append(outputs_class)
+            masks.append(outputs_mask)
+        out: dict[str, object] = {"pred_logits": classes[-1], "pred_masks": masks[-1]}
+        if self.deep_supervision:
+            out["aux_outputs"] = aux_outputs(classes, masks)
+        return out

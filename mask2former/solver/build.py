@@ -1,0 +1,289 @@
+"""Optimizer (parameter groups, gradient clipping) and LR scheduler built from the config.
+
+``build_optimizer(cfg, model)`` returns an AdamW or SGD optimizer whose parameter groups carry
+the published Mask2Former rules: the backbone's learning rate is scaled by
+``SOLVER.BACKBONE_MULTIPLIER``; normalisation layers get ``SOLVER.WEIGHT_DECAY_NORM``;
+embeddings (``nn.Embedding``, e.g. query and level embeddings) and Swin's
+``relative_position_bias_table`` / ``absolute_pos_embed`` get ``SOLVER.WEIGHT_DECAY_EMBED``.
+``build_lr_scheduler(cfg, optimizer)`` returns an :class:`LRMultiplier` driven by fvcore
+param schedulers.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from fvcore.common.param_scheduler import (
+    CompositeParamScheduler,
+    ConstantParamScheduler,
+    CosineParamScheduler,
+    LinearParamScheduler,
+    MultiStepParamScheduler,
+    ParamScheduler,
+    PolynomialDecayParamScheduler,
+)
+from torch import nn
+
+from ..config import CfgNode, ConfigError
+
+logger = logging.getLogger(__name__)
+
+NORM_MODULE_TYPES: tuple[type[nn.Module], ...] = (
+    nn.BatchNorm1d,
+    nn.BatchNorm2d,
+    nn.BatchNorm3d,
+    nn.SyncBatchNorm,
+    nn.GroupNorm,
+    nn.InstanceNorm1d,
+    nn.InstanceNorm2d,
+    nn.InstanceNorm3d,
+    nn.LayerNorm,
+    nn.LocalResponseNorm,
+)
+# Parameter names (last component) treated as embeddings although they are plain Parameters.
+EMBED_PARAM_NAMES = ("relative_position_bias_table", "absolute_pos_embed")
+
+
+def _norm_module_types() -> tuple[type[nn.Module], ...]:
+    """torch's normalisation layers plus ours (FrozenBatchNorm2d has no parameters)."""
+    from ..layers import LayerNorm2d
+
+    return NORM_MODULE_TYPES + (LayerNorm2d,)
+
+
+# --------------------------------------------------------------------------- #
+# Parameter groups
+# --------------------------------------------------------------------------- #
+def get_param_groups(
+    model: nn.Module,
+    *,
+    base_lr: float,
+    weight_decay: float,
+    weight_decay_norm: float,
+    weight_decay_embed: float,
+    backbone_multiplier: float,
+) -> list[dict[str, Any]]:
+    """One group per trainable parameter, with its own ``lr`` and ``weight_decay``.
+
+    A parameter shared by several modules is listed once (under its first owner). Each group
+    also has ``"name"`` (the parameter's qualified name) so logs and tests can find it.
+    """
+    norm_types = _norm_module_types()
+    seen: set[int] = set()
+    groups = []
+    for module_name, module in model.named_modules():
+        for param_name, param in module.named_parameters(recurse=False):
+            if not param.requires_grad or id(param) in seen:
+                continue
+            seen.add(id(param))
+            lr = base_lr * (backbone_multiplier if "backbone" in module_name else 1.0)
+            if isinstance(module, norm_types):
+                decay = weight_decay_norm
+            elif isinstance(module, nn.Embedding) or param_name in EMBED_PARAM_NAMES:
+                decay = weight_decay_embed
+            else:
+                decay = weight_decay
+            name = f"{module_name}.{param_name}" if module_name else param_name
+            groups.append({"params": [param], "lr": lr, "weight_decay": decay, "name": name})
+    return groups
+
+
+# --------------------------------------------------------------------------- #
+# Gradient clipping
+# --------------------------------------------------------------------------- #
+def _per_param_clipper(clip_type: str, clip_value: float, norm_type: float) -> Callable:
+    if clip_type == "value":
+        return lambda params: torch.nn.utils.clip_grad_value_(params, clip_value)
+    if clip_type == "norm":
+        return lambda params: torch.nn.utils.clip_grad_norm_(params, clip_value, norm_type)
+    raise ConfigError(
+        f"SOLVER.CLIP_GRADIENTS.CLIP_TYPE must be 'value', 'norm' or 'full_model', got {clip_type!r}"
+    )
+
+
+def with_gradient_clipping(
+    optimizer_type: type[torch.optim.Optimizer],
+    *,
+    clip_type: str,
+    clip_value: float,
+    norm_type: float = 2.0,
+) -> type[torch.optim.Optimizer]:
+    """A subclass of ``optimizer_type`` whose ``step`` clips gradients first.
+
+    ``clip_type``: ``"full_model"`` clips the norm of all gradients together (published
+    Mask2Former); ``"value"`` / ``"norm"`` clip each parameter group's gradients on their own
+    (detectron2; with one parameter per group this is per parameter). The subclass keeps the
+    optimizer's ``state_dict`` format, so checkpoints load into the plain optimizer.
+    """
+    if clip_type == "full_model":
+
+        def clip(groups: list[dict]) -> None:
+            params = [p for g in groups for p in g["params"]]
+            torch.nn.utils.clip_grad_norm_(params, clip_value, norm_type)
+
+    else:
+        clip_one = _per_param_clipper(clip_type, clip_value, norm_type)
+
+        def clip(groups: list[dict]) -> None:
+            for group in groups:
+                clip_one(group["params"])
+
+    def step(self, closure=None):
+        clip(self.param_groups)
+        return optimizer_type.step(self, closure)
+
+    name = optimizer_type.__name__ + "WithGradientClip"
+    return type(name, (optimizer_type,), {"step": step, "clip_type": clip_type})
+
+
+# --------------------------------------------------------------------------- #
+# Optimizer
+# --------------------------------------------------------------------------- #
+def _optimizer_type(cfg: CfgNode) -> tuple[type[torch.optim.Optimizer], dict[str, Any]]:
+    name = cfg.SOLVER.OPTIMIZER.upper()
+    if name == "ADAMW":
+        return torch.optim.AdamW, {}
+    if name == "SGD":
+        return torch.optim.SGD, {"momentum": cfg.SOLVER.MOMENTUM, "nesterov": cfg.SOLVER.NESTEROV}
+    raise ConfigError(f"SOLVER.OPTIMIZER must be 'ADAMW' or 'SGD', got {cfg.SOLVER.OPTIMIZER!r}")
+
+
+def build_optimizer(cfg: CfgNode, model: nn.Module) -> torch.optim.Optimizer:
+    """AdamW or SGD over :func:`get_param_groups`, with ``SOLVER.CLIP_GRADIENTS`` applied."""
+    groups = get_param_groups(
+        model,
+        base_lr=cfg.SOLVER.BASE_LR,
+        weight_decay=cfg.SOLVER.WEIGHT_DECAY,
+        weight_decay_norm=cfg.SOLVER.WEIGHT_DECAY_NORM,
+        weight_decay_embed=cfg.SOLVER.WEIGHT_DECAY_EMBED,
+        backbone_multiplier=cfg.SOLVER.BACKBONE_MULTIPLIER,
+    )
+    if not groups:
+        raise ValueError("build_optimizer: the model has no trainable parameters")
+    optimizer_type, extra = _optimizer_type(cfg)
+    clip = cfg.SOLVER.CLIP_GRADIENTS
+    if clip.ENABLED:
+        optimizer_type = with_gradient_clipping(
+            optimizer_type,
+            clip_type=clip.CLIP_TYPE,
+            clip_value=clip.CLIP_VALUE,
+            norm_type=clip.NORM_TYPE,
+        )
+    return optimizer_type(groups, lr=cfg.SOLVER.BASE_LR, **extra)
+
+
+# --------------------------------------------------------------------------- #
+# LR schedules
+# --------------------------------------------------------------------------- #
+class PolyWithConstantEnding(ParamScheduler):
+    """``(1 - where) ** power``, held at ``constant_ending`` once it falls below it (0: off)."""
+
+    def __init__(self, power: float, constant_ending: float = 0.0) -> None:
+        self._poly = PolynomialDecayParamScheduler(1.0, power)
+        self._ending = constant_ending
+
+    def __call__(self, where: float) -> float:
+        value = self._poly(where)
+        if self._ending > 0 and value < self._ending:
+            return self._ending
+        return value
+
+
+class WarmupParamScheduler(CompositeParamScheduler):
+    """``scheduler`` preceded by a warm-up over the first ``warmup_length`` of training.
+
+    The warm-up goes (linearly, or stays constant) from ``warmup_factor * scheduler(w)`` to
+    ``scheduler(w)`` with ``w = warmup_length``; afterwards the value is ``scheduler(where)`` on
+    the global training progress (detectron2's ``WarmupParamScheduler``).
+    """
+
+    def __init__(
+        self,
+        scheduler: ParamScheduler,
+        warmup_factor: float,
+        warmup_length: float,
+        warmup_method: str = "linear",
+    ) -> None:
+        end_value = scheduler(warmup_length)
+        start_value = warmup_factor * end_value
+        if warmup_method == "linear":
+            warmup: ParamScheduler = LinearParamScheduler(start_value, end_value)
+        elif warmup_method == "constant":
+            warmup = ConstantParamScheduler(start_value)
+        else:
+            raise ConfigError(
+                f"SOLVER.WARMUP_METHOD must be 'linear' or 'constant', got {warmup_method!r}"
+            )
+        super().__init__(
+            [warmup, scheduler],
+            interval_scaling=["rescaled", "fixed"],
+            lengths=[warmup_length, 1 - warmup_length],
+        )
+
+
+class LRMultiplier(torch.optim.lr_scheduler.LRScheduler):
+    """Sets every group's LR to ``initial_lr * multiplier(iteration / max_iter)``.
+
+    Step it once per iteration. Its ``state_dict`` holds only ``base_lrs`` and ``last_epoch``
+    (the iteration), so a resumed run continues with the same LR.
+    """
+
+    def __init__(
+        self,
+        optimizer: torch.optim.Optimizer,
+        multiplier: ParamScheduler,
+        max_iter: int,
+        last_iter: int = -1,
+    ) -> None:
+        if not isinstance(multiplier, ParamScheduler):
+            raise TypeError(f"multiplier must be an fvcore ParamScheduler, got {type(multiplier)}")
+        self._multiplier = multiplier
+        self._max_iter = max_iter
+        super().__init__(optimizer, last_epoch=last_iter)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"base_lrs": self.base_lrs, "last_epoch": self.last_epoch}
+
+    def get_lr(self) -> list[float]:
+        factor = self._multiplier(min(self.last_epoch / self._max_iter, 1.0))
+        return [base_lr * factor for base_lr in self.base_lrs]
+
+
+def _main_schedule(cfg: CfgNode) -> ParamScheduler:
+    name, solver = cfg.SOLVER.LR_SCHEDULER_NAME, cfg.SOLVER
+    if name == "WarmupMultiStepLR":
+        steps = [s for s in solver.STEPS if s <= solver.MAX_ITER]
+        if len(steps) != len(solver.STEPS):
+            logger.warning("SOLVER.STEPS beyond SOLVER.MAX_ITER=%d are ignored", solver.MAX_ITER)
+        return MultiStepParamScheduler(
+            values=[solver.GAMMA**k for k in range(len(steps) + 1)],
+            milestones=steps,
+            num_updates=solver.MAX_ITER,
+        )
+    if name == "WarmupCosineLR":
+        return CosineParamScheduler(1.0, solver.BASE_LR_END / solver.BASE_LR)
+    if name == "WarmupPolyLR":
+        return PolyWithConstantEnding(solver.POLY_LR_POWER, solver.POLY_LR_CONSTANT_ENDING)
+    raise ConfigError(
+        "SOLVER.LR_SCHEDULER_NAME must be WarmupMultiStepLR, WarmupCosineLR or WarmupPolyLR, "
+        f"got {name!r}"
+    )
+
+
+def build_lr_scheduler(
+    cfg: CfgNode, optimizer: torch.optim.Optimizer
+) -> torch.optim.lr_scheduler.LRScheduler:
+    """Warm-up (``SOLVER.WARMUP_*``) then the schedule named by ``SOLVER.LR_SCHEDULER_NAME``."""
+    solver = cfg.SOLVER
+    if solver.MAX_ITER <= 0:
+        raise ConfigError(f"SOLVER.MAX_ITER must be positive, got {solver.MAX_ITER}")
+    schedule = WarmupParamScheduler(
+        _main_schedule(cfg),
+        solver.WARMUP_FACTOR,
+        min(solver.WARMUP_ITERS / solver.MAX_ITER, 1.0),
+        solver.WARMUP_METHOD,
+    )
+    return LRMultiplier(optimizer, schedule, max_iter=solver.MAX_ITER)

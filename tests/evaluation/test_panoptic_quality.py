@@ -1,0 +1,170 @@
+"""PQ / SQ / RQ: hand-worked cases, panopticapi's algorithm as reference, PNG format."""
+
+import json
+
+import numpy as np
+import pytest
+from panoptic_reference import make_panoptic_set, reference_pq_compute
+from PIL import Image
+
+from mask2former.evaluation.panoptic_quality import (
+    PQStat,
+    image_pq_stat,
+    pq_compute,
+    pq_results,
+    read_panoptic_png,
+    write_panoptic_png,
+)
+
+# Categories: 1 and 2 are things, 3 is stuff.
+ISTHING = {1: True, 2: True, 3: False}
+CATS = np.array(sorted(ISTHING))
+
+
+def _row(*spans):
+    """A 1 x N id map from (id, length) spans, left to right."""
+    return np.concatenate([np.full(n, i, dtype=np.int64) for i, n in spans])[None, :]
+
+
+def _gt(*segs):
+    """gt segments_info from (id, category, area, iscrowd)."""
+    return [{"id": i, "category_id": c, "area": a, "iscrowd": cr} for i, c, a, cr in segs]
+
+
+def _pred(*segs):
+    return [{"id": i, "category_id": c} for i, c in segs]
+
+
+def _score(gt_ids, gt_segs, pred_ids, pred_segs):
+    return pq_results(image_pq_stat(gt_ids, gt_segs, pred_ids, pred_segs, CATS), ISTHING)
+
+
+def test_one_matched_at_iou_06_and_one_missed():
+    # gt: A (cat 1) px 0-9, B (cat 3) px 10-19. pred: a (cat 1) px 0-5, the rest VOID.
+    # a vs A: intersection 6, union 6 + 10 - 6 = 10, IoU 0.6 > 0.5 -> TP. B is missed -> FN.
+    # cat 1: PQ = SQ = 0.6, RQ = 1. cat 3: TP 0, FN 1 -> PQ = SQ = RQ = 0.
+    # All (n = 2): PQ = SQ = 0.3, RQ = 0.5. Things: 0.6 / 0.6 / 1. Stuff: 0 / 0 / 0.
+    res = _score(
+        _row((7, 10), (9, 10)),
+        _gt((7, 1, 10, 0), (9, 3, 10, 0)),
+        _row((4, 6), (0, 14)),
+        _pred((4, 1)),
+    )
+    assert res["All"] == pytest.approx({"pq": 0.3, "sq": 0.3, "rq": 0.5, "n": 2})
+    assert res["Things"] == pytest.approx({"pq": 0.6, "sq": 0.6, "rq": 1.0, "n": 1})
+    assert res["Stuff"] == pytest.approx({"pq": 0.0, "sq": 0.0, "rq": 0.0, "n": 1})
+    assert res["per_class"][1] == pytest.approx({"pq": 0.6, "sq": 0.6, "rq": 1.0})
+
+
+def test_void_removed_from_union_and_false_positive_mostly_on_void():
+    # gt: A (cat 1) px 0-9, VOID px 10-15, B (cat 3) px 16-23.
+    # pred: a (cat 1) px 0-11: 2 px on VOID leave the union: 12 + 10 - 10 - 2 = 10, IoU 1.
+    #       b (cat 2) px 12-13: all on VOID (2/2 > 0.5) -> ignored, not a FP.
+    #       c (cat 2) px 14-17: 2 of 4 px on VOID, 0.5 is not > 0.5 -> FP of cat 2.
+    #       px 18-23 VOID. B (cat 3) only meets c (cat 2) -> FN of cat 3.
+    # cat 1: PQ 1; cat 2: FP 1 -> 0; cat 3: FN 1 -> 0. All (n = 3): PQ = SQ = RQ = 1/3.
+    gt = _row((7, 10), (0, 6), (9, 8))
+    pred = _row((4, 12), (5, 2), (6, 4), (0, 6))
+    res = _score(gt, _gt((7, 1, 10, 0), (9, 3, 8, 0)), pred, _pred((4, 1), (5, 2), (6, 2)))
+    assert res["All"] == pytest.approx({"pq": 1 / 3, "sq": 1 / 3, "rq": 1 / 3, "n": 3})
+    assert res["per_class"][1] == pytest.approx({"pq": 1.0, "sq": 1.0, "rq": 1.0})
+    assert res["per_class"][2] == pytest.approx({"pq": 0.0, "sq": 0.0, "rq": 0.0})
+
+
+def test_crowd_region():
+    # gt: A (cat 1, crowd) px 0-9, B (cat 1) px 10-19.
+    # pred: a (cat 1) px 0-7: on the crowd of its own class (8/8) -> not a FP; crowd never
+    #       matches and A is not a FN. c (cat 2) px 8-9: on a crowd of another class -> FP.
+    #       b (cat 1) px 10-19: IoU 1 with B -> TP.
+    # cat 1: TP 1, IoU 1 -> PQ 1; cat 2: FP 1 -> PQ 0. All (n = 2): PQ = SQ = RQ = 0.5.
+    gt_ids = _row((7, 10), (8, 10))
+    pred_ids = _row((4, 8), (6, 2), (5, 10))
+    pred = _pred((4, 1), (6, 2), (5, 1))
+    res = _score(gt_ids, _gt((7, 1, 10, 1), (8, 1, 10, 0)), pred_ids, pred)
+    assert res["All"] == pytest.approx({"pq": 0.5, "sq": 0.5, "rq": 0.5, "n": 2})
+    assert res["per_class"][1] == pytest.approx({"pq": 1.0, "sq": 1.0, "rq": 1.0})
+    # The same region not marked crowd: a now overlaps A at IoU 0.8 -> TP, c is a FP, and
+    # cat 1 has TP 2 with IoU 0.8 + 1 -> PQ = SQ = 0.9.
+    res = _score(gt_ids, _gt((7, 1, 10, 0), (8, 1, 10, 0)), pred_ids, pred)
+    assert res["per_class"][1] == pytest.approx({"pq": 0.9, "sq": 0.9, "rq": 1.0})
+
+
+def test_prediction_overlapping_two_gt_segments():
+    # gt: A (cat 1) px 0-9, B (cat 1) px 10-19.
+    # pred: a (cat 1) px 0-13 covers A and 4 px of B: IoU(a, A) = 10 / 14 -> TP;
+    #       IoU(a, B) = 4 / (14 + 10 - 4) = 0.2. px 14 VOID.
+    #       b (cat 1) px 15-19: IoU(b, B) = 5 / (5 + 10 - 5) = 0.5, not > 0.5 -> b FP, B FN.
+    # cat 1: TP 1, FP 1, FN 1, IoU 5/7: PQ = (5/7) / 2 = 5/14, SQ = 5/7, RQ = 1/2.
+    gt = _row((7, 10), (8, 10))
+    pred = _row((4, 14), (0, 1), (5, 5))
+    res = _score(gt, _gt((7, 1, 10, 0), (8, 1, 10, 0)), pred, _pred((4, 1), (5, 1)))
+    assert res["per_class"][1] == pytest.approx({"pq": 5 / 14, "sq": 5 / 7, "rq": 0.5})
+    assert res["All"]["n"] == 1
+
+
+def test_gt_as_prediction_is_100(tmp_path):
+    files = make_panoptic_set(str(tmp_path), 3, height=48, width=64, num_segments=8)
+    with open(files[0]) as f:
+        gt = json.load(f)
+    res = pq_compute(files[0], files[0], files[2], files[2])
+    for group in ("All", "Things", "Stuff"):
+        assert res[group]["pq"] == res[group]["sq"] == res[group]["rq"] == 1.0
+    assert res["All"]["n"] == len(
+        {
+            s["category_id"]
+            for a in gt["annotations"]
+            for s in a["segments_info"]
+            if not s["iscrowd"]
+        }
+    )
+
+
+@pytest.mark.parametrize("num_workers", [1, 2])
+def test_pq_compute_equals_reference_implementation(tmp_path, num_workers):
+    files = make_panoptic_set(str(tmp_path), 10, seed=3, height=96, width=128, num_segments=12)
+    ours = pq_compute(*files, num_workers=num_workers)
+    ref = reference_pq_compute(*files, workers=1)
+    for group in ("All", "Things", "Stuff"):
+        assert ours[group]["n"] == ref[group]["n"]
+        for m in ("pq", "sq", "rq"):
+            assert ours[group][m] == pytest.approx(ref[group][m], abs=1e-12)
+    assert 0.05 < ours["All"]["pq"] < 0.95  # the set has matches and errors both
+    for cat, values in ref["per_class"].items():
+        assert ours["per_class"][cat] == pytest.approx(values, abs=1e-12)
+
+
+def test_malformed_predictions_give_clear_errors():
+    gt, gt_segs = _row((7, 4)), _gt((7, 1, 4, 0))
+    with pytest.raises(
+        KeyError, match=r"\[5\] are in the predicted id map but not in segments_info"
+    ):
+        image_pq_stat(gt, gt_segs, _row((4, 2), (5, 2)), _pred((4, 1)), CATS, "img1")
+    with pytest.raises(KeyError, match=r"\[6\] are in segments_info but not in the predicted"):
+        image_pq_stat(gt, gt_segs, _row((4, 4)), _pred((4, 1), (6, 1)), CATS, "img1")
+    with pytest.raises(KeyError, match="unknown category_id"):
+        image_pq_stat(gt, gt_segs, _row((4, 4)), _pred((4, 42)), CATS, "img1")
+    with pytest.raises(ValueError, match="1x4 but the prediction is 1x3"):
+        image_pq_stat(gt, gt_segs, _row((4, 3)), _pred((4, 1)), CATS, "img1")
+
+
+def test_png_roundtrip_uses_coco_id_encoding(tmp_path):
+    ids = np.array([[0, 1, 255, 256], [65536, 16777215, 123456, 7]], dtype=np.int64)
+    path = str(tmp_path / "x.png")
+    write_panoptic_png(path, ids)
+    rgb = np.asarray(Image.open(path)).astype(np.int64)  # read back independently
+    assert np.array_equal(rgb[..., 0] + 256 * rgb[..., 1] + 65536 * rgb[..., 2], ids)
+    assert np.array_equal(read_panoptic_png(path), ids)
+    with pytest.raises(FileNotFoundError, match="missing.png"):
+        read_panoptic_png(str(tmp_path / "missing.png"))
+
+
+def test_pqstat_sums_and_rejects_other_categories():
+    a = PQStat.zeros([1, 2])
+    b = PQStat(
+        a.category_ids, np.array([0.5, 0.0]), np.array([1, 0]), np.array([0, 1]), np.array([0, 0])
+    )
+    a += b
+    a += b
+    assert a.tp.tolist() == [2, 0] and a.fp.tolist() == [0, 2] and a.iou.tolist() == [1.0, 0.0]
+    with pytest.raises(ValueError, match="different category sets"):
+        a += PQStat.zeros([1, 3])

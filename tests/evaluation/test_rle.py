@@ -1,0 +1,53 @@
+"""encode_masks is byte-identical to pycocotools.mask.encode."""
+
+import numpy as np
+import pycocotools.mask as mask_util
+import pytest
+import torch
+
+from mask2former.evaluation.rle import encode_masks
+
+
+def _reference(masks: np.ndarray) -> list[str]:
+    fortran = np.asfortranarray(masks.transpose(1, 2, 0).astype(np.uint8))
+    return [r["counts"].decode("ascii") for r in mask_util.encode(fortran)]
+
+
+def test_random_masks_match_pycocotools():
+    rng = np.random.default_rng(0)
+    for trial in range(200):
+        h, w = rng.integers(1, 13, size=2)
+        masks = rng.random((int(rng.integers(1, 5)), h, w)) < rng.random()
+        got = encode_masks(masks)
+        assert [r["counts"] for r in got] == _reference(masks), (trial, masks.astype(int))
+        assert all(r["size"] == [h, w] for r in got)
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["empty", "full", "pixel_top_left", "pixel_bottom_right", "full_height_band", "border"],
+)
+def test_edge_cases_match_pycocotools(case):
+    masks = np.zeros((1, 6, 7), dtype=bool)
+    if case == "full":
+        masks[:] = True
+    elif case == "pixel_top_left":
+        masks[0, 0, 0] = True
+    elif case == "pixel_bottom_right":
+        masks[0, -1, -1] = True
+    elif case == "full_height_band":  # runs continue from one column into the next
+        masks[0, :, 2:5] = True
+    elif case == "border":
+        masks[0, [0, -1], :] = True
+        masks[0, :, [0, -1]] = True
+    assert [r["counts"] for r in encode_masks(masks)] == _reference(masks)
+
+
+def test_tensor_inputs_float_binarised_at_half():
+    rng = np.random.default_rng(1)
+    masks = rng.random((5, 30, 40)).astype(np.float32)
+    got = encode_masks(torch.from_numpy(masks))
+    assert [r["counts"] for r in got] == _reference(masks >= 0.5)
+    assert encode_masks(torch.zeros(0, 30, 40, dtype=torch.bool)) == []
+    with pytest.raises(ValueError, match=r"\(n, H, W\)"):
+        encode_masks(np.zeros((30, 40), dtype=bool))

@@ -1,0 +1,86 @@
+"""SemSegEvaluator: a hand-worked confusion case, 100 on ground truth, errors, JSON dump."""
+
+import json
+import math
+
+import cv2
+import numpy as np
+import pycocotools.mask as mask_util
+import pytest
+import torch
+from eval_helpers import unique_name
+
+from mask2former.data.catalog import MetadataCatalog
+from mask2former.evaluation import SemSegEvaluator
+
+
+@pytest.fixture()
+def sem_dataset(tmp_path):
+    name = unique_name("sem")
+    MetadataCatalog.get(name).set(
+        stuff_classes=["a", "b", "c"],
+        stuff_dataset_id_to_contiguous_id={10: 0, 20: 1, 30: 2},
+        ignore_label=255,
+        evaluator_type="sem_seg",
+    )
+    yield name
+    MetadataCatalog.remove(name)
+
+
+def _scores(labels: np.ndarray, num_classes: int = 3) -> torch.Tensor:
+    """(C, H, W) one-hot scores whose argmax is ``labels``."""
+    return (
+        torch.nn.functional.one_hot(torch.from_numpy(labels), num_classes).permute(2, 0, 1).float()
+    )
+
+
+def _run(name, tmp_path, gt, pred, output_dir=None):
+    path = str(tmp_path / "gt.png")
+    cv2.imwrite(path, gt.astype(np.uint8))
+    ev = SemSegEvaluator(name, distributed=False, output_dir=output_dir)
+    ev.reset()
+    ev.process([{"file_name": "img.jpg", "sem_seg_file_name": path}], [{"sem_seg": _scores(pred)}])
+    return ev.evaluate()["sem_seg"]
+
+
+def test_hand_worked_case(sem_dataset, tmp_path):
+    gt = np.array([[0, 0, 1], [1, 255, 1]])
+    pred = np.array([[0, 1, 1], [1, 2, 0]])
+    # (gt, pred) over non-ignored pixels: (0,0) (0,1) (1,1) (1,1) (1,0); the ignored one drops.
+    # a: TP 1, gt 2, pred 2 -> IoU 1/3, ACC 1/2. b: TP 2, gt 3, pred 3 -> IoU 2/4, ACC 2/3.
+    # c: no gt pixel -> nan, left out of the means (its prediction is on the ignored pixel).
+    # mIoU = (1/3 + 1/2)/2 = 5/12; fwIoU = 2/5 * 1/3 + 3/5 * 1/2 = 13/30;
+    # mACC = (1/2 + 2/3)/2 = 7/12; pACC = 3/5.
+    res = _run(sem_dataset, tmp_path, gt, pred)
+    assert res["mIoU"] == pytest.approx(100 * 5 / 12)
+    assert res["fwIoU"] == pytest.approx(100 * 13 / 30)
+    assert res["mACC"] == pytest.approx(100 * 7 / 12)
+    assert res["pACC"] == pytest.approx(60.0)
+    assert res["IoU-a"] == pytest.approx(100 / 3) and res["IoU-b"] == pytest.approx(50.0)
+    assert res["ACC-b"] == pytest.approx(200 / 3)
+    assert math.isnan(res["IoU-c"]) and math.isnan(res["ACC-c"])
+
+
+def test_ground_truth_as_prediction_is_100_and_json_dump(sem_dataset, tmp_path):
+    rng = np.random.default_rng(0)
+    gt = rng.integers(0, 3, size=(20, 30))
+    res = _run(sem_dataset, tmp_path, gt, gt, output_dir=str(tmp_path / "out"))
+    assert res["mIoU"] == res["fwIoU"] == res["mACC"] == res["pACC"] == pytest.approx(100.0)
+    dumped = json.loads((tmp_path / "out" / "sem_seg_predictions.json").read_text())
+    assert sorted(d["category_id"] for d in dumped) == [10, 20, 30]  # dataset ids
+    for d in dumped:
+        cls = {10: 0, 20: 1, 30: 2}[d["category_id"]]
+        assert np.array_equal(mask_util.decode(d["segmentation"]).astype(bool), gt == cls)
+
+
+def test_bad_inputs(sem_dataset, tmp_path):
+    with pytest.raises(ValueError, match=r"ground-truth labels \[7\] are outside 0..2"):
+        _run(sem_dataset, tmp_path, np.array([[0, 7]]), np.array([[0, 1]]))
+    with pytest.raises(ValueError, match="differ in size"):
+        _run(sem_dataset, tmp_path, np.array([[0, 1]]), np.array([[0, 1, 1]]))
+    ev = SemSegEvaluator(sem_dataset, distributed=False)
+    with pytest.raises(FileNotFoundError, match="nope.png"):
+        ev.process(
+            [{"file_name": "x.jpg", "sem_seg_file_name": "nope.png"}],
+            [{"sem_seg": _scores(np.zeros((2, 2), dtype=np.int64))}],
+        )

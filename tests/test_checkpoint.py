@@ -1,0 +1,372 @@
+"""Checkpoints: safe reading, exact-name loading, atomic saving, and the converters."""
+
+import logging
+import os
+import pickle
+import runpy
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+from torch import nn
+
+from mask2former.checkpoint import (
+    CheckpointError,
+    DetectionCheckpointer,
+    UnsafeCheckpointError,
+    atomic_write,
+    convert_swin_release,
+    load_state_dict_exact,
+    read_checkpoint,
+    save_weights,
+)
+from mask2former.config import get_cfg
+from mask2former.modeling import build_backbone
+from mask2former.modeling.backbone.swin import D2SwinTransformer
+
+TOOLS = Path(__file__).resolve().parents[1] / "tools"
+
+
+class TinyBackbone(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.norm = nn.BatchNorm2d(4)
+
+
+class TinyModel(nn.Module):
+    """A model with a backbone and a head, as the meta-architectures have."""
+
+    def __init__(self):
+        super().__init__()
+        self.backbone = TinyBackbone()
+        self.head = nn.Linear(4, 2)
+
+
+def _randomised(model: nn.Module) -> nn.Module:
+    with torch.no_grad():
+        for value in model.state_dict().values():
+            if value.is_floating_point():
+                value.normal_()
+            else:
+                value.fill_(7)
+    return model
+
+
+def _assert_same_state(a: nn.Module, b: nn.Module) -> None:
+    sa, sb = a.state_dict(), b.state_dict()
+    assert sa.keys() == sb.keys()
+    for key in sa:
+        assert sa[key].dtype == sb[key].dtype, key
+        assert torch.equal(sa[key], sb[key]), key
+
+
+# --------------------------------------------------------------------------- #
+# Round trips
+# --------------------------------------------------------------------------- #
+@pytest.mark.parametrize("ext", [".pkl", ".pth", ".safetensors"])
+def test_round_trip_through_each_format(tmp_path, ext):
+    source, target = _randomised(TinyModel()), TinyModel()
+    path = str(tmp_path / f"weights{ext}")
+    save_weights(source.state_dict(), path)
+    DetectionCheckpointer(target).load(path)
+    _assert_same_state(source, target)
+    assert os.listdir(tmp_path) == [f"weights{ext}"]  # no temporary file left behind
+
+
+@pytest.mark.parametrize("protocol", [2, 4, 5])
+def test_detectron2_pkl_layouts_load(tmp_path, protocol):
+    """{"model": {name: ndarray}, "__author__", ...} and a plain dict of arrays both load."""
+    source = _randomised(TinyModel())
+    arrays = {k: v.numpy() for k, v in source.state_dict().items()}
+    arrays["backbone.norm.num_batches_tracked"] = np.int64(7)  # a numpy scalar
+    for i, payload in enumerate(
+        [
+            {"model": arrays, "__author__": "Detectron2 Model Zoo", "matching_heuristics": True},
+            arrays,
+        ]
+    ):
+        path = tmp_path / f"m{i}.pkl"
+        path.write_bytes(pickle.dumps(payload, protocol=protocol))
+        target = TinyModel()
+        extra = DetectionCheckpointer(target).load(str(path))
+        _assert_same_state(source, target)
+        assert extra.get("__author__") == ("Detectron2 Model Zoo" if i == 0 else None)
+
+
+def test_pth_training_checkpoint_keeps_extra_entries(tmp_path):
+    model = _randomised(TinyModel())
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    model.head(torch.randn(2, 4)).sum().backward()
+    optimizer.step()
+    checkpointer = DetectionCheckpointer(model, str(tmp_path), optimizer=optimizer)
+    checkpointer.save("model_0000009", iteration=9)
+    assert (tmp_path / "last_checkpoint").read_text() == "model_0000009.pth"
+    assert sorted(os.listdir(tmp_path)) == ["last_checkpoint", "model_0000009.pth"]
+    assert checkpointer.has_checkpoint()
+    assert checkpointer.get_checkpoint_file() == str(tmp_path / "model_0000009.pth")
+
+    fresh = TinyModel()
+    fresh_optimizer = torch.optim.SGD(fresh.parameters(), lr=0.1, momentum=0.9)
+    resumed = DetectionCheckpointer(fresh, str(tmp_path), optimizer=fresh_optimizer)
+    extra = resumed.resume_or_load("ignored-when-resuming.pth", resume=True)
+    assert extra == {"iteration": 9}
+    _assert_same_state(model, fresh)
+    assert fresh_optimizer.state_dict()["state"].keys() == optimizer.state_dict()["state"].keys()
+
+
+def test_resume_false_loads_only_the_model(tmp_path):
+    model = _randomised(TinyModel())
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+    DetectionCheckpointer(model, str(tmp_path), optimizer=optimizer).save("m", iteration=3)
+    fresh_optimizer = torch.optim.SGD(TinyModel().parameters(), lr=0.01)
+    fresh = TinyModel()
+    checkpointer = DetectionCheckpointer(fresh, str(tmp_path), optimizer=fresh_optimizer)
+    extra = checkpointer.resume_or_load(str(tmp_path / "m.pth"), resume=False)
+    _assert_same_state(model, fresh)
+    assert fresh_optimizer.param_groups[0]["lr"] == 0.01
+    assert "optimizer" in extra and extra["iteration"] == 3
+
+
+def test_failed_atomic_write_leaves_the_old_file(tmp_path):
+    path = tmp_path / "last_checkpoint"
+    path.write_text("old")
+    with pytest.raises(RuntimeError), atomic_write(str(path)) as f:
+        f.write(b"half-written")
+        raise RuntimeError("interrupted")
+    assert path.read_text() == "old"
+    assert os.listdir(tmp_path) == ["last_checkpoint"]
+
+
+# --------------------------------------------------------------------------- #
+# Refusing code in pickles
+# --------------------------------------------------------------------------- #
+class _Payload:
+    """Unpickling this would create ``marker`` (if the unpickler ran it)."""
+
+    def __init__(self, marker: Path):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+class _SystemPayload:
+    def __init__(self, marker: Path):
+        self.command = f"touch {marker}"
+
+    def __reduce__(self):
+        return (os.system, (self.command,))
+
+
+@pytest.mark.parametrize("payload_class", [_Payload, _SystemPayload])
+def test_pkl_with_reduce_payload_is_refused_and_never_runs(tmp_path, payload_class):
+    marker = tmp_path / "pwned"
+    path = tmp_path / "evil.pkl"
+    weights = {"w": np.zeros(3, dtype=np.float32)}
+    path.write_bytes(pickle.dumps({"model": weights, "x": payload_class(marker)}))
+    with pytest.raises(UnsafeCheckpointError) as info:
+        DetectionCheckpointer(TinyModel()).load(str(path))
+    message = str(info.value)
+    assert str(path) in message
+    assert ("io.open" if payload_class is _Payload else ".system'") in message
+    assert not marker.exists()
+
+
+def test_pth_with_reduce_payload_is_refused_and_never_runs(tmp_path):
+    marker = tmp_path / "pwned"
+    path = tmp_path / "evil.pth"
+    torch.save({"model": {"w": torch.zeros(1)}, "x": _Payload(marker)}, str(path))
+    with pytest.raises(UnsafeCheckpointError, match="evil.pth"):
+        read_checkpoint(str(path))
+    assert not marker.exists()
+
+
+def test_unreadable_files_name_the_file(tmp_path):
+    missing = tmp_path / "nope.pkl"
+    with pytest.raises(FileNotFoundError, match="nope.pkl"):
+        DetectionCheckpointer(TinyModel()).load(str(missing))
+    garbage = tmp_path / "garbage.safetensors"
+    garbage.write_bytes(b"not a safetensors file")
+    with pytest.raises(CheckpointError, match="garbage.safetensors"):
+        read_checkpoint(str(garbage))
+    nested = tmp_path / "nested.pth"
+    torch.save({"state_dict": {"w": torch.zeros(1)}, "meta": {"epoch": 1}}, str(nested))
+    with pytest.raises(CheckpointError, match="nested.pth.*state_dict"):
+        read_checkpoint(str(nested))
+
+
+# --------------------------------------------------------------------------- #
+# Exact matching
+# --------------------------------------------------------------------------- #
+def test_shape_mismatch_names_the_key_and_both_shapes(tmp_path):
+    state = TinyModel().state_dict()
+    state["head.weight"] = torch.zeros(3, 4)
+    path = str(tmp_path / "bad.pth")
+    save_weights(state, path)
+    with pytest.raises(CheckpointError, match=r"head\.weight.*\(3, 4\).*\(2, 4\)"):
+        DetectionCheckpointer(TinyModel()).load(path)
+
+
+def test_missing_and_unexpected_keys_are_reported_as_a_table(tmp_path, caplog):
+    state = TinyModel().state_dict()
+    del state["head.bias"]
+    state["head.extra"] = torch.zeros(1)
+    result = load_state_dict_exact(TinyModel(), state, "ckpt.pkl")
+    assert result.missing_keys == ["head.bias"]
+    assert result.unexpected_keys == ["head.extra"]
+    with caplog.at_level(logging.WARNING, logger="mask2former.checkpoint"):
+        load_state_dict_exact(TinyModel(), state, "ckpt.pkl")
+    assert "ckpt.pkl" in caplog.text and "head.bias" in caplog.text and "head.extra" in caplog.text
+
+
+def test_backbone_only_checkpoint_loads_into_model_backbone():
+    source = _randomised(TinyBackbone())
+    target = TinyModel()
+    head_before = target.head.weight.clone()
+    result = load_state_dict_exact(target, source.state_dict())
+    _assert_same_state(source, target.backbone)
+    assert sorted(result.missing_keys) == ["head.bias", "head.weight"]
+    assert result.unexpected_keys == []
+    assert torch.equal(target.head.weight, head_before)
+
+
+def test_backbone_only_checkpoint_with_a_classifier_loads_the_rest():
+    """detectron2's torchvision R-50.pkl carries ``stem.fc.*``: reported, not loaded."""
+    source = _randomised(TinyBackbone())
+    state = dict(source.state_dict(), **{"stem.fc.weight": torch.zeros(10, 4)})
+    target = TinyModel()
+    result = load_state_dict_exact(target, state)
+    _assert_same_state(source, target.backbone)
+    assert result.unexpected_keys == ["backbone.stem.fc.weight"]
+
+
+def test_backbone_prefix_is_not_applied_when_a_key_matches_the_full_model():
+    """One key that names a model key: no renaming (no guessing), backbone keys unexpected."""
+    state = _randomised(TinyBackbone()).state_dict()
+    state["head.bias"] = torch.ones(2)
+    target = TinyModel()
+    before = target.backbone.conv.weight.clone()
+    result = load_state_dict_exact(target, state)
+    assert torch.equal(target.backbone.conv.weight, before)
+    assert torch.equal(target.head.bias, torch.ones(2))
+    assert "conv.weight" in result.unexpected_keys
+
+
+def test_backbone_prefix_is_not_applied_when_nothing_would_match(caplog):
+    state = {"layer1.0.conv1.weight": torch.zeros(1)}  # torchvision names, not converted
+    with caplog.at_level(logging.WARNING, logger="mask2former.checkpoint"):
+        result = load_state_dict_exact(TinyModel(), state, "raw.pth")
+    assert result.unexpected_keys == ["layer1.0.conv1.weight"]
+    assert "no key matched" in caplog.text
+
+
+# --------------------------------------------------------------------------- #
+# Converters
+# --------------------------------------------------------------------------- #
+def _run_tool(script: str, *args: str) -> None:
+    argv = sys.argv
+    sys.argv = [script, *args]
+    try:
+        runpy.run_path(str(TOOLS / script), run_name="__main__")
+    finally:
+        sys.argv = argv
+
+
+def test_torchvision_resnet50_converted_with_the_tool_matches_torchvision(tmp_path):
+    """Converted weights give torchvision's layer4 output as res5.
+
+    Random weights and random BN statistics, eval mode, STRIDE_IN_1X1 False. Tolerance:
+    |ours - torchvision| <= 1e-5 * max|torchvision| + 1e-5 (float32; FrozenBN folds the
+    statistics into a scale and shift, BatchNorm2d applies them in a different order).
+    """
+    torch.manual_seed(0)
+    reference = torchvision.models.resnet50().eval()
+    with torch.no_grad():
+        for module in reference.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                module.running_mean.uniform_(-0.1, 0.1)
+                module.running_var.uniform_(0.5, 1.5)
+                module.weight.uniform_(0.5, 1.5)
+                module.bias.uniform_(-0.1, 0.1)
+    source, converted = tmp_path / "resnet50.pth", tmp_path / "R-50.pkl"
+    torch.save(reference.state_dict(), str(source))
+    _run_tool("convert-torchvision-to-d2.py", str(source), str(converted))
+
+    checkpoint = read_checkpoint(str(converted))
+    assert checkpoint["__author__"] == "torchvision"
+    cfg = get_cfg()
+    cfg.MODEL.RESNETS.STRIDE_IN_1X1 = False
+    cfg.MODEL.RESNETS.OUT_FEATURES = ["res5"]
+    backbone = build_backbone(cfg).eval()  # FrozenBN, freeze-at 2: as the configs train
+    result = load_state_dict_exact(backbone, checkpoint["model"], str(converted))
+    assert result.missing_keys == [] and result.unexpected_keys == []
+
+    x = torch.randn(1, 3, 96, 128)
+    with torch.no_grad():
+        r = reference
+        expected = r.layer4(r.layer3(r.layer2(r.layer1(r.maxpool(r.relu(r.bn1(r.conv1(x))))))))
+        actual = backbone(x)["res5"]
+    scale = expected.abs().max().item()
+    torch.testing.assert_close(actual, expected, rtol=0, atol=1e-5 * scale + 1e-5)
+
+
+def test_swin_release_converted_with_the_tool_loads_into_the_backbone(tmp_path):
+    """Head, final norm and attn_mask buffers are dropped; the rest loads by exact name."""
+    torch.manual_seed(0)
+    args = {"embed_dim": 16, "depths": (2, 2, 2, 2), "num_heads": (1, 2, 2, 4)}
+    pretrained = _randomised(D2SwinTransformer(**args))
+    release = {k: v for k, v in pretrained.state_dict().items() if not k.startswith("norm")}
+    release.update(
+        {
+            "norm.weight": torch.ones(128),
+            "norm.bias": torch.zeros(128),
+            "head.weight": torch.zeros(1000, 128),
+            "head.bias": torch.zeros(1000),
+            "layers.0.blocks.1.attn_mask": torch.zeros(64, 49, 49),
+        }
+    )
+    source, converted = tmp_path / "swin_tiny.pth", tmp_path / "swin_tiny.pkl"
+    torch.save({"model": release}, str(source))
+    _run_tool("convert-pretrained-swin-model-to-d2.py", str(source), str(converted))
+
+    model = TinyModel()
+    model.backbone = D2SwinTransformer(**args)
+    result = load_state_dict_exact(model, read_checkpoint(str(converted))["model"])
+    assert result.unexpected_keys == []
+    assert sorted(result.missing_keys) == sorted(
+        [f"backbone.norm{i}.{p}" for i in range(4) for p in ("weight", "bias")]
+        + ["head.weight", "head.bias"]
+    )
+    loaded = model.backbone.state_dict()
+    for key, value in release.items():
+        if key in loaded:
+            assert torch.equal(loaded[key], value), key
+
+
+def test_swin_converter_refuses_unknown_keys():
+    with pytest.raises(KeyError, match="fc.weight"):
+        convert_swin_release(
+            {"patch_embed.proj.weight": torch.zeros(1), "fc.weight": torch.zeros(1)}
+        )
+
+
+def test_save_to_disk_false_writes_nothing(tmp_path):
+    DetectionCheckpointer(TinyModel(), str(tmp_path), save_to_disk=False).save("m")
+    assert os.listdir(tmp_path) == []
+
+
+def test_pkl_written_by_numpy_1_loads(tmp_path):
+    """numpy 1.x pickles name ``numpy.core.multiarray`` (numpy 2 writes ``numpy._core``)."""
+    source = _randomised(TinyModel())
+    arrays = {k: v.numpy() for k, v in source.state_dict().items()}
+    data = pickle.dumps({"model": arrays}, protocol=2)
+    assert b"numpy._core.multiarray" in data
+    path = tmp_path / "old.pkl"
+    path.write_bytes(data.replace(b"numpy._core.multiarray", b"numpy.core.multiarray"))
+    target = TinyModel()
+    DetectionCheckpointer(target).load(str(path))
+    _assert_same_state(source, target)

@@ -1,0 +1,156 @@
+"""Config: the published YAML files load; bad keys, types and YAML tags fail loudly."""
+
+from pathlib import Path
+
+import pytest
+
+from mask2former.config import ConfigError, get_cfg
+
+REFERENCE_SUBDIRS = ("mask2former-configs", "maskformer-configs")
+
+
+def _reference_yamls(reference_dir: Path) -> list[Path]:
+    files = [f for sub in REFERENCE_SUBDIRS for f in sorted((reference_dir / sub).rglob("*.yaml"))]
+    assert len(files) > 80, f"expected the published configs under {reference_dir}"
+    return files
+
+
+def test_every_reference_config_loads(reference_dir):
+    for path in _reference_yamls(reference_dir):
+        cfg = get_cfg()
+        cfg.merge_from_file(str(path))
+        assert cfg.MODEL.BACKBONE.NAME in (
+            "build_resnet_backbone",
+            "build_resnet_deeplab_backbone",
+            "D2SwinTransformer",
+        ), path
+
+
+def test_published_values_arrive(reference_dir):
+    """A Swin-L panoptic config: values from the file and from its _BASE_ chain."""
+    path = (
+        reference_dir
+        / "mask2former-configs/coco/panoptic-segmentation/swin"
+        / "maskformer2_swin_large_IN21k_384_bs16_100ep.yaml"
+    )
+    cfg = get_cfg()
+    cfg.merge_from_file(str(path))
+    assert cfg.MODEL.SWIN.EMBED_DIM == 192 and cfg.MODEL.SWIN.WINDOW_SIZE == 12
+    assert cfg.MODEL.MASK_FORMER.NUM_OBJECT_QUERIES == 200
+    assert cfg.MODEL.MASK_FORMER.TEST.PANOPTIC_ON is True
+    assert cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES == 133  # from Base-COCO-PanopticSegmentation
+
+
+def test_eval_list_comprehension_in_published_config(reference_dir):
+    """ADE20K's MIN_SIZE_TRAIN is an !!python/object/apply:eval list comprehension."""
+    path = (
+        reference_dir
+        / "mask2former-configs/ade20k/semantic-segmentation/maskformer2_R50_bs16_160k.yaml"
+    )
+    cfg = get_cfg()
+    cfg.merge_from_file(str(path))
+    assert list(cfg.INPUT.MIN_SIZE_TRAIN) == [int(x * 0.1 * 512) for x in range(5, 21)]
+
+
+def _write(tmp_path: Path, name: str, text: str) -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_unknown_key_names_the_key_and_the_file(tmp_path):
+    path = _write(tmp_path, "typo.yaml", "MODEL:\n  RESNETS:\n    DEPHT: 101\n")
+    with pytest.raises(ConfigError) as info:
+        get_cfg().merge_from_file(str(path))
+    assert "MODEL.RESNETS.DEPHT" in str(info.value) and "typo.yaml" in str(info.value)
+
+
+def test_unknown_key_in_a_base_file_names_the_merged_file(tmp_path):
+    _write(tmp_path, "base.yaml", "SOLVER:\n  NOT_A_KEY: 1\n")
+    child = _write(tmp_path, "child.yaml", "_BASE_: base.yaml\n")
+    with pytest.raises(ConfigError, match=r"child\.yaml.*SOLVER\.NOT_A_KEY"):
+        get_cfg().merge_from_file(str(child))
+
+
+def test_wrong_type_names_the_key_and_the_file(tmp_path):
+    path = _write(tmp_path, "bad_type.yaml", "SOLVER:\n  MAX_ITER: 'many'\n")
+    with pytest.raises(ConfigError) as info:
+        get_cfg().merge_from_file(str(path))
+    assert "SOLVER.MAX_ITER" in str(info.value) and "bad_type.yaml" in str(info.value)
+
+
+def test_group_replaced_by_a_value_is_refused(tmp_path):
+    path = _write(tmp_path, "group.yaml", "MODEL:\n  SWIN: 3\n")
+    with pytest.raises(ConfigError, match="MODEL.SWIN"):
+        get_cfg().merge_from_file(str(path))
+
+
+def test_int_is_accepted_for_a_float_key(tmp_path):
+    path = _write(tmp_path, "lr.yaml", "SOLVER:\n  BASE_LR: 1\n")
+    cfg = get_cfg()
+    cfg.merge_from_file(str(path))
+    assert cfg.SOLVER.BASE_LR == 1.0 and isinstance(cfg.SOLVER.BASE_LR, float)
+
+
+@pytest.mark.parametrize(
+    "yaml_value",
+    [
+        "!!python/object/apply:eval [\"__import__('os').system('touch {marker}')\"]",
+        "!!python/object/apply:os.system ['touch {marker}']",
+        "!!python/object/apply:eval [\"open('{marker}', 'w')\"]",
+    ],
+)
+def test_code_in_yaml_is_refused_and_never_runs(tmp_path, yaml_value):
+    marker = tmp_path / "pwned"
+    text = "SOLVER:\n  STEPS: " + yaml_value.format(marker=marker) + "\n"
+    path = _write(tmp_path, "evil.yaml", text)
+    with pytest.raises(ConfigError, match="evil.yaml"):
+        get_cfg().merge_from_file(str(path))
+    assert not marker.exists()
+
+
+def test_base_inheritance_chain_and_relative_paths(tmp_path):
+    (tmp_path / "sub").mkdir()
+    _write(tmp_path, "grand.yaml", "SOLVER:\n  MAX_ITER: 10\n  BASE_LR: 0.5\nSEED: 3\n")
+    _write(tmp_path, "sub/parent.yaml", "_BASE_: ../grand.yaml\nSOLVER:\n  MAX_ITER: 20\n")
+    child = _write(tmp_path, "sub/child.yaml", "_BASE_: parent.yaml\nSOLVER:\n  BASE_LR: 0.25\n")
+    cfg = get_cfg()
+    cfg.merge_from_file(str(child))
+    assert (cfg.SOLVER.MAX_ITER, cfg.SOLVER.BASE_LR, cfg.SEED) == (20, 0.25, 3)
+    assert cfg.SOLVER.IMS_PER_BATCH == get_cfg().SOLVER.IMS_PER_BATCH  # untouched default
+
+
+def test_missing_base_file_is_named(tmp_path):
+    child = _write(tmp_path, "child.yaml", "_BASE_: does-not-exist.yaml\n")
+    with pytest.raises(ConfigError, match="does-not-exist.yaml"):
+        get_cfg().merge_from_file(str(child))
+
+
+def test_key_value_overrides():
+    cfg = get_cfg()
+    cfg.merge_from_list(
+        [
+            "MODEL.RESNETS.DEPTH",
+            "101",
+            "SOLVER.BASE_LR",
+            "0.5",
+            "MODEL.SWIN.OUT_FEATURES",
+            "['res5']",
+        ]
+    )
+    assert cfg.MODEL.RESNETS.DEPTH == 101
+    assert cfg.SOLVER.BASE_LR == 0.5
+    assert list(cfg.MODEL.SWIN.OUT_FEATURES) == ["res5"]
+    with pytest.raises(ConfigError, match="MODEL.RESNETS.DEPHT"):
+        cfg.merge_from_list(["MODEL.RESNETS.DEPHT", "101"])
+    with pytest.raises(ConfigError, match="MODEL.RESNETS.DEPTH"):
+        cfg.merge_from_list(["MODEL.RESNETS.DEPTH", "'fifty'"])
+    with pytest.raises(ConfigError, match="KEY VALUE"):
+        cfg.merge_from_list(["MODEL.RESNETS.DEPTH"])
+
+
+def test_frozen_config_cannot_be_merged():
+    cfg = get_cfg()
+    cfg.freeze()
+    with pytest.raises(ConfigError, match="frozen"):
+        cfg.merge_from_list(["SEED", "1"])
