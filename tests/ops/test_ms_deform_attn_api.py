@@ -149,3 +149,15 @@ def test_package_runs_without_extension_and_logs_it(tmp_path):
     other = torch.load(result_file)
     torch.testing.assert_close(other["out"], out.detach(), rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(other["grad"], x.grad, rtol=1e-5, atol=1e-5)
+
+
+def test_level_sizes_as_python_ints_match_tensor(inputs):
+    """spatial_shapes as Python ints (what the encoder passes for export) gives the same result
+    on the dispatched and the forced reference path."""
+    sizes = [tuple(hw) for hw in inputs[1].tolist()]
+    expected = ms_deform_attn(*inputs)
+    torch.testing.assert_close(ms_deform_attn(inputs[0], sizes, *inputs[2:]), expected)
+    with force_reference_path():
+        torch.testing.assert_close(ms_deform_attn(inputs[0], sizes, *inputs[2:]), expected)
+    with pytest.raises(ValueError, match="inconsistent"):
+        ms_deform_attn(inputs[0], [sizes[1], sizes[0]], *inputs[2:])
