@@ -84,6 +84,22 @@ def _make_extension(with_cuda: bool):
     return CppExtension(sources=sources, **kwargs)
 
 
+def _make_cpu_only(ext) -> None:
+    """Turns the CUDA extension ``ext`` into the CPU-only one, keeping the object."""
+    cpu = _make_extension(with_cuda=False)
+    for attr in (
+        "sources",
+        "include_dirs",
+        "define_macros",
+        "library_dirs",
+        "libraries",
+        "runtime_library_dirs",
+        "extra_compile_args",
+        "extra_link_args",
+    ):
+        setattr(ext, attr, getattr(cpu, attr))
+
+
 def _want_cuda() -> bool:
     import torch
     from torch.utils.cpp_extension import CUDA_HOME
@@ -131,7 +147,8 @@ def _extension_build():
                 failure = exc
             if any(src.endswith(".cu") for ext in self.extensions for src in ext.sources):
                 warnings.warn(f"CUDA kernel failed to build ({failure}); retrying CPU-only")
-                self.extensions = [_make_extension(with_cuda=False)]
+                for ext in self.extensions:  # in place: setuptools has annotated these objects
+                    _make_cpu_only(ext)
                 try:
                     super().build_extensions()
                     return

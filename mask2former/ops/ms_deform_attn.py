@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 import warnings
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
