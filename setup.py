@@ -1,5 +1,28 @@
-"""Install mask2former. The deformable-attention kernels in ops/ are built when possible."""
+"""Install mask2former. The deformable-attention kernels in ops/ are built when possible.
+
+The extension ``mask2former._C`` holds the C++ CPU kernel (always attempted) and the CUDA kernel
+(built when torch is a CUDA build and a CUDA toolkit is found, or when FORCE_CUDA=1, for the
+architectures in TORCH_CUDA_ARCH_LIST). Environment variables:
+
+    FORCE_CUDA=1               build the CUDA kernel even without a visible GPU; any compile
+                               error then fails the install (CI relies on this)
+    MASK2FORMER_BUILD_CUDA=0   skip the CUDA kernel (quick local builds)
+    MASK2FORMER_BUILD_EXT=0    build no extension at all (pure-PyTorch reference only)
+    CUDA_HOME                  the CUDA toolkit, e.g. /usr/local/cuda
+
+Without FORCE_CUDA a failed compile is reported with a warning and the install goes on (with a
+CPU-only extension when only the CUDA part failed, else with none); the package then logs which
+path it uses.
+"""
+
+import glob
+import os
+import subprocess
+import sys
+import warnings
+
 from setuptools import find_packages, setup
+from setuptools.errors import CompileError, LinkError
 
 INSTALL_REQUIRES = [
     "torch>=2.4",
@@ -23,6 +46,115 @@ EXTRAS_REQUIRE = {
     "dev": ["black", "isort", "ruff"],
 }
 
+ROOT = os.path.dirname(os.path.abspath(__file__))
+BUILD_ERRORS = (CompileError, LinkError, OSError, RuntimeError, subprocess.CalledProcessError)
+
+
+def _env_flag(name: str, default: str) -> bool:
+    return os.environ.get(name, default) == "1"
+
+
+def _sources(pattern: str) -> list:
+    return sorted(os.path.relpath(p, ROOT) for p in glob.glob(os.path.join(ROOT, pattern)))
+
+
+def _compile_args(with_cuda: bool) -> dict:
+    cxx = ["-O3"]
+    if sys.platform.startswith("linux"):
+        # at::parallel_for is an OpenMP region compiled into the extension itself
+        cxx.append("-fopenmp")
+    args = {"cxx": cxx}
+    if with_cuda:
+        args["nvcc"] = ["-O3", "--expt-relaxed-constexpr", "-lineinfo"]
+    return args
+
+
+def _make_extension(with_cuda: bool):
+    from torch.utils.cpp_extension import CppExtension, CUDAExtension
+
+    sources = _sources("ops/bindings.cpp") + _sources("ops/cpu/*.cpp")
+    kwargs = {
+        "name": "mask2former._C",
+        "extra_compile_args": _compile_args(with_cuda),
+        "extra_link_args": ["-fopenmp"] if sys.platform.startswith("linux") else [],
+    }
+    if with_cuda:
+        sources += _sources("ops/cuda/*.cu")
+        return CUDAExtension(sources=sources, define_macros=[("WITH_CUDA", None)], **kwargs)
+    return CppExtension(sources=sources, **kwargs)
+
+
+def _want_cuda() -> bool:
+    import torch
+    from torch.utils.cpp_extension import CUDA_HOME
+
+    if os.environ.get("MASK2FORMER_BUILD_CUDA", "1") == "0":
+        return False
+    if _env_flag("FORCE_CUDA", "0"):
+        return True
+    if torch.version.cuda is None or CUDA_HOME is None:
+        return False
+    if not os.path.isfile(os.path.join(CUDA_HOME, "include", "cuda_runtime.h")):
+        # e.g. CUDA_HOME guessed from an nvcc wrapper script outside the toolkit
+        warnings.warn(f"no CUDA headers under CUDA_HOME={CUDA_HOME}; set CUDA_HOME to the toolkit")
+        return False
+    return True
+
+
+def _extension_build():
+    """(ext_modules, cmdclass): the kernels when torch is importable at build time, else none."""
+    if os.environ.get("MASK2FORMER_BUILD_EXT", "1") == "0":
+        warnings.warn("MASK2FORMER_BUILD_EXT=0: mask2former._C is not built")
+        return [], {}
+    try:
+        from torch.utils.cpp_extension import BuildExtension
+    except ImportError as exc:
+        if _env_flag("FORCE_CUDA", "0"):
+            raise RuntimeError(f"FORCE_CUDA=1 but torch is not importable: {exc}") from exc
+        warnings.warn(
+            f"torch is not importable at build time ({exc}); mask2former._C is not built. "
+            "Install torch first and use `pip install --no-build-isolation -e .`"
+        )
+        return [], {}
+
+    class BuildKernels(BuildExtension):
+        """Builds mask2former._C; without FORCE_CUDA a failed compile only warns."""
+
+        def build_extensions(self) -> None:
+            strict = _env_flag("FORCE_CUDA", "0")
+            try:
+                super().build_extensions()
+                return
+            except BUILD_ERRORS as exc:
+                if strict:
+                    raise
+                failure = exc
+            if any(src.endswith(".cu") for ext in self.extensions for src in ext.sources):
+                warnings.warn(f"CUDA kernel failed to build ({failure}); retrying CPU-only")
+                self.extensions = [_make_extension(with_cuda=False)]
+                try:
+                    super().build_extensions()
+                    return
+                except BUILD_ERRORS as exc:
+                    failure = exc
+            self.extensions = []
+            warnings.warn(
+                f"mask2former._C failed to build ({failure}); the package will use the "
+                "pure-PyTorch reference for deformable attention"
+            )
+
+    try:
+        ext = _make_extension(with_cuda=_want_cuda())
+    except BUILD_ERRORS as exc:  # e.g. CUDA libraries not found while declaring the extension
+        if _env_flag("FORCE_CUDA", "0"):
+            raise
+        warnings.warn(f"CUDA extension unavailable ({exc}); building the CPU kernel only")
+        ext = _make_extension(with_cuda=False)
+    return [ext], {"build_ext": BuildKernels.with_options(use_ninja=True)}
+
+
+EXT_MODULES, CMDCLASS = _extension_build()
+
 setup(
     name="mask2former",
     version="0.1.0",
@@ -32,4 +164,6 @@ setup(
     python_requires=">=3.9",
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS_REQUIRE,
+    ext_modules=EXT_MODULES,
+    cmdclass=CMDCLASS,
 )

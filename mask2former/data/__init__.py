@@ -1,6 +1,5 @@
 """Datasets, augmentation, mappers and loaders."""
-from . import datasets  # noqa: F401  (registers the builtin datasets)
-from . import transforms
+from . import datasets, transforms  # datasets: importing registers the builtin datasets
 from .build import (
     build_batch_data_loader,
     build_detection_test_loader,
@@ -14,9 +13,9 @@ from .detection_utils import BadSampleError, read_image
 from .samplers import InferenceSampler, TrainingSampler
 
 __all__ = [
+    "DATASET_MAPPER_REGISTRY",
     "AspectRatioGroupedDataset",
     "BadSampleError",
-    "DATASET_MAPPER_REGISTRY",
     "DatasetCatalog",
     "DatasetFromList",
     "InferenceSampler",
@@ -28,6 +27,7 @@ __all__ = [
     "build_dataset_mapper",
     "build_detection_test_loader",
     "build_detection_train_loader",
+    "datasets",
     "get_detection_dataset_dicts",
     "read_image",
     "transforms",

@@ -1,13 +1,15 @@
 """Data loaders for training (endless, sharded, batched) and testing (each image once)."""
+
 from __future__ import annotations
 
 import logging
 import random
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
-import torch.utils.data as data
+from torch.utils import data
 
 from ..config import configurable
 from ..utils import comm
@@ -31,9 +33,7 @@ __all__ = [
 
 def filter_images_with_only_crowd_annotations(dataset_dicts: list[dict]) -> list[dict]:
     """Keep the dicts with at least one non-crowd annotation."""
-    kept = [
-        d for d in dataset_dicts if any(a.get("iscrowd", 0) == 0 for a in d["annotations"])
-    ]
+    kept = [d for d in dataset_dicts if any(a.get("iscrowd", 0) == 0 for a in d["annotations"])]
     logger.info("removed %d images without (non-crowd) annotations", len(dataset_dicts) - len(kept))
     return kept
 

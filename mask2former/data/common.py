@@ -1,14 +1,16 @@
 """Dataset wrappers used by the loaders: list storage, mapping, aspect-ratio batching."""
+
 from __future__ import annotations
 
 import itertools
 import logging
 import pickle
 import random
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
-import torch.utils.data as data
+from torch.utils import data
 
 from .detection_utils import BadSampleError
 
@@ -25,7 +27,9 @@ class DatasetFromList(data.Dataset):
         self._copy = copy
         self._serialize = serialize
         if serialize:
-            blobs = [np.frombuffer(pickle.dumps(item, protocol=-1), dtype=np.uint8) for item in items]
+            blobs = [
+                np.frombuffer(pickle.dumps(item, protocol=-1), dtype=np.uint8) for item in items
+            ]
             self._ends = np.cumsum([len(b) for b in blobs], dtype=np.int64)
             self._buffer = np.concatenate(blobs) if blobs else np.zeros(0, dtype=np.uint8)
         else:
@@ -83,12 +87,14 @@ class MapDataset(data.Dataset):
                 self.num_skipped += 1
                 logger.warning(
                     "skipping bad sample %s (%s); %d skipped so far in this process",
-                    e.file_name, e.problem, self.num_skipped,
+                    e.file_name,
+                    e.problem,
+                    self.num_skipped,
                 )
             except Exception as e:
                 raise RuntimeError(f"mapping sample {idx} ({_file_name(item)}) failed: {e}") from e
             idx = self._rng.randrange(len(self._dataset))
-        raise AssertionError("unreachable")
+        raise AssertionError("itertools.count() ended")  # keeps type checkers content
 
 
 class ToIterableDataset(data.IterableDataset):

@@ -3,9 +3,11 @@
 Every problem with a sample's files or annotations raises :class:`BadSampleError`, whose
 message starts with the file name; ``MapDataset`` may skip such samples when asked.
 """
+
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pycocotools.mask as mask_util
@@ -17,31 +19,36 @@ from ..structures import BitMasks, Boxes, Instances
 from .transforms import TransformList
 
 __all__ = [
+    "IMAGE_FORMATS",
     "BadSampleError",
     "add_boxes_from_masks",
-    "image_to_tensor",
-    "semantic_from_panoptic",
-    "IMAGE_FORMATS",
     "check_image_size",
     "check_label_size",
+    "check_label_values",
+    "image_to_tensor",
     "instances_from_annotations",
     "instances_from_panoptic",
     "read_image",
     "read_label_map",
     "rgb2id",
     "segmentation_to_mask",
+    "semantic_from_panoptic",
 ]
 
 IMAGE_FORMATS = ("BGR", "RGB", "L")
 
 
 class BadSampleError(ValueError):
-    """A sample whose image, label map or annotation cannot be used."""
+    """A sample whose image, label map or annotation cannot be used.
 
-    def __init__(self, file_name: str, problem: str):
+    ``BadSampleError(file_name, problem)``; with one argument it is the whole message (so the
+    type survives torch's re-raising of a loader worker's error in the main process).
+    """
+
+    def __init__(self, file_name: str, problem: str = ""):
         self.file_name = file_name
         self.problem = problem
-        super().__init__(f"{file_name}: {problem}")
+        super().__init__(f"{file_name}: {problem}" if problem else file_name)
 
 
 def _open_image(file_name: str) -> Image.Image:
@@ -62,7 +69,8 @@ def _to_8bit(image: Image.Image, file_name: str) -> Image.Image:
     array = np.asarray(image)
     if image.mode == "F" or array.min() < 0 or array.max() > 65535:
         raise BadSampleError(
-            file_name, f"unsupported image mode {image.mode!r} (values {array.min()}..{array.max()})"
+            file_name,
+            f"unsupported image mode {image.mode!r} (values {array.min()}..{array.max()})",
         )
     return Image.fromarray(np.round(array.astype(np.float64) / 257.0).astype(np.uint8), "L")
 
@@ -80,7 +88,9 @@ def read_image(file_name: str, format: str | None = None) -> np.ndarray:
         BadSampleError: the file is missing or cannot be decoded (the message names it).
     """
     if format is not None and format not in IMAGE_FORMATS:
-        raise ValueError(f"read_image: format must be one of {IMAGE_FORMATS} or None, got {format!r}")
+        raise ValueError(
+            f"read_image: format must be one of {IMAGE_FORMATS} or None, got {format!r}"
+        )
     image = _open_image(file_name)
     if format is None:
         return np.asarray(image)
@@ -96,7 +106,9 @@ def read_label_map(file_name: str) -> np.ndarray:
     """Read a semantic label map as (H, W) int64 (8- or 16-bit PNG / TIFF)."""
     labels = read_image(file_name)
     if labels.ndim != 2:
-        raise BadSampleError(file_name, f"a label map must have one channel, got shape {labels.shape}")
+        raise BadSampleError(
+            file_name, f"a label map must have one channel, got shape {labels.shape}"
+        )
     return labels.astype(np.int64)
 
 
@@ -112,13 +124,31 @@ def check_image_size(dataset_dict: dict, image: np.ndarray) -> None:
         )
 
 
-def check_label_size(label_file: str, label: np.ndarray, image_file: str, image: np.ndarray) -> None:
+def check_label_size(
+    label_file: str, label: np.ndarray, image_file: str, image: np.ndarray
+) -> None:
     """Raise if a label map (or panoptic PNG) is not the size of its image."""
     if label.shape[:2] != image.shape[:2]:
         raise BadSampleError(
             label_file,
             f"label map is {label.shape[1]}x{label.shape[0]} (width x height) but its image "
             f"{image_file} is {image.shape[1]}x{image.shape[0]}",
+        )
+
+
+def check_label_values(
+    label_file: str, labels: np.ndarray, num_classes: int | None, ignore_label: int
+) -> None:
+    """Raise if a label map holds a value outside [0, num_classes) other than ``ignore_label``."""
+    if num_classes is None:
+        return
+    bad = (labels != ignore_label) & ((labels < 0) | (labels >= num_classes))
+    if bad.any():
+        values = np.unique(labels[bad])[:5].tolist()
+        raise BadSampleError(
+            label_file,
+            f"label values {values} are outside 0..{num_classes - 1} "
+            f"(MODEL.SEM_SEG_HEAD.NUM_CLASSES) and are not the ignore label {ignore_label}",
         )
 
 

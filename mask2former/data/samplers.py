@@ -1,8 +1,9 @@
 """Samplers: which dataset indices each process visits."""
+
 from __future__ import annotations
 
 import itertools
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 from torch.utils.data.sampler import Sampler

@@ -1,4 +1,5 @@
 """Evaluation: the evaluator protocol, inference loop, metrics and evaluator selection."""
+
 from mask2former.evaluation.build import EVALUATOR_REGISTRY, build_evaluator
 from mask2former.evaluation.cityscapes_evaluation import (
     CityscapesInstanceEvaluator,

@@ -1,11 +1,13 @@
 """Evaluator selection: the dataset's ``evaluator_type`` -> the evaluators that score it.
 
 ``EVALUATOR_REGISTRY`` maps an evaluator_type (metadata of the dataset, set by the data
-catalog) to the function of that name ``(cfg, dataset_name, output_folder) -> list[DatasetEvaluator]``.
+catalog) to the function of that name,
+``(cfg, dataset_name, output_folder) -> list[DatasetEvaluator]``.
 Each function adds a sub-evaluator only when the model produces that output, as the
 ``MODEL.MASK_FORMER.TEST.{SEMANTIC,INSTANCE,PANOPTIC}_ON`` flags say (the published
 Mask2Former ``train_net.py`` mapping).
 """
+
 from __future__ import annotations
 
 from typing import Optional
@@ -93,7 +95,9 @@ def cityscapes_panoptic_seg(cfg, name: str, out: Optional[str]) -> list[DatasetE
     return evaluators
 
 
-def build_evaluator(cfg, dataset_name: str, output_folder: Optional[str] = None) -> DatasetEvaluator:
+def build_evaluator(
+    cfg, dataset_name: str, output_folder: Optional[str] = None
+) -> DatasetEvaluator:
     """The evaluators for ``dataset_name`` chosen by its metadata ``evaluator_type``.
 
     Returns one evaluator, or a :class:`DatasetEvaluators` when several apply. Raises if the

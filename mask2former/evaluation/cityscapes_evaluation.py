@@ -5,11 +5,15 @@ all processes; the main process then runs cityscapesScripts' own evaluation on t
 truth under the dataset's ``gt_dir`` (``<gt_dir>/<city>/*_gtFine_{labelIds,instanceIds}.png``).
 Only the ground-truth images of processed inputs are scored, so a subset can be evaluated.
 """
+
 from __future__ import annotations
 
 import contextlib
+import functools
 import glob
+import importlib
 import io
+import json
 import logging
 import os
 import shutil
@@ -29,11 +33,42 @@ logger = logging.getLogger(__name__)
 
 
 def _city_frame(file_name: str) -> str:
-    """"<city>_<seq>_<frame>" of a Cityscapes file name."""
+    """ "<city>_<seq>_<frame>" of a Cityscapes file name."""
     parts = os.path.basename(file_name).split("_")
     if len(parts) < 3:
         raise ValueError(f"{file_name!r} is not a Cityscapes file name (<city>_<seq>_<frame>_...)")
     return "_".join(parts[:3])
+
+
+class _NumpyWithIn1d:
+    """numpy plus ``in1d`` (removed in NumPy 2.4, still called by cityscapesScripts 2.2)."""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(np, name)
+
+    @staticmethod
+    def in1d(ar1: Any, ar2: Any, invert: bool = False) -> np.ndarray:
+        return np.isin(np.asarray(ar1).ravel(), ar2, invert=invert)
+
+
+def _cityscapes_module(name: str) -> Any:
+    """Import a cityscapesScripts evaluation module, giving it ``np.in1d`` where missing."""
+    module = importlib.import_module(f"cityscapesscripts.evaluation.{name}")
+    if not hasattr(np, "in1d"):
+        module.np = _NumpyWithIn1d()
+    return module
+
+
+def _write_dict_json(data: Any, path: str, folder: str) -> None:
+    """Stands in for cityscapesScripts' ``writeDict2JSON``, which fails on NumPy 2 integer
+    scalars and writes relative paths (its "matches.json") into the working directory:
+    numbers are converted and relative paths land in ``folder``."""
+
+    def default(o: Any) -> Any:
+        return o.item() if isinstance(o, np.generic) else o.__dict__
+
+    with open(os.path.join(folder, path), "w") as f:  # join keeps absolute paths
+        json.dump(data, f, default=default)
 
 
 def _run_cityscapes(func: Callable[[], Any]) -> Any:
@@ -106,8 +141,7 @@ class CityscapesSemSegEvaluator(_CityscapesEvaluator):
             self._frames.append(frame)
 
     def evaluate(self) -> Optional[dict[str, dict[str, float]]]:
-        import cityscapesscripts.evaluation.evalPixelLevelSemanticLabeling as cs_eval
-
+        cs_eval = _cityscapes_module("evalPixelLevelSemanticLabeling")
         gt_files = self._gather_gt_files()
         if gt_files is None:
             return {}
@@ -161,8 +195,7 @@ class CityscapesInstanceEvaluator(_CityscapesEvaluator):
             self._frames.append(frame)
 
     def evaluate(self) -> Optional[dict[str, dict[str, float]]]:
-        import cityscapesscripts.evaluation.evalInstanceLevelSemanticLabeling as cs_eval
-
+        cs_eval = _cityscapes_module("evalInstanceLevelSemanticLabeling")
         gt_files = self._gather_gt_files()
         if gt_files is None:
             return {}
@@ -172,6 +205,7 @@ class CityscapesInstanceEvaluator(_CityscapesEvaluator):
         args.JSONOutput = False
         args.colorized = False
         args.gtInstancesFile = os.path.join(self._temp_dir, "gtInstances.json")
+        cs_eval.writeDict2JSON = functools.partial(_write_dict_json, folder=self._temp_dir)
         try:
             preds = _run_cityscapes(lambda: [cs_eval.getPrediction(gt, args) for gt in gt_files])
             res = _run_cityscapes(lambda: cs_eval.evaluateImgLists(preds, gt_files, args))

@@ -1,4 +1,5 @@
 """COCO instance segmentation AP with pycocotools' COCOeval."""
+
 from __future__ import annotations
 
 import contextlib
@@ -11,7 +12,6 @@ from collections import OrderedDict
 from typing import Any, Optional, Sequence
 
 import numpy as np
-import pycocotools.mask as mask_util
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
@@ -124,7 +124,9 @@ class COCOEvaluator(DatasetEvaluator):
         self._max_dets = max_dets_per_image
         json_file = self._metadata.json_file
         if not os.path.isfile(json_file):
-            raise FileNotFoundError(f"COCO json_file of dataset {dataset_name!r} not found: {json_file!r}")
+            raise FileNotFoundError(
+                f"COCO json_file of dataset {dataset_name!r} not found: {json_file!r}"
+            )
         with contextlib.redirect_stdout(io.StringIO()):
             self._coco_api = COCO(json_file)
         self._predictions: list[dict] = []

@@ -1,4 +1,5 @@
 """The evaluator protocol and the loop that runs a model over a dataset and feeds it."""
+
 from __future__ import annotations
 
 import datetime

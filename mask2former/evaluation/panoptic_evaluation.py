@@ -6,6 +6,7 @@ between processes. With ``output_dir`` the predictions are also written in the C
 format (``panoptic_seg_predictions.json`` + ``panoptic_seg_predictions/*.png``) so that
 :func:`pq_compute` or panopticapi can score them again.
 """
+
 from __future__ import annotations
 
 import json
@@ -33,8 +34,11 @@ logger = logging.getLogger(__name__)
 PREDICTIONS_NAME = "panoptic_seg_predictions"
 
 
-def _as_id_map(id_map: Any, image_id: Any) -> np.ndarray:
-    """Check a predicted (H, W) integer id map (tensor or array) and return it as int64."""
+def _as_id_map(id_map: Any, image_id: Any, allow_void: bool = False) -> np.ndarray:
+    """Check a predicted (H, W) integer id map (tensor or array) and return it as int64.
+
+    Ids must be non-negative, or at least -1 (VOID) with ``allow_void``.
+    """
     dtype = getattr(id_map, "dtype", None)
     is_int = (
         (not id_map.is_floating_point() and id_map.dtype != torch.bool)
@@ -46,10 +50,12 @@ def _as_id_map(id_map: Any, image_id: Any) -> np.ndarray:
             f"image {image_id!r}: the panoptic_seg id map must be an integer tensor; got {dtype}"
         )
     if id_map.ndim != 2:
-        raise ValueError(f"image {image_id!r}: the id map must be (H, W); got {tuple(id_map.shape)}")
+        raise ValueError(
+            f"image {image_id!r}: the id map must be (H, W); got {tuple(id_map.shape)}"
+        )
     ids = id_map.cpu().numpy() if isinstance(id_map, torch.Tensor) else id_map
     ids = ids.astype(np.int64, copy=False)
-    if ids.size and ids.min() < 0:
+    if ids.size and ids.min() < (-1 if allow_void else 0):
         raise ValueError(f"image {image_id!r}: negative ids in the panoptic id map")
     return ids
 
@@ -103,7 +109,9 @@ class COCOPanopticEvaluator(DatasetEvaluator):
                 raise KeyError(f"image {image_id!r} is not in {self._metadata.panoptic_json}")
             gt_ann = self._gt_anns[image_id]
             ids, segments = self._prediction(out, image_id)
-            gt_ids = read_panoptic_png(os.path.join(self._metadata.panoptic_root, gt_ann["file_name"]))
+            gt_ids = read_panoptic_png(
+                os.path.join(self._metadata.panoptic_root, gt_ann["file_name"])
+            )
             self._stat += image_pq_stat(
                 gt_ids, gt_ann["segments_info"], ids, segments, self._category_ids, image_id
             )
@@ -114,13 +122,15 @@ class COCOPanopticEvaluator(DatasetEvaluator):
         if "panoptic_seg" not in out:
             raise KeyError(f"image {image_id!r}: model output has no 'panoptic_seg'")
         id_map, segments_info = out["panoptic_seg"]
-        ids = _as_id_map(id_map, image_id) if segments_info is not None else None
-        if segments_info is None:
+        if segments_info is None:  # class * label_divisor + instance, -1 for VOID
             thing_ids = set(self._to_dataset_id[True] or ())
-            raw = id_map.cpu().numpy() if isinstance(id_map, torch.Tensor) else id_map
             ids, segments_info = segments_from_label_divisor(
-                raw.astype(np.int64), self._metadata.label_divisor, thing_ids
+                _as_id_map(id_map, image_id, allow_void=True),
+                self._metadata.label_divisor,
+                thing_ids,
             )
+        else:
+            ids = _as_id_map(id_map, image_id)
         return ids, [self._to_dataset_segment(s, image_id) for s in segments_info]
 
     def _to_dataset_segment(self, segment: dict, image_id: Any) -> dict:
@@ -204,6 +214,7 @@ def _log_pq_table(results: dict) -> None:
     for name in ("All", "Things", "Stuff"):
         r = results[name]
         lines.append(
-            f"{name:10s}| {100 * r['pq']:5.1f}  {100 * r['sq']:5.1f}  {100 * r['rq']:5.1f}  {r['n']:4d}"
+            f"{name:10s}| {100 * r['pq']:5.1f}  {100 * r['sq']:5.1f}  {100 * r['rq']:5.1f}"
+            f"  {r['n']:4d}"
         )
     logger.info("Panoptic evaluation results:\n%s", "\n".join(lines))

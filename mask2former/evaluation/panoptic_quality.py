@@ -16,6 +16,7 @@ whole intersection matrix; matching and counting are then array operations on it
 
 COCO panoptic PNGs store a segment id per pixel as ``id = R + 256 * G + 256**2 * B``.
 """
+
 from __future__ import annotations
 
 import json
@@ -316,6 +317,12 @@ def _pair_annotations(gt_json: dict, pred_json: dict) -> list[tuple[dict, dict]]
     return pairs
 
 
+def _init_worker() -> None:
+    # One process per CPU already: keep OpenCV single-threaded in the workers (its thread
+    # pool is not carried over a fork anyway).
+    cv2.setNumThreads(0)
+
+
 def pq_stat_from_files(
     pairs: list[tuple[dict, dict]],
     gt_folder: str,
@@ -338,7 +345,8 @@ def pq_stat_from_files(
     else:
         # fork: workers inherit the imported modules, so starting them costs milliseconds.
         method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-        with multiprocessing.get_context(method).Pool(num_workers) as pool:
+        pool_context = multiprocessing.get_context(method)
+        with pool_context.Pool(num_workers, initializer=_init_worker) as pool:
             parts = pool.map(_chunk_stat, tasks)
     stat = PQStat.zeros(category_ids)
     for part in parts:

@@ -3,10 +3,12 @@
 pycocotools encodes column-major (Fortran) masks; packing (n, H, W) row-major masks into
 that order and encoding every pixel costs more than the model's own prediction for 100
 masks of a large image. Here each mask is reduced to its bounding box first (one
-vectorised ``any`` over all masks gives the columns), its run boundaries are found in the
-small box (transposed with OpenCV, a few microseconds) and mapped back to full-image
-positions, and pycocotools only compresses the counts. The output is byte-identical to ``pycocotools.mask.encode``.
+vectorised ``any`` over all masks gives rows and columns), its run boundaries are found in
+the small box (transposed with OpenCV) and mapped back to full-image positions, and
+pycocotools only compresses the counts. The output is byte-identical to
+``pycocotools.mask.encode``.
 """
+
 from __future__ import annotations
 
 from typing import Union

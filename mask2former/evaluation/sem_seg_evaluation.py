@@ -1,4 +1,5 @@
 """Semantic segmentation metrics: mIoU, fwIoU, mACC, pACC and per-class IoU / accuracy."""
+
 from __future__ import annotations
 
 import json
@@ -42,8 +43,8 @@ def confusion_matrix(
     bad = (gt < 0) | (gt > num_classes)
     if bad.any():
         raise ValueError(
-            f"ground-truth labels {np.unique(gt[bad]).tolist()[:10]} are outside 0..{num_classes - 1} "
-            f"and not the ignore label {ignore_label}"
+            f"ground-truth labels {np.unique(gt[bad]).tolist()[:10]} are outside "
+            f"0..{num_classes - 1} and not the ignore label {ignore_label}"
         )
     if pred.min() < 0 or pred.max() >= num_classes:
         raise ValueError(f"predicted labels must lie in 0..{num_classes - 1}")
@@ -154,7 +155,9 @@ class SemSegEvaluator(DatasetEvaluator):
                 for d in DatasetCatalog.get(self._dataset_name)
             }
         if inp["file_name"] not in self._gt_files:
-            raise KeyError(f"no sem_seg_file_name for {inp['file_name']!r} in {self._dataset_name!r}")
+            raise KeyError(
+                f"no sem_seg_file_name for {inp['file_name']!r} in {self._dataset_name!r}"
+            )
         return self._gt_files[inp["file_name"]]
 
     def _encode_json(self, pred: np.ndarray, file_name: str) -> list[dict]:

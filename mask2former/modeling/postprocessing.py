@@ -91,7 +91,7 @@ def panoptic_inference(
                 "id": segment_id,
                 "isthing": isthing,
                 "category_id": pred_class,
-                "score": float(cur_scores[k]),
+                "score": cur_scores[k].item(),
             }
         )
     return panoptic_seg, segments_info

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 import warnings
 
 import torch
@@ -66,7 +67,7 @@ class MSDeformAttn(nn.Module):
         query: Tensor,
         reference_points: Tensor,
         input_flatten: Tensor,
-        input_spatial_shapes: Tensor,
+        input_spatial_shapes: Tensor | Sequence[Sequence[int]],
         input_level_start_index: Tensor,
         input_padding_mask: Tensor | None = None,
     ) -> Tensor:
@@ -76,7 +77,8 @@ class MSDeformAttn(nn.Module):
             reference_points: (N, Lq, L, 2) as (x, y) in [0, 1], or (N, Lq, L, 4) as boxes
                 (cx, cy, w, h) whose size scales the offsets
             input_flatten: (N, S, C), the levels flattened and concatenated
-            input_spatial_shapes: (L, 2) int64, (H_l, W_l)
+            input_spatial_shapes: (L, 2) int64, (H_l, W_l); or those sizes as Python ints,
+                which keeps the graph free of data-dependent reads (export)
             input_level_start_index: (L,) int64
             input_padding_mask: (N, S) bool, True at padding (its values are zeroed)
         Returns:
@@ -101,9 +103,14 @@ class MSDeformAttn(nn.Module):
         return self.output_proj(output)
 
     def _sampling_locations(
-        self, reference_points: Tensor, offsets: Tensor, spatial_shapes: Tensor
+        self,
+        reference_points: Tensor,
+        offsets: Tensor,
+        spatial_shapes: Tensor | Sequence[Sequence[int]],
     ) -> Tensor:
         """(N, Lq, M, L, P, 2) locations from reference points (N, Lq, L, 2|4) and offsets."""
+        if not isinstance(spatial_shapes, Tensor):
+            spatial_shapes = torch.as_tensor(spatial_shapes, device=offsets.device)
         if reference_points.shape[-1] == 2:
             # offsets are in pixels of each level: divide by (W_l, H_l)
             normalizer = torch.stack([spatial_shapes[..., 1], spatial_shapes[..., 0]], -1)

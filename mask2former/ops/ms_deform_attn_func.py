@@ -26,7 +26,7 @@ float32 or better, since a bfloat16 coordinate is off by up to half a pixel on a
 """
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -61,9 +61,16 @@ def _reference_forced() -> bool:
     return _FORCE_REFERENCE_DEPTH > 0 or _extension.env_forces_reference()
 
 
+def static_shapes(spatial_shapes: Tensor | Sequence[Sequence[int]]) -> list[tuple[int, int]]:
+    """Level sizes as Python ints, from an (L, 2) tensor or a sequence of (H_l, W_l)."""
+    if isinstance(spatial_shapes, Tensor):
+        spatial_shapes = spatial_shapes.tolist()
+    return [(int(h), int(w)) for h, w in spatial_shapes]
+
+
 def ms_deform_attn_reference(
     value: Tensor,
-    spatial_shapes: Tensor,
+    spatial_shapes: Tensor | Sequence[Sequence[int]],
     level_start_index: Tensor,
     sampling_locations: Tensor,
     attention_weights: Tensor,
@@ -71,11 +78,12 @@ def ms_deform_attn_reference(
     """Pure-PyTorch multi-scale deformable attention (see the module docstring for shapes).
 
     Computes in ``value``'s dtype; the other floating inputs are cast to it.
-    ``level_start_index`` is implied by ``spatial_shapes`` and not read.
+    ``level_start_index`` is implied by ``spatial_shapes`` and not read. ``spatial_shapes``
+    may be given as Python ints, so that tracing and export need read no tensor data.
     """
     n, _, m, d = value.shape
     _, lq, _, _, n_points, _ = sampling_locations.shape
-    shapes = [(int(h), int(w)) for h, w in spatial_shapes.tolist()]
+    shapes = static_shapes(spatial_shapes)
     value_per_level = value.split([h * w for h, w in shapes], dim=1)
     # grid_sample takes (x, y) in [-1, 1]
     grids = (2 * sampling_locations - 1).to(value.dtype)
@@ -98,21 +106,7 @@ def ms_deform_attn_reference(
     return output.view(n, m * d, lq).transpose(1, 2).contiguous()
 
 
-def _check_inputs(
-    value: Tensor,
-    spatial_shapes: Tensor,
-    level_start_index: Tensor,
-    sampling_locations: Tensor,
-    attention_weights: Tensor,
-) -> None:
-    """Shape, dtype and device checks that need no tensor data (traceable)."""
-    named = {
-        "value": value,
-        "spatial_shapes": spatial_shapes,
-        "level_start_index": level_start_index,
-        "sampling_locations": sampling_locations,
-        "attention_weights": attention_weights,
-    }
+def _check_dtypes_and_devices(named: dict[str, Tensor]) -> None:
     for name in ("value", "sampling_locations", "attention_weights"):
         if not named[name].is_floating_point():
             raise TypeError(
@@ -124,6 +118,25 @@ def _check_inputs(
     devices = {name: t.device for name, t in named.items()}
     if len(set(devices.values())) > 1:
         raise ValueError(f"ms_deform_attn: inputs are on different devices: {devices}")
+
+
+def _check_inputs(
+    value: Tensor,
+    spatial_shapes: Tensor,
+    level_start_index: Tensor,
+    sampling_locations: Tensor,
+    attention_weights: Tensor,
+) -> None:
+    """Shape, dtype and device checks that need no tensor data (traceable)."""
+    _check_dtypes_and_devices(
+        {
+            "value": value,
+            "spatial_shapes": spatial_shapes,
+            "level_start_index": level_start_index,
+            "sampling_locations": sampling_locations,
+            "attention_weights": attention_weights,
+        }
+    )
     if value.dim() != 4:
         raise ValueError(f"ms_deform_attn: value must be (N, S, M, D), got {tuple(value.shape)}")
     n, _, m, _ = value.shape
@@ -328,12 +341,15 @@ def _autocast_cuda_dtype(value: Tensor):
 
 def ms_deform_attn(
     value: Tensor,
-    spatial_shapes: Tensor,
+    spatial_shapes: Tensor | Sequence[Sequence[int]],
     level_start_index: Tensor,
     sampling_locations: Tensor,
     attention_weights: Tensor,
 ) -> Tensor:
     """Multi-scale deformable attention; see the module docstring for shapes and precision.
+
+    ``spatial_shapes`` is an (L, 2) int64 tensor or the same sizes as Python ints; with
+    Python ints the forced reference path reads no tensor data (``torch.export``, ONNX).
 
     Raises:
         TypeError: ``value``, ``sampling_locations`` or ``attention_weights`` not floating
@@ -350,10 +366,18 @@ def ms_deform_attn(
         >>> ms_deform_attn(value, shapes, starts, loc, attn).shape
         torch.Size([2, 10, 256])
     """
+    shapes = None
+    if not isinstance(spatial_shapes, Tensor):
+        shapes = static_shapes(spatial_shapes)
+        spatial_shapes = torch.as_tensor(shapes, dtype=torch.int64, device=value.device)
     _check_inputs(value, spatial_shapes, level_start_index, sampling_locations, attention_weights)
     if _reference_forced():
         return _forced_reference(
-            value, spatial_shapes, level_start_index, sampling_locations, attention_weights
+            value,
+            spatial_shapes if shapes is None else shapes,
+            level_start_index,
+            sampling_locations,
+            attention_weights,
         )
     autocast_dtype = _autocast_cuda_dtype(value)
     if autocast_dtype is not None:
@@ -365,14 +389,15 @@ def ms_deform_attn(
 
 def _forced_reference(
     value: Tensor,
-    spatial_shapes: Tensor,
+    spatial_shapes: Tensor | list[tuple[int, int]],
     level_start_index: Tensor,
     sampling_locations: Tensor,
     attention_weights: Tensor,
 ) -> Tensor:
     """The reference as plain aten ops (traceable for export), in float32 or float64."""
     if not (torch.jit.is_tracing() or torch.compiler.is_compiling()):
-        _check_levels(spatial_shapes, level_start_index, value.shape[1])
+        shapes_tensor = torch.as_tensor(spatial_shapes, dtype=torch.int64)
+        _check_levels(shapes_tensor, level_start_index.cpu(), value.shape[1])
     _extension.select_path(value.device, force_reference=True)  # logs the choice once
     compute = _opmath_dtype(value.dtype)
     output = ms_deform_attn_reference(

@@ -6,8 +6,10 @@ that colour is. After augmentation the mask is recomputed from the image: on pix
 label resizing may legitimately differ), each colour (to within ``COLOUR_TOL`` levels) must
 carry exactly one label.
 """
+
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import cv2
@@ -87,8 +89,13 @@ def instance_sample(root: Path, name: str = "inst") -> tuple[dict, list[tuple]]:
             expected.append((ann["category_id"], PALETTE_RGB[i]))
     for ann in annotations:
         ann["bbox"], ann["bbox_mode"] = [0, 0, W, H], 1
-    record = {"file_name": save_rgb(root / f"{name}.png", rgb), "height": H, "width": W,
-              "image_id": name, "annotations": annotations}
+    record = {
+        "file_name": save_rgb(root / f"{name}.png", rgb),
+        "height": H,
+        "width": W,
+        "image_id": name,
+        "annotations": annotations,
+    }
     return record, expected
 
 
@@ -110,8 +117,14 @@ def panoptic_sample(root: Path, name: str = "pan") -> tuple[dict, dict]:
         {"id": 300, "category_id": 2, "iscrowd": 0, "isthing": True},
         {"id": 5000, "category_id": 4, "iscrowd": 1, "isthing": True},
     ]
-    colours = {77: BACKGROUND_RGB, 1000: PALETTE_RGB[0], 1001: PALETTE_RGB[1],
-               300: PALETTE_RGB[2], 5000: PALETTE_RGB[3], 0: IGNORE_RGB}
+    colours = {
+        77: BACKGROUND_RGB,
+        1000: PALETTE_RGB[0],
+        1001: PALETTE_RGB[1],
+        300: PALETTE_RGB[2],
+        5000: PALETTE_RGB[3],
+        0: IGNORE_RGB,
+    }
     rgb = np.zeros((H, W, 3), np.uint8)
     for seg_id, colour in colours.items():
         rgb[ids == seg_id] = colour
@@ -183,9 +196,8 @@ def assert_masks_follow_image(
         groups[int(label)] = _clusters(colours, counts)
         if label not in several_colours:
             assert len(groups[int(label)]) == 1, f"label {label} has colours {groups[int(label)]}"
-    for a in groups:
-        for b in groups:
-            for ca, _ in groups[a] if a < b else []:
-                for cb, _ in groups[b]:
-                    assert np.abs(ca - cb).max() > COLOUR_TOL, f"labels {a}, {b} share colour {ca}"
+    for (a, groups_a), (b, groups_b) in itertools.combinations(groups.items(), 2):
+        for ca, _ in groups_a:
+            for cb, _ in groups_b:
+                assert np.abs(ca - cb).max() > COLOUR_TOL, f"labels {a}, {b} share colour {ca}"
     return {label: tuple(int(v) for v in g[0][0]) for label, g in groups.items()}

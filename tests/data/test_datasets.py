@@ -10,12 +10,10 @@ import pytest
 from PIL import Image
 from pycocotools.coco import COCO
 
+import mask2former.data.datasets.builtin_meta as M
 from mask2former.data import DatasetCatalog, MetadataCatalog
 from mask2former.data.datasets import (
     DatasetFormatError,
-)
-from mask2former.data.datasets import builtin_meta as M
-from mask2former.data.datasets import (
     load_cityscapes_instances,
     load_cityscapes_panoptic,
     load_cityscapes_semantic,
@@ -341,16 +339,28 @@ def test_package_tables_equal_the_reference(reference_dir):
 
 
 def test_metadata_sizes_and_id_maps():
+    # Panoptic metadata follows the published Mask2Former: thing_classes lists every category
+    # (indexed by contiguous id, like stuff_classes); the thing id map holds the things only.
+    panoptic_things = {
+        "coco_2017_val_panoptic": 80,
+        "ade20k_panoptic_val": 100,
+        "mapillary_vistas_panoptic_val": 37,
+        "cityscapes_fine_panoptic_val": 8,
+    }
+    for name, n_things in panoptic_things.items():
+        meta = MetadataCatalog.get(name)
+        assert len(meta.thing_dataset_id_to_contiguous_id) == n_things, name
+        assert meta.thing_classes == meta.stuff_classes, name
     sizes = {
-        "coco_2017_val_panoptic": (133, 80),
+        "coco_2017_val_panoptic": (133, 133),
         "coco_2017_val": (None, 80),
         "coco_2017_test_stuff_10k_sem_seg": (171, None),
         "ade20k_sem_seg_val": (150, None),
-        "ade20k_panoptic_val": (150, 100),
+        "ade20k_panoptic_val": (150, 150),
         "ade20k_instance_val": (None, 100),
         "ade20k_full_sem_seg_val": (847, None),
         "mapillary_vistas_sem_seg_val": (65, None),
-        "mapillary_vistas_panoptic_val": (65, 37),
+        "mapillary_vistas_panoptic_val": (65, 65),
         "cityscapes_fine_sem_seg_val": (19, 8),
         "cityscapes_fine_panoptic_val": (19, 19),
     }
@@ -366,33 +376,31 @@ def test_metadata_sizes_and_id_maps():
             if name.startswith("cityscapes"):
                 stuff_map = {**stuff_map, **thing_map}
             assert sorted(stuff_map.values()) == list(range(n_stuff)), name
-        if n_stuff and thing_map:  # panoptic: a thing's contiguous id names the same class
-            names = meta.stuff_classes
-            for dataset_id, i in thing_map.items():
-                if name.startswith("coco_2017_val_panoptic"):
-                    assert names[i] == meta.thing_classes[i]
     coco = MetadataCatalog.get("coco_2017_val")
     assert sorted(coco.thing_dataset_id_to_contiguous_id.values()) == list(range(80))
+    # COCO panoptic: things come first, so a thing's contiguous id indexes both class lists
+    pan = MetadataCatalog.get("coco_2017_val_panoptic")
+    for i in pan.thing_dataset_id_to_contiguous_id.values():
+        assert pan.stuff_classes[i] == pan.thing_classes[i]
 
 
 def test_cityscapes_metadata_matches_cityscapesscripts():
     from cityscapesscripts.helpers.labels import labels
 
-    train = sorted((l for l in labels if l.trainId not in (255, -1)), key=lambda l: l.trainId)
+    train = sorted((x for x in labels if x.trainId not in (255, -1)), key=lambda x: x.trainId)
     meta = MetadataCatalog.get("cityscapes_fine_panoptic_train")
-    assert meta.stuff_classes == [l.name for l in train]
-    expected_things = {l.id: l.trainId for l in train if l.hasInstances}
+    assert meta.stuff_classes == [x.name for x in train]
+    expected_things = {x.id: x.trainId for x in train if x.hasInstances}
     assert meta.thing_dataset_id_to_contiguous_id == expected_things
     inst = MetadataCatalog.get("cityscapes_fine_instance_seg_train")
-    assert inst.thing_classes == [l.name for l in labels if l.hasInstances and not l.ignoreInEval]
+    assert inst.thing_classes == [x.name for x in labels if x.hasInstances and not x.ignoreInEval]
 
 
 def test_ade20k_instance_table_follows_the_mapping_files(reference_dir):
     data = reference_dir / "datasets-data"
     categories = json.loads((data / "ade20k_instance_imgCatIds.json").read_text())["categories"]
-    rows = [
-        l.split() for l in (data / "ade20k_instance_catid_mapping.txt").read_text().splitlines()[1:]
-    ]
+    lines = (data / "ade20k_instance_catid_mapping.txt").read_text().splitlines()[1:]
+    rows = [line.split() for line in lines]
     to_150 = {int(r[0]): int(r[1]) - 1 for r in rows if r}
     meta = MetadataCatalog.get("ade20k_instance_train")
     assert meta.thing_classes == [c["name"] for c in categories]
@@ -430,7 +438,9 @@ EVALUATOR_TYPES = {
 def _config_dataset_names(config_dir: Path) -> set[str]:
     names = set()
     for path in config_dir.rglob("*.yaml"):
-        for match in re.finditer(r"^\s*(?:TRAIN|TEST):\s*\(([^)]*)\)", path.read_text(), re.M):
+        for match in re.finditer(
+            r"^\s*(?:TRAIN|TEST):\s*\(([^)]*)\)", path.read_text(), re.MULTILINE
+        ):
             names.update(re.findall(r"[\"']([^\"']+)[\"']", match.group(1)))
     return names
 

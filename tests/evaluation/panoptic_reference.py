@@ -8,6 +8,7 @@
 * ``make_panoptic_set``: a generator of COCO-panoptic-format ground truth and perturbed
   predictions (Voronoi cells, VOID borders, crowd segments, missed and spurious segments).
 """
+
 from __future__ import annotations
 
 import json
@@ -165,7 +166,10 @@ def make_image(rng, height=480, width=640, num_segments=20):
     keep = rng.random(num_segments) > 0.1
     extra = rng.integers(0, 4)
     pred_seeds = np.concatenate(
-        [seeds[keep] + rng.normal(0, 15, size=(keep.sum(), 2)), rng.uniform((0, 0), (height, width), (extra, 2))]
+        [
+            seeds[keep] + rng.normal(0, 15, size=(keep.sum(), 2)),
+            rng.uniform((0, 0), (height, width), (extra, 2)),
+        ]
     )
     pred_cats = np.concatenate([cats[keep], rng.choice([c["id"] for c in CATEGORIES], size=extra)])
     flip = rng.random(len(pred_cats)) < 0.1
@@ -180,7 +184,9 @@ def make_image(rng, height=480, width=640, num_segments=20):
     ]
     present = set(np.unique(pred_ids).tolist())
     pred_segments = [
-        {"id": int(i), "category_id": int(c)} for i, c in zip(pred_seg_ids, pred_cats) if int(i) in present
+        {"id": int(i), "category_id": int(c)}
+        for i, c in zip(pred_seg_ids, pred_cats)
+        if int(i) in present
     ]
     return gt_ids, gt_segments, pred_ids, pred_segments
 

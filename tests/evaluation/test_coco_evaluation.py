@@ -1,4 +1,5 @@
 """COCOEvaluator: 100 AP on ground truth, equality with pycocotools' own COCOeval."""
+
 import contextlib
 import io
 import json

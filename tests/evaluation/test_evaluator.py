@@ -1,4 +1,5 @@
 """inference_on_dataset and DatasetEvaluators."""
+
 import logging
 import re
 

@@ -1,30 +1,44 @@
 """COCOPanopticEvaluator on model-style outputs: 100 on ground truth, equal to file scoring."""
+
 import json
 import os
 
 import numpy as np
 import pytest
 import torch
+from panoptic_reference import reference_pq_compute
 
 from mask2former.data.catalog import MetadataCatalog
 from mask2former.evaluation import COCOPanopticEvaluator, pq_compute
 from mask2former.evaluation.panoptic_quality import read_panoptic_png
-from panoptic_reference import reference_pq_compute
 
 
 def model_outputs(name, json_file, folder):
     """(inputs, outputs) as the model would give them for the annotations of a panoptic json."""
     meta = MetadataCatalog.get(name)
-    to_contiguous = {**meta.thing_dataset_id_to_contiguous_id, **meta.stuff_dataset_id_to_contiguous_id}
+    to_contiguous = {
+        **meta.thing_dataset_id_to_contiguous_id,
+        **meta.stuff_dataset_id_to_contiguous_id,
+    }
     things = set(meta.thing_dataset_id_to_contiguous_id)
     inputs, outputs = [], []
-    for ann in json.load(open(json_file))["annotations"]:
-        ids = torch.from_numpy(read_panoptic_png(os.path.join(folder, ann["file_name"])).astype(np.int32))
+    with open(json_file) as f:
+        annotations = json.load(f)["annotations"]
+    for ann in annotations:
+        ids = torch.from_numpy(
+            read_panoptic_png(os.path.join(folder, ann["file_name"])).astype(np.int32)
+        )
         segments = [
-            {"id": s["id"], "category_id": to_contiguous[s["category_id"]], "isthing": s["category_id"] in things}
+            {
+                "id": s["id"],
+                "category_id": to_contiguous[s["category_id"]],
+                "isthing": s["category_id"] in things,
+            }
             for s in ann["segments_info"]
         ]
-        inputs.append({"image_id": ann["image_id"], "file_name": f"/images/{ann['image_id']:06d}.jpg"})
+        inputs.append(
+            {"image_id": ann["image_id"], "file_name": f"/images/{ann['image_id']:06d}.jpg"}
+        )
         outputs.append({"panoptic_seg": (ids, segments)})
     return inputs, outputs
 
@@ -74,3 +88,19 @@ def test_malformed_outputs_give_clear_errors(panoptic_dataset):
         evaluator.process(inputs[:1], [{"panoptic_seg": (ids, bad)}])
     with pytest.raises(KeyError, match="is not in"):
         evaluator.process([{"image_id": 12345, "file_name": "x.jpg"}], outputs[:1])
+
+
+def test_label_divisor_format_without_segments_info(panoptic_dataset):
+    # detectron2's alternative output: segments_info None and each pixel class * divisor +
+    # instance, -1 for VOID. Ground truth written that way scores 100 as well.
+    name, (gt_json, _, gt_folder, _) = panoptic_dataset
+    inputs, outputs = model_outputs(name, gt_json, gt_folder)
+    converted = []
+    for out in outputs:
+        ids, segments = out["panoptic_seg"]
+        labels = torch.full_like(ids, -1, dtype=torch.int64)
+        for k, seg in enumerate(segments):
+            labels[ids == seg["id"]] = seg["category_id"] * 1000 + k
+        converted.append({"panoptic_seg": (labels, None)})
+    res = _evaluate(name, inputs, converted)
+    assert res["PQ"] == pytest.approx(100.0) and res["PQ_th"] == pytest.approx(100.0)

@@ -1,8 +1,10 @@
 """PQ / SQ / RQ: hand-worked cases, panopticapi's algorithm as reference, PNG format."""
+
 import json
 
 import numpy as np
 import pytest
+from panoptic_reference import make_panoptic_set, reference_pq_compute
 from PIL import Image
 
 from mask2former.evaluation.panoptic_quality import (
@@ -13,7 +15,6 @@ from mask2former.evaluation.panoptic_quality import (
     read_panoptic_png,
     write_panoptic_png,
 )
-from panoptic_reference import make_panoptic_set, reference_pq_compute
 
 # Categories: 1 and 2 are things, 3 is stuff.
 ISTHING = {1: True, 2: True, 3: False}
@@ -43,7 +44,12 @@ def test_one_matched_at_iou_06_and_one_missed():
     # a vs A: intersection 6, union 6 + 10 - 6 = 10, IoU 0.6 > 0.5 -> TP. B is missed -> FN.
     # cat 1: PQ = SQ = 0.6, RQ = 1. cat 3: TP 0, FN 1 -> PQ = SQ = RQ = 0.
     # All (n = 2): PQ = SQ = 0.3, RQ = 0.5. Things: 0.6 / 0.6 / 1. Stuff: 0 / 0 / 0.
-    res = _score(_row((7, 10), (9, 10)), _gt((7, 1, 10, 0), (9, 3, 10, 0)), _row((4, 6), (0, 14)), _pred((4, 1)))
+    res = _score(
+        _row((7, 10), (9, 10)),
+        _gt((7, 1, 10, 0), (9, 3, 10, 0)),
+        _row((4, 6), (0, 14)),
+        _pred((4, 1)),
+    )
     assert res["All"] == pytest.approx({"pq": 0.3, "sq": 0.3, "rq": 0.5, "n": 2})
     assert res["Things"] == pytest.approx({"pq": 0.6, "sq": 0.6, "rq": 1.0, "n": 1})
     assert res["Stuff"] == pytest.approx({"pq": 0.0, "sq": 0.0, "rq": 0.0, "n": 1})
@@ -98,11 +104,19 @@ def test_prediction_overlapping_two_gt_segments():
 
 def test_gt_as_prediction_is_100(tmp_path):
     files = make_panoptic_set(str(tmp_path), 3, height=48, width=64, num_segments=8)
-    gt = json.load(open(files[0]))
+    with open(files[0]) as f:
+        gt = json.load(f)
     res = pq_compute(files[0], files[0], files[2], files[2])
     for group in ("All", "Things", "Stuff"):
         assert res[group]["pq"] == res[group]["sq"] == res[group]["rq"] == 1.0
-    assert res["All"]["n"] == len({s["category_id"] for a in gt["annotations"] for s in a["segments_info"] if not s["iscrowd"]})
+    assert res["All"]["n"] == len(
+        {
+            s["category_id"]
+            for a in gt["annotations"]
+            for s in a["segments_info"]
+            if not s["iscrowd"]
+        }
+    )
 
 
 @pytest.mark.parametrize("num_workers", [1, 2])
@@ -121,7 +135,9 @@ def test_pq_compute_equals_reference_implementation(tmp_path, num_workers):
 
 def test_malformed_predictions_give_clear_errors():
     gt, gt_segs = _row((7, 4)), _gt((7, 1, 4, 0))
-    with pytest.raises(KeyError, match=r"\[5\] are in the predicted id map but not in segments_info"):
+    with pytest.raises(
+        KeyError, match=r"\[5\] are in the predicted id map but not in segments_info"
+    ):
         image_pq_stat(gt, gt_segs, _row((4, 2), (5, 2)), _pred((4, 1)), CATS, "img1")
     with pytest.raises(KeyError, match=r"\[6\] are in segments_info but not in the predicted"):
         image_pq_stat(gt, gt_segs, _row((4, 4)), _pred((4, 1), (6, 1)), CATS, "img1")
@@ -144,7 +160,9 @@ def test_png_roundtrip_uses_coco_id_encoding(tmp_path):
 
 def test_pqstat_sums_and_rejects_other_categories():
     a = PQStat.zeros([1, 2])
-    b = PQStat(a.category_ids, np.array([0.5, 0.0]), np.array([1, 0]), np.array([0, 1]), np.array([0, 0]))
+    b = PQStat(
+        a.category_ids, np.array([0.5, 0.0]), np.array([1, 0]), np.array([0, 1]), np.array([0, 0])
+    )
     a += b
     a += b
     assert a.tp.tolist() == [2, 0] and a.fp.tolist() == [0, 2] and a.iou.tolist() == [1.0, 0.0]

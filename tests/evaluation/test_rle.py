@@ -1,4 +1,5 @@
 """encode_masks is byte-identical to pycocotools.mask.encode."""
+
 import numpy as np
 import pycocotools.mask as mask_util
 import pytest

@@ -1,4 +1,5 @@
 """SemSegEvaluator: a hand-worked confusion case, 100 on ground truth, errors, JSON dump."""
+
 import json
 import math
 
@@ -7,8 +8,8 @@ import numpy as np
 import pycocotools.mask as mask_util
 import pytest
 import torch
+from eval_helpers import unique_name
 
-from conftest import unique_name
 from mask2former.data.catalog import MetadataCatalog
 from mask2former.evaluation import SemSegEvaluator
 
@@ -28,7 +29,9 @@ def sem_dataset(tmp_path):
 
 def _scores(labels: np.ndarray, num_classes: int = 3) -> torch.Tensor:
     """(C, H, W) one-hot scores whose argmax is ``labels``."""
-    return torch.nn.functional.one_hot(torch.from_numpy(labels), num_classes).permute(2, 0, 1).float()
+    return (
+        torch.nn.functional.one_hot(torch.from_numpy(labels), num_classes).permute(2, 0, 1).float()
+    )
 
 
 def _run(name, tmp_path, gt, pred, output_dir=None):
@@ -77,4 +80,7 @@ def test_bad_inputs(sem_dataset, tmp_path):
         _run(sem_dataset, tmp_path, np.array([[0, 1]]), np.array([[0, 1, 1]]))
     ev = SemSegEvaluator(sem_dataset, distributed=False)
     with pytest.raises(FileNotFoundError, match="nope.png"):
-        ev.process([{"file_name": "x.jpg", "sem_seg_file_name": "nope.png"}], [{"sem_seg": _scores(np.zeros((2, 2), dtype=np.int64))}])
+        ev.process(
+            [{"file_name": "x.jpg", "sem_seg_file_name": "nope.png"}],
+            [{"sem_seg": _scores(np.zeros((2, 2), dtype=np.int64))}],
+        )

@@ -358,3 +358,26 @@ def test_swin_drop_path_acts_only_in_training():
     assert not torch.allclose(a, c)
     assert backbone.layers[3].blocks[1].drop_path.rate == pytest.approx(0.5)
     assert backbone.layers[0].blocks[0].drop_path.rate == 0.0
+
+
+def test_swin_activation_checkpointing_gives_the_same_values_and_gradients():
+    torch.manual_seed(0)
+    plain = _tiny_swin().train()
+    checkpointed = _tiny_swin(use_checkpoint=True).train()
+    checkpointed.load_state_dict(plain.state_dict())
+    x = torch.randn(1, 3, 40, 56)
+    grads = []
+    for model in (plain, checkpointed):
+        out = model(x)
+        sum(v.square().sum() for v in out.values()).backward()
+        grads.append(model.layers[1].blocks[1].attn.qkv.weight.grad)
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-5, atol=1e-6)
+
+
+def test_resnext_groups_match_torchvision_resnext50_32x4d():
+    with torch.device("meta"):
+        ours = build_backbone(_resnet_cfg(50, NUM_GROUPS=32, WIDTH_PER_GROUP=4))
+        reference = torchvision.models.resnext50_32x4d()
+    expected = sum(p.numel() for n, p in reference.named_parameters() if not n.startswith("fc."))
+    assert sum(p.numel() for p in ours.parameters()) == expected
+    assert ours.res2[0].conv2.groups == 32 and ours.res2[0].conv2.out_channels == 128

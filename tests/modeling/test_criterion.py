@@ -1,6 +1,7 @@
 """SetCriterion and the loss functions: hand-computed values, weights, empty targets, gradients."""
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -12,6 +13,7 @@ from mask2former.modeling.losses import dice_loss, sigmoid_ce_loss, sigmoid_foca
 from mask2former.modeling.matcher import HungarianMatcher
 from mask2former.modeling.point_sampling import point_sample, uncertain_point_coords_with_randomness
 
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 X = torch.tensor([[2.0, -1.0, 0.5], [0.0, 3.0, -2.0]])  # (N=2, P=3) logits
 T = torch.tensor([[1.0, 0.0, 1.0], [0.0, 1.0, 1.0]])
 
@@ -223,7 +225,7 @@ def test_bad_targets_and_aux_count_raise():
 
 def test_build_criterion_from_published_configs():
     cfg = get_cfg()
-    cfg.merge_from_file("configs/coco/panoptic-segmentation/maskformer2_R50_bs16_50ep.yaml")
+    cfg.merge_from_file(str(CONFIGS / "coco/panoptic-segmentation/maskformer2_R50_bs16_50ep.yaml"))
     m2f = build_criterion(cfg)
     assert m2f.mask_loss == "point" and m2f.matcher.mask_cost == "point"
     assert len(m2f.weight_dict) == 3 * 10  # final + 9 aux (DEC_LAYERS 10)
@@ -231,7 +233,7 @@ def test_build_criterion_from_published_configs():
     assert m2f.num_points == m2f.matcher.num_points == 12544
     assert m2f.empty_weight[-1].item() == pytest.approx(0.1) and m2f.empty_weight[:-1].eq(1).all()
     cfg = get_cfg()
-    cfg.merge_from_file("configs/maskformer/ade20k-150/maskformer_R50_bs16_160k.yaml")
+    cfg.merge_from_file(str(CONFIGS / "maskformer/ade20k-150/maskformer_R50_bs16_160k.yaml"))
     v1 = build_criterion(cfg)
     assert v1.mask_loss == "full" and v1.matcher.mask_cost == "full"
     assert v1.weight_dict["loss_ce"] == 1.0 and v1.weight_dict["loss_mask"] == 20.0

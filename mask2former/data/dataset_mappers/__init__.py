@@ -1,4 +1,5 @@
 """Dataset mappers: dataset dict -> model input. Importing registers them."""
+
 from .build import DATASET_MAPPER_REGISTRY, build_dataset_mapper, register_dataset_mapper
 from .coco_lsj import COCOInstanceLSJDatasetMapper, COCOPanopticLSJDatasetMapper
 from .detr_panoptic import DETRPanopticDatasetMapper
@@ -8,9 +9,9 @@ from .mask_former_semantic import MaskFormerSemanticDatasetMapper
 from .test_mapper import TestDatasetMapper
 
 __all__ = [
+    "DATASET_MAPPER_REGISTRY",
     "COCOInstanceLSJDatasetMapper",
     "COCOPanopticLSJDatasetMapper",
-    "DATASET_MAPPER_REGISTRY",
     "DETRPanopticDatasetMapper",
     "MaskFormerInstanceDatasetMapper",
     "MaskFormerPanopticDatasetMapper",

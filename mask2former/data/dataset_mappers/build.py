@@ -1,7 +1,8 @@
 """Registry of training dataset mappers, selected by ``INPUT.DATASET_MAPPER_NAME``."""
+
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from fvcore.common.registry import Registry
 

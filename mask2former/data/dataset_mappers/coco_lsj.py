@@ -4,6 +4,7 @@ Augmentation: flip, resize by a random scale in [INPUT.MIN_SCALE, INPUT.MAX_SCAL
 INPUT.IMAGE_SIZE, then crop / pad to INPUT.IMAGE_SIZE square (image pad 128). Outputs add
 "padding_mask" (H, W) bool, True on padded pixels, and gt_boxes (tight boxes of the masks).
 """
+
 from __future__ import annotations
 
 import copy
@@ -15,11 +16,11 @@ from ...config import configurable
 from ..detection_utils import (
     BadSampleError,
     add_boxes_from_masks,
+    check_label_size,
     image_to_tensor,
     instances_from_annotations,
     instances_from_panoptic,
     read_image,
-    check_label_size,
     rgb2id,
 )
 from ..transforms import (

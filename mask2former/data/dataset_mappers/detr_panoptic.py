@@ -1,4 +1,5 @@
 """``detr_panoptic`` (MaskFormer v1 COCO panoptic): DETR's resize-or-crop augmentation."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -29,12 +30,14 @@ class DETRPanopticDatasetMapper(MaskFormerPanopticDatasetMapper):
         image_format: str,
         ignore_label: int,
         size_divisibility: int,
+        num_classes: int | None = None,
     ):
         super().__init__(
             augmentations=augmentations,
             image_format=image_format,
             ignore_label=ignore_label,
             size_divisibility=size_divisibility,
+            num_classes=num_classes,
         )
         self.crop_augmentations = crop_augmentations
 
@@ -54,6 +57,7 @@ class DETRPanopticDatasetMapper(MaskFormerPanopticDatasetMapper):
             "image_format": cfg.INPUT.FORMAT,
             "ignore_label": ignore_label_from_config(cfg),
             "size_divisibility": cfg.INPUT.SIZE_DIVISIBILITY,
+            "num_classes": cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES,
         }
 
     def sample_augmentations(self) -> list[Augmentation]:

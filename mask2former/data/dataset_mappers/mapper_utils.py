@@ -1,4 +1,5 @@
 """Pieces shared by the dataset mappers: config -> augmentations, reading, padding."""
+
 from __future__ import annotations
 
 import numpy as np

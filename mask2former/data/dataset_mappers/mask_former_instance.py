@@ -1,4 +1,5 @@
 """``mask_former_instance``: image + COCO instance annotations -> one mask per instance."""
+
 from __future__ import annotations
 
 import copy

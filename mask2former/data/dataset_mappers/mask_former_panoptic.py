@@ -1,4 +1,5 @@
 """``mask_former_panoptic``: image + COCO panoptic PNG -> one mask per non-crowd segment."""
+
 from __future__ import annotations
 
 import copy
@@ -10,6 +11,7 @@ from ...config import configurable
 from ..detection_utils import (
     BadSampleError,
     check_label_size,
+    check_label_values,
     image_to_tensor,
     instances_from_panoptic,
     read_image,
@@ -30,7 +32,7 @@ __all__ = ["MaskFormerPanopticDatasetMapper", "read_panoptic_sample"]
 
 
 def read_panoptic_sample(
-    dataset_dict: dict, image_format: str, ignore_label: int
+    dataset_dict: dict, image_format: str, ignore_label: int, num_classes: int | None = None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(image (H, W, 3), panoptic PNG colours (H, W, 3), label map (H, W) int64) of a sample.
 
@@ -48,6 +50,7 @@ def read_panoptic_sample(
         label_file = dataset_dict.pop("sem_seg_file_name")
         sem_seg = read_label_map(label_file)
         check_label_size(label_file, sem_seg, file_name, image)
+        check_label_values(label_file, sem_seg, num_classes, ignore_label)
     else:
         segments = dataset_dict["segments_info"]
         sem_seg = semantic_from_panoptic(rgb2id(pan_colors), segments, ignore_label)
@@ -72,11 +75,13 @@ class MaskFormerPanopticDatasetMapper:
         image_format: str,
         ignore_label: int,
         size_divisibility: int,
+        num_classes: int | None = None,
     ):
         self.augmentations = augmentations
         self.image_format = image_format
         self.ignore_label = ignore_label
         self.size_divisibility = size_divisibility
+        self.num_classes = num_classes
 
     @classmethod
     def from_config(cls, cfg) -> dict:
@@ -85,6 +90,7 @@ class MaskFormerPanopticDatasetMapper:
             "image_format": cfg.INPUT.FORMAT,
             "ignore_label": ignore_label_from_config(cfg),
             "size_divisibility": cfg.INPUT.SIZE_DIVISIBILITY,
+            "num_classes": cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES,
         }
 
     def sample_augmentations(self) -> list[Augmentation]:
@@ -93,7 +99,7 @@ class MaskFormerPanopticDatasetMapper:
     def __call__(self, dataset_dict: dict) -> dict:
         dataset_dict = copy.deepcopy(dataset_dict)
         image, pan_colors, sem_seg = read_panoptic_sample(
-            dataset_dict, self.image_format, self.ignore_label
+            dataset_dict, self.image_format, self.ignore_label, self.num_classes
         )
         aug_input = AugInput(image, sem_seg=sem_seg)
         transforms = apply_augmentations(self.sample_augmentations(), aug_input)

@@ -1,4 +1,5 @@
 """``mask_former_semantic``: image + label map -> one mask per category present."""
+
 from __future__ import annotations
 
 import copy
@@ -11,6 +12,7 @@ from ...structures import Instances
 from ..detection_utils import (
     BadSampleError,
     check_label_size,
+    check_label_values,
     image_to_tensor,
     read_label_map,
 )
@@ -53,11 +55,13 @@ class MaskFormerSemanticDatasetMapper:
         image_format: str,
         ignore_label: int,
         size_divisibility: int,
+        num_classes: int | None = None,
     ):
         self.augmentations = augmentations
         self.image_format = image_format
         self.ignore_label = ignore_label
         self.size_divisibility = size_divisibility
+        self.num_classes = num_classes
 
     @classmethod
     def from_config(cls, cfg) -> dict:
@@ -66,6 +70,7 @@ class MaskFormerSemanticDatasetMapper:
             "image_format": cfg.INPUT.FORMAT,
             "ignore_label": ignore_label_from_config(cfg),
             "size_divisibility": cfg.INPUT.SIZE_DIVISIBILITY,
+            "num_classes": cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES,
         }
 
     def __call__(self, dataset_dict: dict) -> dict:
@@ -79,11 +84,14 @@ class MaskFormerSemanticDatasetMapper:
         label_file = dataset_dict.pop("sem_seg_file_name")
         sem_seg = read_label_map(label_file)
         check_label_size(label_file, sem_seg, file_name, image)
+        check_label_values(label_file, sem_seg, self.num_classes, self.ignore_label)
 
         aug_input = AugInput(image, sem_seg=sem_seg)
         apply_augmentations(self.augmentations, aug_input)
         aug_input.transform(
-            divisibility_padding(aug_input.image.shape[:2], self.size_divisibility, self.ignore_label)
+            divisibility_padding(
+                aug_input.image.shape[:2], self.size_divisibility, self.ignore_label
+            )
         )
         dataset_dict["image"] = image_to_tensor(aug_input.image)
         dataset_dict["sem_seg"] = torch.from_numpy(aug_input.sem_seg.astype(np.int64))

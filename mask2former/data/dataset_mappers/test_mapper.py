@@ -1,4 +1,5 @@
 """The test-time mapper: resize the shortest edge, keep the original "height" / "width"."""
+
 from __future__ import annotations
 
 import copy

@@ -43,10 +43,12 @@ def _panoptic_fields(categories: list[dict]) -> dict[str, Any]:
     """Class lists and id maps for categories carrying id, name, color, isthing.
 
     The contiguous id of a category is its position in the table, for things and stuff alike.
+    As in the published Mask2Former, ``thing_classes`` / ``thing_colors`` list every category
+    (like ``stuff_classes``), so any contiguous id, thing or stuff, indexes either list.
     """
     return {
-        "thing_classes": [c["name"] for c in categories if c["isthing"]],
-        "thing_colors": [c["color"] for c in categories if c["isthing"]],
+        "thing_classes": [c["name"] for c in categories],
+        "thing_colors": [c["color"] for c in categories],
         "stuff_classes": [c["name"] for c in categories],
         "stuff_colors": [c["color"] for c in categories],
         "thing_dataset_id_to_contiguous_id": {

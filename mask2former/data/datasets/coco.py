@@ -43,7 +43,7 @@ def _thing_id_map(categories: list[dict], json_file: str, meta: Metadata) -> dic
 
 
 def _convert_segmentation(segm: Any, json_file: str, image: str) -> Any:
-    """Polygons (list of flat lists, invalid ones dropped) or a compressed RLE dict; None if empty."""
+    """Polygons (flat lists; invalid ones dropped) or a compressed RLE dict; None if empty."""
     if isinstance(segm, dict):
         if "counts" not in segm or "size" not in segm:
             raise DatasetFormatError(f"{json_file}: image {image}: RLE without counts/size: {segm}")

@@ -34,6 +34,7 @@ from PIL import Image
 from ..catalog import DatasetCatalog, MetadataCatalog
 from .coco import load_coco_json
 from .coco_panoptic import load_coco_panoptic_json
+from .panoptic_png import id_to_rgb
 from .sem_seg import load_sem_seg
 
 logger = logging.getLogger(__name__)
@@ -63,10 +64,13 @@ _THING_PAINTS = np.array(
 
 
 # ----------------------------------------------------------------------------- drawing
+_GRID = np.mgrid[0:IMAGE_SIZE, 0:IMAGE_SIZE].astype(np.float32)  # (y, x) pixel coordinates
+
+
 def _stuff_texture(category_id: int, rng: np.random.Generator) -> np.ndarray:
     """(H, W, 3) float texture of a stuff class: waves, vertical stripes or speckle."""
     s = IMAGE_SIZE
-    y, x = np.mgrid[0:s, 0:s].astype(np.float32)
+    y, x = _GRID
     base = np.array(SHAPES_CATEGORIES[_CONTIGUOUS[category_id]]["color"], np.float32)
     phase = rng.uniform(0, 2 * np.pi)
     if category_id == 4:  # water: horizontal waves
@@ -94,7 +98,7 @@ def _stuff_layout(rng: np.random.Generator) -> list[tuple[int, np.ndarray]]:
     a, b = rng.choice(_STUFF_IDS, size=2, replace=False)
     cx, cy = rng.uniform(s / 3, 2 * s / 3, size=2)
     angle = rng.uniform(0, np.pi)
-    y, x = np.mgrid[0:s, 0:s]
+    y, x = _GRID
     side = (x - cx) * np.cos(angle) + (y - cy) * np.sin(angle) > 0
     return [(int(a), ~side), (int(b), side)]
 
@@ -106,7 +110,7 @@ def _shape_mask(category_id: int, rng: np.random.Generator) -> np.ndarray:
     cx, cy = rng.uniform(r, s - r, size=2)
     canvas = np.zeros((s, s), np.uint8)
     if category_id == 1:
-        cv2.circle(canvas, (int(round(cx)), int(round(cy))), int(round(r)), 1, -1, cv2.LINE_8)
+        cv2.circle(canvas, (round(cx), round(cy)), round(r), 1, -1, cv2.LINE_8)
         return canvas.astype(bool)
     n = 4 if category_id == 2 else 3
     start = rng.uniform(0, 2 * np.pi)
@@ -136,12 +140,13 @@ def _render(rng: np.random.Generator) -> tuple[np.ndarray, list[tuple[int, np.nd
     image = np.zeros((IMAGE_SIZE, IMAGE_SIZE, 3), np.float32)
     stuff = _stuff_layout(rng)
     for category_id, mask in stuff:
-        image[mask] = _stuff_texture(category_id, rng)[mask]
+        np.copyto(image, _stuff_texture(category_id, rng), where=mask[..., None])
     things = _place_things(rng)
+    shading = rng.normal(0, 6, image.shape).astype(np.float32)
     covered = np.zeros((IMAGE_SIZE, IMAGE_SIZE), bool)
     for _, mask in things:
         paint = _THING_PAINTS[rng.integers(len(_THING_PAINTS))]
-        image[mask] = paint + rng.normal(0, 6, (int(mask.sum()), 3))
+        np.copyto(image, paint + shading, where=mask[..., None])
         covered |= mask
     stuff = [(c, m & ~covered) for c, m in stuff if (m & ~covered).any()]
     return np.clip(image, 0, 255).astype(np.uint8), things + stuff
@@ -158,10 +163,6 @@ def _bbox_xywh(mask: np.ndarray) -> list[int]:
     ]
 
 
-def _id_to_rgb(segment_id: int) -> list[int]:
-    return [segment_id % 256, segment_id // 256 % 256, segment_id // 256**2]
-
-
 def _write_png(path: str, array: np.ndarray) -> None:
     Image.fromarray(array).save(path, format="PNG")
 
@@ -169,12 +170,12 @@ def _write_png(path: str, array: np.ndarray) -> None:
 def _write_image_files(out: str, split: str, stem: str, image, segments) -> None:
     """The JPEG, the panoptic PNG (segment k+1 for segments[k]) and the semantic PNG."""
     Image.fromarray(image).save(os.path.join(out, split, stem + ".jpg"), format="JPEG", quality=95)
-    panoptic = np.zeros(image.shape, np.uint8)
+    ids = np.zeros(image.shape[:2], np.int64)
     semantic = np.full(image.shape[:2], 255, np.uint8)
     for k, (category_id, mask) in enumerate(segments):
-        panoptic[mask] = _id_to_rgb(k + 1)
+        ids[mask] = k + 1
         semantic[mask] = _CONTIGUOUS[category_id]
-    _write_png(os.path.join(out, f"panoptic_{split}", stem + ".png"), panoptic)
+    _write_png(os.path.join(out, f"panoptic_{split}", stem + ".png"), id_to_rgb(ids))
     _write_png(os.path.join(out, f"panoptic_semseg_{split}", stem + ".png"), semantic)
 
 
@@ -301,11 +302,12 @@ def ensure_shapes_dataset(root: str) -> str:
 
 # ----------------------------------------------------------------------------- registration
 def shapes_meta() -> dict[str, Any]:
-    """Class lists and id maps in the panoptic convention (stuff_classes lists all 6)."""
+    """Class lists and id maps in the published panoptic convention (every list holds all 6,
+    indexed by contiguous id)."""
     things = [c for c in SHAPES_CATEGORIES if c["isthing"]]
     return {
-        "thing_classes": [c["name"] for c in things],
-        "thing_colors": [c["color"] for c in things],
+        "thing_classes": [c["name"] for c in SHAPES_CATEGORIES],
+        "thing_colors": [c["color"] for c in SHAPES_CATEGORIES],
         "stuff_classes": [c["name"] for c in SHAPES_CATEGORIES],
         "stuff_colors": [c["color"] for c in SHAPES_CATEGORIES],
         "thing_dataset_id_to_contiguous_id": {c["id"]: _CONTIGUOUS[c["id"]] for c in things},
@@ -359,8 +361,8 @@ def register_shapes(root: str) -> None:
             f"shapes_{split}_instance",
             instance,
             dict(
-                thing_classes=meta["thing_classes"],
-                thing_colors=meta["thing_colors"],
+                thing_classes=[c["name"] for c in SHAPES_CATEGORIES if c["isthing"]],
+                thing_colors=[c["color"] for c in SHAPES_CATEGORIES if c["isthing"]],
                 thing_dataset_id_to_contiguous_id={c: i for i, c in enumerate(_THING_IDS)},
                 evaluator_type="coco",
                 json_file=ins_json,

@@ -1,4 +1,5 @@
 """Transforms (deterministic) and augmentations (which sample transforms)."""
+
 from .augmentation import AugInput, Augmentation, apply_augmentations
 from .augmentation_impl import (
     ColorAugSSD,

@@ -1,7 +1,8 @@
 """Augmentations: policies that sample a :class:`Transform` from the input they see."""
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -43,7 +44,9 @@ class AugInput:
             self.sem_seg = tfm.apply_segmentation(self.sem_seg)
 
 
-def apply_augmentations(augmentations: Sequence[Augmentation], aug_input: AugInput) -> TransformList:
+def apply_augmentations(
+    augmentations: Sequence[Augmentation], aug_input: AugInput
+) -> TransformList:
     """Apply each augmentation in turn to ``aug_input``; return the transforms it sampled.
 
     The returned list replays the same change on masks and polygons of the sample.

@@ -1,7 +1,8 @@
 """The augmentations of the published Mask2Former training recipes."""
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -228,7 +229,7 @@ class ResizeScale(Augmentation):
         h, w = image.shape[:2]
         scale = np.random.uniform(self.min_scale, self.max_scale)
         output_scale = min(self.target_height * scale / h, self.target_width * scale / w)
-        new_h, new_w = max(int(round(h * output_scale)), 1), max(int(round(w * output_scale)), 1)
+        new_h, new_w = max(round(h * output_scale), 1), max(round(w * output_scale), 1)
         return ResizeTransform(h, w, new_h, new_w)
 
 
@@ -253,7 +254,7 @@ class FixedSizeCrop(Augmentation):
         max_y, max_x = max(h - out_h, 0), max(w - out_w, 0)
         # One uniform draw positions the window along both axes.
         fraction = np.random.uniform(0.0, 1.0)
-        y0, x0 = int(round(max_y * fraction)), int(round(max_x * fraction))
+        y0, x0 = round(max_y * fraction), round(max_x * fraction)
         crop_h, crop_w = min(h, out_h), min(w, out_w)
         crop = CropTransform(x0, y0, crop_w, crop_h)
         pad = PadTransform(

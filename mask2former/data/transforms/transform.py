@@ -11,6 +11,7 @@ A :class:`Transform` (fvcore's) maps
 Flips, the no-op and the transform list come from fvcore. An :class:`Augmentation`
 (``augmentation.py``) samples one of these from the image.
 """
+
 from __future__ import annotations
 
 import cv2
@@ -117,7 +118,12 @@ class CropTransform(Transform):
 
 def _clip_polygon(points: np.ndarray, width: float, height: float) -> np.ndarray:
     """Sutherland-Hodgman: the part of an (n, 2) polygon inside [0, width] x [0, height]."""
-    for axis, limit, keep_below in ((0, 0.0, False), (0, width, True), (1, 0.0, False), (1, height, True)):
+    for axis, limit, keep_below in (
+        (0, 0.0, False),
+        (0, width, True),
+        (1, 0.0, False),
+        (1, height, True),
+    ):
         if len(points) == 0:
             break
         inside = points[:, axis] <= limit if keep_below else points[:, axis] >= limit
@@ -190,12 +196,16 @@ class ColorAugSSDTransform(Transform):
     ):
         super().__init__()
         if img_format not in ("RGB", "BGR"):
-            raise ValueError(f"ColorAugSSDTransform: img_format must be RGB or BGR, not {img_format!r}")
+            raise ValueError(
+                f"ColorAugSSDTransform: img_format must be RGB or BGR, not {img_format!r}"
+            )
         self._set_attributes(locals())
 
     def apply_image(self, img: np.ndarray) -> np.ndarray:
         if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
-            raise ValueError(f"ColorAugSSDTransform takes (H, W, 3) uint8, got {img.dtype} {img.shape}")
+            raise ValueError(
+                f"ColorAugSSDTransform takes (H, W, 3) uint8, got {img.dtype} {img.shape}"
+            )
         bgr = img[:, :, ::-1] if self.img_format == "RGB" else img
         if self.brightness_beta is not None:
             bgr = _scale_and_clip(bgr, beta=self.brightness_beta)

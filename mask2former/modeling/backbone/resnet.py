@@ -115,7 +115,6 @@ class BasicBlock(nn.Module):
         stride: int = 1,
         norm: str = "BN",
         dilation: int = 1,
-        **unused_bottleneck_args,
     ):
         super().__init__()
         if dilation != 1:
@@ -272,8 +271,10 @@ def _check_unsupported(cfg) -> None:
         )
 
 
-def _build_stages(cfg, in_channels: int, res5_multi_grid: Sequence[int]) -> list[list[nn.Module]]:
-    """Stages res2..res{max out feature} as detectron2 builds them from MODEL.RESNETS."""
+def _check_resnet_cfg(cfg, res5_multi_grid: Sequence[int]) -> None:
+    """Refuse MODEL.RESNETS values detectron2 would refuse, naming the key."""
+    _check_unsupported(cfg)
+    _check_out_features(cfg)
     r = cfg.MODEL.RESNETS
     if r.DEPTH not in BLOCKS_PER_STAGE:
         raise ValueError(f"MODEL.RESNETS.DEPTH must be one of {sorted(BLOCKS_PER_STAGE)}")
@@ -283,12 +284,18 @@ def _build_stages(cfg, in_channels: int, res5_multi_grid: Sequence[int]) -> list
         raise ValueError(
             f"MODEL.RESNETS.RES5_MULTI_GRID needs one entry per res5 block, got {res5_multi_grid}"
         )
-    basic = r.DEPTH in (18, 34)
-    if basic and (r.RES2_OUT_CHANNELS != 64 or r.RES5_DILATION != 1):
+    if r.DEPTH in (18, 34) and (r.RES2_OUT_CHANNELS != 64 or r.RES5_DILATION != 1):
         raise ValueError(
             "ResNet-18/34 need MODEL.RESNETS.RES2_OUT_CHANNELS = 64 and RES5_DILATION = 1, got "
             f"{r.RES2_OUT_CHANNELS} and {r.RES5_DILATION}"
         )
+
+
+def _build_stages(cfg, in_channels: int, res5_multi_grid: Sequence[int]) -> list[list[nn.Module]]:
+    """Stages res2..res{max out feature} as detectron2 builds them from MODEL.RESNETS."""
+    _check_resnet_cfg(cfg, res5_multi_grid)
+    r = cfg.MODEL.RESNETS
+    basic = r.DEPTH in (18, 34)
     stage_ids = [int(name[len("res") :]) for name in r.OUT_FEATURES]
     out_channels, bottleneck = r.RES2_OUT_CHANNELS, r.NUM_GROUPS * r.WIDTH_PER_GROUP
     stages = []
@@ -332,8 +339,6 @@ def _check_out_features(cfg) -> None:
 @BACKBONE_REGISTRY.register()
 def build_resnet_backbone(cfg, input_shape: ShapeSpec) -> ResNet:
     """detectron2's ResNet with the basic stem (MODEL.RESNETS.*, MODEL.BACKBONE.FREEZE_AT)."""
-    _check_unsupported(cfg)
-    _check_out_features(cfg)
     r = cfg.MODEL.RESNETS
     stem = BasicStem(input_shape.channels, r.STEM_OUT_CHANNELS, r.NORM)
     blocks_in_res5 = BLOCKS_PER_STAGE.get(r.DEPTH, [0, 0, 0, 0])[3]
@@ -345,8 +350,6 @@ def build_resnet_backbone(cfg, input_shape: ShapeSpec) -> ResNet:
 def build_resnet_deeplab_backbone(cfg, input_shape: ShapeSpec) -> ResNet:
     """DeepLab's ResNet: MODEL.RESNETS.STEM_TYPE "deeplab" (three 3x3 convs) or "basic",
     and res5 block i dilated by RES5_DILATION * RES5_MULTI_GRID[i]."""
-    _check_unsupported(cfg)
-    _check_out_features(cfg)
     r = cfg.MODEL.RESNETS
     stems = {"basic": BasicStem, "deeplab": DeepLabStem}
     if r.STEM_TYPE not in stems:

@@ -8,6 +8,7 @@ from mask2former.layers import ShapeSpec
 from ..pixel_decoder.build import build_pixel_decoder
 from ..transformer_decoder.build import build_transformer_decoder
 from .build import SEM_SEG_HEADS_REGISTRY
+from .checkpoint_compat import move_legacy_pixel_decoder_keys
 
 #: TRANSFORMER_IN_FEATURE values that name a pixel-decoder output, not a backbone feature.
 PIXEL_DECODER_OUTPUTS = ("multi_scale_pixel_decoder", "transformer_encoder", "pixel_embedding")
@@ -85,6 +86,10 @@ class MaskFormerHead(nn.Module):
             ),
             "transformer_in_feature": cfg.MODEL.MASK_FORMER.TRANSFORMER_IN_FEATURE,
         }
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        move_legacy_pixel_decoder_keys(state_dict, prefix, kept=("predictor.",))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def forward(self, features: dict[str, Tensor], mask: Tensor | None = None) -> dict:
         mask_features, encoder_features, multi_scale = self.pixel_decoder.forward_features(features)

@@ -9,6 +9,7 @@ from mask2former.layers import Conv2d, ShapeSpec, c2_msra_fill
 from ..pixel_decoder.build import build_pixel_decoder
 from ..transformer_decoder.build import build_transformer_decoder
 from .build import SEM_SEG_HEADS_REGISTRY
+from .checkpoint_compat import move_legacy_pixel_decoder_keys
 from .mask_former_head import predictor_in_channels, predictor_input
 
 
@@ -62,6 +63,10 @@ class PerPixelBaselineHead(nn.Module):
             # Published MaskFormer fixes the baselines' output stride at 4.
             "common_stride": 4,
         }
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        move_legacy_pixel_decoder_keys(state_dict, prefix, kept=("predictor.",))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def layers(self, features: dict[str, Tensor]) -> tuple[Tensor, list[dict]]:
         """Per-pixel logits (N, K, H/4, W/4) and auxiliary predictions (none here)."""

@@ -1,6 +1,7 @@
 """Mask2Former's pixel decoder: a multi-scale deformable-attention encoder plus an FPN level."""
 
 import math
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
@@ -20,7 +21,8 @@ class MSDeformAttnEncoderLayer(nn.Module):
     """Deformable self-attention then FFN, post-norm (``norm1``, ``norm2``).
 
     ``forward(src (N, S, C), pos (N, S, C), reference_points (N, S, L, 2), spatial_shapes
-    (L, 2), level_start_index (L,), padding_mask (N, S) or None) -> (N, S, C)``.
+    (L, 2) tensor or (h, w) Python ints, level_start_index (L,), padding_mask (N, S) or None)
+    -> (N, S, C)``.
     """
 
     def __init__(
@@ -41,7 +43,7 @@ class MSDeformAttnEncoderLayer(nn.Module):
         src: Tensor,
         pos: Tensor,
         reference_points: Tensor,
-        spatial_shapes: Tensor,
+        spatial_shapes: Tensor | Sequence[tuple[int, int]],
         level_start_index: Tensor,
         padding_mask: Tensor | None = None,
     ) -> Tensor:
@@ -62,15 +64,16 @@ class MSDeformAttnEncoderLayer(nn.Module):
         return residual(src, ffn, self.norm2, self.dropout3, normalize_before=False)
 
 
-def encoder_reference_points(spatial_shapes: Tensor, valid_ratios: Tensor) -> Tensor:
+def encoder_reference_points(shapes: Sequence[tuple[int, int]], valid_ratios: Tensor) -> Tensor:
     """Centres of every pixel of every level, in normalised coordinates of each level.
 
-    spatial_shapes: (L, 2) of (h, w); valid_ratios: (N, L, 2) of (x, y) unpadded shares.
+    shapes: (h, w) of each level as Python ints (so tracing and export see constants);
+    valid_ratios: (N, L, 2) of (x, y) unpadded shares.
     Returns (N, S, L, 2) with S = sum(h * w): for each query pixel its (x, y) position
     expressed in each level's valid region.
     """
     points = []
-    for lvl, (h, w) in enumerate(spatial_shapes.tolist()):
+    for lvl, (h, w) in enumerate(shapes):
         ref_y, ref_x = torch.meshgrid(
             torch.linspace(0.5, h - 0.5, h, dtype=torch.float32, device=valid_ratios.device),
             torch.linspace(0.5, w - 0.5, w, dtype=torch.float32, device=valid_ratios.device),
@@ -150,10 +153,11 @@ class MSDeformAttnTransformerEncoderOnly(nn.Module):
             (spatial_shapes.new_zeros((1,)), spatial_shapes.prod(1).cumsum(0)[:-1])
         )
         valid_ratios = torch.stack([valid_ratio(m) for m in masks], 1)
-        reference_points = encoder_reference_points(spatial_shapes, valid_ratios)
+        reference_points = encoder_reference_points(shapes, valid_ratios)
         out = src_flat
         for layer in self.encoder.layers:
-            out = layer(out, pos_flat, reference_points, spatial_shapes, level_start_index, None)
+            # level sizes as Python ints: the reference path then reads no tensor data (export)
+            out = layer(out, pos_flat, reference_points, shapes, level_start_index, None)
         return out, spatial_shapes, level_start_index
 
 
@@ -258,21 +262,30 @@ class MSDeformAttnPixelDecoder(nn.Module):
         }
 
     def forward_features(self, features: dict[str, Tensor]) -> tuple[Tensor, Tensor, list[Tensor]]:
+        # As published, the pixel decoder runs in float32 even under mixed precision.
+        device_type = next(iter(features.values())).device.type
+        with torch.autocast(device_type=device_type, enabled=False):
+            return self._forward_features_fp32({k: v.float() for k, v in features.items()})
+
+    def _forward_features_fp32(
+        self, features: dict[str, Tensor]
+    ) -> tuple[Tensor, Tensor, list[Tensor]]:
         srcs, pos = [], []
         for idx, name in enumerate(self.transformer_in_features[::-1]):
-            x = features[name].float()
+            x = features[name]
             srcs.append(self.input_proj[idx](x))
             pos.append(self.pe_layer(x))
-        memory, spatial_shapes, _ = self.transformer(srcs, pos)
+        memory, _, _ = self.transformer(srcs, pos)
         n = memory.shape[0]
-        # (N, S, C) -> one (N, C, h, w) map per level, coarsest first
-        sizes = spatial_shapes.prod(1).tolist()
+        # (N, S, C) -> one (N, C, h, w) map per level, coarsest first; sizes from the
+        # feature maps' shapes, not from a tensor, so tracing and export see constants
+        shapes = [tuple(x.shape[-2:]) for x in srcs]
         out = [
-            z.transpose(1, 2).reshape(n, -1, int(h), int(w))
-            for z, (h, w) in zip(torch.split(memory, sizes, dim=1), spatial_shapes.tolist())
+            z.transpose(1, 2).reshape(n, -1, h, w)
+            for z, (h, w) in zip(torch.split(memory, [h * w for h, w in shapes], dim=1), shapes)
         ]
         for idx, name in enumerate(self.in_features[: self.num_fpn_levels][::-1]):
-            lateral = self.lateral_convs[idx](features[name].float())
+            lateral = self.lateral_convs[idx](features[name])
             y = lateral + F.interpolate(
                 out[-1], size=lateral.shape[-2:], mode="bilinear", align_corners=False
             )

@@ -1,0 +1,214 @@
+"""Loaders: batching, aspect grouping, worker sharding and seeding, filtering, bad samples."""
+
+import itertools
+import logging
+
+import numpy as np
+import pytest
+import torch
+from tests.data._pipeline_samples import semantic_sample
+
+from mask2former.config import get_cfg
+from mask2former.data import (
+    BadSampleError,
+    DatasetCatalog,
+    DatasetFromList,
+    MapDataset,
+    TrainingSampler,
+    build_detection_test_loader,
+    build_detection_train_loader,
+    get_detection_dataset_dicts,
+)
+from mask2former.data.dataset_mappers import TestDatasetMapper
+from mask2former.utils import comm
+
+
+def records(n=12):
+    """Half landscape, half portrait, with ids."""
+    return [
+        {"file_name": f"img{i}.jpg", "image_id": i, "height": 10 + 10 * (i % 2), "width": 15}
+        for i in range(n)
+    ]
+
+
+def fake_mapper(d):
+    return {**d, "image": torch.zeros(3, d["height"], d["width"], dtype=torch.uint8)}
+
+
+def test_train_loader_groups_by_aspect_ratio_and_batches():
+    loader = build_detection_train_loader(
+        records(), mapper=fake_mapper, sampler=TrainingSampler(12, seed=0), total_batch_size=4
+    )
+    for batch in itertools.islice(iter(loader), 10):
+        assert isinstance(batch, list) and len(batch) == 4
+        orientations = {b["image"].shape[2] >= b["image"].shape[1] for b in batch}
+        assert len(orientations) == 1
+
+
+def test_train_loader_without_grouping_follows_the_sampler():
+    sampler = TrainingSampler(12, seed=3)
+    loader = build_detection_train_loader(
+        records(),
+        mapper=fake_mapper,
+        sampler=sampler,
+        total_batch_size=3,
+        aspect_ratio_grouping=False,
+    )
+    got = [d["image_id"] for batch in itertools.islice(iter(loader), 8) for d in batch]
+    assert got == list(itertools.islice(iter(sampler), 24))
+
+
+def test_total_batch_size_must_divide_over_processes(monkeypatch):
+    monkeypatch.setattr(comm, "get_world_size", lambda: 3)
+    with pytest.raises(ValueError, match=r"SOLVER.IMS_PER_BATCH \(4\).*\(3\)"):
+        build_detection_train_loader(
+            records(),
+            mapper=fake_mapper,
+            sampler=TrainingSampler(12, seed=0, rank=0, world_size=3),
+            total_batch_size=4,
+        )
+
+
+def random_mapper(d):
+    return {**d, "draw": int(np.random.randint(2**31)), "image": torch.zeros(3, 2, 2)}
+
+
+def test_workers_split_the_stream_and_are_seeded_apart():
+    sampler = TrainingSampler(12, seed=7)
+    loader = build_detection_train_loader(
+        records(),
+        mapper=random_mapper,
+        sampler=sampler,
+        total_batch_size=1,
+        aspect_ratio_grouping=False,
+        num_workers=2,
+    )
+    items = [batch[0] for batch in itertools.islice(iter(loader), 24)]
+    # workers take alternate positions of the sampler's stream, served round-robin
+    assert [d["image_id"] for d in items] == list(itertools.islice(iter(sampler), 24))
+    draws = [d["draw"] for d in items]
+    assert len(set(draws)) == len(draws), "two workers drew the same augmentation randomness"
+
+
+def register(name, dicts):
+    if name in DatasetCatalog:
+        DatasetCatalog.remove(name)
+    DatasetCatalog.register(name, lambda: dicts)
+
+
+def test_filter_empty_annotations():
+    crowd = {"iscrowd": 1, "category_id": 0}
+    good = {"iscrowd": 0, "category_id": 0}
+    dicts = [
+        {"file_name": "a", "annotations": []},
+        {"file_name": "b", "annotations": [crowd]},
+        {"file_name": "c", "annotations": [crowd, good]},
+    ]
+    register("pipeline_test_filter", dicts)
+    kept = get_detection_dataset_dicts("pipeline_test_filter", filter_empty=True)
+    assert [d["file_name"] for d in kept] == ["c"]
+    assert len(get_detection_dataset_dicts(["pipeline_test_filter"], filter_empty=False)) == 3
+    register("pipeline_test_empty", [])
+    with pytest.raises(ValueError, match="pipeline_test_empty.*empty"):
+        get_detection_dataset_dicts("pipeline_test_empty")
+    with pytest.raises(KeyError, match="no_such_dataset"):
+        get_detection_dataset_dicts("no_such_dataset")
+
+
+def test_train_loader_from_config_filters_and_maps(tmp_path):
+    dicts = [semantic_sample(tmp_path, f"s{i}") for i in range(3)]
+    register("pipeline_test_sem", dicts)
+    cfg = get_cfg()
+    cfg.DATASETS.TRAIN = ("pipeline_test_sem",)
+    cfg.INPUT.MIN_SIZE_TRAIN, cfg.INPUT.MAX_SIZE_TRAIN = (32,), 100
+    cfg.INPUT.CROP.ENABLED, cfg.INPUT.SIZE_DIVISIBILITY = False, 32
+    cfg.SOLVER.IMS_PER_BATCH, cfg.DATALOADER.NUM_WORKERS, cfg.SEED = 2, 0, 0
+    batch = next(iter(build_detection_train_loader(cfg)))
+    assert len(batch) == 2
+    for d in batch:
+        assert d["image"].shape[1:] == d["sem_seg"].shape and d["image"].dtype == torch.uint8
+        assert d["instances"].gt_masks.shape[1:] == d["sem_seg"].shape
+        assert d["file_name"] in {r["file_name"] for r in dicts}
+
+
+def test_test_loader_from_config_visits_each_image_once(tmp_path):
+    dicts = [semantic_sample(tmp_path, f"t{i}") for i in range(5)]
+    register("pipeline_test_val", dicts)
+    cfg = get_cfg()
+    cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST, cfg.DATALOADER.NUM_WORKERS = 24, 1000, 0
+    loader = build_detection_test_loader(cfg, "pipeline_test_val")
+    seen = [batch for batch in loader]
+    assert [len(b) for b in seen] == [1] * 5
+    assert [b[0]["file_name"] for b in seen] == [d["file_name"] for d in dicts]
+    assert all(tuple(b[0]["image"].shape) == (3, 24, 32) for b in seen)
+    assert all((b[0]["height"], b[0]["width"]) == (48, 64) for b in seen)
+
+
+# --------------------------------------------------------------------------- bad samples
+def bad_dicts(tmp_path):
+    good = semantic_sample(tmp_path, "good")
+    missing = {**good, "file_name": str(tmp_path / "gone.png"), "image_id": "gone"}
+    return [missing, good]
+
+
+def test_bad_sample_raises_with_its_file_name(tmp_path):
+    dataset = MapDataset(DatasetFromList(bad_dicts(tmp_path)), TestDatasetMapper(get_cfg()))
+    with pytest.raises(BadSampleError, match=r"gone\.png: file not found"):
+        dataset[0]
+
+
+def test_bad_sample_is_skipped_counted_and_replaced(tmp_path, caplog):
+    dataset = MapDataset(
+        DatasetFromList(bad_dicts(tmp_path)), TestDatasetMapper(get_cfg()), skip_bad_samples=True
+    )
+    with caplog.at_level(logging.WARNING):
+        out = dataset[0]
+    assert out["image_id"] == "good"
+    assert dataset.num_skipped >= 1
+    assert "gone.png" in caplog.text and "skipping bad sample" in caplog.text
+
+
+def test_all_bad_samples_give_up_with_the_error(tmp_path):
+    bad = bad_dicts(tmp_path)[:1]
+    dataset = MapDataset(
+        DatasetFromList(bad),
+        TestDatasetMapper(get_cfg()),
+        skip_bad_samples=True,
+        max_consecutive_skips=5,
+    )
+    with pytest.raises(BadSampleError, match="gone.png"):
+        dataset[0]
+    assert dataset.num_skipped == 5
+
+
+def test_unexpected_mapper_error_names_the_file():
+    def broken(d):
+        raise KeyError("segments_info")
+
+    dataset = MapDataset(DatasetFromList(records(2)), broken, skip_bad_samples=True)
+    with pytest.raises(RuntimeError, match=r"img1\.jpg.*segments_info"):
+        dataset[1]
+
+
+def test_error_in_a_worker_names_the_file(tmp_path):
+    loader = build_detection_test_loader(
+        bad_dicts(tmp_path), mapper=TestDatasetMapper(get_cfg()), num_workers=1
+    )
+    batches = iter(loader)
+    with pytest.raises(BadSampleError, match=r"gone\.png: file not found"):
+        next(batches)
+    batches._shutdown_workers()  # now: a later garbage collection would wait 5 s for it
+
+
+def test_train_loader_skips_bad_samples_when_configured(tmp_path):
+    register("pipeline_test_bad", bad_dicts(tmp_path))
+    cfg = get_cfg()
+    cfg.DATASETS.TRAIN = ("pipeline_test_bad",)
+    cfg.INPUT.MIN_SIZE_TRAIN, cfg.INPUT.CROP.ENABLED = (32,), False
+    cfg.SOLVER.IMS_PER_BATCH, cfg.DATALOADER.NUM_WORKERS, cfg.SEED = 2, 0, 0
+    cfg.DATALOADER.SKIP_BAD_SAMPLES = True
+    batches = list(itertools.islice(iter(build_detection_train_loader(cfg)), 3))
+    assert all(d["image_id"] == "good" for b in batches for d in b)
+    cfg.DATALOADER.SKIP_BAD_SAMPLES = False
+    with pytest.raises(BadSampleError, match="gone.png"):
+        list(itertools.islice(iter(build_detection_train_loader(cfg)), 3))

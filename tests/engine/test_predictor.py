@@ -1,0 +1,87 @@
+"""Predictor: same outputs as the model on the same preprocessed input, for every input kind."""
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from mask2former.checkpoint import save_weights
+from mask2former.engine.predictor import Predictor
+from tests.modeling.tiny import tiny_cfg
+
+
+def _cfg(**extra):
+    cfg = tiny_cfg("mask2former", **extra)
+    cfg.INPUT.MIN_SIZE_TEST = 64
+    cfg.INPUT.MAX_SIZE_TEST = 128
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def predictor():
+    torch.manual_seed(0)
+    return Predictor(_cfg())
+
+
+def _image(h=48, w=72, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+def _assert_same_outputs(a: dict, b: dict):
+    assert a.keys() == b.keys()
+    torch.testing.assert_close(a["sem_seg"], b["sem_seg"], rtol=0, atol=0)
+    torch.testing.assert_close(a["panoptic_seg"][0], b["panoptic_seg"][0], rtol=0, atol=0)
+    assert a["panoptic_seg"][1] == b["panoptic_seg"][1]
+    torch.testing.assert_close(a["instances"].scores, b["instances"].scores, rtol=0, atol=0)
+
+
+def test_equals_model_on_the_same_preprocessed_input(predictor):
+    image = _image()
+    inputs = predictor.preprocess(image)
+    # shortest edge 48 -> MIN_SIZE_TEST 64: 48x72 becomes 64x96
+    assert tuple(inputs["image"].shape) == (3, 64, 96)
+    assert (inputs["height"], inputs["width"]) == (48, 72)
+    with torch.no_grad():
+        direct = predictor.model([inputs])[0]
+    out = predictor(image)
+    _assert_same_outputs(out, direct)
+    assert out["sem_seg"].shape[-2:] == (48, 72), "outputs come back at the original size"
+
+
+def test_path_pil_and_array_inputs_agree(predictor, tmp_path):
+    rgb = _image(seed=1)
+    path = tmp_path / "image.png"
+    Image.fromarray(rgb).save(path)
+    bgr = rgb[:, :, ::-1].copy()  # the tiny config's INPUT.FORMAT is RGB; check the flip too
+    fmt = predictor.input_format
+    as_array = predictor(rgb if fmt == "RGB" else bgr)
+    _assert_same_outputs(as_array, predictor(str(path)))
+    _assert_same_outputs(as_array, predictor(Image.fromarray(rgb)))
+
+
+def test_batch_equals_single_calls(predictor):
+    images = [_image(seed=2), _image(seed=3)]
+    batch = predictor.predict_batch(images)
+    for image, out in zip(images, batch):
+        _assert_same_outputs(out, predictor(image))
+
+
+def test_weights_are_loaded_from_model_weights(tmp_path):
+    torch.manual_seed(1)
+    source = Predictor(_cfg())
+    weights = tmp_path / "model.pth"
+    save_weights(source.model.state_dict(), str(weights))
+    torch.manual_seed(2)  # a different random init, overwritten by the checkpoint
+    cfg = _cfg()
+    cfg.MODEL.WEIGHTS = str(weights)
+    loaded = Predictor(cfg)
+    image = _image(seed=4)
+    _assert_same_outputs(source(image), loaded(image))
+
+
+def test_bad_inputs_are_named(predictor, tmp_path):
+    with pytest.raises(ValueError, match="uint8"):
+        predictor(np.zeros((8, 8, 3), np.float32))
+    with pytest.raises(TypeError, match="path, a numpy array or a PIL image"):
+        predictor(42)
+    with pytest.raises(Exception, match="missing.png"):
+        predictor(str(tmp_path / "missing.png"))

@@ -1,0 +1,183 @@
+"""Post-processing on hand-made tensors, without a model."""
+
+import math
+
+import pytest
+import torch
+from torch.nn import functional as F
+
+from mask2former.modeling.postprocessing import (
+    instance_inference,
+    panoptic_inference,
+    sem_seg_postprocess,
+    semantic_inference,
+)
+
+BIG = 20.0  # a logit whose sigmoid/softmax is 1 to float precision
+
+
+def class_logits(rows: list[int], num_classes: int) -> torch.Tensor:
+    """(Q, K+1) logits, query q confidently of class rows[q] (num_classes = no-object)."""
+    logits = torch.full((len(rows), num_classes + 1), -BIG)
+    for q, c in enumerate(rows):
+        logits[q, c] = BIG
+    return logits
+
+
+def region_masks(*regions: tuple[slice, slice], size=(4, 4)) -> torch.Tensor:
+    """(Q, H, W) mask logits: +BIG inside each query's region, -BIG outside."""
+    masks = torch.full((len(regions), *size), -BIG)
+    for q, (rows, cols) in enumerate(regions):
+        masks[q, rows, cols] = BIG
+    return masks
+
+
+LEFT = (slice(None), slice(0, 2))
+RIGHT = (slice(None), slice(2, 4))
+ALL = (slice(None), slice(None))
+
+
+def test_semantic_inference_matches_per_query_sum():
+    g = torch.Generator().manual_seed(0)
+    mask_cls, mask_pred = torch.randn(5, 4, generator=g), torch.randn(5, 3, 6, generator=g)
+    expected = torch.zeros(3, 3, 6)
+    for q in range(5):
+        probs = [math.exp(v) for v in mask_cls[q].tolist()]
+        for c in range(3):  # the no-object column (3) is dropped
+            expected[c] += probs[c] / sum(probs) * torch.sigmoid(mask_pred[q])
+    torch.testing.assert_close(semantic_inference(mask_cls, mask_pred), expected)
+
+
+def test_sem_seg_postprocess_crops_padding_before_resizing():
+    result = torch.zeros(2, 6, 8)
+    result[:, :4, :5] = torch.arange(20.0).view(4, 5)
+    result[:, 4:, :] = 1000.0  # padding rows
+    result[:, :, 5:] = 1000.0  # padding columns
+    out = sem_seg_postprocess(result, (4, 5), 8, 10)
+    assert out.shape == (2, 8, 10)
+    assert out.max() <= 19.0
+    expected = F.interpolate(result[None, :, :4, :5], size=(8, 10), mode="bilinear")[0]
+    torch.testing.assert_close(out, expected)
+
+
+def panoptic(mask_cls, mask_pred, thing_ids=(0,), object_threshold=0.5, overlap=0.5):
+    return panoptic_inference(
+        mask_cls,
+        mask_pred,
+        thing_ids=thing_ids,
+        object_mask_threshold=object_threshold,
+        overlap_threshold=overlap,
+    )
+
+
+def test_panoptic_thing_and_stuff_segments():
+    seg, info = panoptic(class_logits([0, 1], 2), region_masks(LEFT, RIGHT))
+    assert seg.dtype == torch.int32 and seg.shape == (4, 4)
+    assert [(s["id"], s["category_id"], s["isthing"]) for s in info] == [
+        (1, 0, True),
+        (2, 1, False),
+    ]
+    assert (seg[:, :2] == 1).all() and (seg[:, 2:] == 2).all()
+    assert all(0.99 < s["score"] <= 1.0 for s in info)
+
+
+def test_panoptic_merges_stuff_of_one_class_but_not_things():
+    top_left, bottom_left = (slice(0, 2), slice(0, 2)), (slice(2, 4), slice(0, 2))
+    masks = region_masks(top_left, bottom_left, RIGHT)
+    seg, info = panoptic(class_logits([1, 1, 0], 2), masks)
+    assert [(s["id"], s["category_id"]) for s in info] == [(1, 1), (2, 0)]
+    assert (seg[:, :2] == 1).all() and (seg[:, 2:] == 2).all()
+    # The same two regions as things stay two instances.
+    seg, info = panoptic(class_logits([0, 0, 1], 2), masks)
+    assert [s["id"] for s in info] == [1, 2, 3]
+    assert set(seg.unique().tolist()) == {1, 2, 3}
+
+
+def test_panoptic_drops_no_object_and_low_scores():
+    mask_cls = class_logits([2, 0], 2)  # query 0 is no-object
+    mask_cls[1] = torch.tensor([0.0, 0.0, 0.0])  # query 1: score 1/3 < 0.5
+    seg, info = panoptic(mask_cls, region_masks(ALL, ALL))
+    assert info == [] and (seg == 0).all()
+
+
+def test_panoptic_overlap_threshold():
+    # Query 0 (score ~1) covers the image; query 1 (score 0.5 + eps) covers the right half
+    # but wins only its last column, where query 0's mask is switched off.
+    mask_cls = class_logits([0, 0], 2)
+    mask_cls[1] = torch.tensor([1.0, -BIG, 1.0 - 1e-3])  # class 0 score just above 0.5
+    masks = region_masks(ALL, RIGHT)
+    masks[0, :, 3] = -BIG
+    _, info = panoptic(mask_cls, masks, object_threshold=0.4, overlap=0.6)
+    assert [s["id"] for s in info] == [1]  # query 1 keeps 4 of its 8 pixels: 0.5 < 0.6
+    seg, info = panoptic(mask_cls, masks, object_threshold=0.4, overlap=0.4)
+    assert [s["id"] for s in info] == [1, 2]
+    assert (seg[:, 3] == 2).all() and (seg[:, :3] == 1).all()
+
+
+def test_panoptic_ids_are_consistent_on_random_predictions():
+    g = torch.Generator().manual_seed(1)
+    for _ in range(5):
+        mask_cls, mask_pred = (
+            torch.randn(10, 6, generator=g) * 3,
+            torch.randn(10, 16, 16, generator=g) * 3,
+        )
+        seg, info = panoptic(
+            mask_cls, mask_pred, thing_ids=(0, 1), object_threshold=0.2, overlap=0.3
+        )
+        ids = [s["id"] for s in info]
+        assert len(ids) == len(set(ids))
+        assert set(seg.unique().tolist()) - {0} == set(ids)
+        for s in info:
+            assert s["isthing"] == (s["category_id"] in (0, 1))
+            assert 0 <= s["category_id"] < 5
+        stuff = [s["category_id"] for s in info if not s["isthing"]]
+        assert len(stuff) == len(set(stuff))
+
+
+def test_instance_inference_scores_and_top_k():
+    mask_cls = torch.tensor([[2.0, 1.0, 0.0], [0.0, 3.0, 0.0]])  # Q=2, K=2
+    mask_pred = torch.tensor([[[4.0, -1.0], [2.0, -3.0]], [[-2.0, 1.0], [-1.0, 0.5]]])
+    result = instance_inference(mask_cls, mask_pred, topk=3)
+    probs = F.softmax(mask_cls, -1)[:, :2]
+    # mean sigmoid inside the binary (logit > 0) mask of each query
+    inside = [
+        torch.sigmoid(torch.tensor([4.0, 2.0])).mean(),
+        torch.sigmoid(torch.tensor([1.0, 0.5])).mean(),
+    ]
+    # top-3 by class probability: (q1, c1), (q0, c0), (q0, c1); final order by score
+    picked = sorted([(probs[q, c] * inside[q]).item(), q, c] for q, c in [(1, 1), (0, 0), (0, 1)])[
+        ::-1
+    ]
+    assert len(result) == 3
+    torch.testing.assert_close(result.scores, torch.tensor([s for s, _, _ in picked]))
+    assert result.pred_classes.tolist() == [c for _, _, c in picked]
+    for i, (_, q, _) in enumerate(picked):
+        assert torch.equal(result.pred_masks[i], (mask_pred[q] > 0).float())
+    assert result.image_size == (2, 2)
+    assert torch.all(result.scores[:-1] >= result.scores[1:])
+
+
+def test_instance_inference_boxes_and_thing_filter():
+    mask_cls = class_logits([0, 1, 2], 3)
+    mask_pred = region_masks((slice(1, 3), slice(0, 2)), RIGHT, ALL)
+    result = instance_inference(mask_cls, mask_pred, topk=9, thing_ids=[0, 2])
+    assert set(result.pred_classes.tolist()) <= {0, 2}
+    assert len(result) == 6  # 3 queries x 2 thing classes
+    first = result[0]
+    assert first.pred_classes.item() in (0, 2)
+    boxes = {tuple(b) for b in result.pred_boxes.tensor.tolist()}
+    assert (0.0, 1.0, 2.0, 3.0) in boxes and (0.0, 0.0, 4.0, 4.0) in boxes
+
+
+def test_instance_inference_top_k_larger_than_pairs():
+    result = instance_inference(torch.randn(2, 3), torch.randn(2, 5, 5), topk=100)
+    assert len(result) == 4
+
+
+@pytest.mark.parametrize("num_queries", [0])
+def test_empty_predictions(num_queries):
+    mask_cls, mask_pred = torch.zeros(num_queries, 3), torch.zeros(num_queries, 4, 4)
+    seg, info = panoptic(mask_cls, mask_pred)
+    assert info == [] and seg.shape == (4, 4)
+    assert len(instance_inference(mask_cls, mask_pred, topk=10)) == 0
+    assert semantic_inference(mask_cls, mask_pred).shape == (2, 4, 4)
