@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Train or evaluate Mask2Former / MaskFormer from a config file.
 
-    python tools/train_net.py --config-file configs/shapes/maskformer2_R18_shapes_quick.yaml
+    python tools/train_net.py --config-file configs/shapes/mask2former_R18_quickstart.yaml
     python tools/train_net.py --config-file CONFIG --num-gpus 8 [KEY VALUE ...]
     python tools/train_net.py --config-file CONFIG --eval-only MODEL.WEIGHTS model_final.pth
     python tools/train_net.py --config-file CONFIG --resume          # continue in OUTPUT_DIR

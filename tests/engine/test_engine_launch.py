@@ -11,9 +11,9 @@ import time
 
 import pytest
 import torch
-from tests.engine.test_engine_training import REPO, TOY_SCRIPT, _env, _final_params, _run_toy
 
 from mask2former.engine.launch import find_free_port
+from tests.engine.test_engine_training import REPO, TOY_SCRIPT, _env, _final_params, _run_toy
 
 pytestmark = pytest.mark.slow
 ATOL = 1e-5

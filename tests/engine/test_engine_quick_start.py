@@ -16,7 +16,7 @@ from mask2former.data import DatasetCatalog, MetadataCatalog
 from mask2former.engine import DefaultTrainer
 
 CONFIG = (
-    Path(__file__).resolve().parents[2] / "configs" / "shapes" / "maskformer2_R18_shapes_quick.yaml"
+    Path(__file__).resolve().parents[2] / "configs" / "shapes" / "mask2former_R18_quickstart.yaml"
 )
 VAL = "shapes_val_panoptic_with_sem_seg"
 VAL_SUBSET = "shapes_val_panoptic_with_sem_seg_first4"

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from engine_toy import ToyTrainer, toy_cfg
 
 from mask2former.checkpoint import DetectionCheckpointer
 from mask2former.engine.train_loop import check_losses_finite
+from tests.engine.engine_toy import ToyTrainer, toy_cfg
 
 REPO = Path(__file__).resolve().parents[2]
 TOY_SCRIPT = Path(__file__).with_name("engine_toy.py")
