@@ -3,6 +3,7 @@
     python demo/demo.py --config-file configs/shapes/mask2former_R18_quick.yaml \
         --input "images/*.png" --output out/ --opts MODEL.WEIGHTS output/model_final.pth
 """
+
 import argparse
 import logging
 
@@ -21,7 +22,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--config-file", required=True, metavar="FILE")
     parser.add_argument("--input", nargs="+", help="image files or globs")
     parser.add_argument("--video-input", help="a video file")
-    parser.add_argument("--output", help="output file or directory (a video file for --video-input)")
+    parser.add_argument(
+        "--output", help="output file or directory (a video file for --video-input)"
+    )
     parser.add_argument("--confidence-threshold", type=float, default=0.5, help="for instances")
     parser.add_argument("--opts", nargs=argparse.REMAINDER, default=[], help="KEY VALUE overrides")
     args = parser.parse_args(argv)

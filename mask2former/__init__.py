@@ -3,6 +3,7 @@
 ``mask2former.Predictor(cfg)`` (alias ``DefaultPredictor``) gives predictions from Python;
 ``tools/train_net.py`` trains and evaluates; see README.md.
 """
+
 __version__ = "0.1.0"
 
 

@@ -1,4 +1,5 @@
 """Shared test set-up: where the reference data lives."""
+
 from pathlib import Path
 
 import pytest

@@ -3,6 +3,7 @@
     python tools/analyze_model.py --config-file configs/coco/panoptic-segmentation/\
 maskformer2_R50_bs16_50ep.yaml --tasks parameter flop --input-size 512 683
 """
+
 import argparse
 import logging
 
@@ -42,12 +43,16 @@ def main(argv=None) -> None:
     if "flop" in args.tasks:
         flops = flop_count(model, images)
         logger.info("GFLOPs (multiply-adds) at %dx%d: %.2f", height, width, flops.total() / 1e9)
-        logger.info("by operator: %s", {k: round(v / 1e9, 3) for k, v in flops.by_operator().items()})
+        logger.info(
+            "by operator: %s", {k: round(v / 1e9, 3) for k, v in flops.by_operator().items()}
+        )
         if flops.unsupported_ops():
             logger.info("not counted: %s", dict(flops.unsupported_ops()))
     if "activation" in args.tasks:
         activations = activation_count(model, images)
-        logger.info("activations (millions) at %dx%d: %.2f", height, width, activations.total() / 1e6)
+        logger.info(
+            "activations (millions) at %dx%d: %.2f", height, width, activations.total() / 1e6
+        )
     if "structure" in args.tasks:
         logger.info("structure:\n%s", model)
     logging.shutdown()

@@ -11,6 +11,7 @@ Several machines: run the same command on each with ``--num-machines N --machine
 evaluators are chosen from the config (``INPUT.DATASET_MAPPER_NAME``, the test datasets'
 ``evaluator_type`` metadata) by the data and evaluation packages.
 """
+
 import logging
 
 from mask2former.checkpoint import DetectionCheckpointer

@@ -99,7 +99,9 @@ _C.MODEL.MASK_FORMER.PRE_NORM = False  # pre-norm transformer layers
 _C.MODEL.MASK_FORMER.HIDDEN_DIM = 256  # query and decoder width
 _C.MODEL.MASK_FORMER.NUM_OBJECT_QUERIES = 100  # number of queries
 _C.MODEL.MASK_FORMER.ENFORCE_INPUT_PROJ = False  # 1x1 input projection even when widths match
-_C.MODEL.MASK_FORMER.SIZE_DIVISIBILITY = 32  # pad images to a multiple of this (0: none, <0: backbone's)
+_C.MODEL.MASK_FORMER.SIZE_DIVISIBILITY = (
+    32  # pad images to a multiple of this (0: none, <0: backbone's)
+)
 _C.MODEL.MASK_FORMER.TRAIN_NUM_POINTS = 112 * 112  # points sampled per mask for loss and matching
 _C.MODEL.MASK_FORMER.OVERSAMPLE_RATIO = 3.0  # candidate points / sampled points
 _C.MODEL.MASK_FORMER.IMPORTANCE_SAMPLE_RATIO = 0.75  # share of points picked by uncertainty

@@ -1,4 +1,5 @@
 """Datasets, augmentation, mappers and loaders."""
+
 from . import datasets, transforms  # datasets: importing registers the builtin datasets
 from .build import (
     build_batch_data_loader,

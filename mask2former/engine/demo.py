@@ -1,4 +1,5 @@
 """Predictions drawn over images and video frames (the logic behind demo/demo.py)."""
+
 from __future__ import annotations
 
 import glob
@@ -45,7 +46,10 @@ class VisualizationDemo:
         predictions = self.predictor(image)
         rgb = image if self.predictor.input_format == "RGB" else image[:, :, ::-1]
         drawing = draw_predictions(
-            np.ascontiguousarray(rgb), predictions, self.predictor.metadata, self.confidence_threshold
+            np.ascontiguousarray(rgb),
+            predictions,
+            self.predictor.metadata,
+            self.confidence_threshold,
         )
         return predictions, drawing
 

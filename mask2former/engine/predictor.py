@@ -1,8 +1,9 @@
 """Predictions from Python: ``Predictor(cfg)(image)``."""
+
 from __future__ import annotations
 
 import os
-from typing import Any, Sequence, Union
+from typing import Sequence, Union
 
 import numpy as np
 import torch
@@ -63,7 +64,9 @@ class Predictor:
         height, width = array.shape[:2]
         if self.cfg.INPUT.MIN_SIZE_TEST > 0:
             array = self.resize.get_transform(array).apply_image(array)
-        tensor = torch.as_tensor(np.ascontiguousarray(array.transpose(2, 0, 1)), dtype=torch.float32)
+        tensor = torch.as_tensor(
+            np.ascontiguousarray(array.transpose(2, 0, 1)), dtype=torch.float32
+        )
         return {"image": tensor, "height": height, "width": width}
 
     def to_array(self, image: ImageInput) -> np.ndarray:

@@ -1,4 +1,5 @@
 """Tensor-level views of a model for export, tracing and FLOP counting."""
+
 from .flops import activation_count, flop_count, ms_deform_attn_flop_jit, parameter_table
 from .logits import LogitsModel
 from .torch_export import export_onnx, export_program

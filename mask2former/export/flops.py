@@ -1,4 +1,5 @@
 """FLOP, activation and parameter counts of a model with fvcore, deformable attention included."""
+
 from __future__ import annotations
 
 from typing import Any, Optional
@@ -42,9 +43,9 @@ def flop_count(model: nn.Module, images: torch.Tensor) -> FlopCountAnalysis:
 
 def activation_count(model: nn.Module, images: torch.Tensor) -> ActivationCountAnalysis:
     """fvcore ActivationCountAnalysis of the model's logits graph on ``images``."""
-    return ActivationCountAnalysis(_as_analysable(model).eval(), (images,)).unsupported_ops_warnings(
-        False
-    )
+    return ActivationCountAnalysis(
+        _as_analysable(model).eval(), (images,)
+    ).unsupported_ops_warnings(False)
 
 
 def parameter_table(model: nn.Module, max_depth: int = 3) -> str:

@@ -4,6 +4,7 @@ Tracing, ``torch.export``, ONNX and FLOP counting need a module that takes a ten
 returns tensors; the meta-architecture takes and returns ``list[dict]`` and post-processes
 with data-dependent shapes. :class:`LogitsModel` is the part before post-processing.
 """
+
 from __future__ import annotations
 
 import torch

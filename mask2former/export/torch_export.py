@@ -7,6 +7,7 @@ have data-dependent shapes; run :mod:`mask2former.modeling.postprocessing` on th
 logits) and the compiled deformable-attention kernels (the graph uses the pure-PyTorch
 reference path, made of standard operators, so any runtime can execute it).
 """
+
 from __future__ import annotations
 
 import os

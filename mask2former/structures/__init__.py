@@ -1,4 +1,5 @@
 """Data structures passed between data loading, the model and evaluation."""
+
 from .boxes import Boxes, BoxMode
 from .image_list import ImageList
 from .instances import Instances

@@ -4,6 +4,7 @@ Segments are filled with their class colour from the dataset metadata (``stuff_c
 stuff, ``thing_colors`` for things; a deterministic colour when the metadata has none),
 outlined, and labelled with the class name at the segment's most interior pixel.
 """
+
 from __future__ import annotations
 
 from typing import Any, Optional, Sequence

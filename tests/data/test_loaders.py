@@ -6,7 +6,6 @@ import logging
 import numpy as np
 import pytest
 import torch
-from tests.data._pipeline_samples import semantic_sample
 
 from mask2former.config import get_cfg
 from mask2former.data import (
@@ -21,6 +20,7 @@ from mask2former.data import (
 )
 from mask2former.data.dataset_mappers import TestDatasetMapper
 from mask2former.utils import comm
+from tests.data._pipeline_samples import semantic_sample
 
 
 def records(n=12):

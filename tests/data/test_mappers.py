@@ -11,6 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+
+from mask2former.config import get_cfg
+from mask2former.data import BadSampleError, build_dataset_mapper
+from mask2former.data.dataset_mappers import DATASET_MAPPER_REGISTRY
 from tests.data._pipeline_samples import (
     BACKGROUND_RGB,
     IGNORE,
@@ -22,10 +26,6 @@ from tests.data._pipeline_samples import (
     panoptic_sample,
     semantic_sample,
 )
-
-from mask2former.config import get_cfg
-from mask2former.data import BadSampleError, build_dataset_mapper
-from mask2former.data.dataset_mappers import DATASET_MAPPER_REGISTRY
 
 SEEDS = range(8)
 PAD_RGB = (128, 128, 128)

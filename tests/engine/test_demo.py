@@ -1,4 +1,5 @@
 """demo/demo.py writes a PNG whose segments carry the metadata's colours."""
+
 import importlib.util
 from pathlib import Path
 
@@ -45,7 +46,8 @@ def test_demo_writes_png_with_metadata_colours(tmp_path):
     out_dir = tmp_path / "out"
     _load_demo().main(
         ["--config-file", config, "--input", str(image_path), "--output", str(out_dir) + "/"]
-        + ["--opts"] + _opts(weights)
+        + ["--opts"]
+        + _opts(weights)
     )
     drawing = cv2.imread(str(out_dir / "in.png"))[:, :, ::-1]
     assert drawing.shape == (64, 80, 3)
@@ -69,3 +71,29 @@ def test_demo_writes_png_with_metadata_colours(tmp_path):
         assert matching > 0.6, (info, matching)
         checked += 1
     assert checked >= 1
+
+
+def test_demo_inputs_that_match_nothing_are_named(tmp_path):
+    import pytest
+
+    from mask2former.engine.demo import expand_inputs, output_path
+
+    (tmp_path / "a.png").write_bytes(b"")
+    assert expand_inputs([str(tmp_path / "*.png")]) == [str(tmp_path / "a.png")]
+    with pytest.raises(FileNotFoundError, match="nothing-here"):
+        expand_inputs([str(tmp_path / "nothing-here*.jpg")])
+    # several inputs always go into a directory, one PNG each
+    assert output_path(str(tmp_path / "out"), "/x/img.jpg", 2) == str(tmp_path / "out" / "img.png")
+    assert output_path(str(tmp_path / "one.png"), "/x/img.jpg", 1) == str(tmp_path / "one.png")
+
+
+def test_demo_refuses_both_or_neither_input():
+    import pytest
+
+    demo = _load_demo()
+    with pytest.raises(SystemExit):
+        demo.parse_args(["--config-file", "x.yaml", "--output", "o"])
+    with pytest.raises(SystemExit):
+        demo.parse_args(
+            ["--config-file", "x.yaml", "--input", "a", "--video-input", "v", "--output", "o"]
+        )

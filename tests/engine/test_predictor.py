@@ -1,4 +1,5 @@
 """Predictor: same outputs as the model on the same preprocessed input, for every input kind."""
+
 import numpy as np
 import pytest
 import torch

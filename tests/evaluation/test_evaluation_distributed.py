@@ -10,7 +10,6 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 from eval_helpers import register_panoptic
-from tests.evaluation.test_panoptic_evaluation import model_outputs
 
 from mask2former.data.catalog import MetadataCatalog
 from mask2former.evaluation import (
@@ -20,6 +19,7 @@ from mask2former.evaluation import (
     SemSegEvaluator,
 )
 from mask2former.structures import Instances
+from tests.evaluation.test_panoptic_evaluation import model_outputs
 
 
 def _semantic_set(root, write=False):

@@ -1,4 +1,5 @@
 """torch.export and ONNX export of the R50 Mask2Former logits graph match eager."""
+
 import pytest
 import torch
 

@@ -88,7 +88,7 @@ def test_forced_reference_traces_to_aten_ops(inputs):
     """Under force_reference_path a trace (as export uses) holds no mask2former custom op."""
     with force_reference_path():
         graph = torch.jit.trace(
-            lambda v, l, a: ms_deform_attn(v, inputs[1], inputs[2], l, a),
+            lambda v, loc, a: ms_deform_attn(v, inputs[1], inputs[2], loc, a),
             (inputs[0], inputs[3], inputs[4]),
             check_trace=False,
         ).graph

@@ -22,7 +22,9 @@ def _interior(mask: np.ndarray, margin: int = 3) -> np.ndarray:
     import cv2
 
     kernel = np.ones((2 * margin + 1,) * 2, np.uint8)
-    return cv2.erode(mask.astype(np.uint8), kernel, borderType=cv2.BORDER_CONSTANT, borderValue=0) > 0
+    return (
+        cv2.erode(mask.astype(np.uint8), kernel, borderType=cv2.BORDER_CONSTANT, borderValue=0) > 0
+    )
 
 
 def test_panoptic_segments_are_filled_with_metadata_colours():
@@ -77,7 +79,10 @@ def test_instances_below_threshold_are_not_drawn():
     masks[0, 5:20, 5:20] = True
     masks[1, 30:45, 30:45] = True
     instances = Instances(
-        (50, 50), pred_masks=masks, scores=torch.tensor([0.9, 0.2]), pred_classes=torch.tensor([0, 1])
+        (50, 50),
+        pred_masks=masks,
+        scores=torch.tensor([0.9, 0.2]),
+        pred_classes=torch.tensor([0, 1]),
     )
     image = np.zeros((50, 50, 3), np.uint8)
     out = draw_predictions(image, {"instances": instances}, _metadata(), confidence_threshold=0.5)
