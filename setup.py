@@ -41,9 +41,19 @@ INSTALL_REQUIRES = [
 ]
 
 EXTRAS_REQUIRE = {
-    "test": ["pytest>=7", "pytest-xdist>=3", "transformers>=4.40", "cityscapesscripts>=2.2"],
-    "export": ["onnx>=1.15", "onnxscript"],
-    "dev": ["black", "isort", "ruff"],
+    "test": [
+        "pytest>=7",
+        "pytest-xdist>=3",
+        "transformers>=4.40",
+        "cityscapesscripts>=2.2",
+        "onnx>=1.15",
+        "onnxscript",
+        "onnxruntime>=1.17",
+        "black>=24",
+        "ruff>=0.5",
+    ],
+    "export": ["onnx>=1.15", "onnxscript", "onnxruntime>=1.17"],
+    "dev": ["black>=24", "isort", "ruff>=0.5"],
 }
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
