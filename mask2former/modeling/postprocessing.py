@@ -64,17 +64,20 @@ def panoptic_inference(
     scores, labels = F.softmax(mask_cls, dim=-1).max(-1)
     num_classes = mask_cls.shape[-1] - 1
     keep = labels.ne(num_classes) & (scores > object_mask_threshold)
-    cur_scores, cur_classes, cur_masks = scores[keep], labels[keep], mask_pred[keep].sigmoid()
+    # boolean indexing copies, so the sigmoid can work in place
+    cur_scores, cur_classes, cur_masks = scores[keep], labels[keep], mask_pred[keep].sigmoid_()
     h, w = mask_pred.shape[-2:]
     num_kept = cur_masks.shape[0]
     if num_kept == 0:
         return torch.zeros((h, w), dtype=torch.int32, device=mask_pred.device), []
-    # (H, W): the kept query each pixel goes to, and whether its own mask covers the pixel
-    winner = (cur_scores.view(-1, 1, 1) * cur_masks).argmax(0)
+    # (H, W): the kept query each pixel goes to (max(0) gives the first maximal index, as
+    # argmax does, and is faster on CPU), or num_kept where that query's own mask is < 0.5
+    winner = (cur_scores.view(-1, 1, 1) * cur_masks).max(0).indices
     covered = cur_masks.gather(0, winner[None])[0] >= 0.5
-    own_area = (cur_masks >= 0.5).flatten(1).sum(1)
+    segment_query = torch.where(covered, winner, num_kept)
+    own_area = (cur_masks >= 0.5).flatten(1).sum(1, dtype=torch.int32)
     won_area = torch.bincount(winner.flatten(), minlength=num_kept)
-    kept_area = torch.bincount(winner[covered], minlength=num_kept)
+    kept_area = torch.bincount(segment_query.flatten(), minlength=num_kept + 1)[:num_kept]
     segment_of_query, segments_info = _assign_segment_ids(
         cur_classes.tolist(),
         cur_scores.tolist(),
@@ -84,8 +87,9 @@ def panoptic_inference(
         things={int(t) for t in thing_ids},
         overlap_threshold=overlap_threshold,
     )
-    lut = torch.tensor(segment_of_query, dtype=torch.int32, device=mask_pred.device)
-    panoptic_seg = torch.where(covered, lut[winner], 0).to(torch.int32)
+    # lookup table: kept query -> segment id (0: dropped); the extra last entry is 0
+    lut = torch.tensor(segment_of_query + [0], dtype=torch.int32, device=mask_pred.device)
+    panoptic_seg = lut[segment_query]
     return panoptic_seg, segments_info
 
 
