@@ -22,6 +22,9 @@ def sem_seg_postprocess(
     Returns (C, height, width).
     """
     cropped = result[:, : img_size[0], : img_size[1]]
+    if cropped.shape[-2:] == (height, width):
+        # Bilinear resizing to the same size is the identity: skip it.
+        return cropped
     return F.interpolate(cropped[None], size=(height, width), mode="bilinear", align_corners=False)[
         0
     ]
@@ -49,8 +52,9 @@ def panoptic_inference(
     Queries whose best class is not no-object and whose score exceeds
     ``object_mask_threshold`` are kept; each pixel goes to the kept query maximising
     score x mask probability; a query keeps the pixels it won where its own mask
-    probability >= 0.5, and is dropped when that area is below ``overlap_threshold`` of its
-    full mask (probability >= 0.5). Segments of one stuff class are merged.
+    probability >= 0.5, and is dropped when that area is empty or the area it won is below
+    ``overlap_threshold`` of its full mask (probability >= 0.5). Segments of one stuff class
+    are merged into the first one of that class.
 
     mask_cls: (Q, K+1) logits; mask_pred: (Q, H, W) logits; thing_ids: contiguous class
     ids that are things. Returns ``(panoptic_seg (H, W) int32, segments_info)``, with ids
@@ -60,41 +64,69 @@ def panoptic_inference(
     scores, labels = F.softmax(mask_cls, dim=-1).max(-1)
     num_classes = mask_cls.shape[-1] - 1
     keep = labels.ne(num_classes) & (scores > object_mask_threshold)
-    cur_scores, cur_classes, cur_masks = scores[keep], labels[keep], mask_pred[keep].sigmoid()
+    # boolean indexing copies, so the sigmoid can work in place
+    cur_scores, cur_classes, cur_masks = scores[keep], labels[keep], mask_pred[keep].sigmoid_()
     h, w = mask_pred.shape[-2:]
-    panoptic_seg = torch.zeros((h, w), dtype=torch.int32, device=mask_pred.device)
+    num_kept = cur_masks.shape[0]
+    if num_kept == 0:
+        return torch.zeros((h, w), dtype=torch.int32, device=mask_pred.device), []
+    # (H, W): the kept query each pixel goes to (max(0) gives the first maximal index, as
+    # argmax does, and is faster on CPU), or num_kept where that query's own mask is < 0.5
+    winner = (cur_scores.view(-1, 1, 1) * cur_masks).max(0).indices
+    covered = cur_masks.gather(0, winner[None])[0] >= 0.5
+    segment_query = torch.where(covered, winner, num_kept)
+    own_area = (cur_masks >= 0.5).flatten(1).sum(1, dtype=torch.int32)
+    won_area = torch.bincount(winner.flatten(), minlength=num_kept)
+    kept_area = torch.bincount(segment_query.flatten(), minlength=num_kept + 1)[:num_kept]
+    segment_of_query, segments_info = _assign_segment_ids(
+        cur_classes.tolist(),
+        cur_scores.tolist(),
+        own_area.tolist(),
+        won_area.tolist(),
+        kept_area.tolist(),
+        things={int(t) for t in thing_ids},
+        overlap_threshold=overlap_threshold,
+    )
+    # lookup table: kept query -> segment id (0: dropped); the extra last entry is 0
+    lut = torch.tensor(segment_of_query + [0], dtype=torch.int32, device=mask_pred.device)
+    panoptic_seg = lut[segment_query]
+    return panoptic_seg, segments_info
+
+
+def _assign_segment_ids(
+    classes: list[int],
+    scores: list[float],
+    own_area: list[int],
+    won_area: list[int],
+    kept_area: list[int],
+    *,
+    things: set[int],
+    overlap_threshold: float,
+) -> tuple[list[int], list[dict]]:
+    """Segment id of each kept query (0: dropped) and the segments' infos, in query order.
+
+    A stuff query whose class already has a segment joins it instead of starting one.
+    """
+    segment_of_query = [0] * len(classes)
     segments_info: list[dict] = []
-    if cur_masks.shape[0] == 0:
-        return panoptic_seg, segments_info
-    cur_mask_ids = (cur_scores.view(-1, 1, 1) * cur_masks).argmax(0)
-    things = {int(t) for t in thing_ids}
     stuff_segment_ids: dict[int, int] = {}
-    for k, pred_class in enumerate(cur_classes.tolist()):
-        won = cur_mask_ids == k
-        own = cur_masks[k] >= 0.5
-        mask = won & own
-        won_area, own_area = won.sum().item(), own.sum().item()
-        if won_area == 0 or own_area == 0 or not mask.any():
+    for k, pred_class in enumerate(classes):
+        if won_area[k] == 0 or own_area[k] == 0 or kept_area[k] == 0:
             continue
-        if won_area / own_area < overlap_threshold:
+        if won_area[k] / own_area[k] < overlap_threshold:
             continue
         isthing = pred_class in things
         if not isthing and pred_class in stuff_segment_ids:
-            panoptic_seg[mask] = stuff_segment_ids[pred_class]
+            segment_of_query[k] = stuff_segment_ids[pred_class]
             continue
         segment_id = len(segments_info) + 1
         if not isthing:
             stuff_segment_ids[pred_class] = segment_id
-        panoptic_seg[mask] = segment_id
+        segment_of_query[k] = segment_id
         segments_info.append(
-            {
-                "id": segment_id,
-                "isthing": isthing,
-                "category_id": pred_class,
-                "score": cur_scores[k].item(),
-            }
+            {"id": segment_id, "isthing": isthing, "category_id": pred_class, "score": scores[k]}
         )
-    return panoptic_seg, segments_info
+    return segment_of_query, segments_info
 
 
 def instance_inference(

@@ -181,3 +181,88 @@ def test_empty_predictions(num_queries):
     assert info == [] and seg.shape == (4, 4)
     assert len(instance_inference(mask_cls, mask_pred, topk=10)) == 0
     assert semantic_inference(mask_cls, mask_pred).shape == (2, 4, 4)
+
+
+def per_query_panoptic_reference(mask_cls, mask_pred, thing_ids, object_thr, overlap_thr):
+    """Panoptic inference written query by query, each with full-image masks (slow, plain).
+
+    Returns (panoptic_seg, segments_info, queries dropped by the overlap threshold, stuff
+    queries merged into an earlier segment of their class).
+    """
+    probs = F.softmax(mask_cls, dim=-1)
+    scores, labels = probs.max(-1)
+    no_object = mask_cls.shape[-1] - 1
+    queries = [q for q in range(len(labels)) if labels[q] != no_object and scores[q] > object_thr]
+    panoptic_seg = torch.zeros(mask_pred.shape[-2:], dtype=torch.int32)
+    if not queries:
+        return panoptic_seg, [], 0, 0
+    masks = mask_pred[queries].sigmoid()
+    weighted = torch.stack([scores[q] * masks[i] for i, q in enumerate(queries)])
+    winner = weighted.argmax(0)
+    infos, stuff_ids, dropped, merged = [], {}, 0, 0
+    for i, q in enumerate(queries):
+        won, own = winner == i, masks[i] >= 0.5
+        segment = won & own
+        if not won.any() or not own.any() or not segment.any():
+            continue
+        if won.sum().item() / own.sum().item() < overlap_thr:
+            dropped += 1
+            continue
+        category = int(labels[q])
+        isthing = category in thing_ids
+        if not isthing and category in stuff_ids:
+            panoptic_seg[segment] = stuff_ids[category]
+            merged += 1
+            continue
+        infos.append(
+            {
+                "id": len(infos) + 1,
+                "isthing": isthing,
+                "category_id": category,
+                "score": scores[q].item(),
+            }
+        )
+        if not isthing:
+            stuff_ids[category] = len(infos)
+        panoptic_seg[segment] = len(infos)
+    return panoptic_seg, infos, dropped, merged
+
+
+def test_panoptic_inference_matches_per_query_reference():
+    """Random smooth masks, several thresholds: same map and infos as the plain loop."""
+    num_classes, thing_ids = 5, {0, 1}  # classes 2-4 are stuff, so stuff merges happen
+    seen_drops = seen_merges = 0
+    for seed in range(4):
+        generator = torch.Generator().manual_seed(seed)
+        mask_cls = torch.randn(16, num_classes + 1, generator=generator) * 4
+        coarse = torch.randn(1, 16, 6, 7, generator=generator) * 3
+        mask_pred = F.interpolate(coarse, size=(30, 37), mode="bilinear", align_corners=False)[0]
+        for object_thr in (0.0, 0.4, 0.8):
+            for overlap_thr in (0.0, 0.5, 0.8, 1.0):
+                seg, infos = panoptic_inference(
+                    mask_cls,
+                    mask_pred,
+                    thing_ids=sorted(thing_ids),
+                    object_mask_threshold=object_thr,
+                    overlap_threshold=overlap_thr,
+                )
+                ref = per_query_panoptic_reference(
+                    mask_cls, mask_pred, thing_ids, object_thr, overlap_thr
+                )
+                ref_seg, ref_infos, dropped, merged = ref
+                seen_drops, seen_merges = seen_drops + dropped, seen_merges + merged
+                assert seg.dtype == torch.int32
+                assert torch.equal(seg, ref_seg)
+                assert infos == ref_infos
+    # the comparison covered both the overlap-threshold drop and the stuff merge
+    assert seen_drops > 0 and seen_merges > 0
+
+
+def test_sem_seg_postprocess_same_size_equals_bilinear_identity():
+    """Skipping the resize when the crop already has the output size changes nothing."""
+    result = torch.randn(3, 12, 16, generator=torch.Generator().manual_seed(0))
+    out = sem_seg_postprocess(result, (10, 13), 10, 13)
+    expected = F.interpolate(
+        result[None, :, :10, :13], size=(10, 13), mode="bilinear", align_corners=False
+    )[0]
+    assert torch.equal(out, expected)

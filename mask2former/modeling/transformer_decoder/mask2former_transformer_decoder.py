@@ -20,8 +20,9 @@ def attention_mask_from_masks(mask_logits: Tensor, size: tuple[int, int], num_he
     """
     resized = F.interpolate(mask_logits, size=size, mode="bilinear", align_corners=False)
     blocked = resized.sigmoid().flatten(2) < 0.5
-    blocked = blocked.unsqueeze(1).repeat(1, num_heads, 1, 1).flatten(0, 1)
+    # fully blocked rows are the same for every head: unblock them before repeating
     blocked[blocked.all(-1)] = False
+    blocked = blocked.unsqueeze(1).repeat(1, num_heads, 1, 1).flatten(0, 1)
     return blocked.detach()
 
 
