@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ...config import configurable
 from ..catalog import MetadataCatalog
 from ..detection_utils import check_image_size, read_image
 from ..transforms import (
@@ -82,3 +83,36 @@ def divisibility_padding(
     pad_h = -h % size_divisibility
     pad_w = -w % size_divisibility
     return PadTransform(h, w, pad_h, pad_w, IMAGE_PAD_VALUE, ignore_label)
+
+
+class LabelMapMapperBase:
+    """Constructor and ``from_config`` shared by the mappers that read a label map (semantic
+    and panoptic): augmentations with the single-category area constraint, the image format,
+    the ignore label, padding divisibility, and the number of classes labels are checked
+    against."""
+
+    @configurable
+    def __init__(
+        self,
+        *,
+        augmentations: list[Augmentation],
+        image_format: str,
+        ignore_label: int,
+        size_divisibility: int,
+        num_classes: int | None = None,
+    ):
+        self.augmentations = augmentations
+        self.image_format = image_format
+        self.ignore_label = ignore_label
+        self.size_divisibility = size_divisibility
+        self.num_classes = num_classes
+
+    @classmethod
+    def from_config(cls, cfg) -> dict:
+        return {
+            "augmentations": mask_former_augmentations(cfg, area_constraint=True),
+            "image_format": cfg.INPUT.FORMAT,
+            "ignore_label": ignore_label_from_config(cfg),
+            "size_divisibility": cfg.INPUT.SIZE_DIVISIBILITY,
+            "num_classes": cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES,
+        }

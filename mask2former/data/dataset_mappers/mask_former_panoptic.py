@@ -7,7 +7,6 @@ import copy
 import numpy as np
 import torch
 
-from ...config import configurable
 from ..detection_utils import (
     BadSampleError,
     check_label_size,
@@ -22,9 +21,8 @@ from ..detection_utils import (
 from ..transforms import AugInput, Augmentation, TransformList, apply_augmentations
 from .build import register_dataset_mapper
 from .mapper_utils import (
+    LabelMapMapperBase,
     divisibility_padding,
-    ignore_label_from_config,
-    mask_former_augmentations,
     read_checked_image,
 )
 
@@ -58,7 +56,7 @@ def read_panoptic_sample(
 
 
 @register_dataset_mapper("mask_former_panoptic")
-class MaskFormerPanopticDatasetMapper:
+class MaskFormerPanopticDatasetMapper(LabelMapMapperBase):
     """Panoptic training mapper (registered as ``mask_former_panoptic``).
 
     Needs "pan_seg_file_name" and "segments_info" (contiguous "category_id", "iscrowd");
@@ -66,32 +64,6 @@ class MaskFormerPanopticDatasetMapper:
     non-empty by the augmentations). Pixels of no segment and padding are ``ignore_label``
     in "sem_seg".
     """
-
-    @configurable
-    def __init__(
-        self,
-        *,
-        augmentations: list[Augmentation],
-        image_format: str,
-        ignore_label: int,
-        size_divisibility: int,
-        num_classes: int | None = None,
-    ):
-        self.augmentations = augmentations
-        self.image_format = image_format
-        self.ignore_label = ignore_label
-        self.size_divisibility = size_divisibility
-        self.num_classes = num_classes
-
-    @classmethod
-    def from_config(cls, cfg) -> dict:
-        return {
-            "augmentations": mask_former_augmentations(cfg, area_constraint=True),
-            "image_format": cfg.INPUT.FORMAT,
-            "ignore_label": ignore_label_from_config(cfg),
-            "size_divisibility": cfg.INPUT.SIZE_DIVISIBILITY,
-            "num_classes": cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES,
-        }
 
     def sample_augmentations(self) -> list[Augmentation]:
         return self.augmentations

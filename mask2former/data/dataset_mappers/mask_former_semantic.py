@@ -7,7 +7,6 @@ import copy
 import numpy as np
 import torch
 
-from ...config import configurable
 from ...structures import Instances
 from ..detection_utils import (
     BadSampleError,
@@ -16,12 +15,11 @@ from ..detection_utils import (
     image_to_tensor,
     read_label_map,
 )
-from ..transforms import AugInput, Augmentation, apply_augmentations
+from ..transforms import AugInput, apply_augmentations
 from .build import register_dataset_mapper
 from .mapper_utils import (
+    LabelMapMapperBase,
     divisibility_padding,
-    ignore_label_from_config,
-    mask_former_augmentations,
     read_checked_image,
 )
 
@@ -40,38 +38,12 @@ def instances_from_semantic(sem_seg: np.ndarray, ignore_label: int) -> Instances
 
 
 @register_dataset_mapper("mask_former_semantic")
-class MaskFormerSemanticDatasetMapper:
+class MaskFormerSemanticDatasetMapper(LabelMapMapperBase):
     """Semantic segmentation training mapper (registered as ``mask_former_semantic``).
 
     Needs "sem_seg_file_name"; outputs "image", "sem_seg" (ignore_label in padding) and
     "instances" with one binary mask per category present.
     """
-
-    @configurable
-    def __init__(
-        self,
-        *,
-        augmentations: list[Augmentation],
-        image_format: str,
-        ignore_label: int,
-        size_divisibility: int,
-        num_classes: int | None = None,
-    ):
-        self.augmentations = augmentations
-        self.image_format = image_format
-        self.ignore_label = ignore_label
-        self.size_divisibility = size_divisibility
-        self.num_classes = num_classes
-
-    @classmethod
-    def from_config(cls, cfg) -> dict:
-        return {
-            "augmentations": mask_former_augmentations(cfg, area_constraint=True),
-            "image_format": cfg.INPUT.FORMAT,
-            "ignore_label": ignore_label_from_config(cfg),
-            "size_divisibility": cfg.INPUT.SIZE_DIVISIBILITY,
-            "num_classes": cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES,
-        }
 
     def __call__(self, dataset_dict: dict) -> dict:
         dataset_dict = copy.deepcopy(dataset_dict)
