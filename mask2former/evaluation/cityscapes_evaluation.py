@@ -105,6 +105,15 @@ class _CityscapesEvaluator(DatasetEvaluator):
         if self._temp_dir and comm.is_main_process() and os.path.isdir(self._temp_dir):
             shutil.rmtree(self._temp_dir)
 
+    def _cityscapes_args(self, cs_eval):
+        """cityscapesScripts' module-level ``args``, pointed at this evaluator's predictions."""
+        args = cs_eval.args
+        args.predictionPath = os.path.abspath(self._temp_dir)
+        args.predictionWalk = None
+        args.JSONOutput = False
+        args.colorized = False
+        return args
+
     def _gather_gt_files(self) -> Optional[list[str]]:
         """The gt files of every process's images (main process; None elsewhere)."""
         comm.synchronize()
@@ -145,11 +154,7 @@ class CityscapesSemSegEvaluator(_CityscapesEvaluator):
         gt_files = self._gather_gt_files()
         if gt_files is None:
             return {}
-        args = cs_eval.args
-        args.predictionPath = os.path.abspath(self._temp_dir)
-        args.predictionWalk = None
-        args.JSONOutput = False
-        args.colorized = False
+        args = self._cityscapes_args(cs_eval)
         try:
             preds = _run_cityscapes(lambda: [cs_eval.getPrediction(args, gt) for gt in gt_files])
             res = _run_cityscapes(lambda: cs_eval.evaluateImgLists(preds, gt_files, args))
@@ -199,11 +204,7 @@ class CityscapesInstanceEvaluator(_CityscapesEvaluator):
         gt_files = self._gather_gt_files()
         if gt_files is None:
             return {}
-        args = cs_eval.args
-        args.predictionPath = os.path.abspath(self._temp_dir)
-        args.predictionWalk = None
-        args.JSONOutput = False
-        args.colorized = False
+        args = self._cityscapes_args(cs_eval)
         args.gtInstancesFile = os.path.join(self._temp_dir, "gtInstances.json")
         cs_eval.writeDict2JSON = functools.partial(_write_dict_json, folder=self._temp_dir)
         try:
