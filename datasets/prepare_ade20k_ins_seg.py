@@ -18,7 +18,6 @@ import pycocotools.mask as mask_util
 from PIL import Image
 from prepare_common import (
     argument_parser,
-    bbox_xywh,
     load_ade20k_instance_mapping,
     require_dir,
     run_parallel,
@@ -26,6 +25,7 @@ from prepare_common import (
 )
 
 from mask2former.data.datasets.builtin_meta import load_table
+from mask2former.data.datasets.common import bbox_xywh
 
 SPLITS = {"train": "training", "val": "validation"}
 

@@ -20,7 +20,6 @@ from PIL import Image
 from prepare_ade20k_ins_seg import SPLITS, ade_instances, image_entry
 from prepare_common import (
     argument_parser,
-    bbox_xywh,
     load_ade20k_instance_mapping,
     require_dir,
     run_parallel,
@@ -28,7 +27,8 @@ from prepare_common import (
 )
 
 from mask2former.data.datasets.builtin_meta import load_table
-from mask2former.data.datasets.panoptic_png import id_to_rgb
+from mask2former.data.datasets.common import bbox_xywh
+from mask2former.utils.panoptic_png import id2rgb
 
 
 def ade_panoptic(
@@ -75,7 +75,7 @@ def _one(image_file, semantic_png, instance_png, out_png, isthing, ins_to_150):
         ids, segments_info = ade_panoptic(semantic, instance_rgb, isthing, ins_to_150)
     except ValueError as e:
         raise ValueError(f"{instance_png}: {e}") from e
-    Image.fromarray(id_to_rgb(ids)).save(out_png)
+    Image.fromarray(id2rgb(ids)).save(out_png)
     annotation = {
         "image_id": image["id"],
         "file_name": os.path.basename(out_png),

@@ -15,7 +15,7 @@ from PIL import Image
 from prepare_common import argument_parser, require_dir, run_parallel
 
 from mask2former.data.datasets.builtin_meta import coco_panoptic_meta
-from mask2former.data.datasets.panoptic_png import rgb_to_id
+from mask2former.utils.panoptic_png import rgb2id
 
 
 def panoptic_to_semantic(
@@ -25,7 +25,7 @@ def panoptic_to_semantic(
 
     Crowd segments get their class too; pixels in no segment stay 255.
     """
-    ids = rgb_to_id(panoptic_rgb)
+    ids = rgb2id(panoptic_rgb)
     semantic = np.full(ids.shape, 255, dtype=np.uint8)
     for seg in segments_info:
         if seg["category_id"] not in id_map:

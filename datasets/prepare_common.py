@@ -69,19 +69,6 @@ def load_ade20k_instance_mapping(path: str = "") -> dict[int, int]:
     return mapping
 
 
-def bbox_xywh(mask) -> list[int]:
-    """Tight [x, y, width, height] of a non-empty (H, W) bool mask."""
-    import numpy as np
-
-    ys, xs = np.nonzero(mask)
-    return [
-        int(xs.min()),
-        int(ys.min()),
-        int(xs.max() - xs.min() + 1),
-        int(ys.max() - ys.min() + 1),
-    ]
-
-
 def write_json(obj, path: str) -> None:
     """Write through a temporary file and rename, so no half-written JSON is ever left."""
     import json

@@ -30,7 +30,6 @@ __all__ = [
     "instances_from_panoptic",
     "read_image",
     "read_label_map",
-    "rgb2id",
     "segmentation_to_mask",
     "semantic_from_panoptic",
 ]
@@ -150,12 +149,6 @@ def check_label_values(
             f"label values {values} are outside 0..{num_classes - 1} "
             f"(MODEL.SEM_SEG_HEAD.NUM_CLASSES) and are not the ignore label {ignore_label}",
         )
-
-
-def rgb2id(color: np.ndarray) -> np.ndarray:
-    """COCO panoptic PNG colour (H, W, 3) uint8 -> segment id (H, W) int64: R + 256 G + 256² B."""
-    color = color.astype(np.int64)
-    return color[..., 0] + 256 * color[..., 1] + 256 * 256 * color[..., 2]
 
 
 def _checked_polygons(polygons: Sequence, file_name: str) -> list[np.ndarray]:

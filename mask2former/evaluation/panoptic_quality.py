@@ -30,6 +30,8 @@ from typing import Any, Optional, Sequence
 import cv2
 import numpy as np
 
+from ..utils.panoptic_png import id2rgb
+
 logger = logging.getLogger(__name__)
 
 VOID = 0
@@ -37,23 +39,6 @@ _MAX_ID = 256**3
 
 
 # ----------------------------------------------------------------------------- PNG format
-def rgb2id(color: np.ndarray) -> np.ndarray:
-    """(H, W, 3) uint8 RGB -> (H, W) uint32 ids (``R + 256 G + 256^2 B``)."""
-    if color.ndim != 3 or color.shape[2] != 3 or color.dtype != np.uint8:
-        raise ValueError(f"expected an (H, W, 3) uint8 RGB array, got {color.dtype} {color.shape}")
-    # Append a zero byte to each pixel and read the four bytes as one little-endian uint32.
-    rgba = np.zeros(color.shape[:2] + (4,), dtype=np.uint8)
-    rgba[..., :3] = color
-    return rgba.view("<u4")[..., 0]
-
-
-def id2rgb(ids: np.ndarray) -> np.ndarray:
-    """(H, W) integer ids in [0, 256^3) -> (H, W, 3) uint8 RGB."""
-    if ids.size and (ids.min() < 0 or ids.max() >= _MAX_ID):
-        raise ValueError(f"panoptic ids must lie in [0, 256^3); got [{ids.min()}, {ids.max()}]")
-    return np.ascontiguousarray(ids.astype("<u4")[..., None].view(np.uint8)[..., :3])
-
-
 def read_panoptic_png(path: str) -> np.ndarray:
     """Read a COCO panoptic PNG (8-bit RGB or RGBA) as (H, W) uint32 segment ids."""
     image = cv2.imread(path, cv2.IMREAD_UNCHANGED)

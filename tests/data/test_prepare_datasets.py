@@ -13,13 +13,8 @@ from scipy.io import savemat
 
 import mask2former.data.datasets.builtin_meta as M
 from mask2former.data import MetadataCatalog
-from mask2former.data.datasets import (
-    id_to_rgb,
-    load_coco_json,
-    load_coco_panoptic_json,
-    load_sem_seg,
-    rgb_to_id,
-)
+from mask2former.data.datasets import load_coco_json, load_coco_panoptic_json, load_sem_seg
+from mask2former.utils.panoptic_png import id2rgb, rgb2id
 
 SCRIPTS = Path(__file__).resolve().parents[2] / "datasets"
 
@@ -43,7 +38,7 @@ def test_coco_semantic_from_panoptic(tmp_path, script):
     ids[0, 0] = 0  # unlabeled
     segments = [{"id": 1000, "category_id": 1, "iscrowd": 1}, {"id": 70000, "category_id": 200}]
     for split in ("train2017", "val2017"):
-        _save(id_to_rgb(ids), tmp_path / "coco" / f"panoptic_{split}" / "a.png")
+        _save(id2rgb(ids), tmp_path / "coco" / f"panoptic_{split}" / "a.png")
         ann = {"annotations": [{"image_id": 1, "file_name": "a.png", "segments_info": segments}]}
         (tmp_path / "coco" / "annotations").mkdir(exist_ok=True)
         (tmp_path / "coco" / "annotations" / f"panoptic_{split}.json").write_text(json.dumps(ann))
@@ -105,7 +100,7 @@ def test_ade20k_panoptic_and_instance(tmp_path, script):
         ("person", True, 6),
         ("wall", False, 40 - 9 - 4),
     ]
-    ids = rgb_to_id(np.asarray(Image.open(rec["pan_seg_file_name"])))
+    ids = rgb2id(np.asarray(Image.open(rec["pan_seg_file_name"])))
     assert (ids[6:8, 0:2] == 0).all()  # thing class without an instance: void
     assert (rec["height"], rec["width"]) == (8, 10)
 

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from ...config import configurable
+from ...utils.panoptic_png import rgb2id
 from ..detection_utils import (
     BadSampleError,
     add_boxes_from_masks,
@@ -21,7 +22,6 @@ from ..detection_utils import (
     instances_from_annotations,
     instances_from_panoptic,
     read_image,
-    rgb2id,
 )
 from ..transforms import (
     AugInput,

@@ -7,6 +7,7 @@ import copy
 import numpy as np
 import torch
 
+from ...utils.panoptic_png import rgb2id
 from ..detection_utils import (
     BadSampleError,
     check_label_size,
@@ -15,7 +16,6 @@ from ..detection_utils import (
     instances_from_panoptic,
     read_image,
     read_label_map,
-    rgb2id,
     semantic_from_panoptic,
 )
 from ..transforms import AugInput, Augmentation, TransformList, apply_augmentations

@@ -14,7 +14,6 @@ from .coco_panoptic import (
     register_coco_panoptic_with_sem_seg,
 )
 from .common import DatasetFormatError
-from .panoptic_png import id_to_rgb, rgb_to_id
 from .sem_seg import load_sem_seg, register_sem_seg
 from .shapes import ensure_shapes_dataset, register_shapes
 
@@ -23,8 +22,6 @@ register_all(datasets_root())
 __all__ = [
     "DatasetFormatError",
     "datasets_root",
-    "id_to_rgb",
-    "rgb_to_id",
     "ensure_shapes_dataset",
     "load_cityscapes_instances",
     "load_cityscapes_panoptic",

@@ -1,10 +1,13 @@
-"""File checks and id look-ups shared by the dataset loaders; every error names the file."""
+"""File checks, id look-ups and box helpers shared by the dataset loaders and writers; every
+error names the file."""
 
 from __future__ import annotations
 
 import json
 import os
 from typing import Any, Iterable, Mapping
+
+import numpy as np
 
 
 class DatasetFormatError(ValueError):
@@ -69,3 +72,14 @@ def contiguous_category(
             f"dataset's metadata (known ids: {sorted(id_map)})"
         )
     return id_map[category_id]
+
+
+def bbox_xywh(mask: np.ndarray) -> list[int]:
+    """Tight COCO box [x, y, width, height] of a non-empty (H, W) bool mask."""
+    ys, xs = np.nonzero(mask)
+    return [
+        int(xs.min()),
+        int(ys.min()),
+        int(xs.max() - xs.min() + 1),
+        int(ys.max() - ys.min() + 1),
+    ]

@@ -31,10 +31,11 @@ import numpy as np
 import pycocotools.mask as mask_util
 from PIL import Image
 
+from ...utils.panoptic_png import id2rgb
 from ..catalog import DatasetCatalog, MetadataCatalog
 from .coco import load_coco_json
 from .coco_panoptic import load_coco_panoptic_json
-from .panoptic_png import id_to_rgb
+from .common import bbox_xywh
 from .sem_seg import load_sem_seg
 
 logger = logging.getLogger(__name__)
@@ -153,16 +154,6 @@ def _render(rng: np.random.Generator) -> tuple[np.ndarray, list[tuple[int, np.nd
 
 
 # ----------------------------------------------------------------------------- annotations
-def _bbox_xywh(mask: np.ndarray) -> list[int]:
-    ys, xs = np.nonzero(mask)
-    return [
-        int(xs.min()),
-        int(ys.min()),
-        int(xs.max() - xs.min() + 1),
-        int(ys.max() - ys.min() + 1),
-    ]
-
-
 def _write_png(path: str, array: np.ndarray) -> None:
     Image.fromarray(array).save(path, format="PNG")
 
@@ -175,7 +166,7 @@ def _write_image_files(out: str, split: str, stem: str, image, segments) -> None
     for k, (category_id, mask) in enumerate(segments):
         ids[mask] = k + 1
         semantic[mask] = _CONTIGUOUS[category_id]
-    _write_png(os.path.join(out, f"panoptic_{split}", stem + ".png"), id_to_rgb(ids))
+    _write_png(os.path.join(out, f"panoptic_{split}", stem + ".png"), id2rgb(ids))
     _write_png(os.path.join(out, f"panoptic_semseg_{split}", stem + ".png"), semantic)
 
 
@@ -183,7 +174,7 @@ def _annotate(image_id: int, segments, next_ann_id: int) -> tuple[list[dict], li
     """(COCO instance annotations of the things, panoptic segments_info of all segments)."""
     instances, segments_info = [], []
     for k, (category_id, mask) in enumerate(segments):
-        area, bbox = int(mask.sum()), _bbox_xywh(mask)
+        area, bbox = int(mask.sum()), bbox_xywh(mask)
         segments_info.append(
             {"id": k + 1, "category_id": category_id, "iscrowd": 0, "bbox": bbox, "area": area}
         )
