@@ -10,8 +10,8 @@ import torch
 
 from mask2former.checkpoint import DetectionCheckpointer
 from mask2former.data.catalog import MetadataCatalog
+from mask2former.data.dataset_mappers import TestDatasetMapper
 from mask2former.data.detection_utils import read_image
-from mask2former.data.transforms import ResizeShortestEdge
 from mask2former.modeling import build_model
 
 from .defaults import model_kwargs_from_metadata
@@ -43,10 +43,7 @@ class Predictor:
         self.input_format = self.cfg.INPUT.FORMAT
         if self.input_format not in ("RGB", "BGR"):
             raise ValueError(f"INPUT.FORMAT must be RGB or BGR, got {self.input_format!r}")
-        self.resize = ResizeShortestEdge(
-            [self.cfg.INPUT.MIN_SIZE_TEST, self.cfg.INPUT.MIN_SIZE_TEST],
-            self.cfg.INPUT.MAX_SIZE_TEST,
-        )
+        self.test_mapper = TestDatasetMapper(self.cfg)
 
     def __call__(self, image: ImageInput) -> dict:
         """Outputs for one image: "sem_seg", "panoptic_seg" and/or "instances"."""
@@ -59,15 +56,9 @@ class Predictor:
             return self.model(inputs)
 
     def preprocess(self, image: ImageInput) -> dict:
-        """The model's input dict: resized (3, h, w) float image plus the original size."""
-        array = self.to_array(image)
-        height, width = array.shape[:2]
-        if self.cfg.INPUT.MIN_SIZE_TEST > 0:
-            array = self.resize.get_transform(array).apply_image(array)
-        tensor = torch.as_tensor(
-            np.ascontiguousarray(array.transpose(2, 0, 1)), dtype=torch.float32
-        )
-        return {"image": tensor, "height": height, "width": width}
+        """The model's input dict, as the test-time mapper makes it: the resized (3, h, w)
+        image plus the original size."""
+        return self.test_mapper.map_image(self.to_array(image))
 
     def to_array(self, image: ImageInput) -> np.ndarray:
         """An (H, W, 3) uint8 array in ``INPUT.FORMAT`` order."""

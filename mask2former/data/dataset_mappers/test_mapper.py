@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import copy
 
+import numpy as np
+
 from ...config import configurable
 from ..detection_utils import image_to_tensor
 from ..transforms import AugInput, ResizeShortestEdge, apply_augmentations
@@ -35,14 +37,20 @@ class TestDatasetMapper:
             "image_format": cfg.INPUT.FORMAT,
         }
 
-    def __call__(self, dataset_dict: dict) -> dict:
-        dataset_dict = copy.deepcopy(dataset_dict)
-        image = read_checked_image(dataset_dict, self.image_format)
-        dataset_dict.setdefault("height", image.shape[0])
-        dataset_dict.setdefault("width", image.shape[1])
+    def map_image(self, image: np.ndarray) -> dict:
+        """The model's input for an (H, W, 3) array already in INPUT.FORMAT: the resized
+        "image" (3, H', W') and the original "height" / "width"."""
         aug_input = AugInput(image)
         apply_augmentations([self.resize], aug_input)
-        dataset_dict["image"] = image_to_tensor(aug_input.image)
+        height, width = image.shape[:2]
+        return {"image": image_to_tensor(aug_input.image), "height": height, "width": width}
+
+    def __call__(self, dataset_dict: dict) -> dict:
+        dataset_dict = copy.deepcopy(dataset_dict)
+        mapped = self.map_image(read_checked_image(dataset_dict, self.image_format))
+        dataset_dict.setdefault("height", mapped["height"])
+        dataset_dict.setdefault("width", mapped["width"])
+        dataset_dict["image"] = mapped["image"]
         for key in ("annotations", "sem_seg_file_name", "pan_seg_file_name", "segments_info"):
             dataset_dict.pop(key, None)
         return dataset_dict
