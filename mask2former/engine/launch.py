@@ -150,5 +150,4 @@ def _run_under_torchrun(main_func: Callable[..., Any], args: Sequence[Any], time
 def _shutdown() -> None:
     """Leave the process group after success; after an error the process just exits (a
     collective teardown could wait for the peers that the error left behind)."""
-    if dist.is_initialized():
-        dist.destroy_process_group()
+    comm.destroy_process_group()

@@ -58,10 +58,26 @@ def synchronize() -> None:
 
 @functools.lru_cache()
 def _cpu_group():
-    """A gloo group for gathering Python objects (NCCL cannot gather them)."""
+    """The group to gather Python objects over: the default group (``None``), or with NCCL,
+    which cannot gather them, a gloo group over the same ranks, made once.
+
+    Returning ``None`` rather than ``dist.group.WORLD`` matters: a cached reference would keep
+    the default group, and its gloo threads, alive after ``destroy_process_group`` until the
+    interpreter's exit, which then aborts ("terminate called without an active exception").
+    """
     if dist.get_backend() == "nccl":
         return dist.new_group(backend="gloo")
-    return dist.group.WORLD
+    return None
+
+
+def destroy_process_group() -> None:
+    """Leave torch.distributed, first dropping this module's references to its groups so that
+    their threads end with them (see ``_cpu_group``)."""
+    global _LOCAL_PROCESS_GROUP
+    _LOCAL_PROCESS_GROUP = None
+    _cpu_group.cache_clear()
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def all_gather(data: Any) -> list[Any]:
