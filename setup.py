@@ -34,6 +34,7 @@ INSTALL_REQUIRES = [
     "scipy>=1.7",
     "numpy>=1.21",
     "pillow>=9.0",
+    "pyspng>=0.1.2",  # libspng: the panoptic evaluator's PNG decoder
     "tqdm>=4.60",
     "tensorboard>=2.10",
     "safetensors>=0.4",

@@ -145,7 +145,6 @@ def bench_instance(num_images: int, num_masks: int, repeats: int) -> list[tuple]
     eval_s, eval_cpu, coco_eval = _best_of(1, lambda: evaluate_coco_segm(coco_gt, results))
     print(f"instance segm AP {100 * coco_eval.stats[0]:.2f} over {len(results)} predictions")
     per_image = f"{num_masks} masks/img"
-    per_image = f"{num_masks} masks/img"
     return [
         (f"instance RLE encoding (ours), {per_image}", num_images, ours_s, ours_cpu),
         (f"instance RLE encoding (published loop), {per_image}", num_images, ref_s, ref_cpu),

@@ -29,6 +29,7 @@ from typing import Any, Optional, Sequence
 
 import cv2
 import numpy as np
+import pyspng
 
 from ..utils.panoptic_png import id2rgb
 
@@ -40,18 +41,43 @@ _MAX_ID = 256**3
 
 # ----------------------------------------------------------------------------- PNG format
 def read_panoptic_png(path: str) -> np.ndarray:
-    """Read a COCO panoptic PNG (8-bit RGB or RGBA) as (H, W) uint32 segment ids."""
-    image = cv2.imread(path, cv2.IMREAD_UNCHANGED)
-    if image is None:
-        raise FileNotFoundError(f"cannot read panoptic PNG {path!r} (missing or not an image)")
-    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] not in (3, 4):
-        raise ValueError(
-            f"panoptic PNG {path!r} must be 8-bit RGB; got {image.dtype} of shape {image.shape}"
-        )
-    # BGR(A) -> RGBA puts R, G, B, A in byte order; read as uint32 and drop the alpha byte.
-    code = cv2.COLOR_BGR2RGBA if image.shape[2] == 3 else cv2.COLOR_BGRA2RGBA
-    rgba = cv2.cvtColor(image, code)
+    """Read a COCO panoptic PNG (8-bit RGB, RGBA or palette) as (H, W) uint32 segment ids.
+
+    Decoded by libspng (pyspng) straight to RGBA, whose little-endian uint32 view is
+    ``R + 256 G + 256^2 B + 256^3 A``: masking off the alpha byte leaves the segment id
+    without a colour conversion (about half the time of OpenCV's decode + BGR packing).
+    """
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        raise FileNotFoundError(f"panoptic PNG not found: {path!r}") from None
+    _check_png_header(data, path)
+    try:
+        rgba = pyspng.load(data, format="RGBA")
+    except RuntimeError as err:  # pyspng reports libspng's decode errors as RuntimeError
+        raise ValueError(f"cannot decode panoptic PNG {path!r}: {err}") from err
     return rgba.view("<u4")[..., 0] & 0xFFFFFF
+
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_PNG_COLOR_TYPES = {2: "RGB", 3: "palette", 6: "RGBA"}  # 0 and 4 are grey, not panoptic
+
+
+def _check_png_header(data: bytes, path: str) -> None:
+    """An 8-bit colour PNG (a palette may have fewer bits per index).
+
+    Bytes 24 and 25 of a PNG file are IHDR's bit depth and colour type.
+    """
+    if data[:8] != _PNG_SIGNATURE or data[12:16] != b"IHDR" or len(data) < 26:
+        raise ValueError(f"panoptic PNG {path!r} is not a PNG file")
+    depth, color_type = data[24], data[25]
+    palette_depth = color_type == 3 and depth in (1, 2, 4)
+    if not (depth == 8 or palette_depth) or color_type not in _PNG_COLOR_TYPES:
+        raise ValueError(
+            f"panoptic PNG {path!r} must be 8-bit RGB, RGBA or palette; got bit depth {depth}, "
+            f"colour type {color_type}"
+        )
 
 
 def write_panoptic_png(path: str, ids: np.ndarray) -> None:

@@ -158,6 +158,50 @@ def test_png_roundtrip_uses_coco_id_encoding(tmp_path):
         read_panoptic_png(str(tmp_path / "missing.png"))
 
 
+def test_png_reader_takes_rgba_and_palette_files_written_by_pillow(tmp_path):
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 256, size=(5, 7, 3), dtype=np.uint8)
+    ids = rgb.astype(np.int64) @ np.array([1, 256, 65536])
+    rgba = np.concatenate([rgb, rng.integers(0, 256, size=(5, 7, 1), dtype=np.uint8)], axis=2)
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "rgba.png")
+    assert np.array_equal(read_panoptic_png(str(tmp_path / "rgba.png")), ids)  # alpha ignored
+    # A palette PNG: 3 colours; each pixel's id is its palette colour's.
+    palette = np.array([[1, 0, 0], [0, 2, 0], [7, 8, 9]], dtype=np.uint8)
+    index = rng.integers(0, 3, size=(4, 6), dtype=np.uint8)
+    image = Image.fromarray(index, "P")
+    image.putpalette(palette.ravel().tolist())
+    image.save(tmp_path / "palette.png")
+    expected = (palette.astype(np.int64) @ np.array([1, 256, 65536]))[index]
+    assert np.array_equal(read_panoptic_png(str(tmp_path / "palette.png")), expected)
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda p: Image.fromarray(np.zeros((3, 3), np.uint8), "L").save(p), "colour type 0"),
+        (lambda p: Image.fromarray(np.zeros((3, 3), np.uint16)).save(p), "bit depth 16"),
+        (lambda p: Image.fromarray(np.zeros((3, 3, 3), np.uint8)).save(p, "JPEG"), "not a PNG"),
+        (lambda p: p.write_bytes(b"\x89PNG\r\n\x1a\n"), "not a PNG"),
+    ],
+    ids=["grey", "16-bit", "jpeg", "signature-only"],
+)
+def test_png_reader_rejects_files_that_are_not_8bit_colour_pngs(tmp_path, make, message):
+    path = tmp_path / "bad.png"
+    make(path)
+    with pytest.raises(ValueError, match=f"bad.png.*{message}"):
+        read_panoptic_png(str(path))
+
+
+def test_png_reader_names_a_truncated_file(tmp_path):
+    path = str(tmp_path / "cut.png")
+    write_panoptic_png(path, np.arange(64 * 64).reshape(64, 64) * 997)
+    data = open(path, "rb").read()
+    with open(path, "wb") as f:
+        f.write(data[: len(data) // 2])
+    with pytest.raises(ValueError, match="cannot decode panoptic PNG .*cut.png"):
+        read_panoptic_png(path)
+
+
 def test_pqstat_sums_and_rejects_other_categories():
     a = PQStat.zeros([1, 2])
     b = PQStat(
