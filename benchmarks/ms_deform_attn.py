@@ -6,7 +6,7 @@ image, 8 heads x 32 channels, 4 points, batch 2, every pixel a query. Sampling l
 the encoder: each query's own pixel centre plus MSDeformAttn's initial offsets (point k at k+1
 pixels along its head's direction) with unit Gaussian noise, in pixels of each level.
 
-    python benchmarks/ms_deform_attn.py [--sizes 512 1024] [--repeats 3]
+    python benchmarks/ms_deform_attn.py [--sizes 512 1024] [--repeats 3] [--devices cpu cuda]
 
 Prints one row per (image size, device, path, dtype): median forward and forward+backward times
 and the speed-up over the reference on the same device in float32.
@@ -30,6 +30,7 @@ from mask2former.ops import (
 )
 
 HEADS, CHANNELS, POINTS, BATCH, STRIDES = 8, 32, 4, 2, (8, 16, 32)
+CUDA_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 
 def encoder_inputs(image_size: int, device: str, dtype: torch.dtype, seed: int = 0):
@@ -114,7 +115,7 @@ def bench_device(image_size: int, device: str, repeats: int) -> list[tuple]:
     if device == "cpu" and cpu_kernel_available():
         paths.append(("C++ kernel", torch.float32, False))
     if device == "cuda" and cuda_kernel_available():
-        paths += [("CUDA kernel", torch.float32, False), ("CUDA kernel", torch.bfloat16, False)]
+        paths += [("CUDA kernel", dtype, False) for dtype in CUDA_DTYPES]
     runs = {}
     for name, dtype, forced in paths:
         inputs = encoder_inputs(image_size, device, dtype)
@@ -140,8 +141,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[512, 1024])
     parser.add_argument("--repeats", type=int, default=3)
+    available = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    parser.add_argument("--devices", nargs="+", choices=available, default=available)
     args = parser.parse_args()
-    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    devices = args.devices
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads; "
         f"CPU kernel built: {cpu_kernel_available()}, CUDA kernel built: {cuda_kernel_available()}"
