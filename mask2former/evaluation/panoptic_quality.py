@@ -61,7 +61,7 @@ def read_panoptic_png(path: str) -> np.ndarray:
 
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-_PNG_COLOR_TYPES = {2: "RGB", 3: "palette", 6: "RGBA"}  # 0 and 4 are grey, not panoptic
+_PNG_COLOR_TYPES = (2, 3, 6)  # RGB, palette, RGBA; 0 and 4 are grey, not panoptic
 
 
 def _check_png_header(data: bytes, path: str) -> None:
@@ -69,7 +69,7 @@ def _check_png_header(data: bytes, path: str) -> None:
 
     Bytes 24 and 25 of a PNG file are IHDR's bit depth and colour type.
     """
-    if data[:8] != _PNG_SIGNATURE or data[12:16] != b"IHDR" or len(data) < 26:
+    if len(data) < 26 or data[:8] != _PNG_SIGNATURE or data[12:16] != b"IHDR":
         raise ValueError(f"panoptic PNG {path!r} is not a PNG file")
     depth, color_type = data[24], data[25]
     palette_depth = color_type == 3 and depth in (1, 2, 4)
@@ -328,12 +328,6 @@ def _pair_annotations(gt_json: dict, pred_json: dict) -> list[tuple[dict, dict]]
     return pairs
 
 
-def _init_worker() -> None:
-    # One process per CPU already: keep OpenCV single-threaded in the workers (its thread
-    # pool is not carried over a fork anyway).
-    cv2.setNumThreads(0)
-
-
 def pq_stat_from_files(
     pairs: list[tuple[dict, dict]],
     gt_folder: str,
@@ -357,7 +351,7 @@ def pq_stat_from_files(
         # fork: workers inherit the imported modules, so starting them costs milliseconds.
         method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
         pool_context = multiprocessing.get_context(method)
-        with pool_context.Pool(num_workers, initializer=_init_worker) as pool:
+        with pool_context.Pool(num_workers) as pool:
             parts = pool.map(_chunk_stat, tasks)
     stat = PQStat.zeros(category_ids)
     for part in parts:
