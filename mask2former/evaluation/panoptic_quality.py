@@ -61,19 +61,17 @@ def read_panoptic_png(path: str) -> np.ndarray:
 
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-_PNG_COLOR_TYPES = (2, 3, 6)  # RGB, palette, RGBA; 0 and 4 are grey, not panoptic
+# Bit depths allowed per IHDR colour type: RGB (2) and RGBA (6) 8-bit, palette (3) indices of
+# 1 to 8 bits; grey (0, 4) is not a panoptic format.
+_PNG_DEPTHS = {2: (8,), 3: (1, 2, 4, 8), 6: (8,)}
 
 
 def _check_png_header(data: bytes, path: str) -> None:
-    """An 8-bit colour PNG (a palette may have fewer bits per index).
-
-    Bytes 24 and 25 of a PNG file are IHDR's bit depth and colour type.
-    """
+    """An 8-bit colour PNG; bytes 24 and 25 of a PNG file are IHDR's bit depth and colour type."""
     if len(data) < 26 or data[:8] != _PNG_SIGNATURE or data[12:16] != b"IHDR":
         raise ValueError(f"panoptic PNG {path!r} is not a PNG file")
     depth, color_type = data[24], data[25]
-    palette_depth = color_type == 3 and depth in (1, 2, 4)
-    if not (depth == 8 or palette_depth) or color_type not in _PNG_COLOR_TYPES:
+    if depth not in _PNG_DEPTHS.get(color_type, ()):
         raise ValueError(
             f"panoptic PNG {path!r} must be 8-bit RGB, RGBA or palette; got bit depth {depth}, "
             f"colour type {color_type}"
