@@ -1,22 +1,27 @@
 """Config: the published YAML files load; bad keys, types and YAML tags fail loudly."""
 
+import hashlib
 from pathlib import Path
 
 import pytest
 
 from mask2former.config import ConfigError, get_cfg
-
-REFERENCE_SUBDIRS = ("mask2former-configs", "maskformer-configs")
-
-
-def _reference_yamls(reference_dir: Path) -> list[Path]:
-    files = [f for sub in REFERENCE_SUBDIRS for f in sorted((reference_dir / sub).rglob("*.yaml"))]
-    assert len(files) > 80, f"expected the published configs under {reference_dir}"
-    return files
+from tests.published import CONFIG_DIR, published_config_hashes, published_configs
 
 
-def test_every_reference_config_loads(reference_dir):
-    for path in _reference_yamls(reference_dir):
+def test_shipped_configs_are_the_published_files():
+    """configs/ holds every published image config unchanged (57 Mask2Former, 36 MaskFormer)."""
+    hashes = published_config_hashes()
+    assert len(hashes) == 93
+    assert sum(r.startswith("maskformer/") for r in hashes) == 36
+    for relative, digest in hashes.items():
+        path = CONFIG_DIR / relative
+        assert path.is_file(), f"published config missing from configs/: {relative}"
+        assert hashlib.sha256(path.read_bytes()).hexdigest() == digest, f"changed: {relative}"
+
+
+def test_every_published_config_loads():
+    for path in published_configs():
         cfg = get_cfg()
         cfg.merge_from_file(str(path))
         assert cfg.MODEL.BACKBONE.NAME in (
@@ -26,11 +31,11 @@ def test_every_reference_config_loads(reference_dir):
         ), path
 
 
-def test_published_values_arrive(reference_dir):
+def test_published_values_arrive():
     """A Swin-L panoptic config: values from the file and from its _BASE_ chain."""
     path = (
-        reference_dir
-        / "mask2former-configs/coco/panoptic-segmentation/swin"
+        CONFIG_DIR
+        / "coco/panoptic-segmentation/swin"
         / "maskformer2_swin_large_IN21k_384_bs16_100ep.yaml"
     )
     cfg = get_cfg()
@@ -41,12 +46,9 @@ def test_published_values_arrive(reference_dir):
     assert cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES == 133  # from Base-COCO-PanopticSegmentation
 
 
-def test_eval_list_comprehension_in_published_config(reference_dir):
+def test_eval_list_comprehension_in_published_config():
     """ADE20K's MIN_SIZE_TRAIN is an !!python/object/apply:eval list comprehension."""
-    path = (
-        reference_dir
-        / "mask2former-configs/ade20k/semantic-segmentation/maskformer2_R50_bs16_160k.yaml"
-    )
+    path = CONFIG_DIR / "ade20k/semantic-segmentation/maskformer2_R50_bs16_160k.yaml"
     cfg = get_cfg()
     cfg.merge_from_file(str(path))
     assert list(cfg.INPUT.MIN_SIZE_TRAIN) == [int(x * 0.1 * 512) for x in range(5, 21)]

@@ -25,6 +25,7 @@ transformers = pytest.importorskip(
 )
 
 from tests.modeling.test_hf_parity import NUM_LABELS, tiny_hf_model
+from tests.published import PARAMS_M2F_R50_COCO_PANOPTIC
 
 NAMES = ["cat", "dog", "road", "sky"]
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -142,18 +143,17 @@ def test_bad_input_raises_clear_errors(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-def test_published_r50_config_fills_a_transformers_model_exactly(reference_dir):
+def test_published_r50_config_fills_a_transformers_model_exactly():
     """The published R50 COCO panoptic config converts to a transformers Mask2Former whose
     every tensor our weights fill with the same shape; parameters agree with the published
     count (transformers' BatchNorm affine terms are parameters, ours frozen buffers)."""
     from mask2former.checkpoint.hf_conversion import cfg_to_hf_config
 
-    assert "43,983,878" in (reference_dir / "README.md").read_text()
     cfg = get_cfg()
     cfg.merge_from_file(str(CONFIGS / "coco/panoptic-segmentation/maskformer2_R50_bs16_50ep.yaml"))
     cfg.MODEL.DEVICE = "cpu"
     ours = build_model(cfg, thing_ids=list(range(80)))
-    assert sum(p.numel() for p in ours.parameters()) == 43_983_878
+    assert sum(p.numel() for p in ours.parameters()) == PARAMS_M2F_R50_COCO_PANOPTIC
     with torch.device("meta"):
         hf = transformers.Mask2FormerForUniversalSegmentation(
             cfg_to_hf_config(cfg, [f"class_{i}" for i in range(133)])
@@ -167,4 +167,6 @@ def test_published_r50_config_fills_a_transformers_model_exactly(reference_dir):
         k: s for k, s in expected.items() if k in converted
     }
     batch_norm_affine = sum(p.numel() for n, p in hf.named_parameters() if ".normalization." in n)
-    assert sum(p.numel() for p in hf.parameters()) - batch_norm_affine == 43_983_878
+    assert (
+        sum(p.numel() for p in hf.parameters()) - batch_norm_affine == PARAMS_M2F_R50_COCO_PANOPTIC
+    )

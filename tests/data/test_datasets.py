@@ -22,8 +22,7 @@ from mask2former.data.datasets import (
     load_sem_seg,
 )
 from mask2former.structures import BoxMode
-
-REPO = Path(__file__).resolve().parents[2]
+from tests.published import CONFIG_DIR, DATASETS_DATA_DIR, METADATA_DIR
 
 
 # ----------------------------------------------------------------------------- COCO instance
@@ -333,8 +332,10 @@ def test_cityscapes_panoptic_naming_and_train_ids(tmp_path):
 
 
 # ----------------------------------------------------------------------------- metadata tables
-def test_package_tables_equal_the_reference(reference_dir):
-    for path in sorted((reference_dir / "metadata").glob("*.json")):
+def test_package_tables_equal_the_reference():
+    paths = sorted(METADATA_DIR.glob("*.json"))
+    assert len(paths) == 7, paths  # the published tables listed in tests/reference/README.md
+    for path in paths:
         assert json.loads(path.read_text()) == M.load_table(path.stem), path.name
 
 
@@ -396,10 +397,10 @@ def test_cityscapes_metadata_matches_cityscapesscripts():
     assert inst.thing_classes == [x.name for x in labels if x.hasInstances and not x.ignoreInEval]
 
 
-def test_ade20k_instance_table_follows_the_mapping_files(reference_dir):
-    data = reference_dir / "datasets-data"
-    categories = json.loads((data / "ade20k_instance_imgCatIds.json").read_text())["categories"]
-    lines = (data / "ade20k_instance_catid_mapping.txt").read_text().splitlines()[1:]
+def test_ade20k_instance_table_follows_the_mapping_files():
+    # the "categories" of the published ade20k_instance_imgCatIds.json (see tests/reference)
+    categories = json.loads((DATASETS_DATA_DIR / "ade20k_instance_categories.json").read_text())
+    lines = (DATASETS_DATA_DIR / "ade20k_instance_catid_mapping.txt").read_text().splitlines()[1:]
     rows = [line.split() for line in lines]
     to_150 = {int(r[0]): int(r[1]) - 1 for r in rows if r}
     meta = MetadataCatalog.get("ade20k_instance_train")
@@ -445,10 +446,9 @@ def _config_dataset_names(config_dir: Path) -> set[str]:
     return names
 
 
-def test_every_dataset_named_by_a_config_is_registered(reference_dir):
-    names = _config_dataset_names(REPO / "configs")
-    names |= _config_dataset_names(reference_dir / "mask2former-configs")
-    names |= _config_dataset_names(reference_dir / "maskformer-configs")
+def test_every_dataset_named_by_a_config_is_registered():
+    # configs/ holds the published configs unchanged (tests/test_config.py checks their hashes)
+    names = _config_dataset_names(CONFIG_DIR)
     assert len(names) >= 20
     missing = sorted(n for n in names if n not in DatasetCatalog)
     assert not missing, missing

@@ -1,4 +1,4 @@
-"""Backbones: every reference config builds; shapes, strides, parameter counts and parity."""
+"""Backbones: every published config builds; shapes, strides, parameter counts and parity."""
 
 import math
 from pathlib import Path
@@ -11,6 +11,7 @@ from mask2former.config import get_cfg
 from mask2former.layers import FrozenBatchNorm2d
 from mask2former.modeling import build_backbone
 from mask2former.modeling.backbone.swin import D2SwinTransformer
+from tests.published import CONFIG_DIR, published_configs
 
 STAGES = ("res2", "res3", "res4", "res5")
 ODD_INPUT = (1, 3, 197, 263)
@@ -31,16 +32,12 @@ def _backbone_description(cfg) -> str:
     )
 
 
-def _reference_configs(reference_dir: Path) -> list[Path]:
-    files = sorted(reference_dir.glob("*-configs/**/*.yaml"))
-    assert len(files) > 80, f"expected the published configs under {reference_dir}"
-    return files
-
-
-def test_every_reference_config_builds_its_backbone(reference_dir):
+def test_every_published_config_builds_its_backbone():
     """Each config's backbone is built (on the meta device: shapes only, no weights)."""
     built: dict[str, dict] = {}
-    for path in _reference_configs(reference_dir):
+    paths = published_configs()
+    assert len(paths) == 93  # 57 Mask2Former + 36 MaskFormer image configs
+    for path in paths:
         cfg = _cfg_from(path)
         key = _backbone_description(cfg)
         if key not in built:
@@ -56,20 +53,14 @@ def test_every_reference_config_builds_its_backbone(reference_dir):
     assert len(built) >= 6  # R50, R101, R101c, Swin T/S, B, L families
 
 
-PANOPTIC_SWIN = "mask2former-configs/coco/panoptic-segmentation/swin/"
+PANOPTIC_SWIN = "coco/panoptic-segmentation/swin/"
 FAMILIES = {
-    # family: (config under the reference dir, res2 channels, overrides)
-    "R50": ("mask2former-configs/coco/panoptic-segmentation/maskformer2_R50_bs16_50ep.yaml", 256),
-    "R101": ("mask2former-configs/coco/panoptic-segmentation/maskformer2_R101_bs16_50ep.yaml", 256),
-    "R101c": ("maskformer-configs/ade20k-150/maskformer_R101c_bs16_160k.yaml", 256),
-    "SwinT": (
-        "mask2former-configs/ade20k/semantic-segmentation/swin/maskformer2_swin_tiny_bs16_160k.yaml",
-        96,
-    ),
-    "SwinS": (
-        "mask2former-configs/ade20k/semantic-segmentation/swin/maskformer2_swin_small_bs16_160k.yaml",
-        96,
-    ),
+    # family: (published config under configs/, res2 channels)
+    "R50": ("coco/panoptic-segmentation/maskformer2_R50_bs16_50ep.yaml", 256),
+    "R101": ("coco/panoptic-segmentation/maskformer2_R101_bs16_50ep.yaml", 256),
+    "R101c": ("maskformer/ade20k-150/maskformer_R101c_bs16_160k.yaml", 256),
+    "SwinT": ("ade20k/semantic-segmentation/swin/maskformer2_swin_tiny_bs16_160k.yaml", 96),
+    "SwinS": ("ade20k/semantic-segmentation/swin/maskformer2_swin_small_bs16_160k.yaml", 96),
     "SwinB": (
         PANOPTIC_SWIN + "maskformer2_swin_base_384_bs16_50ep.yaml",
         128,
@@ -87,10 +78,10 @@ REAL_FORWARD = ("R50", "SwinT")
 
 
 @pytest.mark.parametrize("family", sorted(FAMILIES))
-def test_family_shapes_and_strides_on_odd_input(reference_dir, family):
+def test_family_shapes_and_strides_on_odd_input(family):
     """res2..res5 have channels C, 2C, 4C, 8C and size ceil(H / stride) x ceil(W / stride)."""
     relative, res2_channels = FAMILIES[family]
-    cfg = _cfg_from(reference_dir / relative)
+    cfg = _cfg_from(CONFIG_DIR / relative)
     device = torch.device("cpu" if family in REAL_FORWARD else "meta")
     with device:
         backbone = build_backbone(cfg).eval()
@@ -107,8 +98,8 @@ def test_family_shapes_and_strides_on_odd_input(reference_dir, family):
             assert torch.isfinite(outputs[name]).all()
 
 
-def test_r101c_is_the_deeplab_variant(reference_dir):
-    cfg = _cfg_from(reference_dir / FAMILIES["R101c"][0])
+def test_r101c_is_the_deeplab_variant():
+    cfg = _cfg_from(CONFIG_DIR / FAMILIES["R101c"][0])
     with torch.device("meta"):
         backbone = build_backbone(cfg)
     assert [backbone.stem.conv1.out_channels, backbone.stem.conv3.out_channels] == [64, 128]

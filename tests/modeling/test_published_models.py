@@ -1,8 +1,9 @@
 """The shipped configs build the published models: parameter names and counts.
 
-Published facts used here: the parameter counts in ``../shared/reference/README.md`` and the
-checkpoint key layout of facebookresearch/Mask2Former and MaskFormer (as listed by detectron2
-when it loads their checkpoints, and by the transformers conversion scripts).
+Published facts used here: the parameter counts in ``tests/published.py`` (where their source
+is named) and the checkpoint key layout of facebookresearch/Mask2Former and MaskFormer (as
+listed by detectron2 when it loads their checkpoints, and by the transformers conversion
+scripts).
 """
 
 from pathlib import Path
@@ -12,6 +13,11 @@ import torch
 
 from mask2former.config import get_cfg
 from mask2former.modeling import META_ARCH_REGISTRY
+from tests.published import (
+    PARAMS_M2F_R50_COCO_PANOPTIC,
+    PARAMS_M2F_SWIN_L_200_QUERIES_COCO_PANOPTIC,
+    PARAMS_MASKFORMER_R50_ADE20K_150,
+)
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 M2F_R50_COCO_PANOPTIC = "coco/panoptic-segmentation/maskformer2_R50_bs16_50ep.yaml"
@@ -97,14 +103,14 @@ def non_backbone_keys(model) -> set[str]:
 
 def test_mask2former_r50_coco_panoptic_is_the_published_model():
     model, _ = build_on_meta(M2F_R50_COCO_PANOPTIC)
-    assert sum(p.numel() for p in model.parameters()) == 43_983_878
+    assert sum(p.numel() for p in model.parameters()) == PARAMS_M2F_R50_COCO_PANOPTIC
     expected = mask2former_head_keys(enc_layers=6, dec_layers=10) | {"criterion.empty_weight"}
     assert non_backbone_keys(model) == expected
 
 
 def test_maskformer_r50_ade20k_is_the_published_model():
     model, _ = build_on_meta(MASKFORMER_R50_ADE)
-    assert sum(p.numel() for p in model.parameters()) == 41_254_743
+    assert sum(p.numel() for p in model.parameters()) == PARAMS_MASKFORMER_R50_ADE20K_150
     expected = maskformer_head_keys(dec_layers=6) | {"criterion.empty_weight"}
     assert non_backbone_keys(model) == expected
     assert model.criterion.mask_loss == "full"
@@ -112,7 +118,7 @@ def test_maskformer_r50_ade20k_is_the_published_model():
 
 def test_mask2former_swin_large_coco_panoptic_is_the_published_model():
     model, _ = build_on_meta(M2F_SWIN_L_COCO_PANOPTIC)
-    assert sum(p.numel() for p in model.parameters()) == 215_535_610
+    assert sum(p.numel() for p in model.parameters()) == PARAMS_M2F_SWIN_L_200_QUERIES_COCO_PANOPTIC
     expected = mask2former_head_keys(enc_layers=6, dec_layers=10) | {"criterion.empty_weight"}
     assert non_backbone_keys(model) == expected
     assert model.sem_seg_head.predictor.query_feat.weight.shape == (200, 256)
