@@ -5,6 +5,7 @@ import os
 import pickle
 import runpy
 import sys
+from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
@@ -23,9 +24,11 @@ from mask2former.checkpoint import (
     read_checkpoint,
     save_weights,
 )
+from mask2former.checkpoint.matching import replace_key_prefix
 from mask2former.config import get_cfg
 from mask2former.modeling import build_backbone
 from mask2former.modeling.backbone.swin import D2SwinTransformer
+from tests.modeling.tiny import build_tiny_model
 
 TOOLS = Path(__file__).resolve().parents[1] / "tools"
 
@@ -298,6 +301,10 @@ def test_torchvision_resnet50_converted_with_the_tool_matches_torchvision(tmp_pa
 
     checkpoint = read_checkpoint(str(converted))
     assert checkpoint["__author__"] == "torchvision"
+    # torchvision's module versions name torchvision's modules: not carried into ours
+    assert hasattr(reference.state_dict(), "_metadata")
+    with open(converted, "rb") as f:
+        assert not hasattr(pickle.load(f)["model"], "_metadata")
     cfg = get_cfg()
     cfg.MODEL.RESNETS.STRIDE_IN_1X1 = False
     cfg.MODEL.RESNETS.OUT_FEATURES = ["res5"]
@@ -370,3 +377,147 @@ def test_pkl_written_by_numpy_1_loads(tmp_path):
     target = TinyModel()
     DetectionCheckpointer(target).load(str(path))
     _assert_same_state(source, target)
+
+
+# --------------------------------------------------------------------------- #
+# Module versions (state_dict._metadata) through readers, writers and renames
+# --------------------------------------------------------------------------- #
+def _versioned_state() -> OrderedDict:
+    """TinyModel's state dict; ``head`` records version 5 so no version is a default."""
+    state = _randomised(TinyModel()).state_dict()
+    state._metadata["head"] = {"version": 5}
+    return state
+
+
+def _tiny_legacy_head(head_version: int, prefix: str = "") -> tuple[nn.Module, OrderedDict]:
+    """A tiny MaskFormer and its state dict with the pixel decoder's keys directly under the
+    head (the layout before ``pixel_decoder`` was a submodule), recording ``head_version``;
+    every key and module version under ``prefix``."""
+    model = build_tiny_model("maskformer_fpn")
+    state = model.state_dict()
+    legacy = OrderedDict(
+        (prefix + k.replace("sem_seg_head.pixel_decoder.", "sem_seg_head."), v)
+        for k, v in state.items()
+    )
+    metadata = OrderedDict(
+        (prefix + k if k else prefix.rstrip("."), dict(v)) for k, v in state._metadata.items()
+    )
+    metadata[prefix + "sem_seg_head"] = {"version": head_version}
+    legacy._metadata = metadata
+    return model, legacy
+
+
+@pytest.mark.parametrize("ext", [".pkl", ".pth", ".safetensors"])
+def test_each_format_keeps_the_module_versions(tmp_path, ext):
+    state = _versioned_state()
+    path = tmp_path / f"weights{ext}"
+    save_weights(state, str(path))
+    assert read_checkpoint(str(path))["model"]._metadata == state._metadata
+    if ext == ".pkl":  # as detectron2 reads it
+        with open(path, "rb") as f:
+            assert pickle.load(f, encoding="latin1")["model"]._metadata == state._metadata
+    elif ext == ".pth":
+        assert torch.load(path)["model"]._metadata == state._metadata
+
+
+def test_a_plain_dict_is_written_and_read_without_versions(tmp_path):
+    path = tmp_path / "plain.pkl"
+    save_weights(dict(_versioned_state()), str(path))
+    assert not hasattr(read_checkpoint(str(path))["model"], "_metadata")
+
+
+@pytest.mark.parametrize("head_version, loads", [(1, True), (2, False)])
+def test_model_zoo_pkl_with_versions_loads_by_its_versions(tmp_path, head_version, loads):
+    """A detectron2 model-zoo .pkl: {"model": OrderedDict of arrays with _metadata, ...}.
+    The head layout before ``pixel_decoder`` loads when the file says version 1, and is left
+    alone (reported) when it says version 2: the versions come from the file."""
+    source, legacy = _tiny_legacy_head(head_version)
+    arrays = OrderedDict((k, v.numpy()) for k, v in legacy.items())
+    arrays._metadata = legacy._metadata
+    path = tmp_path / "model_final.pkl"
+    path.write_bytes(
+        pickle.dumps({"model": arrays, "__author__": "Detectron2 Model Zoo"}, protocol=2)
+    )
+    target = build_tiny_model("maskformer_fpn", seed=1)
+    result = load_state_dict_exact(target, read_checkpoint(str(path))["model"], str(path))
+    if loads:
+        assert result.missing_keys == [] and result.unexpected_keys == []
+        DetectionCheckpointer(target).load(str(path))
+        _assert_same_state(source, target)
+    else:
+        assert "sem_seg_head.adapter_1.weight" in result.unexpected_keys
+
+
+def test_module_prefix_of_a_dataparallel_checkpoint_is_removed_with_its_versions():
+    source, legacy = _tiny_legacy_head(1, prefix="module.")
+    legacy._metadata = OrderedDict([("", {"version": 1}), *legacy._metadata.items()])
+    stripped = replace_key_prefix(legacy, "module.", "")
+    assert stripped._metadata["sem_seg_head"] == {"version": 1}
+    assert stripped._metadata[""] == legacy._metadata["module"]
+    # "module" (the model) becomes the root; the wrapper's own "" is gone with the wrapper
+    inner = {k[len("module.") :] for k in legacy._metadata if k.startswith("module.")}
+    assert set(stripped._metadata) == inner | {""}
+
+    target = build_tiny_model("maskformer_fpn", seed=1)
+    result = load_state_dict_exact(target, legacy, "ddp.pth")
+    assert result.missing_keys == [] and result.unexpected_keys == []
+    _assert_same_state(source, target)
+
+
+def test_module_prefix_with_current_versions_loads_without_renames():
+    model = build_tiny_model("maskformer_fpn")
+    state = model.state_dict()
+    wrapped = OrderedDict(("module." + k, v) for k, v in state.items())
+    wrapped._metadata = OrderedDict(
+        ("module." + k if k else "module", v) for k, v in state._metadata.items()
+    )
+    target = build_tiny_model("maskformer_fpn", seed=1)
+    result = load_state_dict_exact(target, wrapped, "ddp.pth")
+    assert result.missing_keys == [] and result.unexpected_keys == []
+    _assert_same_state(model, target)
+
+
+@pytest.mark.parametrize("bn_version, missing", [(1, False), (3, True)])
+def test_backbone_only_checkpoint_keeps_its_module_versions(bn_version, missing):
+    """The versions move under ``backbone.`` with the keys: a FrozenBN of version 1 without
+    statistics gets identity statistics, one of version 3 reports them missing."""
+    model = build_tiny_model("maskformer_fpn")
+    state = model.backbone.state_dict()
+    stats = ["stem.conv1.norm.running_mean", "stem.conv1.norm.running_var"]
+    backbone_only = OrderedDict((k, v) for k, v in state.items() if k not in stats)
+    backbone_only._metadata = state._metadata
+    backbone_only._metadata["stem.conv1.norm"] = {"version": bn_version}
+    result = load_state_dict_exact(model, backbone_only)
+    expected = {"backbone." + k for k in stats} if missing else set()
+    assert set(result.missing_keys) - expected == {
+        k for k in model.state_dict() if not k.startswith("backbone.")
+    }
+    assert expected <= set(result.missing_keys)
+    if not missing:
+        assert torch.equal(model.backbone.stem.conv1.norm.running_var, torch.ones(64))
+
+
+@pytest.mark.parametrize(
+    "metadata, message",
+    [
+        ({"head": {"version": "2"}}, r"bad\.pkl.*_metadata\['head'\]\['version'\] = '2'"),
+        ({"head": 2}, r"bad\.pkl.*_metadata\['head'\] must be a dict"),
+        ([("head", {"version": 2})], r"bad\.pkl.*_metadata must map module prefixes"),
+    ],
+)
+def test_bad_module_versions_name_the_file_and_module(tmp_path, metadata, message):
+    arrays = OrderedDict((k, v.numpy()) for k, v in TinyModel().state_dict().items())
+    arrays._metadata = metadata
+    path = tmp_path / "bad.pkl"
+    path.write_bytes(pickle.dumps({"model": arrays}))
+    with pytest.raises(CheckpointError, match=message):
+        read_checkpoint(str(path))
+
+
+def test_safetensors_with_a_broken_version_header_names_the_file(tmp_path):
+    from safetensors.torch import save_file
+
+    path = tmp_path / "bad.safetensors"
+    save_file({"head.bias": torch.zeros(2)}, str(path), metadata={"_metadata": "{not json"})
+    with pytest.raises(CheckpointError, match=r"bad\.safetensors.*_metadata.*not JSON"):
+        read_checkpoint(str(path))

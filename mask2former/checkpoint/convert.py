@@ -2,6 +2,10 @@
 
 Both return backbone-only state dicts (keys without ``backbone.``), which
 :func:`mask2former.checkpoint.load_state_dict_exact` loads into ``model.backbone``.
+They are plain dicts: the module versions of the source (``_metadata``, e.g. torchvision's
+BatchNorm2d version 2) describe the source's modules, not ours, so they are not carried over,
+and our modules load the result as a checkpoint without versions (as detectron2 does with
+its ``matching_heuristics``).
 """
 
 from __future__ import annotations

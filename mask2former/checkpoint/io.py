@@ -3,16 +3,25 @@
 Nothing here executes code from a file: ``.pkl`` goes through :class:`RestrictedUnpickler`
 (containers, numbers, strings and numpy arrays only) and ``.pth`` through
 ``torch.load(weights_only=True)``.
+
+Module versions: ``nn.Module.state_dict()`` returns an OrderedDict whose attribute
+``_metadata`` maps each module prefix to ``{"version": module._version}``, and modules whose
+key layout changed (heads, decoders, FrozenBatchNorm2d) read it on load to rename older
+layouts. Every reader and writer here keeps it: ``.pth`` and ``.pkl`` pickle the OrderedDict
+with its attribute (as ``torch.save`` of a state dict does, and as detectron2's model-zoo
+``.pkl`` files may), ``.safetensors`` stores it as JSON in the header entry ``_metadata``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import pickle
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections import OrderedDict
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, BinaryIO
 
 import numpy as np
@@ -25,11 +34,15 @@ __all__ = [
     "atomic_write",
     "read_checkpoint",
     "save_weights",
+    "state_dict_metadata",
+    "with_metadata",
 ]
 
 logger = logging.getLogger(__name__)
 
 WEIGHT_FORMATS = (".pkl", ".pth", ".pt", ".safetensors")
+#: The attribute torch gives a state dict for module versions, and its .safetensors header key.
+METADATA = "_metadata"
 
 
 class CheckpointError(ValueError):
@@ -105,10 +118,57 @@ def _to_tensor(value: Any, key: str, filename: str) -> torch.Tensor:
     )
 
 
-def _state_dict_to_tensors(state: Mapping, filename: str) -> dict[str, torch.Tensor]:
+def state_dict_metadata(state: Mapping) -> OrderedDict | None:
+    """The module versions (``_metadata``) that ``state`` carries, or None."""
+    return getattr(state, METADATA, None)
+
+
+def with_metadata(
+    items: Mapping[str, Any] | Iterable[tuple[str, Any]], metadata: Mapping | None
+) -> OrderedDict[str, Any]:
+    """An OrderedDict of ``items`` that carries ``metadata`` as ``_metadata`` when not None.
+
+    A plain ``dict`` cannot hold the attribute; ``nn.Module.load_state_dict`` reads it from
+    the OrderedDict.
+    """
+    state = OrderedDict(items)
+    if metadata is not None:
+        setattr(state, METADATA, OrderedDict((k, dict(v)) for k, v in metadata.items()))
+    return state
+
+
+def _checked_metadata(metadata: Any, filename: str) -> OrderedDict | None:
+    """``metadata`` as torch writes it ({module prefix: {"version": int, ...}}), or an error."""
+    if metadata is None:
+        return None
+    if not isinstance(metadata, Mapping):
+        raise CheckpointError(
+            f"{filename}: {METADATA} must map module prefixes to dicts, "
+            f"got {type(metadata).__name__}"
+        )
+    checked = OrderedDict()
+    for prefix, entry in metadata.items():
+        if not isinstance(prefix, str) or not isinstance(entry, Mapping):
+            raise CheckpointError(
+                f"{filename}: {METADATA}[{prefix!r}] must be a dict under a string module "
+                f"prefix, got {type(entry).__name__}"
+            )
+        version = entry.get("version")
+        if version is not None and (
+            isinstance(version, bool) or not isinstance(version, (int, np.integer))
+        ):
+            raise CheckpointError(
+                f"{filename}: {METADATA}[{prefix!r}]['version'] = {version!r} is not an integer"
+            )
+        checked[prefix] = dict(entry, version=int(version)) if version is not None else dict(entry)
+    return checked
+
+
+def _state_dict_to_tensors(state: Mapping, filename: str) -> OrderedDict[str, torch.Tensor]:
     if not isinstance(state, Mapping):
         raise CheckpointError(f"{filename}: 'model' must be a dict, got {type(state).__name__}")
-    return {str(k): _to_tensor(v, str(k), filename) for k, v in state.items()}
+    tensors = ((str(k), _to_tensor(v, str(k), filename)) for k, v in state.items())
+    return with_metadata(tensors, _checked_metadata(state_dict_metadata(state), filename))
 
 
 def _is_flat_weights(data: Mapping) -> bool:
@@ -156,13 +216,21 @@ def _read_pth(filename: str) -> Any:
 
 
 def _read_safetensors(filename: str) -> Any:
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
+    from safetensors import SafetensorError, safe_open
 
     try:
-        return load_file(filename, device="cpu")
+        with safe_open(filename, framework="pt", device="cpu") as f:
+            tensors = {key: f.get_tensor(key) for key in f.keys()}
+            header = f.metadata() or {}
     except (SafetensorError, OSError) as e:
         raise CheckpointError(f"{filename}: not a readable safetensors file: {e}") from e
+    if METADATA not in header:
+        return tensors
+    try:
+        metadata = json.loads(header[METADATA])
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{filename}: header entry {METADATA!r} is not JSON: {e}") from e
+    return with_metadata(tensors, _checked_metadata(metadata, filename))
 
 
 def read_checkpoint(filename: str) -> dict[str, Any]:
@@ -172,6 +240,8 @@ def read_checkpoint(filename: str) -> dict[str, Any]:
     "matching_heuristics": ...}`` or a plain ``{name: ndarray}``. ``.pth`` / ``.pt``:
     ``{"model": state_dict, ...}`` (our training checkpoints) or a plain state dict.
     ``.safetensors``: a flat state dict. Other top-level entries are returned unchanged.
+    The state dict keeps the file's module versions (``_metadata``) when it has them; they
+    are checked to be ``{module prefix: {"version": int}}``.
     """
     if not os.path.isfile(filename):
         raise FileNotFoundError(f"checkpoint not found: {filename}")
@@ -226,17 +296,19 @@ def save_weights(
     ``.pkl``: ``{"model": {name: ndarray}, **extra}`` (detectron2's layout; pass
     ``extra={"__author__": ..., "matching_heuristics": ...}`` as its converters do).
     ``.pth`` / ``.pt``: ``{"model": state_dict, **extra}``. ``.safetensors``: the flat
-    state dict; ``extra`` must then be empty (the format holds only tensors).
+    state dict; ``extra`` must then be empty (the format holds only tensors). The module
+    versions of ``state_dict`` (its ``_metadata``), if any, are written with it.
     """
     ext = os.path.splitext(filename)[1].lower()
     extra = dict(extra or {})
+    metadata = state_dict_metadata(state_dict)
     if ext == ".pkl":
-        payload = {"model": {k: _to_numpy(k, v) for k, v in state_dict.items()}, **extra}
+        arrays = with_metadata({k: _to_numpy(k, v) for k, v in state_dict.items()}, metadata)
         with atomic_write(filename) as f:
-            pickle.dump(payload, f, protocol=pickle.HIGHEST_PROTOCOL)
+            pickle.dump({"model": arrays, **extra}, f, protocol=pickle.HIGHEST_PROTOCOL)
     elif ext in (".pth", ".pt"):
         with atomic_write(filename) as f:
-            torch.save({"model": dict(state_dict), **extra}, f)
+            torch.save({"model": with_metadata(state_dict, metadata), **extra}, f)
     elif ext == ".safetensors":
         if extra:
             raise CheckpointError(f"{filename}: .safetensors holds only tensors, got {list(extra)}")
@@ -244,7 +316,8 @@ def save_weights(
 
         # safetensors refuses tensors sharing storage; contiguous copies sever sharing
         tensors = {k: v.detach().cpu().contiguous().clone() for k, v in state_dict.items()}
-        data = save(tensors)
+        header = None if metadata is None else {METADATA: json.dumps(metadata)}
+        data = save(tensors, metadata=header)
         with atomic_write(filename) as f:
             f.write(data)
     else:

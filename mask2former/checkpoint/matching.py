@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from collections.abc import Mapping
 from typing import NamedTuple
 
@@ -11,13 +11,21 @@ import torch
 from tabulate import tabulate
 from torch import nn
 
-from .io import CheckpointError
+from .io import CheckpointError, state_dict_metadata, with_metadata
 
-__all__ = ["IncompatibleKeys", "add_backbone_prefix_if_backbone_only", "load_state_dict_exact"]
+__all__ = [
+    "IncompatibleKeys",
+    "add_backbone_prefix_if_backbone_only",
+    "load_state_dict_exact",
+    "replace_key_prefix",
+    "strip_prefix_if_present",
+]
 
 logger = logging.getLogger(__name__)
 
 BACKBONE_PREFIX = "backbone."
+# What (Distributed)DataParallel puts before every key of the model it wraps.
+DDP_PREFIX = "module."
 # BatchNorm step counters carry no weights; FrozenBatchNorm2d has none.
 _STEP_COUNTER = "num_batches_tracked"
 
@@ -26,6 +34,50 @@ class IncompatibleKeys(NamedTuple):
     missing_keys: list[str]
     unexpected_keys: list[str]
     incorrect_shapes: list[tuple[str, tuple, tuple]]  # always empty: a mismatch raises
+
+
+def replace_key_prefix(state_dict: Mapping, old: str, new: str) -> OrderedDict:
+    """Every key ``old + rest`` -> ``new + rest``, and the module versions moved alike.
+
+    ``old`` and ``new`` are key prefixes: empty or ending in ".". Every key of
+    ``state_dict`` must start with ``old``. In ``_metadata`` a module is named by its key
+    prefix without the final dot (``""`` for the root), so removing ``"module."`` names
+    ``"module.x"`` as ``"x"`` and ``"module"`` as ``""``, and adding ``"backbone."`` names
+    ``""`` as ``"backbone"``. Entries of modules outside ``old`` (the ``""`` of the
+    DataParallel wrapper when removing ``"module."``) are dropped with the wrapper.
+    """
+    outside = [k for k in state_dict if not k.startswith(old)]
+    if outside:
+        raise ValueError(f"keys without the prefix {old!r}: {outside[:5]}")
+    renamed = ((new + k[len(old) :], v) for k, v in state_dict.items())
+    metadata = state_dict_metadata(state_dict)
+    if metadata is not None:
+        moved = OrderedDict()
+        for module, entry in metadata.items():
+            key_prefix = module + "." if module else ""
+            if key_prefix.startswith(old):
+                moved[(new + key_prefix[len(old) :]).removesuffix(".")] = entry
+        metadata = moved
+    return with_metadata(renamed, metadata)
+
+
+def strip_prefix_if_present(
+    state_dict: Mapping[str, torch.Tensor], prefix: str, model_keys: set[str]
+) -> OrderedDict:
+    """Remove ``prefix`` from every key (and module version) when every key has it.
+
+    fvcore's rule for ``"module."`` (a checkpoint of a DataParallel-wrapped model), with
+    one guard: nothing is removed when a key already names a model entry. Otherwise
+    ``state_dict`` is returned unchanged (as an OrderedDict keeping its module versions).
+    """
+    if (
+        state_dict
+        and all(k.startswith(prefix) for k in state_dict)
+        and not any(k in model_keys for k in state_dict)
+    ):
+        logger.info("Removing the prefix %r from every checkpoint key", prefix)
+        return replace_key_prefix(state_dict, prefix, "")
+    return with_metadata(state_dict, state_dict_metadata(state_dict))
 
 
 def add_backbone_prefix_if_backbone_only(
@@ -45,14 +97,15 @@ def add_backbone_prefix_if_backbone_only(
     carry the classifier as ``stem.fc.weight`` / ``stem.fc.bias``, which no backbone has.
     Backbone-only files are what the converters in :mod:`mask2former.checkpoint.convert`
     produce (``stem.conv1.weight``, ``res2.0.conv1.weight``, ``patch_embed.proj.weight`` ...).
-    Otherwise ``state_dict`` is returned unchanged.
+    Otherwise ``state_dict`` is returned unchanged. Module versions (``_metadata``) follow
+    the keys (see :func:`replace_key_prefix`).
     """
-    if any(k in model_keys for k in state_dict):
-        return dict(state_dict)
-    if not any(BACKBONE_PREFIX + k in model_keys for k in state_dict):
-        return dict(state_dict)
+    if any(k in model_keys for k in state_dict) or not any(
+        BACKBONE_PREFIX + k in model_keys for k in state_dict
+    ):
+        return with_metadata(state_dict, state_dict_metadata(state_dict))
     logger.info("Checkpoint holds only backbone weights: loading them into model.backbone")
-    return {BACKBONE_PREFIX + k: v for k, v in state_dict.items()}
+    return replace_key_prefix(state_dict, "", BACKBONE_PREFIX)
 
 
 def _group_keys(keys: list[str]) -> list[str]:
@@ -89,15 +142,23 @@ def load_state_dict_exact(
 ) -> IncompatibleKeys:
     """Copy ``state_dict`` into ``model`` where the key names agree exactly.
 
-    A backbone-only checkpoint is first renamed by
-    :func:`add_backbone_prefix_if_backbone_only`. A key present in both with different
+    A checkpoint of a DataParallel-wrapped model first loses its ``module.`` prefix
+    (:func:`strip_prefix_if_present`) and a backbone-only checkpoint is renamed by
+    :func:`add_backbone_prefix_if_backbone_only`. The module versions the checkpoint
+    carries (``_metadata``) go to the modules, which rename older key layouts by them (see
+    :mod:`mask2former.modeling.checkpoint_compat`); a weight given in both an older and the
+    current layout raises :class:`CheckpointError`. A key present in both with different
     shapes raises :class:`CheckpointError` naming the key and both shapes. Missing and
     unexpected keys are logged as a table and returned.
     """
     model_state = model.state_dict()
+    state_dict = strip_prefix_if_present(state_dict, DDP_PREFIX, set(model_state))
     state_dict = add_backbone_prefix_if_backbone_only(state_dict, set(model_state))
     _check_shapes(state_dict, model_state, source)
-    result = model.load_state_dict(state_dict, strict=False)
+    try:
+        result = model.load_state_dict(state_dict, strict=False)
+    except ValueError as e:  # an older-layout key clashing with its current name
+        raise CheckpointError(f"{source}: {e}") from e
     missing = [k for k in result.missing_keys if not k.endswith(_STEP_COUNTER)]
     unexpected = list(result.unexpected_keys)
     loaded = len(set(state_dict) & set(model_state))

@@ -12,7 +12,15 @@ class FrozenBatchNorm2d(nn.Module):
 
     Keys match ``nn.BatchNorm2d`` (weight, bias, running_mean, running_var) so that
     checkpoints load either way; none of them is a parameter.
+
+    ``_version`` is detectron2's, recorded in ``state_dict._metadata``: version 1 stored only
+    weight and bias (Caffe2 folded the statistics into them), so a checkpoint of version 1
+    or without a version gets identity statistics where its weights come without them;
+    version 2 used ``running_var`` without eps in its first releases, but detectron2 loads
+    version 2 unchanged since it stopped subtracting eps (commit bd004fd4), and so do we.
     """
+
+    _version = 3
 
     def __init__(self, num_features: int, eps: float = 1e-5):
         super().__init__()
@@ -41,10 +49,18 @@ class FrozenBatchNorm2d(nn.Module):
         bias = self.bias - self.running_mean * scale
         return x * scale.view(1, -1, 1, 1).to(x.dtype) + bias.view(1, -1, 1, 1).to(x.dtype)
 
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+    def _load_from_state_dict(
+        self, state_dict: dict, prefix: str, local_metadata: dict, *args: object
+    ) -> None:
+        version = local_metadata.get("version")
+        # Only where this module's weight is in the checkpoint: a checkpoint that does not
+        # cover the module at all must leave its statistics as they are.
+        if (version is None or version < 2) and prefix + "weight" in state_dict:
+            state_dict.setdefault(prefix + "running_mean", torch.zeros_like(self.running_mean))
+            state_dict.setdefault(prefix + "running_var", torch.ones_like(self.running_var))
         # BatchNorm2d checkpoints carry num_batches_tracked, which has no meaning here.
         state_dict.pop(prefix + "num_batches_tracked", None)
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, *args)
 
     def extra_repr(self) -> str:
         return f"{self.num_features}, eps={self.eps}"

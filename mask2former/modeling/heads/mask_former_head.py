@@ -5,10 +5,14 @@ from torch import Tensor, nn
 from mask2former.config import configurable
 from mask2former.layers import ShapeSpec
 
+from ..checkpoint_compat import (
+    HEAD_PIXEL_DECODER_VERSION,
+    move_legacy_pixel_decoder_keys,
+    predates,
+)
 from ..pixel_decoder.build import build_pixel_decoder
 from ..transformer_decoder.build import build_transformer_decoder
 from .build import SEM_SEG_HEADS_REGISTRY
-from .checkpoint_compat import move_legacy_pixel_decoder_keys
 
 #: TRANSFORMER_IN_FEATURE values that name a pixel-decoder output, not a backbone feature.
 PIXEL_DECODER_OUTPUTS = ("multi_scale_pixel_decoder", "transformer_encoder", "pixel_embedding")
@@ -59,6 +63,9 @@ class MaskFormerHead(nn.Module):
     ``{"pred_logits": (N, Q, K+1), "pred_masks": (N, Q, H/4, W/4), "aux_outputs": [...]}``.
     """
 
+    # Recorded in state_dict._metadata as the published head does; see checkpoint_compat.
+    _version = HEAD_PIXEL_DECODER_VERSION
+
     @configurable
     def __init__(
         self,
@@ -87,9 +94,12 @@ class MaskFormerHead(nn.Module):
             "transformer_in_feature": cfg.MODEL.MASK_FORMER.TRANSFORMER_IN_FEATURE,
         }
 
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        move_legacy_pixel_decoder_keys(state_dict, prefix, kept=("predictor.",))
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+    def _load_from_state_dict(
+        self, state_dict: dict, prefix: str, local_metadata: dict, *args: object
+    ) -> None:
+        if predates(local_metadata, HEAD_PIXEL_DECODER_VERSION):
+            move_legacy_pixel_decoder_keys(state_dict, prefix, kept=("predictor.",))
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, *args)
 
     def forward(self, features: dict[str, Tensor], mask: Tensor | None = None) -> dict:
         mask_features, encoder_features, multi_scale = self.pixel_decoder.forward_features(features)

@@ -6,10 +6,14 @@ from torch.nn import functional as F
 from mask2former.config import configurable
 from mask2former.layers import Conv2d, ShapeSpec, c2_msra_fill
 
+from ..checkpoint_compat import (
+    HEAD_PIXEL_DECODER_VERSION,
+    move_legacy_pixel_decoder_keys,
+    predates,
+)
 from ..pixel_decoder.build import build_pixel_decoder
 from ..transformer_decoder.build import build_transformer_decoder
 from .build import SEM_SEG_HEADS_REGISTRY
-from .checkpoint_compat import move_legacy_pixel_decoder_keys
 from .mask_former_head import predictor_in_channels, predictor_input
 
 
@@ -32,6 +36,10 @@ class PerPixelBaselineHead(nn.Module):
     W/4*4) upsampled by the common stride, {})`` at inference and ``(None, {"loss_sem_seg":
     weighted cross-entropy})`` in training.
     """
+
+    # Recorded in state_dict._metadata as the published head does (PerPixelBaselinePlusHead
+    # inherits it, as published); see checkpoint_compat.
+    _version = HEAD_PIXEL_DECODER_VERSION
 
     @configurable
     def __init__(
@@ -64,9 +72,12 @@ class PerPixelBaselineHead(nn.Module):
             "common_stride": 4,
         }
 
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        move_legacy_pixel_decoder_keys(state_dict, prefix, kept=("predictor.",))
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+    def _load_from_state_dict(
+        self, state_dict: dict, prefix: str, local_metadata: dict, *args: object
+    ) -> None:
+        if predates(local_metadata, HEAD_PIXEL_DECODER_VERSION):
+            move_legacy_pixel_decoder_keys(state_dict, prefix, kept=("predictor.",))
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, *args)
 
     def layers(self, features: dict[str, Tensor]) -> tuple[Tensor, list[dict]]:
         """Per-pixel logits (N, K, H/4, W/4) and auxiliary predictions (none here)."""

@@ -5,6 +5,7 @@ from torch.nn import functional as F
 
 from mask2former.config import configurable
 
+from ..checkpoint_compat import DECODER_QUERY_FEAT_VERSION, predates, rename_static_query
 from ..position_encoding import PositionEmbeddingSine
 from ..transformer_blocks import MLP, CrossAttentionLayer, FFNLayer, SelfAttentionLayer
 from .build import TRANSFORMER_DECODER_REGISTRY
@@ -40,6 +41,9 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
     "aux_outputs": the dec_layers - 1 earlier predictions (only with deep_supervision)}``. The published decoder has no
     padding mask; ``mask`` is accepted for the common interface and must be None.
     """
+
+    # Recorded in state_dict._metadata as the published decoder does; see checkpoint_compat.
+    _version = DECODER_QUERY_FEAT_VERSION
 
     @configurable
     def __init__(
@@ -112,6 +116,13 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
             "enforce_input_project": mf.ENFORCE_INPUT_PROJ,
             "deep_supervision": mf.DEEP_SUPERVISION,
         }
+
+    def _load_from_state_dict(
+        self, state_dict: dict, prefix: str, local_metadata: dict, *args: object
+    ) -> None:
+        if predates(local_metadata, DECODER_QUERY_FEAT_VERSION):
+            rename_static_query(state_dict, prefix)
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, *args)
 
     def _flatten_levels(self, x: list[Tensor]) -> tuple[list[Tensor], list[Tensor], list]:
         """Per level: source (hw, N, C) with its level embedding, positions (hw, N, C), size."""
