@@ -155,7 +155,7 @@ def check_label_values(
         return
     bad = (labels != ignore_label) & ((labels < 0) | (labels >= num_classes))
     if bad.any():
-        values = np.unique(labels[bad])[:5].tolist()
+        values = [int(v) for v in np.unique(labels[bad])[:5]]
         raise BadSampleError(
             label_file,
             f"label values {values} are outside 0..{num_classes - 1} "

@@ -80,8 +80,9 @@ def _resize_tensor(img: np.ndarray, size_hw: tuple[int, int], resample: int) -> 
 class ResizeTransform(Transform):
     """Resize from (h, w) to (new_h, new_w) with a PIL filter (``interp``, bilinear by default).
 
-    Label maps (``apply_segmentation``) use nearest neighbour: PIL's for uint8 arrays, torch's
-    ``"nearest"`` (source index ``floor(i * in / out)``) for any other dtype.
+    Label maps (``apply_segmentation``) use nearest neighbour: PIL's for uint8 (and bool)
+    arrays, torch's ``"nearest"`` (source index ``floor(i * in / out)``) for any other dtype
+    (integers through float64, which detectron2 does not accept).
     """
 
     def __init__(self, h: int, w: int, new_h: int, new_w: int, interp: int | None = None):
@@ -102,6 +103,16 @@ class ResizeTransform(Transform):
         resample = self.interp if interp is None else interp
         if img.dtype == np.uint8:
             return _resize_uint8(img, (self.new_w, self.new_h), resample)
+        if img.dtype == bool and resample == Image.NEAREST:  # a binary mask, as uint8
+            return _resize_uint8(img.astype(np.uint8), (self.new_w, self.new_h), resample) > 0
+        if np.issubdtype(img.dtype, np.integer) and resample == Image.NEAREST:
+            # torch has no integer nearest resize: float64 holds labels below 2**53 exactly
+            resized = _resize_tensor(img.astype(np.float64), (self.new_h, self.new_w), resample)
+            return resized.astype(img.dtype)
+        if not np.issubdtype(img.dtype, np.floating):
+            raise TypeError(
+                f"ResizeTransform: {img.dtype} arrays resize only with NEAREST; use uint8 or float"
+            )
         return _resize_tensor(img, (self.new_h, self.new_w), resample)
 
     def apply_segmentation(self, segmentation: np.ndarray) -> np.ndarray:
