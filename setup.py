@@ -32,6 +32,7 @@ INSTALL_REQUIRES = [
     "pycocotools>=2.0.6",
     "opencv-python-headless>=4.5",
     "scipy>=1.7",
+    "shapely>=2.0",  # polygon crops (fvcore's CropTransform.apply_polygons)
     "numpy>=1.21",
     "pillow>=9.0",
     "pyspng>=0.1.2",  # libspng: the panoptic evaluator's PNG decoder

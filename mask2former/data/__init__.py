@@ -9,7 +9,12 @@ from .build import (
 )
 from .catalog import DatasetCatalog, Metadata, MetadataCatalog
 from .common import AspectRatioGroupedDataset, DatasetFromList, MapDataset
-from .dataset_mappers import DATASET_MAPPER_REGISTRY, build_dataset_mapper
+from .dataset_mappers import (
+    DATASET_MAPPER_REGISTRY,
+    DatasetMapper,
+    DatasetMapperTTA,
+    build_dataset_mapper,
+)
 from .detection_utils import BadSampleError, read_image
 from .samplers import InferenceSampler, TrainingSampler
 
@@ -18,6 +23,8 @@ __all__ = [
     "AspectRatioGroupedDataset",
     "BadSampleError",
     "DatasetCatalog",
+    "DatasetMapper",
+    "DatasetMapperTTA",
     "DatasetFromList",
     "InferenceSampler",
     "MapDataset",

@@ -1,7 +1,10 @@
-"""Reading images and label maps, and turning annotations into ``Instances``.
+"""Reading images and label maps, moving annotations with transforms, making ``Instances``.
 
-Every problem with a sample's files or annotations raises :class:`BadSampleError`, whose
-message starts with the file name; ``MapDataset`` may skip such samples when asked.
+The functions of detectron2's ``detection_utils`` that the published mappers use, with its
+semantics (``read_image``, ``check_image_size``, ``transform_instance_annotations``,
+``annotations_to_instances``, ``filter_empty_instances``, ``build_augmentation``). Every
+problem with a sample's files or annotations raises :class:`BadSampleError`, whose message
+starts with the file name; ``MapDataset`` may skip such samples when asked.
 """
 
 from __future__ import annotations
@@ -15,23 +18,27 @@ import torch
 from iopath.common.file_io import g_pathmgr
 from PIL import Image, ImageOps
 
-from ..structures import BitMasks, Boxes, Instances
-from .transforms import TransformList
+from ..structures import Boxes, BoxMode, Instances, PolygonMasks, polygons_to_bitmask
+from .transforms import Augmentation, RandomFlip, ResizeShortestEdge, TransformList
 
 __all__ = [
     "IMAGE_FORMATS",
+    "MASK_FORMATS",
     "BadSampleError",
-    "add_boxes_from_masks",
+    "annotations_to_instances",
+    "build_augmentation",
     "check_image_size",
     "check_label_size",
     "check_label_values",
+    "decode_segmentation",
+    "filter_empty_instances",
     "image_to_tensor",
-    "instances_from_annotations",
-    "instances_from_panoptic",
+    "polygons_to_bitmask",
+    "random_flip_from_config",
     "read_image",
     "read_label_map",
-    "segmentation_to_mask",
     "semantic_from_panoptic",
+    "transform_instance_annotations",
 ]
 
 IMAGE_FORMATS = ("BGR", "RGB", "L")
@@ -102,25 +109,30 @@ def read_image(file_name: str, format: str | None = None) -> np.ndarray:
 
 
 def read_label_map(file_name: str) -> np.ndarray:
-    """Read a semantic label map as (H, W) int64 (8- or 16-bit PNG / TIFF)."""
+    """Read a semantic label map (8- or 16-bit PNG / TIFF, palette indices as stored) as an
+    (H, W) float64 array, as the published mappers do: the transforms then move it with
+    torch's nearest-neighbour resize, not PIL's."""
     labels = read_image(file_name)
     if labels.ndim != 2:
         raise BadSampleError(
             file_name, f"a label map must have one channel, got shape {labels.shape}"
         )
-    return labels.astype(np.int64)
+    return labels.astype(np.float64)
 
 
 def check_image_size(dataset_dict: dict, image: np.ndarray) -> None:
-    """Raise if ``image`` (H, W, C) disagrees with the dict's "height" / "width"."""
+    """Raise if ``image`` (H, W, C) disagrees with the dict's "height" / "width"; set them
+    from the image where the dict has none (predictions are resized back to them)."""
     height, width = image.shape[:2]
     expected = (dataset_dict.get("height", height), dataset_dict.get("width", width))
     if expected != (height, width):
         raise BadSampleError(
-            dataset_dict["file_name"],
+            dataset_dict.get("file_name", "<image>"),
             f"image is {width}x{height} (width x height) but its annotation says "
             f"{expected[1]}x{expected[0]}",
         )
+    dataset_dict.setdefault("height", height)
+    dataset_dict.setdefault("width", width)
 
 
 def check_label_size(
@@ -143,7 +155,7 @@ def check_label_values(
         return
     bad = (labels != ignore_label) & ((labels < 0) | (labels >= num_classes))
     if bad.any():
-        values = np.unique(labels[bad])[:5].tolist()
+        values = [int(v) for v in np.unique(labels[bad])[:5]]
         raise BadSampleError(
             label_file,
             f"label values {values} are outside 0..{num_classes - 1} "
@@ -152,37 +164,34 @@ def check_label_values(
 
 
 def _checked_polygons(polygons: Sequence, file_name: str) -> list[np.ndarray]:
-    """COCO polygons [[x0, y0, x1, y1, ...], ...] as flat float arrays, validated."""
+    """COCO polygons [[x0, y0, x1, y1, ...], ...] as flat arrays (dtype as given), validated."""
     try:
-        flat = [np.asarray(p, dtype=np.float64).reshape(-1) for p in polygons]
+        flat = [np.asarray(p).reshape(-1) for p in polygons]
     except (TypeError, ValueError) as e:
         raise BadSampleError(file_name, f"malformed polygon ({e})") from e
     for p in flat:
-        if len(p) < 6 or len(p) % 2:
+        if len(p) < 6 or len(p) % 2 or not np.issubdtype(p.dtype, np.number):
             raise BadSampleError(file_name, f"malformed polygon with {len(p)} coordinates")
     return flat
 
 
-def _polygons_to_mask(polygons: Sequence, height: int, width: int, file_name: str) -> np.ndarray:
-    polygons = _checked_polygons(polygons, file_name)
-    if not polygons:
-        return np.zeros((height, width), dtype=bool)
-    rles = mask_util.frPyObjects([p.tolist() for p in polygons], height, width)
-    return mask_util.decode(mask_util.merge(rles)).astype(bool)
-
-
-def segmentation_to_mask(segmentation: Any, height: int, width: int, file_name: str) -> np.ndarray:
-    """COCO "segmentation" (polygons, RLE dict or (H, W) array) -> (H, W) bool mask."""
-    if isinstance(segmentation, list):
-        return _polygons_to_mask(segmentation, height, width, file_name)
+def decode_segmentation(segmentation: Any, height: int, width: int, file_name: str) -> np.ndarray:
+    """A COCO RLE dict (compressed or not) or an (H, W) array -> (H, W) uint8 mask."""
     if isinstance(segmentation, dict):
         if isinstance(segmentation.get("counts"), list):  # uncompressed RLE
             segmentation = mask_util.frPyObjects(segmentation, *segmentation["size"])
-        mask = mask_util.decode(segmentation).astype(bool)
-    elif isinstance(segmentation, np.ndarray):
-        mask = segmentation.astype(bool)
+        try:
+            mask = mask_util.decode(segmentation)
+        except (TypeError, ValueError, KeyError) as e:
+            raise BadSampleError(file_name, f"malformed RLE segmentation ({e})") from e
+    elif isinstance(segmentation, np.ndarray) and segmentation.ndim == 2:
+        mask = segmentation.astype(np.uint8)
     else:
-        raise BadSampleError(file_name, f"unknown segmentation type {type(segmentation).__name__}")
+        raise BadSampleError(
+            file_name,
+            f"segmentation must be polygons, a COCO RLE dict or an (H, W) array, got "
+            f"{type(segmentation).__name__}",
+        )
     if mask.shape != (height, width):
         raise BadSampleError(
             file_name, f"mask is {mask.shape[1]}x{mask.shape[0]} but the image is {width}x{height}"
@@ -190,77 +199,156 @@ def segmentation_to_mask(segmentation: Any, height: int, width: int, file_name: 
     return mask
 
 
-def _transformed_mask(
-    segmentation: Any,
+def _bbox_mode(annotation: dict, file_name: str) -> BoxMode:
+    if "bbox_mode" not in annotation:
+        raise BadSampleError(file_name, f"annotation has a 'bbox' but no 'bbox_mode': {annotation}")
+    return BoxMode(annotation["bbox_mode"])
+
+
+def transform_instance_annotations(
+    annotation: dict,
     transforms: TransformList,
-    input_size: tuple[int, int],
-    output_size: tuple[int, int],
-    file_name: str,
-) -> np.ndarray:
-    """Mask of one annotation after ``transforms``: polygons move (and clip) exactly, then
-    rasterise at the output size; RLE / arrays decode, then move as masks."""
+    image_size: tuple[int, int],
+    *,
+    input_size: tuple[int, int] | None = None,
+    file_name: str = "",
+) -> dict:
+    """Move one instance annotation with ``transforms`` (detectron2's semantics).
+
+    "bbox" (when present) becomes the transformed XYXY_ABS box clipped to ``image_size``
+    (h, w); polygons are transformed as points (clipped by crops), list of flat arrays;
+    an RLE or array mask is decoded at ``input_size`` (the size before the transforms;
+    default: the RLE's own size) and moved with ``apply_segmentation``. Modifies and returns
+    ``annotation``.
+    """
+    if "bbox" in annotation:
+        bbox = BoxMode.convert(
+            annotation["bbox"], _bbox_mode(annotation, file_name), BoxMode.XYXY_ABS
+        )
+        bbox = transforms.apply_box(np.array([bbox], dtype=np.float64))[0].clip(min=0)
+        annotation["bbox"] = np.minimum(bbox, list(image_size + image_size)[::-1])
+        annotation["bbox_mode"] = BoxMode.XYXY_ABS
+    if "segmentation" not in annotation:
+        return annotation
+    segmentation = annotation["segmentation"]
     if isinstance(segmentation, list):
         polygons = [p.reshape(-1, 2) for p in _checked_polygons(segmentation, file_name)]
-        moved = [p.reshape(-1) for p in transforms.apply_polygons(polygons)]
-        return _polygons_to_mask(moved, *output_size, file_name)
-    mask = segmentation_to_mask(segmentation, *input_size, file_name)
-    return transforms.apply_mask(mask.astype(np.uint8)).astype(bool)
-
-
-def _masks_tensor(masks: list[np.ndarray], image_size: tuple[int, int]) -> torch.Tensor:
-    if not masks:
-        return torch.zeros((0, *image_size), dtype=torch.bool)
-    return torch.from_numpy(np.ascontiguousarray(np.stack(masks))).to(torch.bool)
-
-
-def instances_from_annotations(
-    annotations: list[dict],
-    transforms: TransformList,
-    input_size: tuple[int, int],
-    output_size: tuple[int, int],
-    file_name: str,
-) -> Instances:
-    """Instance annotations -> ``Instances`` with gt_classes (n,) int64 and gt_masks (n, H, W) bool.
-
-    Crowd annotations and masks left empty by the transforms (e.g. cropped away) are dropped.
-    ``input_size`` / ``output_size`` are (H, W) before and after ``transforms``.
-    """
-    classes, masks = [], []
-    for annotation in annotations:
-        if annotation.get("iscrowd", 0):
-            continue
-        if "segmentation" not in annotation:
-            raise BadSampleError(file_name, f"annotation without 'segmentation': {annotation}")
-        mask = _transformed_mask(
-            annotation["segmentation"], transforms, input_size, output_size, file_name
+        moved = transforms.apply_polygons(polygons)
+        annotation["segmentation"] = [p.reshape(-1) for p in moved]
+        return annotation
+    if input_size is None and isinstance(segmentation, dict):
+        input_size = tuple(segmentation.get("size", (0, 0)))
+    if input_size is None:
+        input_size = segmentation.shape[:2]
+    mask = decode_segmentation(segmentation, *input_size, file_name)
+    mask = transforms.apply_segmentation(mask)
+    if mask.shape[:2] != tuple(image_size):
+        raise BadSampleError(
+            file_name, f"a transformed mask is {mask.shape[:2]}, the image {tuple(image_size)}"
         )
-        if mask.any():
-            classes.append(int(annotation["category_id"]))
-            masks.append(mask)
-    instances = Instances(output_size)
-    instances.gt_classes = torch.tensor(classes, dtype=torch.int64)
-    instances.gt_masks = _masks_tensor(masks, output_size)
-    return instances
+    annotation["segmentation"] = mask
+    return annotation
 
 
-def instances_from_panoptic(segment_ids: np.ndarray, segments_info: list[dict]) -> Instances:
-    """Panoptic id map (H, W) -> ``Instances`` of the non-crowd, non-empty segments.
+MASK_FORMATS = ("polygon", "bitmask")
 
-    gt_classes are the segments' (contiguous) "category_id"; gt_masks (n, H, W) bool.
+
+def annotations_to_instances(
+    annotations: list[dict],
+    image_size: tuple[int, int],
+    mask_format: str = "polygon",
+    *,
+    file_name: str = "",
+) -> Instances:
+    """Transformed instance annotations -> ``Instances`` (detectron2's semantics).
+
+    gt_classes (n,) int64 from "category_id"; gt_boxes from "bbox" (XYXY_ABS, clipped) when
+    every annotation has one; gt_masks from "segmentation": :class:`PolygonMasks` for
+    ``mask_format`` "polygon" (annotations must be polygons), an (n, H, W) bool tensor
+    (:class:`BitMasks` layout) for "bitmask".
     """
-    classes, masks = [], []
-    for segment in segments_info:
-        if segment.get("iscrowd", 0):
-            continue
-        mask = segment_ids == segment["id"]
-        if mask.any():
-            classes.append(int(segment["category_id"]))
-            masks.append(mask)
-    image_size = tuple(segment_ids.shape)
+    if mask_format not in MASK_FORMATS:
+        raise ValueError(f"INPUT.MASK_FORMAT must be one of {MASK_FORMATS}, got {mask_format!r}")
     instances = Instances(image_size)
-    instances.gt_classes = torch.tensor(classes, dtype=torch.int64)
-    instances.gt_masks = _masks_tensor(masks, image_size)
+    if annotations and all("bbox" in a for a in annotations):
+        xyxy = [
+            BoxMode.convert(a["bbox"], _bbox_mode(a, file_name), BoxMode.XYXY_ABS)
+            for a in annotations
+        ]
+        boxes = Boxes(torch.as_tensor(np.stack(xyxy), dtype=torch.float32))
+        boxes.clip(image_size)
+        instances.gt_boxes = boxes
+    instances.gt_classes = torch.tensor(
+        [int(a["category_id"]) for a in annotations], dtype=torch.int64
+    )
+    if not annotations or "segmentation" not in annotations[0]:
+        return instances
+    segmentations = [a["segmentation"] for a in annotations]
+    if mask_format == "polygon":
+        if not all(isinstance(s, list) for s in segmentations):
+            raise BadSampleError(
+                file_name, "INPUT.MASK_FORMAT 'polygon' needs polygon annotations; use 'bitmask'"
+            )
+        instances.gt_masks = PolygonMasks(segmentations)
+        return instances
+    masks = [
+        (
+            polygons_to_bitmask(s, *image_size)
+            if isinstance(s, list)
+            else decode_segmentation(s, *image_size, file_name).astype(bool)
+        )
+        for s in segmentations
+    ]
+    instances.gt_masks = torch.from_numpy(np.stack(masks))
     return instances
+
+
+def filter_empty_instances(
+    instances: Instances,
+    by_box: bool = True,
+    by_mask: bool = True,
+    box_threshold: float = 1e-5,
+    return_mask: bool = False,
+):
+    """Drop instances whose box is no wider or taller than ``box_threshold`` (``by_box``) or
+    whose mask is empty (``by_mask``); with ``return_mask`` also the (n,) bool kept."""
+    keep = torch.ones(len(instances), dtype=torch.bool)
+    if by_box and instances.has("gt_boxes"):
+        keep &= instances.gt_boxes.nonempty(threshold=box_threshold)
+    if by_mask and instances.has("gt_masks"):
+        masks = instances.gt_masks
+        keep &= masks.nonempty() if hasattr(masks, "nonempty") else masks.flatten(1).any(dim=1)
+    kept = instances[keep]
+    return (kept, keep) if return_mask else kept
+
+
+def build_augmentation(cfg, is_train: bool) -> list[Augmentation]:
+    """detectron2's default augmentation: shortest-edge resize (INPUT.MIN/MAX_SIZE_TRAIN with
+    MIN_SIZE_TRAIN_SAMPLING, or MIN/MAX_SIZE_TEST), plus INPUT.RANDOM_FLIP when training."""
+    if is_train:
+        augmentations: list[Augmentation] = [
+            ResizeShortestEdge(
+                cfg.INPUT.MIN_SIZE_TRAIN,
+                cfg.INPUT.MAX_SIZE_TRAIN,
+                cfg.INPUT.MIN_SIZE_TRAIN_SAMPLING,
+            )
+        ]
+        flip = random_flip_from_config(cfg)
+        return augmentations + ([flip] if flip is not None else [])
+    return [ResizeShortestEdge(cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST, "choice")]
+
+
+RANDOM_FLIP_MODES = ("horizontal", "vertical", "none")
+
+
+def random_flip_from_config(cfg) -> RandomFlip | None:
+    """``INPUT.RANDOM_FLIP``: a horizontal or vertical :class:`RandomFlip`, or None for "none"."""
+    mode = cfg.INPUT.RANDOM_FLIP
+    if mode not in RANDOM_FLIP_MODES:
+        raise ValueError(f"INPUT.RANDOM_FLIP must be one of {RANDOM_FLIP_MODES}, got {mode!r}")
+    if mode == "none":
+        return None
+    return RandomFlip(horizontal=mode == "horizontal", vertical=mode == "vertical")
 
 
 def semantic_from_panoptic(
@@ -271,16 +359,6 @@ def semantic_from_panoptic(
     for segment in segments_info:
         labels[segment_ids == segment["id"]] = segment["category_id"]
     return labels
-
-
-def add_boxes_from_masks(instances: Instances) -> Instances:
-    """Set gt_boxes (n, 4) XYXY to the tight boxes of gt_masks."""
-    instances.gt_boxes = (
-        BitMasks(instances.gt_masks).get_bounding_boxes()
-        if len(instances)
-        else Boxes(torch.zeros((0, 4)))
-    )
-    return instances
 
 
 def image_to_tensor(image: np.ndarray) -> torch.Tensor:

@@ -3,6 +3,7 @@
 from .defaults import DefaultTrainer, default_argument_parser, default_setup, default_writers
 from .hooks import EvalHook, IterationTimer, LRScheduler, PeriodicCheckpointer, PeriodicWriter
 from .launch import launch
+from .test_time_augmentation import SemanticSegmentorWithTTA
 from .train_loop import AMPTrainer, HookBase, SimpleTrainer, TrainerBase, check_losses_finite
 
 __all__ = [
@@ -14,6 +15,7 @@ __all__ = [
     "LRScheduler",
     "PeriodicCheckpointer",
     "PeriodicWriter",
+    "SemanticSegmentorWithTTA",
     "SimpleTrainer",
     "TrainerBase",
     "check_losses_finite",

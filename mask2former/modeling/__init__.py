@@ -8,7 +8,6 @@ from .backbone.build import BACKBONE_REGISTRY, build_backbone
 from .heads.build import SEM_SEG_HEADS_REGISTRY, build_sem_seg_head
 from .meta_arch.build import META_ARCH_REGISTRY, build_model
 from .pixel_decoder.build import PIXEL_DECODER_REGISTRY, build_pixel_decoder
-from .test_time_augmentation import SemanticSegmentorWithTTA
 from .transformer_decoder.build import TRANSFORMER_DECODER_REGISTRY, build_transformer_decoder
 
 __all__ = [
@@ -17,7 +16,6 @@ __all__ = [
     "PIXEL_DECODER_REGISTRY",
     "SEM_SEG_HEADS_REGISTRY",
     "TRANSFORMER_DECODER_REGISTRY",
-    "SemanticSegmentorWithTTA",
     "build_backbone",
     "build_model",
     "build_pixel_decoder",

@@ -3,6 +3,14 @@
 from .boxes import Boxes, BoxMode
 from .image_list import ImageList
 from .instances import Instances
-from .masks import BitMasks
+from .masks import BitMasks, PolygonMasks, polygons_to_bitmask
 
-__all__ = ["BitMasks", "Boxes", "BoxMode", "ImageList", "Instances"]
+__all__ = [
+    "BitMasks",
+    "Boxes",
+    "BoxMode",
+    "ImageList",
+    "Instances",
+    "PolygonMasks",
+    "polygons_to_bitmask",
+]

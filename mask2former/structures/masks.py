@@ -1,10 +1,11 @@
-"""Per-instance binary masks."""
+"""Per-instance masks: binary (:class:`BitMasks`) or polygons (:class:`PolygonMasks`)."""
 
 from __future__ import annotations
 
 from typing import Union
 
 import numpy as np
+import pycocotools.mask as mask_util
 import torch
 
 from .boxes import Boxes
@@ -63,3 +64,83 @@ class BitMasks:
     @staticmethod
     def cat(masks_list: list["BitMasks"]) -> "BitMasks":
         return BitMasks(torch.cat([m.tensor for m in masks_list], dim=0))
+
+
+def polygons_to_bitmask(polygons: list[np.ndarray], height: int, width: int) -> np.ndarray:
+    """The union of flat ``[x0, y0, x1, y1, ...]`` polygons rasterised by COCO's rules:
+    (height, width) bool."""
+    if len(polygons) == 0:
+        return np.zeros((height, width), dtype=bool)
+    rles = mask_util.frPyObjects([np.asarray(p, dtype=np.float64) for p in polygons], height, width)
+    return mask_util.decode(mask_util.merge(rles)).astype(bool)
+
+
+def _as_flat_polygon(polygon: Union[np.ndarray, list, torch.Tensor]) -> np.ndarray:
+    if isinstance(polygon, torch.Tensor):
+        polygon = polygon.cpu().numpy()
+    flat = np.asarray(polygon, dtype=np.float64).reshape(-1)
+    if len(flat) % 2 or len(flat) < 6:
+        raise ValueError(f"a polygon needs at least 3 (x, y) points, got {len(flat)} numbers")
+    return flat
+
+
+class PolygonMasks:
+    """Instance masks as polygons: for each instance, a list of flat float64
+    ``[x0, y0, x1, y1, ...]`` arrays whose union is the mask (COCO's polygon format)."""
+
+    def __init__(self, polygons: list[list[Union[np.ndarray, list, torch.Tensor]]]):
+        if not isinstance(polygons, list):
+            raise TypeError(f"PolygonMasks takes a list of lists of polygons, got {type(polygons)}")
+        for instance in polygons:
+            if not isinstance(instance, list):
+                raise TypeError(
+                    f"PolygonMasks: each instance is a list of polygons, got {type(instance)}"
+                )
+        self.polygons = [[_as_flat_polygon(p) for p in instance] for instance in polygons]
+
+    def __len__(self) -> int:
+        return len(self.polygons)
+
+    def __getitem__(self, item: Union[int, slice, list, torch.Tensor]) -> "PolygonMasks":
+        if isinstance(item, int):
+            return PolygonMasks([self.polygons[item]])
+        if isinstance(item, slice):
+            return PolygonMasks(self.polygons[item])
+        if isinstance(item, torch.Tensor):
+            item = (item.nonzero().flatten() if item.dtype == torch.bool else item).tolist()
+        return PolygonMasks([self.polygons[i] for i in item])
+
+    def __repr__(self) -> str:
+        return f"PolygonMasks(num_instances={len(self)})"
+
+    @property
+    def device(self) -> torch.device:
+        return torch.device("cpu")
+
+    def to(self, *args, **kwargs) -> "PolygonMasks":
+        return self
+
+    def nonempty(self) -> torch.Tensor:
+        """(N,) bool: instances with at least one polygon."""
+        return torch.tensor([len(p) > 0 for p in self.polygons], dtype=torch.bool)
+
+    def get_bounding_boxes(self) -> Boxes:
+        """XYXY boxes of the polygons' vertices, in float32 (an instance without polygons
+        gets (inf, inf, 0, 0), which no box test passes)."""
+        boxes = torch.zeros(len(self), 4, dtype=torch.float32)
+        for i, instance in enumerate(self.polygons):
+            low = torch.full((2,), float("inf"))
+            high = torch.zeros(2)
+            for polygon in instance:
+                points = torch.from_numpy(polygon).view(-1, 2).float()
+                low = torch.minimum(low, points.min(dim=0).values)
+                high = torch.maximum(high, points.max(dim=0).values)
+            boxes[i, :2], boxes[i, 2:] = low, high
+        return Boxes(boxes)
+
+    def to_bitmasks(self, height: int, width: int) -> torch.Tensor:
+        """(N, height, width) bool rasterisation of every instance."""
+        if not self.polygons:
+            return torch.zeros((0, height, width), dtype=torch.bool)
+        masks = [polygons_to_bitmask(p, height, width) for p in self.polygons]
+        return torch.from_numpy(np.stack(masks))

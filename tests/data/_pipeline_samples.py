@@ -99,10 +99,11 @@ def instance_sample(root: Path, name: str = "inst") -> tuple[dict, list[tuple]]:
     return record, expected
 
 
-def panoptic_sample(root: Path, name: str = "pan") -> tuple[dict, dict]:
+def panoptic_sample(root: Path, name: str = "pan", with_labels: bool = False) -> tuple[dict, dict]:
     """Segments: stuff background (cat 0), two things of cat 4 (ids 1000, 1001), a thing of
-    cat 2, a crowd segment of cat 4; a void band (id 0). Returns the dict and
-    {segment id: (category_id, rgb)} of the non-crowd segments."""
+    cat 2, a crowd segment of cat 4; a void band (id 0). With ``with_labels`` also a label
+    map ("sem_seg_file_name": each segment's category, IGNORE on the void band). Returns the
+    dict and {segment id: (category_id, rgb)} of the non-crowd segments."""
     ids = np.full((H, W), 77, np.int64)
     ids[4:18, 6:24] = 1000
     ids[24:40, 6:24] = 1001
@@ -137,6 +138,12 @@ def panoptic_sample(root: Path, name: str = "pan") -> tuple[dict, dict]:
         "width": W,
         "image_id": name,
     }
+    if with_labels:
+        labels = np.full((H, W), IGNORE, np.uint8)
+        for segment in segments:
+            labels[ids == segment["id"]] = segment["category_id"]
+        Image.fromarray(labels).save(root / f"{name}_label.png")
+        record["sem_seg_file_name"] = str(root / f"{name}_label.png")
     expected = {s["id"]: (s["category_id"], colours[s["id"]]) for s in segments if not s["iscrowd"]}
     return record, expected
 

@@ -1,18 +1,33 @@
-"""Dataset mappers: dataset dict -> model input. Importing registers them."""
+"""Dataset mappers: dataset dict -> model input. Importing registers the training mappers.
+
+Each takes ``(cfg, is_train)`` as the published ones do; the class names are the published
+Mask2Former / MaskFormer names (the LSJ mappers also under their ``*LSJDatasetMapper``
+aliases).
+"""
 
 from .build import DATASET_MAPPER_REGISTRY, build_dataset_mapper, register_dataset_mapper
-from .coco_lsj import COCOInstanceLSJDatasetMapper, COCOPanopticLSJDatasetMapper
+from .coco_lsj import (
+    COCOInstanceLSJDatasetMapper,
+    COCOInstanceNewBaselineDatasetMapper,
+    COCOPanopticLSJDatasetMapper,
+    COCOPanopticNewBaselineDatasetMapper,
+)
+from .dataset_mapper import DatasetMapper, TestDatasetMapper
 from .detr_panoptic import DETRPanopticDatasetMapper
 from .mask_former_instance import MaskFormerInstanceDatasetMapper
 from .mask_former_panoptic import MaskFormerPanopticDatasetMapper
 from .mask_former_semantic import MaskFormerSemanticDatasetMapper
-from .test_mapper import TestDatasetMapper
+from .tta_mapper import DatasetMapperTTA
 
 __all__ = [
     "DATASET_MAPPER_REGISTRY",
     "COCOInstanceLSJDatasetMapper",
+    "COCOInstanceNewBaselineDatasetMapper",
     "COCOPanopticLSJDatasetMapper",
+    "COCOPanopticNewBaselineDatasetMapper",
     "DETRPanopticDatasetMapper",
+    "DatasetMapper",
+    "DatasetMapperTTA",
     "MaskFormerInstanceDatasetMapper",
     "MaskFormerPanopticDatasetMapper",
     "MaskFormerSemanticDatasetMapper",

@@ -10,7 +10,7 @@ from ...utils.registry import lookup
 
 DATASET_MAPPER_REGISTRY = Registry("DATASET_MAPPER")
 DATASET_MAPPER_REGISTRY.__doc__ = """
-Training dataset mappers. A registered class is built as ``cls(cfg)`` and called with one
+Training dataset mappers. A registered class is built as ``cls(cfg, True)`` and called with one
 dataset dict (the catalog's format); it returns a new dict with "image" (3, H, W) uint8 in
 INPUT.FORMAT, "instances" (gt_classes (n,) int64, gt_masks (n, H, W) bool), "sem_seg" (H, W)
 int64 where the mapper makes one, and the input's "file_name", "image_id", "height", "width".
@@ -29,10 +29,11 @@ def register_dataset_mapper(name: str) -> Callable[[type], type]:
 
 
 def build_dataset_mapper(cfg, is_train: bool) -> Callable[[dict], dict]:
-    """The training mapper named by ``cfg.INPUT.DATASET_MAPPER_NAME``, or the test mapper."""
+    """The training mapper named by ``cfg.INPUT.DATASET_MAPPER_NAME``, or (``is_train``
+    False) the test mapper ``DatasetMapper(cfg, False)``, as the published recipes use."""
     if not is_train:
-        from .test_mapper import TestDatasetMapper
+        from .dataset_mapper import DatasetMapper
 
-        return TestDatasetMapper(cfg)
+        return DatasetMapper(cfg, False)
     name = cfg.INPUT.DATASET_MAPPER_NAME
-    return lookup(DATASET_MAPPER_REGISTRY, name, "INPUT.DATASET_MAPPER_NAME")(cfg)
+    return lookup(DATASET_MAPPER_REGISTRY, name, "INPUT.DATASET_MAPPER_NAME")(cfg, True)

@@ -1,17 +1,20 @@
-"""Pieces shared by the dataset mappers: config -> augmentations, reading, padding."""
+"""Pieces shared by the dataset mappers: augmentations from the config, reading, padding."""
 
 from __future__ import annotations
 
-import numpy as np
+from collections.abc import Mapping
+from typing import Any
 
-from ...config import configurable
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ...config import ConfigError
 from ..catalog import MetadataCatalog
 from ..detection_utils import check_image_size, read_image
 from ..transforms import (
     Augmentation,
-    ColorAugSSD,
-    NoOpTransform,
-    PadTransform,
+    ColorAugSSDTransform,
     RandomCrop,
     RandomCrop_CategoryAreaConstraint,
     RandomFlip,
@@ -22,40 +25,53 @@ from ..transforms import (
 IMAGE_PAD_VALUE = 128
 
 
-def flip_from_config(cfg) -> list[Augmentation]:
-    """``INPUT.RANDOM_FLIP``: "horizontal", "vertical" or "none"."""
-    mode = cfg.INPUT.RANDOM_FLIP
-    if mode not in ("horizontal", "vertical", "none"):
-        raise ValueError(f"INPUT.RANDOM_FLIP must be horizontal, vertical or none, got {mode!r}")
-    if mode == "none":
-        return []
-    return [RandomFlip(horizontal=mode == "horizontal", vertical=mode == "vertical")]
-
-
 def resize_from_config(cfg) -> ResizeShortestEdge:
+    """The training resize: INPUT.MIN_SIZE_TRAIN / MAX_SIZE_TRAIN / MIN_SIZE_TRAIN_SAMPLING."""
     return ResizeShortestEdge(
         cfg.INPUT.MIN_SIZE_TRAIN, cfg.INPUT.MAX_SIZE_TRAIN, cfg.INPUT.MIN_SIZE_TRAIN_SAMPLING
     )
 
 
-def mask_former_augmentations(cfg, *, area_constraint: bool) -> list[Augmentation]:
-    """Resize shortest edge, optional crop, optional SSD colour jitter, flip (MaskFormer recipe).
-
-    ``area_constraint``: crop with the single-category max-area rule (semantic / panoptic).
-    """
-    augmentations: list[Augmentation] = [resize_from_config(cfg)]
+def mask_former_augmentations(cfg, *, area_constraint: bool) -> list[Augmentation | Transform]:
+    """The MaskFormer training recipe, in the published order: shortest-edge resize, optional
+    crop (INPUT.CROP.*; with the single-category area rule when ``area_constraint``, its
+    ignored category MODEL.SEM_SEG_HEAD.IGNORE_VALUE), optional SSD colour jitter
+    (INPUT.COLOR_AUG_SSD), then a horizontal flip with probability 1/2 (the published
+    mappers always flip: INPUT.RANDOM_FLIP is not theirs to read)."""
+    augmentations: list[Augmentation | Transform] = [resize_from_config(cfg)]
     crop = cfg.INPUT.CROP
     if crop.ENABLED and area_constraint:
         augmentations.append(
             RandomCrop_CategoryAreaConstraint(
-                crop.TYPE, crop.SIZE, crop.SINGLE_CATEGORY_MAX_AREA, ignore_label_from_config(cfg)
+                crop.TYPE,
+                crop.SIZE,
+                crop.SINGLE_CATEGORY_MAX_AREA,
+                cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE,
             )
         )
     elif crop.ENABLED:
         augmentations.append(RandomCrop(crop.TYPE, crop.SIZE))
     if cfg.INPUT.COLOR_AUG_SSD:
-        augmentations.append(ColorAugSSD(img_format=cfg.INPUT.FORMAT))
-    return augmentations + flip_from_config(cfg)
+        augmentations.append(ColorAugSSDTransform(img_format=cfg.INPUT.FORMAT))
+    augmentations.append(RandomFlip())
+    return augmentations
+
+
+def refuse_unread_inputs(cfg, mapper_name: str, expected: Mapping[str, Any]) -> None:
+    """Raise a ConfigError naming the key when an INPUT key that ``mapper_name`` does not read
+    (as in the published code) is set to anything but the value its behaviour matches.
+
+    ``expected``: dotted key ("INPUT.RANDOM_FLIP") -> the value the mapper behaves as.
+    """
+    for key, value_expected in expected.items():
+        value = cfg
+        for part in key.split("."):
+            value = getattr(value, part)
+        if value != value_expected:
+            raise ConfigError(
+                f"{key}={value!r} has no effect with INPUT.DATASET_MAPPER_NAME {mapper_name!r} "
+                f"(the published mapper does not read it); set it to {value_expected!r}"
+            )
 
 
 def ignore_label_from_config(cfg) -> int:
@@ -73,46 +89,16 @@ def read_checked_image(dataset_dict: dict, image_format: str) -> np.ndarray:
     return image
 
 
-def divisibility_padding(
-    image_size: tuple[int, int], size_divisibility: int, ignore_label: int
-) -> Transform:
-    """Pad (right / bottom) to multiples of ``size_divisibility`` (<= 0: no padding)."""
-    if size_divisibility <= 0:
-        return NoOpTransform()
-    h, w = image_size
-    pad_h = -h % size_divisibility
-    pad_w = -w % size_divisibility
-    return PadTransform(h, w, pad_h, pad_w, IMAGE_PAD_VALUE, ignore_label)
+def pad_to_square(tensor: torch.Tensor, size: int, value: float) -> torch.Tensor:
+    """Pad the last two dims at the right and bottom to ``size`` x ``size`` (a side already
+    longer is cut to ``size``), as the published mappers' ``INPUT.SIZE_DIVISIBILITY`` does."""
+    h, w = tensor.shape[-2:]
+    return F.pad(tensor, [0, size - w, 0, size - h], value=value).contiguous()
 
 
-class LabelMapMapperBase:
-    """Constructor and ``from_config`` shared by the mappers that read a label map (semantic
-    and panoptic): augmentations with the single-category area constraint, the image format,
-    the ignore label, padding divisibility, and the number of classes labels are checked
-    against."""
-
-    @configurable
-    def __init__(
-        self,
-        *,
-        augmentations: list[Augmentation],
-        image_format: str,
-        ignore_label: int,
-        size_divisibility: int,
-        num_classes: int | None = None,
-    ):
-        self.augmentations = augmentations
-        self.image_format = image_format
-        self.ignore_label = ignore_label
-        self.size_divisibility = size_divisibility
-        self.num_classes = num_classes
-
-    @classmethod
-    def from_config(cls, cfg) -> dict:
-        return {
-            "augmentations": mask_former_augmentations(cfg, area_constraint=True),
-            "image_format": cfg.INPUT.FORMAT,
-            "ignore_label": ignore_label_from_config(cfg),
-            "size_divisibility": cfg.INPUT.SIZE_DIVISIBILITY,
-            "num_classes": cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES,
-        }
+def check_is_train(mapper: object, is_train: bool) -> None:
+    if not is_train:
+        raise ValueError(
+            f"{type(mapper).__name__} maps training samples only (is_train=False); evaluation "
+            "uses DatasetMapper(cfg, False)"
+        )

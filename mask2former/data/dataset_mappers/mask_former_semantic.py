@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import copy
+import logging
 
 import numpy as np
 import torch
 
+from ...config import configurable
 from ...structures import Instances
 from ..detection_utils import (
     BadSampleError,
@@ -15,19 +17,26 @@ from ..detection_utils import (
     image_to_tensor,
     read_label_map,
 )
-from ..transforms import AugInput, apply_augmentations
+from ..transforms import AugInput, Augmentation, Transform, apply_transform_gens
 from .build import register_dataset_mapper
 from .mapper_utils import (
-    LabelMapMapperBase,
-    divisibility_padding,
+    IMAGE_PAD_VALUE,
+    check_is_train,
+    ignore_label_from_config,
+    mask_former_augmentations,
+    pad_to_square,
     read_checked_image,
+    refuse_unread_inputs,
 )
 
 __all__ = ["MaskFormerSemanticDatasetMapper", "instances_from_semantic"]
 
+logger = logging.getLogger(__name__)
+
 
 def instances_from_semantic(sem_seg: np.ndarray, ignore_label: int) -> Instances:
-    """(H, W) label map -> gt_classes (n,) int64 of the categories present, gt_masks (n, H, W)."""
+    """(H, W) label map -> gt_classes (n,) int64 of the categories present (ascending, the
+    ignore label left out), gt_masks (n, H, W) bool."""
     classes = np.unique(sem_seg)
     classes = classes[classes != ignore_label]
     labels = torch.from_numpy(np.ascontiguousarray(sem_seg))
@@ -38,34 +47,80 @@ def instances_from_semantic(sem_seg: np.ndarray, ignore_label: int) -> Instances
 
 
 @register_dataset_mapper("mask_former_semantic")
-class MaskFormerSemanticDatasetMapper(LabelMapMapperBase):
-    """Semantic segmentation training mapper (registered as ``mask_former_semantic``).
+class MaskFormerSemanticDatasetMapper:
+    """Semantic segmentation training mapper (``INPUT.DATASET_MAPPER_NAME: mask_former_semantic``).
 
-    Needs "sem_seg_file_name"; outputs "image", "sem_seg" (ignore_label in padding) and
-    "instances" with one binary mask per category present.
+    ``MaskFormerSemanticDatasetMapper(cfg, is_train=True)``. Reads "file_name" and
+    "sem_seg_file_name" (its values as stored), applies the augmentations to both (the
+    label map moves by nearest neighbour on float64 values, as published), pads image (128)
+    and labels (the ignore label) to ``size_divisibility`` square when it is positive, and
+    returns "image" (3, H, W) uint8, "sem_seg" (H, W) int64 and "instances" with one binary
+    mask per category present.
     """
 
-    def __call__(self, dataset_dict: dict) -> dict:
-        dataset_dict = copy.deepcopy(dataset_dict)
+    @configurable
+    def __init__(
+        self,
+        is_train: bool = True,
+        *,
+        augmentations: list[Augmentation | Transform],
+        image_format: str,
+        ignore_label: int,
+        size_divisibility: int,
+        num_classes: int | None = None,
+    ):
+        self.is_train = is_train
+        self.augmentations = augmentations
+        self.image_format = image_format
+        self.ignore_label = ignore_label
+        self.size_divisibility = size_divisibility
+        self.num_classes = num_classes
+        mode = "training" if is_train else "inference"
+        logger.info("[%s] augmentations used in %s: %s", type(self).__name__, mode, augmentations)
+
+    @classmethod
+    def from_config(cls, cfg, is_train: bool = True) -> dict:
+        refuse_unread_inputs(cfg, "mask_former_semantic", {"INPUT.RANDOM_FLIP": "horizontal"})
+        return {
+            "is_train": is_train,
+            "augmentations": mask_former_augmentations(cfg, area_constraint=True),
+            "image_format": cfg.INPUT.FORMAT,
+            "ignore_label": ignore_label_from_config(cfg),
+            "size_divisibility": cfg.INPUT.SIZE_DIVISIBILITY,
+            "num_classes": cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES,
+        }
+
+    def read_labels(self, dataset_dict: dict, image: np.ndarray) -> np.ndarray:
+        """The sample's label map (H, W) float64, checked against the image and the classes."""
         file_name = dataset_dict["file_name"]
-        if "annotations" in dataset_dict:
-            raise BadSampleError(file_name, "a semantic segmentation sample has 'annotations'")
         if "sem_seg_file_name" not in dataset_dict:
             raise BadSampleError(file_name, "no 'sem_seg_file_name' for semantic segmentation")
-        image = read_checked_image(dataset_dict, self.image_format)
         label_file = dataset_dict.pop("sem_seg_file_name")
         sem_seg = read_label_map(label_file)
         check_label_size(label_file, sem_seg, file_name, image)
         check_label_values(label_file, sem_seg, self.num_classes, self.ignore_label)
+        return sem_seg
 
-        aug_input = AugInput(image, sem_seg=sem_seg)
-        apply_augmentations(self.augmentations, aug_input)
-        aug_input.transform(
-            divisibility_padding(
-                aug_input.image.shape[:2], self.size_divisibility, self.ignore_label
+    def pad(self, tensor: torch.Tensor, value: float) -> torch.Tensor:
+        """``tensor`` padded to ``size_divisibility`` square (unchanged when it is <= 0)."""
+        if self.size_divisibility <= 0:
+            return tensor
+        return pad_to_square(tensor, self.size_divisibility, value)
+
+    def __call__(self, dataset_dict: dict) -> dict:
+        check_is_train(self, self.is_train)
+        dataset_dict = copy.deepcopy(dataset_dict)
+        if "annotations" in dataset_dict:
+            raise BadSampleError(
+                dataset_dict["file_name"], "a semantic segmentation sample has 'annotations'"
             )
-        )
-        dataset_dict["image"] = image_to_tensor(aug_input.image)
-        dataset_dict["sem_seg"] = torch.from_numpy(aug_input.sem_seg.astype(np.int64))
-        dataset_dict["instances"] = instances_from_semantic(aug_input.sem_seg, self.ignore_label)
+        image = read_checked_image(dataset_dict, self.image_format)
+        sem_seg = self.read_labels(dataset_dict, image)
+        aug_input, _ = apply_transform_gens(self.augmentations, AugInput(image, sem_seg=sem_seg))
+
+        image = self.pad(image_to_tensor(aug_input.image), IMAGE_PAD_VALUE)
+        sem_seg = self.pad(torch.as_tensor(aug_input.sem_seg.astype(np.int64)), self.ignore_label)
+        dataset_dict["image"] = image
+        dataset_dict["sem_seg"] = sem_seg
+        dataset_dict["instances"] = instances_from_semantic(sem_seg.numpy(), self.ignore_label)
         return dataset_dict

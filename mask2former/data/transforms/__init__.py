@@ -1,17 +1,31 @@
-"""Transforms (deterministic) and augmentations (which sample transforms)."""
+"""Transforms (deterministic) and augmentations (which sample transforms), as in detectron2.
 
-from .augmentation import AugInput, Augmentation, apply_augmentations
+``from mask2former.data import transforms as T`` gives detectron2's ``T`` namespace for the
+parts the published recipes use: resizing (PIL for uint8 images, as detectron2), crops,
+flips, padding, SSD colour jitter and large-scale jitter.
+"""
+
+from .augmentation import (
+    AugInput,
+    Augmentation,
+    AugmentationList,
+    StandardAugInput,
+    TransformGen,
+    apply_augmentations,
+    apply_transform_gens,
+)
 from .augmentation_impl import (
-    ColorAugSSD,
     FixedSizeCrop,
+    RandomApply,
     RandomCrop,
     RandomCrop_CategoryAreaConstraint,
     RandomFlip,
+    Resize,
     ResizeScale,
     ResizeShortestEdge,
-    shortest_edge_output_shape,
 )
 from .transform import (
+    BlendTransform,
     ColorAugSSDTransform,
     CropTransform,
     HFlipTransform,
@@ -26,22 +40,27 @@ from .transform import (
 __all__ = [
     "AugInput",
     "Augmentation",
-    "ColorAugSSD",
+    "AugmentationList",
+    "BlendTransform",
     "ColorAugSSDTransform",
     "CropTransform",
     "FixedSizeCrop",
     "HFlipTransform",
     "NoOpTransform",
     "PadTransform",
+    "RandomApply",
     "RandomCrop",
     "RandomCrop_CategoryAreaConstraint",
     "RandomFlip",
+    "Resize",
     "ResizeScale",
     "ResizeShortestEdge",
     "ResizeTransform",
+    "StandardAugInput",
     "Transform",
+    "TransformGen",
     "TransformList",
     "VFlipTransform",
     "apply_augmentations",
-    "shortest_edge_output_shape",
+    "apply_transform_gens",
 ]

@@ -1,30 +1,41 @@
-"""Deterministic transforms: each applies one fixed geometric or photometric change.
+"""Deterministic transforms, with detectron2's exact semantics.
 
 A :class:`Transform` (fvcore's) maps
 
-- ``apply_image``: (H, W) or (H, W, C) image, interpolated (bilinear for resizing);
-- ``apply_segmentation``: (H, W) label map, nearest neighbour, padding with the ignore value;
-- ``apply_mask``: (H, W) binary mask or (H, W[, 3]) panoptic id map, nearest neighbour,
-  padding with 0 ("no object");
-- ``apply_coords`` / ``apply_polygons`` / ``apply_box``: points in absolute pixel units.
+- ``apply_image``: an (H, W) or (H, W, C) image;
+- ``apply_segmentation``: an (H, W) label map, or any array that must not be interpolated
+  (panoptic colour maps, binary masks): nearest neighbour, padding with ``seg_pad_value``;
+- ``apply_coords`` / ``apply_box`` / ``apply_polygons``: points in absolute pixel units.
 
-Flips, the no-op and the transform list come from fvcore. An :class:`Augmentation`
-(``augmentation.py``) samples one of these from the image.
+Crop, pad, flips, the no-op and the transform list are fvcore's own classes, as in
+detectron2. :class:`ResizeTransform` resizes as detectron2 does: uint8 arrays with PIL
+(bilinear by default, which antialiases when it shrinks; one-channel arrays as mode "L"),
+every other dtype with ``torch.nn.functional.interpolate`` in the matching mode
+(``align_corners=False``). An :class:`~.augmentation.Augmentation` samples one of these.
 """
 
 from __future__ import annotations
 
+import random
+
 import cv2
 import numpy as np
+import torch
+import torch.nn.functional as F
 from fvcore.transforms.transform import (
+    BlendTransform,
+    CropTransform,
     HFlipTransform,
     NoOpTransform,
+    PadTransform,
     Transform,
     TransformList,
     VFlipTransform,
 )
+from PIL import Image
 
 __all__ = [
+    "BlendTransform",
     "ColorAugSSDTransform",
     "CropTransform",
     "HFlipTransform",
@@ -36,169 +47,120 @@ __all__ = [
     "VFlipTransform",
 ]
 
-# Binary masks and id maps move like label maps unless a transform says otherwise
-# (padding is the exception: masks pad with 0, label maps with the ignore value).
-Transform.register_type("mask", lambda transform, mask: transform.apply_segmentation(mask))
+# PIL resampling filter -> the F.interpolate mode used for arrays PIL cannot hold.
+_INTERPOLATE_MODES = {
+    Image.NEAREST: "nearest",
+    Image.BILINEAR: "bilinear",
+    Image.BICUBIC: "bicubic",
+}
 
 
-def _nearest_indices(out_len: int, in_len: int) -> np.ndarray:
-    """Source index of each output pixel for nearest resizing (pixel centres aligned)."""
-    centres = (np.arange(out_len) + 0.5) * (in_len / out_len)
-    return np.minimum(np.floor(centres).astype(np.int64), in_len - 1)
+def _resize_uint8(img: np.ndarray, size_wh: tuple[int, int], resample: int) -> np.ndarray:
+    """(H, W) / (H, W, C) uint8 resized by PIL; a single channel goes through mode "L"."""
+    single_channel = img.ndim == 3 and img.shape[2] == 1
+    pil_image = Image.fromarray(img[:, :, 0] if single_channel else img)
+    resized = np.asarray(pil_image.resize(size_wh, resample))
+    return resized[:, :, None] if single_channel else resized
+
+
+def _resize_tensor(img: np.ndarray, size_hw: tuple[int, int], resample: int) -> np.ndarray:
+    """Any non-uint8 (H, W) / (H, W, C) array resized by ``F.interpolate``, dtype kept."""
+    if resample not in _INTERPOLATE_MODES:
+        raise ValueError(f"ResizeTransform: no interpolate mode for PIL filter {resample}")
+    mode = _INTERPOLATE_MODES[resample]
+    shape = list(img.shape)
+    # (H, W[, C]) -> (1, C, H, W): channels become the batch's channel axis.
+    tensor = torch.from_numpy(np.ascontiguousarray(img)).reshape(shape[:2] + [1, -1])
+    tensor = tensor.permute(2, 3, 0, 1)
+    align_corners = None if mode == "nearest" else False
+    tensor = F.interpolate(tensor, size_hw, mode=mode, align_corners=align_corners)
+    return tensor.permute(2, 3, 0, 1).reshape(list(size_hw) + shape[2:]).numpy()
 
 
 class ResizeTransform(Transform):
-    """Resize from (h, w) to (new_h, new_w); images bilinear, labels and masks nearest."""
+    """Resize from (h, w) to (new_h, new_w) with a PIL filter (``interp``, bilinear by default).
 
-    def __init__(self, h: int, w: int, new_h: int, new_w: int):
+    Label maps (``apply_segmentation``) use nearest neighbour: PIL's for uint8 (and bool)
+    arrays, torch's ``"nearest"`` (source index ``floor(i * in / out)``) for any other dtype
+    (integers through float64, which detectron2 does not accept).
+    """
+
+    def __init__(self, h: int, w: int, new_h: int, new_w: int, interp: int | None = None):
         super().__init__()
         if min(h, w, new_h, new_w) <= 0:
             raise ValueError(f"ResizeTransform: sizes must be positive, got {(h, w, new_h, new_w)}")
+        if interp is None:
+            interp = Image.BILINEAR
         self._set_attributes(locals())
 
-    def _check_shape(self, array: np.ndarray) -> None:
-        if array.shape[:2] != (self.h, self.w):
+    def apply_image(self, img: np.ndarray, interp: int | None = None) -> np.ndarray:
+        if img.shape[:2] != (self.h, self.w):
             raise ValueError(
-                f"ResizeTransform built for {(self.h, self.w)} got an array of shape {array.shape}"
+                f"ResizeTransform built for {(self.h, self.w)} got an array of shape {img.shape}"
             )
-
-    def apply_image(self, img: np.ndarray) -> np.ndarray:
-        self._check_shape(img)
-        # uint8 goes through float32: OpenCV's 8-bit fixed point is off by one on flat regions.
-        source = img.astype(np.float32) if img.dtype == np.uint8 else img
-        resized = cv2.resize(source, (self.new_w, self.new_h), interpolation=cv2.INTER_LINEAR)
+        if img.ndim > 3:
+            raise ValueError(f"ResizeTransform takes (H, W) or (H, W, C), got shape {img.shape}")
+        resample = self.interp if interp is None else interp
         if img.dtype == np.uint8:
-            resized = np.clip(np.rint(resized), 0, 255).astype(np.uint8)
-        if img.ndim == 3 and resized.ndim == 2:  # cv2 drops a single channel axis
-            resized = resized[:, :, None]
-        return resized
+            return _resize_uint8(img, (self.new_w, self.new_h), resample)
+        if img.dtype == bool and resample == Image.NEAREST:  # a binary mask, as uint8
+            return _resize_uint8(img.astype(np.uint8), (self.new_w, self.new_h), resample) > 0
+        if np.issubdtype(img.dtype, np.integer) and resample == Image.NEAREST:
+            # torch has no integer nearest resize: float64 holds labels below 2**53 exactly
+            resized = _resize_tensor(img.astype(np.float64), (self.new_h, self.new_w), resample)
+            return resized.astype(img.dtype)
+        if not np.issubdtype(img.dtype, np.floating):
+            raise TypeError(
+                f"ResizeTransform: {img.dtype} arrays resize only with NEAREST; use uint8 or float"
+            )
+        return _resize_tensor(img, (self.new_h, self.new_w), resample)
 
     def apply_segmentation(self, segmentation: np.ndarray) -> np.ndarray:
-        self._check_shape(segmentation)
-        rows = _nearest_indices(self.new_h, self.h)
-        cols = _nearest_indices(self.new_w, self.w)
-        return segmentation[rows[:, None], cols[None, :]]
+        return self.apply_image(segmentation, interp=Image.NEAREST)
 
     def apply_coords(self, coords: np.ndarray) -> np.ndarray:
-        coords[:, 0] = coords[:, 0] * (self.new_w / self.w)
-        coords[:, 1] = coords[:, 1] * (self.new_h / self.h)
+        coords[:, 0] = coords[:, 0] * (self.new_w * 1.0 / self.w)
+        coords[:, 1] = coords[:, 1] * (self.new_h * 1.0 / self.h)
         return coords
 
     def inverse(self) -> Transform:
-        return ResizeTransform(self.new_h, self.new_w, self.h, self.w)
-
-
-class CropTransform(Transform):
-    """Keep the window of size (h, w) whose top-left corner is (x0, y0).
-
-    A window reaching past the input keeps only the part inside it (as numpy slicing does);
-    :class:`PadTransform` then fills up to a fixed size. Polygons are clipped to the window
-    (so that later padding stays empty); one that falls outside it is dropped.
-    """
-
-    def __init__(self, x0: int, y0: int, w: int, h: int):
-        super().__init__()
-        if min(x0, y0) < 0 or min(w, h) <= 0:
-            raise ValueError(f"CropTransform: bad window x0={x0} y0={y0} w={w} h={h}")
-        self._set_attributes(locals())
-
-    def apply_image(self, img: np.ndarray) -> np.ndarray:
-        return img[self.y0 : self.y0 + self.h, self.x0 : self.x0 + self.w]
-
-    def apply_coords(self, coords: np.ndarray) -> np.ndarray:
-        coords[:, 0] -= self.x0
-        coords[:, 1] -= self.y0
-        return coords
-
-    def apply_polygons(self, polygons: list[np.ndarray]) -> list[np.ndarray]:
-        """Shift (n, 2) polygons into the window and clip them to it."""
-        clipped = [_clip_polygon(self.apply_coords(p.copy()), self.w, self.h) for p in polygons]
-        return [p for p in clipped if len(p) >= 3]
-
-
-def _clip_polygon(points: np.ndarray, width: float, height: float) -> np.ndarray:
-    """Sutherland-Hodgman: the part of an (n, 2) polygon inside [0, width] x [0, height]."""
-    for axis, limit, keep_below in (
-        (0, 0.0, False),
-        (0, width, True),
-        (1, 0.0, False),
-        (1, height, True),
-    ):
-        if len(points) == 0:
-            break
-        inside = points[:, axis] <= limit if keep_below else points[:, axis] >= limit
-        output = []
-        for i in range(len(points)):
-            current, previous = points[i], points[i - 1]
-            if inside[i] != inside[i - 1]:  # the edge crosses the clip line
-                t = (limit - previous[axis]) / (current[axis] - previous[axis])
-                output.append(previous + t * (current - previous))
-            if inside[i]:
-                output.append(current)
-        points = np.asarray(output, dtype=np.float64).reshape(-1, 2)
-    return points
-
-
-class PadTransform(Transform):
-    """Add ``x1`` columns on the right and ``y1`` rows at the bottom of an (h, w) input.
-
-    Images pad with ``pad_value``, label maps with ``seg_pad_value`` (the ignore value),
-    masks and id maps with 0.
-    """
-
-    def __init__(self, h: int, w: int, y1: int, x1: int, pad_value: float, seg_pad_value: int):
-        super().__init__()
-        if min(y1, x1) < 0:
-            raise ValueError(f"PadTransform: negative padding y1={y1} x1={x1}")
-        self._set_attributes(locals())
-
-    def _pad(self, array: np.ndarray, value: float) -> np.ndarray:
-        if array.shape[:2] != (self.h, self.w):
-            raise ValueError(f"PadTransform built for {(self.h, self.w)} got shape {array.shape}")
-        widths = [(0, self.y1), (0, self.x1)] + [(0, 0)] * (array.ndim - 2)
-        return np.pad(array, widths, mode="constant", constant_values=value)
-
-    def apply_image(self, img: np.ndarray) -> np.ndarray:
-        return self._pad(img, self.pad_value)
-
-    def apply_segmentation(self, segmentation: np.ndarray) -> np.ndarray:
-        return self._pad(segmentation, self.seg_pad_value)
-
-    def apply_mask(self, mask: np.ndarray) -> np.ndarray:
-        return self._pad(mask, 0)
-
-    def apply_coords(self, coords: np.ndarray) -> np.ndarray:
-        return coords
+        return ResizeTransform(self.new_h, self.new_w, self.h, self.w, self.interp)
 
 
 def _scale_and_clip(img: np.ndarray, alpha: float = 1.0, beta: float = 0.0) -> np.ndarray:
-    return np.clip(img.astype(np.float64) * alpha + beta, 0, 255).astype(np.uint8)
+    """``clip(img * alpha + beta, 0, 255)`` in float32, truncated to uint8 (SSD's convert)."""
+    return np.clip(img.astype(np.float32) * alpha + beta, 0, 255).astype(np.uint8)
 
 
 class ColorAugSSDTransform(Transform):
-    """SSD photometric distortion of a uint8 image; labels, masks and points are unchanged.
+    """SSD's photometric distortion of an (H, W, 3) uint8 image, as detectron2's PointRend
+    project defines it; label maps, masks and points are unchanged.
 
-    Each parameter is ``None`` when its step is skipped: brightness adds ``brightness_beta``,
-    contrast multiplies by ``contrast_alpha``, saturation multiplies the HSV S channel by
-    ``saturation_alpha``, hue adds ``hue_shift`` (OpenCV hue units, mod 180). Contrast comes
-    first or last (``contrast_first``), as in SSD. The image is in ``img_format``.
+    Unlike other transforms it draws its parameters when applied, from Python's ``random``
+    module (seeded by ``seed_all_rng`` and in every loader worker): brightness, then contrast
+    either first or last around saturation and hue, each step with probability 1/2.
+    Brightness adds U(-brightness_delta, brightness_delta); contrast and saturation (HSV S)
+    multiply by U(low, high); hue adds an integer in [-hue_delta, hue_delta] (OpenCV hue
+    units, mod 180). The image is in ``img_format`` ("RGB" or "BGR") order.
     """
 
     def __init__(
         self,
-        *,
         img_format: str,
-        brightness_beta: float | None,
-        contrast_alpha: float | None,
-        saturation_alpha: float | None,
-        hue_shift: int | None,
-        contrast_first: bool,
+        brightness_delta: int = 32,
+        contrast_low: float = 0.5,
+        contrast_high: float = 1.5,
+        saturation_low: float = 0.5,
+        saturation_high: float = 1.5,
+        hue_delta: int = 18,
     ):
         super().__init__()
         if img_format not in ("RGB", "BGR"):
             raise ValueError(
                 f"ColorAugSSDTransform: img_format must be RGB or BGR, not {img_format!r}"
             )
+        self.is_rgb = img_format == "RGB"
+        del img_format
         self._set_attributes(locals())
 
     def apply_image(self, img: np.ndarray) -> np.ndarray:
@@ -206,25 +168,43 @@ class ColorAugSSDTransform(Transform):
             raise ValueError(
                 f"ColorAugSSDTransform takes (H, W, 3) uint8, got {img.dtype} {img.shape}"
             )
-        bgr = img[:, :, ::-1] if self.img_format == "RGB" else img
-        if self.brightness_beta is not None:
-            bgr = _scale_and_clip(bgr, beta=self.brightness_beta)
-        if self.contrast_first and self.contrast_alpha is not None:
-            bgr = _scale_and_clip(bgr, alpha=self.contrast_alpha)
-        bgr = self._saturation_and_hue(np.ascontiguousarray(bgr))
-        if not self.contrast_first and self.contrast_alpha is not None:
-            bgr = _scale_and_clip(bgr, alpha=self.contrast_alpha)
-        return np.ascontiguousarray(bgr[:, :, ::-1] if self.img_format == "RGB" else bgr)
+        if self.is_rgb:
+            img = img[:, :, [2, 1, 0]]
+        img = self.brightness(img)
+        if random.randrange(2):
+            img = self.hue(self.saturation(self.contrast(img)))
+        else:
+            img = self.contrast(self.hue(self.saturation(img)))
+        if self.is_rgb:
+            img = img[:, :, [2, 1, 0]]
+        return img
 
-    def _saturation_and_hue(self, bgr: np.ndarray) -> np.ndarray:
-        if self.saturation_alpha is None and self.hue_shift is None:
-            return bgr
-        hsv = cv2.cvtColor(bgr, cv2.COLOR_BGR2HSV)
-        if self.saturation_alpha is not None:
-            hsv[:, :, 1] = _scale_and_clip(hsv[:, :, 1], alpha=self.saturation_alpha)
-        if self.hue_shift is not None:
-            hsv[:, :, 0] = (hsv[:, :, 0].astype(np.int64) + self.hue_shift) % 180
-        return cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR)
+    def brightness(self, img: np.ndarray) -> np.ndarray:
+        if random.randrange(2):
+            delta = self.brightness_delta
+            return _scale_and_clip(img, beta=random.uniform(-delta, delta))
+        return img
+
+    def contrast(self, img: np.ndarray) -> np.ndarray:
+        if random.randrange(2):
+            return _scale_and_clip(img, alpha=random.uniform(self.contrast_low, self.contrast_high))
+        return img
+
+    def saturation(self, img: np.ndarray) -> np.ndarray:
+        if random.randrange(2):
+            alpha = random.uniform(self.saturation_low, self.saturation_high)
+            hsv = cv2.cvtColor(img, cv2.COLOR_BGR2HSV)
+            hsv[:, :, 1] = _scale_and_clip(hsv[:, :, 1], alpha=alpha)
+            return cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR)
+        return img
+
+    def hue(self, img: np.ndarray) -> np.ndarray:
+        if random.randrange(2):
+            shift = random.randint(-self.hue_delta, self.hue_delta)
+            hsv = cv2.cvtColor(img, cv2.COLOR_BGR2HSV)
+            hsv[:, :, 0] = (hsv[:, :, 0].astype(int) + shift) % 180
+            return cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR)
+        return img
 
     def apply_segmentation(self, segmentation: np.ndarray) -> np.ndarray:
         return segmentation
