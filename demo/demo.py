@@ -1,6 +1,6 @@
 """Draw a model's predictions on images or a video.
 
-    python demo/demo.py --config-file configs/shapes/mask2former_R18_quick.yaml \
+    python demo/demo.py --config-file configs/shapes/mask2former_R18_quickstart.yaml \
         --input "images/*.png" --output out/ --opts MODEL.WEIGHTS output/model_final.pth
 """
 
@@ -12,8 +12,8 @@ import tqdm
 
 from mask2former.config import get_cfg
 from mask2former.data.detection_utils import read_image
+from mask2former.engine.defaults import DefaultPredictor
 from mask2former.engine.demo import VisualizationDemo, expand_inputs, output_path, write_rgb
-from mask2former.engine.predictor import Predictor
 from mask2former.utils.logger import setup_logger
 
 
@@ -42,11 +42,11 @@ def main(argv=None) -> None:
     cfg.merge_from_file(args.config_file)
     cfg.merge_from_list(args.opts)
     cfg.freeze()
-    demo = VisualizationDemo(Predictor(cfg), args.confidence_threshold)
+    demo = VisualizationDemo(DefaultPredictor(cfg), args.confidence_threshold)
     if args.input:
         files = expand_inputs(args.input)
         for path in tqdm.tqdm(files, desc="images"):
-            _, drawing = demo.run_on_image(read_image(path, format=cfg.INPUT.FORMAT))
+            _, drawing = demo.run_on_image(read_image(path, format="BGR"))
             write_rgb(output_path(args.output, path, len(files)), drawing)
         logging.getLogger("mask2former").info("wrote %d drawings to %s", len(files), args.output)
         return

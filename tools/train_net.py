@@ -9,7 +9,8 @@
 Several machines: run the same command on each with ``--num-machines N --machine-rank R
 --dist-url tcp://HOST0:PORT``. Also runs under ``torchrun``. The dataset mapper and
 evaluators are chosen from the config (``INPUT.DATASET_MAPPER_NAME``, the test datasets'
-``evaluator_type`` metadata) by the data and evaluation packages.
+``evaluator_type`` metadata) by the data and evaluation packages. With ``TEST.AUG.ENABLED``
+the evaluation also runs with semantic test-time augmentation (results ``<task>_TTA``).
 """
 
 import logging
@@ -17,7 +18,7 @@ import logging
 from mask2former.checkpoint import DetectionCheckpointer
 from mask2former.config import CfgNode, get_cfg
 from mask2former.engine import DefaultTrainer, default_argument_parser, default_setup, launch
-from mask2former.engine.defaults import verify_results
+from mask2former.evaluation import verify_results
 from mask2former.utils import comm
 
 logger = logging.getLogger("mask2former")
@@ -42,6 +43,8 @@ def main(args):
             cfg.MODEL.WEIGHTS, resume=args.resume
         )
         results = DefaultTrainer.test(cfg, model)
+        if cfg.TEST.AUG.ENABLED:
+            results.update(DefaultTrainer.test_with_TTA(cfg, model))
         if comm.is_main_process():
             verify_results(cfg, results)
         return results

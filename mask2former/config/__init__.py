@@ -1,5 +1,16 @@
 """Configuration: detectron2-compatible ``CfgNode`` with every Mask2Former key."""
 
+from .compat import add_mask_former_config, add_maskformer2_config, add_missing_keys
 from .config import BASE_KEY, CfgNode, ConfigError, configurable, get_cfg, safe_eval_expression
 
-__all__ = ["BASE_KEY", "CfgNode", "ConfigError", "configurable", "get_cfg", "safe_eval_expression"]
+__all__ = [
+    "BASE_KEY",
+    "CfgNode",
+    "ConfigError",
+    "add_mask_former_config",
+    "add_maskformer2_config",
+    "add_missing_keys",
+    "configurable",
+    "get_cfg",
+    "safe_eval_expression",
+]

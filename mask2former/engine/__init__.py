@@ -1,6 +1,14 @@
-"""Training: the loop and its hooks, the default trainer and set-up, and the launcher."""
+"""Training: the loop and its hooks, the default trainer and set-up, the launcher, and the
+predictor."""
 
-from .defaults import DefaultTrainer, default_argument_parser, default_setup, default_writers
+from . import hooks
+from .defaults import (
+    DefaultPredictor,
+    DefaultTrainer,
+    default_argument_parser,
+    default_setup,
+    default_writers,
+)
 from .hooks import EvalHook, IterationTimer, LRScheduler, PeriodicCheckpointer, PeriodicWriter
 from .launch import launch
 from .test_time_augmentation import SemanticSegmentorWithTTA
@@ -8,6 +16,7 @@ from .train_loop import AMPTrainer, HookBase, SimpleTrainer, TrainerBase, check_
 
 __all__ = [
     "AMPTrainer",
+    "DefaultPredictor",
     "DefaultTrainer",
     "EvalHook",
     "HookBase",
@@ -22,5 +31,6 @@ __all__ = [
     "default_argument_parser",
     "default_setup",
     "default_writers",
+    "hooks",
     "launch",
 ]

@@ -23,19 +23,28 @@ from torch.nn.parallel import DistributedDataParallel
 from ..checkpoint import DetectionCheckpointer
 from ..config import CfgNode, ConfigError
 from ..data import (
-    MetadataCatalog,
     build_dataset_mapper,
     build_detection_test_loader,
     build_detection_train_loader,
 )
-from ..evaluation import build_evaluator, inference_on_dataset
+from ..evaluation import (
+    DatasetEvaluator,
+    DatasetEvaluators,
+    build_evaluator,
+    inference_on_dataset,
+    split_by_outputs,
+    verify_results,
+)
 from ..modeling import build_model
+from .test_time_augmentation import SemanticSegmentorWithTTA
 from ..solver import build_lr_scheduler, build_optimizer
 from ..utils import comm
 from ..utils.env import collect_env_info, seed_all_rng
 from ..utils.events import CommonMetricPrinter, EventWriter, JSONWriter, TensorboardXWriter
 from ..utils.logger import setup_logger
 from . import hooks
+from .model_kwargs import model_kwargs_from_metadata
+from .predictor import DefaultPredictor
 from .rng import set_rng_states
 from .sync_batchnorm import replace_sync_batchnorm
 from .train_loop import AMPTrainer, HookBase, SimpleTrainer
@@ -43,6 +52,7 @@ from .train_loop import AMPTrainer, HookBase, SimpleTrainer
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "DefaultPredictor",
     "DefaultTrainer",
     "auto_scale_workers",
     "default_argument_parser",
@@ -228,8 +238,14 @@ class DefaultTrainer:
         return result
 
     def _evaluate(self) -> OrderedDict | None:
-        self._last_eval_results = self.test(self.cfg, unwrap_model(self.model))
-        return self._last_eval_results
+        """``test``, plus ``test_with_TTA`` when ``TEST.AUG.ENABLED`` (its results keyed
+        ``<name>_TTA``)."""
+        model = unwrap_model(self.model)
+        results = self.test(self.cfg, model)
+        if self.cfg.TEST.AUG.ENABLED:
+            results.update(self.test_with_TTA(self.cfg, model))
+        self._last_eval_results = results
+        return results
 
     def build_writers(self) -> list[EventWriter]:
         return default_writers(self.cfg.OUTPUT_DIR, self.max_iter)
@@ -271,19 +287,84 @@ class DefaultTrainer:
         return build_evaluator(cfg, dataset_name, output_folder)
 
     @classmethod
-    def test(cls, cfg: CfgNode, model: nn.Module) -> OrderedDict:
-        """Evaluate ``model`` on each of ``DATASETS.TEST``; ``{dataset: {task: {metric: v}}}``
-        (the inner dict directly when there is one dataset)."""
+    def test(
+        cls,
+        cfg: CfgNode,
+        model: nn.Module,
+        evaluators: DatasetEvaluator | list[DatasetEvaluator | None] | None = None,
+    ) -> OrderedDict:
+        """Evaluate ``model`` on each of ``DATASETS.TEST`` (detectron2's ``DefaultTrainer.test``).
+
+        ``evaluators``: None builds them with ``cls.build_evaluator``; otherwise one evaluator
+        per test dataset, in order (a single evaluator for a single dataset). Returns
+        ``{dataset: {task: {metric: v}}}``, or the inner dict directly when there is one
+        dataset. A dataset whose evaluator cannot be built (``NotImplementedError``) is skipped
+        with a warning. For a :class:`SemanticSegmentorWithTTA` model only the evaluators of
+        "sem_seg" run (see :func:`semantic_evaluators_for_tta`).
+        """
+        names = list(cfg.DATASETS.TEST)
+        if isinstance(evaluators, DatasetEvaluator):
+            evaluators = [evaluators]
+        if evaluators is not None and len(evaluators) != len(names):
+            raise ValueError(
+                f"{len(evaluators)} evaluators given for {len(names)} datasets in "
+                f"DATASETS.TEST {tuple(names)}: pass one per dataset"
+            )
         results: OrderedDict = OrderedDict()
-        for dataset_name in cfg.DATASETS.TEST:
+        for idx, dataset_name in enumerate(names):
             loader = cls.build_test_loader(cfg, dataset_name)
-            evaluator = cls.build_evaluator(cfg, dataset_name)
+            evaluator = evaluators[idx] if evaluators is not None else None
+            if evaluator is None:
+                try:
+                    evaluator = cls.build_evaluator(cfg, dataset_name)
+                except NotImplementedError as e:
+                    logger.warning("No evaluator for %s (%s): skipped", dataset_name, e)
+                    results[dataset_name] = {}
+                    continue
+            if isinstance(model, SemanticSegmentorWithTTA):
+                evaluator = semantic_evaluators_for_tta(evaluator, dataset_name)
             results[dataset_name] = inference_on_dataset(model, loader, evaluator)
             if comm.is_main_process():
                 logger.info("Evaluation results for %s: %s", dataset_name, results[dataset_name])
         if len(results) == 1:
             return OrderedDict(next(iter(results.values())) or {})
         return results
+
+    @classmethod
+    def test_with_TTA(cls, cfg: CfgNode, model: nn.Module) -> OrderedDict:
+        """Evaluate ``SemanticSegmentorWithTTA(cfg, model)`` (``TEST.AUG``) on ``DATASETS.TEST``
+        with evaluators writing to ``OUTPUT_DIR/inference_TTA``; results keyed ``<name>_TTA``
+        (task names for one dataset, dataset names for several)."""
+        logger.info("Running inference with test-time augmentation ...")
+        tta_model = SemanticSegmentorWithTTA(cfg, model)
+        output_folder = os.path.join(cfg.OUTPUT_DIR, "inference_TTA")
+        evaluators = [
+            cls.build_evaluator(cfg, name, output_folder=os.path.join(output_folder, name))
+            for name in cfg.DATASETS.TEST
+        ]
+        results = cls.test(cfg, tta_model, evaluators)
+        return OrderedDict((f"{key}_TTA", value) for key, value in results.items())
+
+
+def semantic_evaluators_for_tta(evaluator: DatasetEvaluator, dataset_name: str) -> DatasetEvaluator:
+    """The evaluators in ``evaluator`` that can score test-time augmentation's only output,
+    "sem_seg"; the others (panoptic, instance) are left out with a warning.
+
+    Raises ``ValueError`` naming the dataset and evaluators when none is left.
+    """
+    usable, unusable = split_by_outputs(evaluator, ("sem_seg",))
+    dropped = ", ".join(type(e).__name__ for e in unusable)
+    if not usable:
+        raise ValueError(
+            f"test-time augmentation (TEST.AUG.ENABLED) gives only 'sem_seg', but {dataset_name!r} "
+            f"is scored by {dropped}, which need other outputs; evaluate a semantic "
+            "segmentation dataset or switch on MODEL.MASK_FORMER.TEST.SEMANTIC_ON"
+        )
+    if unusable:
+        logger.warning(
+            "Test-time augmentation gives only 'sem_seg': %s on %s left out", dropped, dataset_name
+        )
+    return usable[0] if len(usable) == 1 else DatasetEvaluators(usable)
 
 
 def auto_scale_workers(cfg: CfgNode, num_workers: int) -> CfgNode:
@@ -327,18 +408,6 @@ def auto_scale_workers(cfg: CfgNode, num_workers: int) -> CfgNode:
     return cfg
 
 
-def model_kwargs_from_metadata(cfg: CfgNode) -> dict[str, Any]:
-    """Dataset facts the model needs beyond the config: ``MaskFormer`` gets ``thing_ids``
-    (contiguous ids of thing classes) from the metadata of the first test, else train, dataset."""
-    if cfg.MODEL.META_ARCHITECTURE != "MaskFormer":
-        return {}
-    names = list(cfg.DATASETS.TEST) + list(cfg.DATASETS.TRAIN)
-    if not names:
-        return {}
-    mapping = MetadataCatalog.get(names[0]).get("thing_dataset_id_to_contiguous_id")
-    return {} if mapping is None else {"thing_ids": sorted(mapping.values())}
-
-
 def convert_sync_batchnorm(model: nn.Module) -> nn.Module:
     """Make ``nn.SyncBatchNorm`` layers work in this multi-process run.
 
@@ -348,15 +417,3 @@ def convert_sync_batchnorm(model: nn.Module) -> nn.Module:
     if next(model.parameters()).is_cuda:
         return model
     return replace_sync_batchnorm(model)
-
-
-def verify_results(cfg: CfgNode, results: dict) -> bool:
-    """Check ``TEST.EXPECTED_RESULTS`` ``[[task, metric, value, tolerance], ...]``; raise if off."""
-    failures = []
-    for task, metric, expected, tolerance in cfg.TEST.EXPECTED_RESULTS:
-        actual = results.get(task, {}).get(metric)
-        if actual is None or abs(actual - expected) > tolerance:
-            failures.append(f"{task}/{metric}: expected {expected} +- {tolerance}, got {actual}")
-    if failures:
-        raise AssertionError("TEST.EXPECTED_RESULTS not met: " + "; ".join(failures))
-    return True

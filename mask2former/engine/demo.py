@@ -9,9 +9,11 @@ from typing import Iterator
 import cv2
 import numpy as np
 
-from mask2former.utils.visualizer import draw_predictions
+from mask2former.utils.visualizer import ColorMode, draw_predictions, write_rgb
 
-from .predictor import Predictor
+from .predictor import DefaultPredictor
+
+__all__ = ["VisualizationDemo", "expand_inputs", "output_path", "write_rgb"]
 
 
 def expand_inputs(patterns: list[str]) -> list[str]:
@@ -35,21 +37,27 @@ def output_path(output: str, input_path: str, num_inputs: int) -> str:
 
 
 class VisualizationDemo:
-    """Runs a :class:`Predictor` and draws its outputs with the dataset's metadata."""
+    """Runs a :class:`DefaultPredictor` and draws its outputs with the dataset's metadata."""
 
-    def __init__(self, predictor: Predictor, confidence_threshold: float = 0.5):
+    def __init__(
+        self,
+        predictor: DefaultPredictor,
+        confidence_threshold: float = 0.5,
+        instance_mode: ColorMode = ColorMode.IMAGE,
+    ):
         self.predictor = predictor
         self.confidence_threshold = confidence_threshold
+        self.instance_mode = instance_mode
 
     def run_on_image(self, image: np.ndarray) -> tuple[dict, np.ndarray]:
-        """``image``: (H, W, 3) uint8 in the predictor's INPUT.FORMAT. Returns outputs, RGB drawing."""
+        """``image``: (H, W, 3) uint8 BGR (as OpenCV reads it). Returns outputs, RGB drawing."""
         predictions = self.predictor(image)
-        rgb = image if self.predictor.input_format == "RGB" else image[:, :, ::-1]
         drawing = draw_predictions(
-            np.ascontiguousarray(rgb),
+            np.ascontiguousarray(image[:, :, ::-1]),
             predictions,
             self.predictor.metadata,
             self.confidence_threshold,
+            self.instance_mode,
         )
         return predictions, drawing
 
@@ -59,11 +67,4 @@ class VisualizationDemo:
             ok, frame_bgr = capture.read()
             if not ok:
                 return
-            frame = frame_bgr if self.predictor.input_format == "BGR" else frame_bgr[:, :, ::-1]
-            yield self.run_on_image(np.ascontiguousarray(frame))[1]
-
-
-def write_rgb(path: str, image: np.ndarray) -> None:
-    """Write an RGB image; an error names the path when OpenCV cannot."""
-    if not cv2.imwrite(path, image[:, :, ::-1]):
-        raise OSError(f"could not write image {path}")
+            yield self.run_on_image(frame_bgr)[1]

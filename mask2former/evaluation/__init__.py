@@ -12,11 +12,15 @@ from mask2former.evaluation.evaluator import (
     inference_context,
     inference_on_dataset,
     log_results_table,
+    split_by_outputs,
 )
+from mask2former.evaluation.instance_evaluation import InstanceSegEvaluator
+from mask2former.evaluation.lvis_evaluation import LVISEvaluator
 from mask2former.evaluation.panoptic_evaluation import COCOPanopticEvaluator
 from mask2former.evaluation.panoptic_quality import pq_compute
 from mask2former.evaluation.rle import encode_masks
 from mask2former.evaluation.sem_seg_evaluation import SemSegEvaluator
+from mask2former.evaluation.testing import verify_results
 
 __all__ = [
     "EVALUATOR_REGISTRY",
@@ -30,8 +34,12 @@ __all__ = [
     "inference_context",
     "inference_on_dataset",
     "log_results_table",
+    "split_by_outputs",
+    "InstanceSegEvaluator",
+    "LVISEvaluator",
     "COCOPanopticEvaluator",
     "pq_compute",
     "encode_masks",
     "SemSegEvaluator",
+    "verify_results",
 ]

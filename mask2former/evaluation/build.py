@@ -21,6 +21,7 @@ from mask2former.evaluation.cityscapes_evaluation import (
 )
 from mask2former.evaluation.coco_evaluation import COCOEvaluator
 from mask2former.evaluation.evaluator import DatasetEvaluator, DatasetEvaluators
+from mask2former.evaluation.lvis_evaluation import LVISEvaluator
 from mask2former.evaluation.panoptic_evaluation import COCOPanopticEvaluator
 from mask2former.evaluation.sem_seg_evaluation import SemSegEvaluator
 from mask2former.utils.registry import lookup
@@ -93,6 +94,11 @@ def cityscapes_panoptic_seg(cfg, name: str, out: Optional[str]) -> list[DatasetE
     if instance_on:
         evaluators.append(CityscapesInstanceEvaluator(name))
     return evaluators
+
+
+@EVALUATOR_REGISTRY.register()
+def lvis(cfg, name: str, out: Optional[str]) -> list[DatasetEvaluator]:
+    return [LVISEvaluator(name, output_dir=out)]
 
 
 def build_evaluator(

@@ -134,6 +134,8 @@ class _CityscapesEvaluator(DatasetEvaluator):
 class CityscapesSemSegEvaluator(_CityscapesEvaluator):
     """IoU / iIoU over classes and categories ("IoU", "iIoU", "IoU_sup", "iIoU_sup")."""
 
+    required_outputs = ("sem_seg",)
+
     _gt_suffix = "_gtFine_labelIds.png"
 
     def process(self, inputs: list[dict], outputs: list[dict]) -> None:
@@ -176,6 +178,8 @@ class CityscapesInstanceEvaluator(_CityscapesEvaluator):
     Predicted classes are contiguous indices into metadata thing_classes, whose names must
     be Cityscapes label names.
     """
+
+    required_outputs = ("instances",)
 
     _gt_suffix = "_gtFine_instanceIds.png"
 

@@ -109,6 +109,8 @@ class COCOEvaluator(DatasetEvaluator):
     dataset's category ids are not 0..K-1, thing_dataset_id_to_contiguous_id.
     """
 
+    required_outputs = ("instances",)
+
     def __init__(
         self,
         dataset_name: str,
@@ -175,7 +177,8 @@ class COCOEvaluator(DatasetEvaluator):
             if pred["category_id"] not in reverse:
                 raise KeyError(
                     f"image {pred['image_id']!r}: predicted class {pred['category_id']} is not "
-                    f"in 0..{len(reverse) - 1} (thing classes of {self._dataset_name!r})"
+                    f"a thing class of {self._dataset_name!r} (the contiguous ids of its "
+                    f"thing_dataset_id_to_contiguous_id: {sorted(reverse)})"
                 )
             results.append({**pred, "category_id": reverse[pred["category_id"]]})
         return results

@@ -8,7 +8,7 @@ import math
 import time
 from collections import OrderedDict
 from contextlib import contextmanager
-from typing import Any, Iterable, Iterator, Optional, Sequence
+from typing import Any, Collection, Iterable, Iterator, Optional, Sequence
 
 import torch
 from tqdm import tqdm
@@ -26,7 +26,12 @@ class DatasetEvaluator:
     (list of per-image dicts); ``evaluate()`` once at the end. In a multi-process run every
     process calls ``evaluate()``; the main process returns ``{task: {metric: value}}`` and
     the others return ``{}`` (or None).
+
+    ``required_outputs`` names the keys of the model's per-image outputs that ``process``
+    reads ("sem_seg", "instances", "panoptic_seg"); None when an evaluator does not say.
     """
+
+    required_outputs: Optional[tuple[str, ...]] = None
 
     def reset(self) -> None:
         pass
@@ -64,6 +69,27 @@ class DatasetEvaluators(DatasetEvaluator):
                     raise KeyError(f"two evaluators both report the task {task!r}")
                 results[task] = metrics
         return results
+
+
+def split_by_outputs(
+    evaluator: DatasetEvaluator | Sequence[DatasetEvaluator], outputs: Collection[str]
+) -> tuple[list[DatasetEvaluator], list[DatasetEvaluator]]:
+    """Split ``evaluator`` (one, a :class:`DatasetEvaluators` or a list; nested ones are
+    flattened) into ``(usable, unusable)``: usable evaluators need only model outputs in
+    ``outputs``, or do not declare what they need (``required_outputs`` None)."""
+    if isinstance(evaluator, DatasetEvaluators):
+        evaluator = evaluator._evaluators
+    if isinstance(evaluator, DatasetEvaluator):
+        needed = evaluator.required_outputs
+        fits = needed is None or set(needed) <= set(outputs)
+        return ([evaluator], []) if fits else ([], [evaluator])
+    usable: list[DatasetEvaluator] = []
+    unusable: list[DatasetEvaluator] = []
+    for item in evaluator:
+        more_usable, more_unusable = split_by_outputs(item, outputs)
+        usable += more_usable
+        unusable += more_unusable
+    return usable, unusable
 
 
 @contextmanager

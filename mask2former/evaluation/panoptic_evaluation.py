@@ -82,6 +82,8 @@ class COCOPanopticEvaluator(DatasetEvaluator):
     contiguous ids back) and thing_classes / stuff_classes (per-class names).
     """
 
+    required_outputs = ("panoptic_seg",)
+
     def __init__(
         self, dataset_name: str, output_dir: Optional[str] = None, *, distributed: bool = True
     ):

@@ -90,6 +90,8 @@ class SemSegEvaluator(DatasetEvaluator):
     class, category ids mapped back by stuff_dataset_id_to_contiguous_id when it exists).
     """
 
+    required_outputs = ("sem_seg",)
+
     def __init__(
         self,
         dataset_name: str,

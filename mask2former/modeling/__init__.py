@@ -3,7 +3,9 @@
 Importing this package registers every implementation in its registry.
 """
 
+from ..layers import ShapeSpec
 from . import backbone, heads, meta_arch, pixel_decoder, transformer_decoder  # noqa: F401
+from .backbone.backbone import Backbone
 from .backbone.build import BACKBONE_REGISTRY, build_backbone
 from .heads.build import SEM_SEG_HEADS_REGISTRY, build_sem_seg_head
 from .meta_arch.build import META_ARCH_REGISTRY, build_model
@@ -16,6 +18,8 @@ __all__ = [
     "PIXEL_DECODER_REGISTRY",
     "SEM_SEG_HEADS_REGISTRY",
     "TRANSFORMER_DECODER_REGISTRY",
+    "Backbone",
+    "ShapeSpec",
     "build_backbone",
     "build_model",
     "build_pixel_decoder",

@@ -7,6 +7,7 @@ from .build import (
     build_lr_scheduler,
     build_optimizer,
     get_param_groups,
+    maybe_add_gradient_clipping,
     with_gradient_clipping,
 )
 
@@ -17,5 +18,6 @@ __all__ = [
     "build_lr_scheduler",
     "build_optimizer",
     "get_param_groups",
+    "maybe_add_gradient_clipping",
     "with_gradient_clipping",
 ]

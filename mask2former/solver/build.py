@@ -139,6 +139,35 @@ def with_gradient_clipping(
     return type(name, (optimizer_type,), {"step": step, "clip_type": clip_type})
 
 
+def maybe_add_gradient_clipping(
+    cfg: CfgNode, optimizer: type[torch.optim.Optimizer] | torch.optim.Optimizer
+) -> type[torch.optim.Optimizer] | torch.optim.Optimizer:
+    """detectron2's ``maybe_add_gradient_clipping``: apply ``SOLVER.CLIP_GRADIENTS``.
+
+    Takes an optimizer class or instance. Clipping off: returns it unchanged. On: a class
+    gives its :func:`with_gradient_clipping` subclass; an instance has its class switched to
+    that subclass in place (its state and parameter groups are kept) and is returned.
+    ``CLIP_TYPE`` "value" / "norm" clip per parameter group, "full_model" all together.
+    """
+    clip = cfg.SOLVER.CLIP_GRADIENTS
+    if not clip.ENABLED:
+        return optimizer
+    is_instance = isinstance(optimizer, torch.optim.Optimizer)
+    optimizer_type = type(optimizer) if is_instance else optimizer
+    if not (isinstance(optimizer_type, type) and issubclass(optimizer_type, torch.optim.Optimizer)):
+        raise TypeError(f"expected a torch.optim.Optimizer class or instance, got {optimizer!r}")
+    clipped = with_gradient_clipping(
+        optimizer_type,
+        clip_type=clip.CLIP_TYPE,
+        clip_value=clip.CLIP_VALUE,
+        norm_type=clip.NORM_TYPE,
+    )
+    if not is_instance:
+        return clipped
+    optimizer.__class__ = clipped
+    return optimizer
+
+
 # --------------------------------------------------------------------------- #
 # Optimizer
 # --------------------------------------------------------------------------- #

@@ -12,7 +12,6 @@ from iopath.common.file_io import g_pathmgr
 _FORMAT = "[%(asctime)s] %(name)s %(levelname)s: %(message)s"
 
 
-@functools.lru_cache  # configure each logger once, however often it is called
 def setup_logger(
     output: str | None = None,
     distributed_rank: int = 0,
@@ -24,7 +23,15 @@ def setup_logger(
 
     ``output``: a directory (the log goes to ``output/log.txt``) or a ``.txt``/``.log`` file.
     Processes other than rank 0 write ``<file>.rank<r>`` and nothing to the console.
+    Each logger is configured once per set of values, whether they are passed by position or
+    by keyword (``default_setup`` and a script's own ``setup_logger(output=...)`` call add no
+    second handler).
     """
+    return _setup_logger(output, int(distributed_rank), name, level)
+
+
+@functools.lru_cache  # configure each logger once, however often it is called
+def _setup_logger(output: str | None, distributed_rank: int, name: str, level: int):
     logger = logging.getLogger(name)
     logger.setLevel(level)
     logger.propagate = False

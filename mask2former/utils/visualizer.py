@@ -1,5 +1,8 @@
 """Draw semantic, panoptic and instance predictions over an image with OpenCV.
 
+detectron2's API: ``Visualizer(img_rgb, metadata, scale, instance_mode)`` whose ``draw_*``
+methods return a :class:`VisImage` (``get_image()``, ``save(path)``), and :class:`ColorMode`.
+
 Segments are filled with their class colour from the dataset metadata (``stuff_colors`` for
 stuff, ``thing_colors`` for things; a deterministic colour when the metadata has none),
 outlined, and labelled with the class name at the segment's most interior pixel.
@@ -7,6 +10,7 @@ outlined, and labelled with the class name at the segment's most interior pixel.
 
 from __future__ import annotations
 
+from enum import Enum
 from typing import Any, Optional, Sequence
 
 import cv2
@@ -40,7 +44,7 @@ def class_name(metadata: Any, category_id: int, isthing: bool) -> str:
     return f"class {category_id}"
 
 
-def _meta_list(metadata: Any, key: str) -> Optional[Sequence]:
+def _meta_value(metadata: Any, key: str) -> Any:
     if metadata is None:
         return None
     if hasattr(metadata, "get"):
@@ -48,91 +52,206 @@ def _meta_list(metadata: Any, key: str) -> Optional[Sequence]:
     return getattr(metadata, key, None)
 
 
+def _meta_list(metadata: Any, key: str) -> Optional[Sequence]:
+    return _meta_value(metadata, key)
+
+
 def _to_numpy(x: Any) -> np.ndarray:
     return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
 
 
-class Visualizer:
-    """Accumulates drawings over an RGB image.
+def write_rgb(path: str, image: np.ndarray) -> None:
+    """Write an (H, W, 3) RGB image (format from the extension); an error names the path
+    when OpenCV cannot."""
+    if not cv2.imwrite(path, np.ascontiguousarray(image[:, :, ::-1])):
+        raise OSError(f"could not write image {path}")
 
-    Args:
-        image: (H, W, 3) uint8 RGB image.
-        metadata: dataset metadata (class names and colours), or None.
-        alpha: opacity of the segment fills.
+
+class ColorMode(Enum):
+    """How instances and panoptic segments are drawn (detectron2's ``ColorMode``).
+
+    IMAGE and SEGMENTATION both fill every segment with its class colour from the metadata
+    (detectron2 jitters instance colours in IMAGE mode; here a class keeps one colour, so
+    drawings of video frames stay consistent). IMAGE_BW also turns the image grey outside
+    the predicted instances / panoptic segments.
     """
 
-    def __init__(self, image: np.ndarray, metadata: Any = None, alpha: float = 0.5):
-        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-            raise ValueError(
-                f"Visualizer expects an (H, W, 3) uint8 RGB image, got {image.shape} {image.dtype}"
-            )
-        self.canvas = image.copy()
-        self.metadata = metadata
-        self.alpha = alpha
-        self._labels: list[tuple[str, tuple[int, int], tuple[int, int, int]]] = []
+    IMAGE = 0
+    SEGMENTATION = 1
+    IMAGE_BW = 2
 
-    def get_output(self) -> np.ndarray:
-        """The drawing as an (H, W, 3) uint8 RGB array, labels on top."""
+
+class VisImage:
+    """A drawing over an RGB image (detectron2's ``VisImage``).
+
+    ``get_image()`` returns it as an (H * scale, W * scale, 3) uint8 RGB array, labels on
+    top; ``save(path)`` writes that to an image file (format from the extension).
+    """
+
+    def __init__(self, img: np.ndarray, scale: float = 1.0):
+        self.img = img
+        self.scale = scale
+        self.canvas = img.copy()
+        self.labels: list[tuple[str, tuple[int, int], tuple[int, int, int]]] = []
+
+    @property
+    def height(self) -> int:
+        return self.img.shape[0]
+
+    @property
+    def width(self) -> int:
+        return self.img.shape[1]
+
+    def reset_image(self, img: np.ndarray) -> None:
+        """Replace the drawing's background (drawn segments and labels are kept)."""
+        self.canvas = np.asarray(img, dtype=np.uint8).copy()
+
+    def get_image(self) -> np.ndarray:
         out = self.canvas.copy()
-        for text, (x, y), color in self._labels:
+        for text, (x, y), color in self.labels:
             _put_label(out, text, x, y, color)
+        if self.scale != 1.0:
+            size = (round(self.width * self.scale), round(self.height * self.scale))
+            out = cv2.resize(out, size, interpolation=cv2.INTER_LINEAR)
         return out
 
-    def draw_mask(self, mask: np.ndarray, color: tuple[int, int, int], label: str = "") -> None:
-        """Fill ``mask`` ((H, W) bool) with ``color``, outline it, and queue its label."""
+    def save(self, filepath: str) -> None:
+        """Write the drawing; an error names the path when OpenCV cannot write it."""
+        write_rgb(filepath, self.get_image())
+
+
+class Visualizer:
+    """Draws predictions over an RGB image, with detectron2's ``Visualizer`` API.
+
+    Args:
+        img_rgb: (H, W, 3) RGB image; values are clipped to 0..255 and made uint8.
+        metadata: dataset metadata (class names and colours), or None.
+        scale: size factor of the output image.
+        instance_mode: a :class:`ColorMode`.
+
+    Every ``draw_*`` method draws on ``self.output`` (a :class:`VisImage`) and returns it,
+    so several calls accumulate (e.g. semantic map, then instances).
+    """
+
+    def __init__(
+        self,
+        img_rgb: np.ndarray,
+        metadata: Any = None,
+        scale: float = 1.0,
+        instance_mode: ColorMode = ColorMode.IMAGE,
+    ):
+        img_rgb = np.asarray(img_rgb)
+        if img_rgb.ndim != 3 or img_rgb.shape[2] != 3:
+            raise ValueError(f"Visualizer expects an (H, W, 3) RGB image, got {img_rgb.shape}")
+        if img_rgb.dtype != np.uint8:
+            img_rgb = np.clip(img_rgb, 0, 255).astype(np.uint8)
+        self.img = img_rgb
+        self.metadata = metadata
+        self.output = VisImage(img_rgb, scale=scale)
+        self._instance_mode = ColorMode(instance_mode)
+
+    def draw_mask(
+        self, mask: np.ndarray, color: tuple[int, int, int], label: str = "", alpha: float = 0.5
+    ) -> None:
+        """Blend ``color`` into ``mask`` ((H, W) bool), outline it, and queue its label."""
         mask = mask.astype(bool)
         if not mask.any():
             return
+        canvas = self.output.canvas
         fill = np.array(color, dtype=np.float32)
-        region = self.canvas[mask].astype(np.float32)
-        self.canvas[mask] = (region * (1 - self.alpha) + fill * self.alpha).round().astype(np.uint8)
+        region = canvas[mask].astype(np.float32)
+        canvas[mask] = (region * (1 - alpha) + fill * alpha).round().astype(np.uint8)
         contours, _ = cv2.findContours(
             mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE
         )
         outline = tuple(int(c * 0.6) for c in color)
-        cv2.drawContours(self.canvas, contours, -1, outline, thickness=1)
+        cv2.drawContours(canvas, contours, -1, outline, thickness=1)
         if label:
-            self._labels.append((label, _label_position(mask), color))
+            self.output.labels.append((label, _label_position(mask), color))
 
-    def draw_sem_seg(self, sem_seg: Any, ignore_label: Optional[int] = None) -> "Visualizer":
-        """Draw an (H, W) class-id map, or (C, H, W) scores (argmax is taken)."""
+    def draw_sem_seg(
+        self, sem_seg: Any, area_threshold: Optional[int] = None, alpha: float = 0.8
+    ) -> VisImage:
+        """Draw an (H, W) class-id map, or (C, H, W) scores (argmax is taken). Classes of
+        fewer than ``area_threshold`` pixels and the metadata's ignore_label are skipped."""
         labels = _to_numpy(sem_seg)
         if labels.ndim == 3:
             labels = labels.argmax(axis=0)
-        if ignore_label is None:
-            ignore_label = getattr(self.metadata, "ignore_label", None) if self.metadata else None
+        ignore_label = _meta_value(self.metadata, "ignore_label")
         for category_id in np.unique(labels):
             if ignore_label is not None and category_id == ignore_label:
                 continue
+            mask = labels == category_id
+            if area_threshold is not None and mask.sum() < area_threshold:
+                continue
             color = class_color(self.metadata, int(category_id), isthing=False)
             name = class_name(self.metadata, int(category_id), isthing=False)
-            self.draw_mask(labels == category_id, color, name)
-        return self
+            self.draw_mask(mask, color, name, alpha)
+        return self.output
 
-    def draw_panoptic_seg(self, panoptic_seg: Any, segments_info: list[dict]) -> "Visualizer":
+    def draw_panoptic_seg(
+        self,
+        panoptic_seg: Any,
+        segments_info: Optional[list[dict]],
+        area_threshold: Optional[int] = None,
+        alpha: float = 0.7,
+    ) -> VisImage:
         """Draw an (H, W) segment-id map with its ``segments_info`` (id 0 / absent = void)."""
+        if segments_info is None:
+            raise ValueError(
+                "draw_panoptic_seg needs segments_info (the model's panoptic_seg[1]); "
+                "an id map alone is not supported"
+            )
         ids = _to_numpy(panoptic_seg)
+        if self._instance_mode == ColorMode.IMAGE_BW:
+            self.output.reset_image(_grayscale_outside(self.img, np.isin(ids, _ids(segments_info))))
         # Stuff first so that things' outlines and labels stay on top.
         for info in sorted(segments_info, key=lambda s: bool(s.get("isthing", False))):
+            mask = ids == info["id"]
+            if area_threshold is not None and mask.sum() < area_threshold:
+                continue
             isthing = bool(info.get("isthing", False))
             category_id = int(info["category_id"])
             color = class_color(self.metadata, category_id, isthing)
-            name = class_name(self.metadata, category_id, isthing)
-            self.draw_mask(ids == info["id"], color, name)
-        return self
+            self.draw_mask(mask, color, class_name(self.metadata, category_id, isthing), alpha)
+        return self.output
 
-    def draw_instance_predictions(self, instances: Any) -> "Visualizer":
-        """Draw ``instances`` (pred_masks (n, H, W), pred_classes, optional scores)."""
-        masks = _to_numpy(instances.pred_masks) > 0.5
-        classes = _to_numpy(instances.pred_classes).astype(int)
-        scores = _to_numpy(instances.scores) if instances.has("scores") else None
-        order = np.argsort(-masks.reshape(len(masks), -1).sum(1))  # large masks first
+    draw_panoptic_seg_predictions = draw_panoptic_seg  # detectron2's older name
+
+    def draw_instance_predictions(self, predictions: Any) -> VisImage:
+        """Draw ``predictions`` (Instances: pred_masks (n, H, W), pred_classes, optional
+        scores), largest first, labelled "class 95%"."""
+        masks = _to_numpy(predictions.pred_masks) > 0.5
+        classes = _to_numpy(predictions.pred_classes).astype(int)
+        scores = _to_numpy(predictions.scores) if predictions.has("scores") else None
+        alpha = 0.5
+        if self._instance_mode == ColorMode.IMAGE_BW:
+            self.output.reset_image(_grayscale_outside(self.img, masks.any(axis=0)))
+            alpha = 0.3
+        order = np.argsort(-masks.sum(axis=(1, 2)))  # large masks first
         for i in order:
             name = class_name(self.metadata, int(classes[i]), isthing=True)
             if scores is not None:
                 name = f"{name} {scores[i] * 100:.0f}%"
-            self.draw_mask(masks[i], class_color(self.metadata, int(classes[i]), True), name)
-        return self
+            color = class_color(self.metadata, int(classes[i]), True)
+            self.draw_mask(masks[i], color, name, alpha)
+        return self.output
+
+    def get_output(self) -> VisImage:
+        return self.output
+
+
+def _ids(segments_info: list[dict]) -> list[int]:
+    return [int(info["id"]) for info in segments_info]
+
+
+def _grayscale_outside(img: np.ndarray, keep: Optional[np.ndarray]) -> np.ndarray:
+    """``img`` in grey, except the pixels of ``keep`` ((H, W) bool) which stay in colour."""
+    gray = img.astype(np.float32) @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+    out = np.repeat(gray.round().astype(np.uint8)[:, :, None], 3, axis=2)
+    if keep is not None and keep.shape == img.shape[:2]:
+        out[keep] = img[keep]
+    return out
 
 
 def _label_position(mask: np.ndarray) -> tuple[int, int]:
@@ -155,21 +274,24 @@ def _put_label(image: np.ndarray, text: str, x: int, y: int, color: tuple[int, i
 
 
 def draw_predictions(
-    image: np.ndarray, predictions: dict, metadata: Any = None, confidence_threshold: float = 0.5
+    image: np.ndarray,
+    predictions: dict,
+    metadata: Any = None,
+    confidence_threshold: float = 0.5,
+    instance_mode: ColorMode = ColorMode.IMAGE,
 ) -> np.ndarray:
-    """Draw a model's outputs for one image as the published demo does.
+    """Draw a model's outputs for one RGB image as the published demo does.
 
     Panoptic predictions when present; otherwise the semantic map and then the instances
     whose score is at least ``confidence_threshold``. Returns an (H, W, 3) RGB array.
     """
-    visualizer = Visualizer(image, metadata)
+    visualizer = Visualizer(image, metadata, instance_mode=instance_mode)
     if "panoptic_seg" in predictions:
         panoptic_seg, segments_info = predictions["panoptic_seg"]
-        visualizer.draw_panoptic_seg(panoptic_seg, segments_info)
-        return visualizer.get_output()
+        return visualizer.draw_panoptic_seg(panoptic_seg, segments_info).get_image()
     if "sem_seg" in predictions:
         visualizer.draw_sem_seg(predictions["sem_seg"])
     if "instances" in predictions:
         instances = predictions["instances"]
         visualizer.draw_instance_predictions(instances[instances.scores >= confidence_threshold])
-    return visualizer.get_output()
+    return visualizer.output.get_image()

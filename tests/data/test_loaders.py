@@ -18,7 +18,7 @@ from mask2former.data import (
     build_detection_train_loader,
     get_detection_dataset_dicts,
 )
-from mask2former.data.dataset_mappers import TestDatasetMapper
+from mask2former.data.dataset_mappers import DatasetMapper
 from mask2former.utils import comm
 from tests.data._pipeline_samples import semantic_sample
 
@@ -152,14 +152,14 @@ def bad_dicts(tmp_path):
 
 
 def test_bad_sample_raises_with_its_file_name(tmp_path):
-    dataset = MapDataset(DatasetFromList(bad_dicts(tmp_path)), TestDatasetMapper(get_cfg()))
+    dataset = MapDataset(DatasetFromList(bad_dicts(tmp_path)), DatasetMapper(get_cfg(), False))
     with pytest.raises(BadSampleError, match=r"gone\.png: file not found"):
         dataset[0]
 
 
 def test_bad_sample_is_skipped_counted_and_replaced(tmp_path, caplog):
     dataset = MapDataset(
-        DatasetFromList(bad_dicts(tmp_path)), TestDatasetMapper(get_cfg()), skip_bad_samples=True
+        DatasetFromList(bad_dicts(tmp_path)), DatasetMapper(get_cfg(), False), skip_bad_samples=True
     )
     with caplog.at_level(logging.WARNING):
         out = dataset[0]
@@ -172,7 +172,7 @@ def test_all_bad_samples_give_up_with_the_error(tmp_path):
     bad = bad_dicts(tmp_path)[:1]
     dataset = MapDataset(
         DatasetFromList(bad),
-        TestDatasetMapper(get_cfg()),
+        DatasetMapper(get_cfg(), False),
         skip_bad_samples=True,
         max_consecutive_skips=5,
     )
@@ -192,7 +192,7 @@ def test_unexpected_mapper_error_names_the_file():
 
 def test_error_in_a_worker_names_the_file(tmp_path):
     loader = build_detection_test_loader(
-        bad_dicts(tmp_path), mapper=TestDatasetMapper(get_cfg()), num_workers=1
+        bad_dicts(tmp_path), mapper=DatasetMapper(get_cfg(), False), num_workers=1
     )
     batches = iter(loader)
     with pytest.raises(BadSampleError, match=r"gone\.png: file not found"):

@@ -7,7 +7,7 @@ import cv2
 import numpy as np
 import torch
 
-from mask2former.engine.predictor import Predictor
+from mask2former.engine import DefaultPredictor
 from tests.modeling.tiny import CONFIG_DIR, CONFIGS, TINY_OVERRIDES
 
 REPO = Path(__file__).resolve().parents[2]
@@ -36,11 +36,13 @@ def test_demo_writes_png_with_metadata_colours(tmp_path):
     cfg.merge_from_file(config)
     torch.manual_seed(0)
     cfg.merge_from_list(_opts(""))
-    predictor = Predictor(cfg)
+    predictor = DefaultPredictor(cfg)
     weights = str(tmp_path / "w.pth")
     save_weights(predictor.model.state_dict(), weights)
 
-    gray = np.full((64, 80, 3), 128, np.uint8)  # uniform: a drawn pixel is (128 + colour) / 2
+    # uniform: a drawn pixel is 0.3 * 128 + 0.7 * colour (panoptic segments are drawn with
+    # detectron2's alpha 0.7)
+    gray = np.full((64, 80, 3), 128, np.uint8)
     image_path = tmp_path / "in.png"
     cv2.imwrite(str(image_path), gray)
     out_dir = tmp_path / "out"
@@ -63,7 +65,7 @@ def test_demo_writes_png_with_metadata_colours(tmp_path):
             continue
         key = "thing_colors" if info["isthing"] else "stuff_colors"
         colour = np.array(getattr(metadata, key)[info["category_id"]])
-        expected = np.round((128 + colour) / 2)
+        expected = np.round(0.3 * 128 + 0.7 * colour)
         pixels = drawing[interior].astype(int)
         # labels are drawn on top of the fill and cover part of a small segment's interior;
         # every other interior pixel is the fill colour (±1). A wrong colour matches ~none.

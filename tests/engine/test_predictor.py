@@ -1,4 +1,5 @@
-"""Predictor: same outputs as the model on the same preprocessed input, for every input kind."""
+"""DefaultPredictor: detectron2's semantics (BGR arrays, test-time resize, outputs at the
+original size), same outputs as the model on the same preprocessed input for every input kind."""
 
 import numpy as np
 import pytest
@@ -6,7 +7,7 @@ import torch
 from PIL import Image
 
 from mask2former.checkpoint import save_weights
-from mask2former.engine.predictor import Predictor
+from mask2former.engine.defaults import DefaultPredictor
 from tests.modeling.tiny import tiny_cfg
 
 
@@ -21,7 +22,7 @@ def _cfg(**extra):
 @pytest.fixture(scope="module")
 def predictor():
     torch.manual_seed(0)
-    return Predictor(_cfg())
+    return DefaultPredictor(_cfg())
 
 
 def _image(h=48, w=72, seed=0):
@@ -49,15 +50,39 @@ def test_equals_model_on_the_same_preprocessed_input(predictor):
     assert out["sem_seg"].shape[-2:] == (48, 72), "outputs come back at the original size"
 
 
-def test_path_pil_and_array_inputs_agree(predictor, tmp_path):
+def test_path_pil_and_bgr_array_inputs_agree(predictor, tmp_path):
     rgb = _image(seed=1)
     path = tmp_path / "image.png"
     Image.fromarray(rgb).save(path)
-    bgr = rgb[:, :, ::-1].copy()  # the tiny config's INPUT.FORMAT is RGB; check the flip too
-    fmt = predictor.input_format
-    as_array = predictor(rgb if fmt == "RGB" else bgr)
+    bgr = rgb[:, :, ::-1].copy()
+    assert predictor.input_format == "RGB"  # the tiny config: arrays are flipped for the model
+    as_array = predictor(bgr)
     _assert_same_outputs(as_array, predictor(str(path)))
     _assert_same_outputs(as_array, predictor(Image.fromarray(rgb)))
+    inputs = predictor.preprocess(bgr)
+    assert inputs["image"].dtype == torch.float32
+    # the model sees RGB: channel 0 of its input is the array's last (red) channel, resized
+    resized_red = predictor.aug.get_transform(rgb).apply_image(rgb)[:, :, 0]
+    torch.testing.assert_close(inputs["image"][0], torch.from_numpy(resized_red).float())
+
+
+def test_bgr_model_gets_the_array_unflipped():
+    torch.manual_seed(0)
+    cfg = _cfg()
+    cfg.INPUT.FORMAT = "BGR"
+    bgr_predictor = DefaultPredictor(cfg)
+    bgr = _image(seed=5)
+    inputs = bgr_predictor.preprocess(bgr)
+    resized = bgr_predictor.aug.get_transform(bgr).apply_image(bgr)
+    torch.testing.assert_close(inputs["image"], torch.from_numpy(resized).permute(2, 0, 1).float())
+
+
+def test_resize_is_detectron2s_shortest_edge_with_max_size(predictor):
+    # MIN_SIZE_TEST 64, MAX_SIZE_TEST 128: 40x200 would become 64x320, capped to 26x128
+    inputs = predictor.preprocess(_image(h=40, w=200))
+    assert tuple(inputs["image"].shape) == (3, 26, 128)
+    assert (inputs["height"], inputs["width"]) == (40, 200)
+    assert tuple(predictor.aug.short_edge_length) == (64, 64) and predictor.aug.max_size == 128
 
 
 def test_batch_equals_single_calls(predictor):
@@ -75,13 +100,13 @@ def test_batch_equals_single_calls(predictor):
 
 def test_weights_are_loaded_from_model_weights(tmp_path):
     torch.manual_seed(1)
-    source = Predictor(_cfg())
+    source = DefaultPredictor(_cfg())
     weights = tmp_path / "model.pth"
     save_weights(source.model.state_dict(), str(weights))
     torch.manual_seed(2)  # a different random init, overwritten by the checkpoint
     cfg = _cfg()
     cfg.MODEL.WEIGHTS = str(weights)
-    loaded = Predictor(cfg)
+    loaded = DefaultPredictor(cfg)
     image = _image(seed=4)
     _assert_same_outputs(source(image), loaded(image))
 
@@ -89,7 +114,7 @@ def test_weights_are_loaded_from_model_weights(tmp_path):
 def test_bad_inputs_are_named(predictor, tmp_path):
     with pytest.raises(ValueError, match="uint8"):
         predictor(np.zeros((8, 8, 3), np.float32))
-    with pytest.raises(TypeError, match="path, a numpy array or a PIL image"):
+    with pytest.raises(TypeError, match="path, a BGR numpy array or a PIL image"):
         predictor(42)
     with pytest.raises(Exception, match="missing.png"):
         predictor(str(tmp_path / "missing.png"))

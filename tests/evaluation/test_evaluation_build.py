@@ -26,6 +26,7 @@ def fake_evaluators(monkeypatch):
         "COCOPanopticEvaluator",
         "CityscapesSemSegEvaluator",
         "CityscapesInstanceEvaluator",
+        "LVISEvaluator",
     ):
         monkeypatch.setattr(build, cls, stub(cls))
 
@@ -64,6 +65,7 @@ ALL = dict(semantic=True, instance=True, panoptic=True)
             ["COCOPanopticEvaluator", "SemSegEvaluator"],
         ),
         ("cityscapes_sem_seg", {}, ["CityscapesSemSegEvaluator"]),
+        ("lvis", {}, ["LVISEvaluator"]),
         ("cityscapes_instance", {}, ["CityscapesInstanceEvaluator"]),
         (
             "cityscapes_panoptic_seg",
@@ -80,6 +82,6 @@ def test_unknown_type_and_nothing_to_evaluate(fake_evaluators):
     with pytest.raises(
         KeyError, match="registered names: ade20k_panoptic_seg, cityscapes_instance"
     ):
-        _kinds("lvis")
+        _kinds("objects365")
     with pytest.raises(ValueError, match="TEST.\\*_ON"):
         _kinds("coco_panoptic_seg")

@@ -12,7 +12,7 @@ from .coco_lsj import (
     COCOPanopticLSJDatasetMapper,
     COCOPanopticNewBaselineDatasetMapper,
 )
-from .dataset_mapper import DatasetMapper, TestDatasetMapper
+from .dataset_mapper import DatasetMapper
 from .detr_panoptic import DETRPanopticDatasetMapper
 from .mask_former_instance import MaskFormerInstanceDatasetMapper
 from .mask_former_panoptic import MaskFormerPanopticDatasetMapper
@@ -31,7 +31,6 @@ __all__ = [
     "MaskFormerInstanceDatasetMapper",
     "MaskFormerPanopticDatasetMapper",
     "MaskFormerSemanticDatasetMapper",
-    "TestDatasetMapper",
     "build_dataset_mapper",
     "register_dataset_mapper",
 ]

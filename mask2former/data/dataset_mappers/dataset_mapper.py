@@ -11,7 +11,7 @@ from ..detection_utils import build_augmentation, image_to_tensor
 from ..transforms import AugInput, Augmentation, AugmentationList, Transform
 from .mapper_utils import read_checked_image
 
-__all__ = ["DatasetMapper", "TestDatasetMapper"]
+__all__ = ["DatasetMapper"]
 
 
 class DatasetMapper:
@@ -70,5 +70,3 @@ class DatasetMapper:
             dataset_dict.pop(key, None)
         return dataset_dict
 
-
-TestDatasetMapper = DatasetMapper
