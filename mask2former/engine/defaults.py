@@ -36,7 +36,6 @@ from ..evaluation import (
     verify_results,
 )
 from ..modeling import build_model
-from .test_time_augmentation import SemanticSegmentorWithTTA
 from ..solver import build_lr_scheduler, build_optimizer
 from ..utils import comm
 from ..utils.env import collect_env_info, seed_all_rng
@@ -47,6 +46,7 @@ from .model_kwargs import model_kwargs_from_metadata
 from .predictor import DefaultPredictor
 from .rng import set_rng_states
 from .sync_batchnorm import replace_sync_batchnorm
+from .test_time_augmentation import SemanticSegmentorWithTTA
 from .train_loop import AMPTrainer, HookBase, SimpleTrainer
 
 logger = logging.getLogger(__name__)

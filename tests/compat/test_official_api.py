@@ -117,8 +117,8 @@ def test_official_names_exist_at_their_mirrored_paths(module_name):
 
 def test_top_level_names_are_the_package_classes():
     from mask2former.data import dataset_mappers
-    from mask2former.engine.defaults import DefaultPredictor
     from mask2former.engine import SemanticSegmentorWithTTA
+    from mask2former.engine.defaults import DefaultPredictor
 
     assert mask2former.DefaultPredictor is DefaultPredictor is mask2former.Predictor
     assert mask2former.SemanticSegmentorWithTTA is SemanticSegmentorWithTTA

@@ -69,4 +69,3 @@ class DatasetMapper:
         for key in ("annotations", "sem_seg_file_name", "pan_seg_file_name", "segments_info"):
             dataset_dict.pop(key, None)
         return dataset_dict
-
