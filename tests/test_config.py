@@ -72,6 +72,23 @@ def test_unknown_key_in_a_base_file_names_the_merged_file(tmp_path):
         get_cfg().merge_from_file(str(child))
 
 
+def test_instance_top_k_is_test_detections_per_image_only(tmp_path):
+    """The official key is TEST.DETECTIONS_PER_IMAGE; our former duplicate under
+    MODEL.MASK_FORMER.TEST is gone and fails like any unknown key."""
+    path = _write(
+        tmp_path, "topk.yaml", "MODEL:\n  MASK_FORMER:\n    TEST:\n      DETECTIONS_PER_IMAGE: 50\n"
+    )
+    with pytest.raises(ConfigError) as info:
+        get_cfg().merge_from_file(str(path))
+    message = str(info.value)
+    assert "unknown config key MODEL.MASK_FORMER.TEST.DETECTIONS_PER_IMAGE" in message
+    assert "topk.yaml" in message
+    path = _write(tmp_path, "topk_ok.yaml", "TEST:\n  DETECTIONS_PER_IMAGE: 50\n")
+    cfg = get_cfg()
+    cfg.merge_from_file(str(path))
+    assert cfg.TEST.DETECTIONS_PER_IMAGE == 50
+
+
 def test_wrong_type_names_the_key_and_the_file(tmp_path):
     path = _write(tmp_path, "bad_type.yaml", "SOLVER:\n  MAX_ITER: 'many'\n")
     with pytest.raises(ConfigError) as info:

@@ -113,7 +113,6 @@ _C.MODEL.MASK_FORMER.TEST.PANOPTIC_ON = False  # return "panoptic_seg"
 _C.MODEL.MASK_FORMER.TEST.OBJECT_MASK_THRESHOLD = 0.0  # panoptic: minimum query score kept
 _C.MODEL.MASK_FORMER.TEST.OVERLAP_THRESHOLD = 0.0  # panoptic: minimum kept / full mask area
 _C.MODEL.MASK_FORMER.TEST.SEM_SEG_POSTPROCESSING_BEFORE_INFERENCE = False  # resize logits first
-_C.MODEL.MASK_FORMER.TEST.DETECTIONS_PER_IMAGE = 100  # instance: top-k over queries x classes
 
 # ---------------------------------------------------------------------------- #
 # Input
@@ -196,7 +195,7 @@ _C.SOLVER.AMP.PRECISION = "float16"  # "float16" (with a grad scaler) or "bfloat
 _C.TEST = CN()
 _C.TEST.EXPECTED_RESULTS = []  # [[task, metric, value, tolerance], ...] checked after evaluation
 _C.TEST.EVAL_PERIOD = 0  # iterations between evaluations during training (0: only at the end)
-_C.TEST.DETECTIONS_PER_IMAGE = 100  # detectron2 key, kept for compatibility
+_C.TEST.DETECTIONS_PER_IMAGE = 100  # instance inference: keep the top-k (query, class) pairs
 
 _C.TEST.AUG = CN()
 _C.TEST.AUG.ENABLED = False  # semantic test-time augmentation
