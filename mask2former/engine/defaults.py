@@ -329,13 +329,11 @@ def auto_scale_workers(cfg: CfgNode, num_workers: int) -> CfgNode:
 
 def model_kwargs_from_metadata(cfg: CfgNode) -> dict[str, Any]:
     """Dataset facts the model needs beyond the config: ``MaskFormer`` gets ``thing_ids``
-    (contiguous ids of thing classes) from the metadata of the first test, else train, dataset."""
-    if cfg.MODEL.META_ARCHITECTURE != "MaskFormer":
+    (contiguous ids of thing classes) from the metadata of ``DATASETS.TRAIN[0]``, the dataset
+    the official ``MaskFormer.from_config`` reads its metadata from (also at test time)."""
+    if cfg.MODEL.META_ARCHITECTURE != "MaskFormer" or not cfg.DATASETS.TRAIN:
         return {}
-    names = list(cfg.DATASETS.TEST) + list(cfg.DATASETS.TRAIN)
-    if not names:
-        return {}
-    mapping = MetadataCatalog.get(names[0]).get("thing_dataset_id_to_contiguous_id")
+    mapping = MetadataCatalog.get(cfg.DATASETS.TRAIN[0]).get("thing_dataset_id_to_contiguous_id")
     return {} if mapping is None else {"thing_ids": sorted(mapping.values())}
 
 
