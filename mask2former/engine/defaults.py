@@ -21,7 +21,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from ..checkpoint import DetectionCheckpointer
-from ..config import CfgNode, ConfigError
+from ..config import CfgNode, ConfigError, check_supported
 from ..data import (
     MetadataCatalog,
     build_dataset_mapper,
@@ -150,6 +150,7 @@ class DefaultTrainer:
     """
 
     def __init__(self, cfg: CfgNode) -> None:
+        check_supported(cfg)
         cfg = auto_scale_workers(cfg, comm.get_world_size())
         self.cfg = cfg
         model = self.build_model(cfg)
