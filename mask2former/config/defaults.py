@@ -204,8 +204,10 @@ _C.TEST.AUG.MAX_SIZE = 4000  # longest-edge limit
 _C.TEST.AUG.FLIP = True  # add horizontally flipped copies
 
 _C.TEST.PRECISE_BN = CN()
-_C.TEST.PRECISE_BN.ENABLED = False  # recompute BN statistics before evaluation
-_C.TEST.PRECISE_BN.NUM_ITER = 200  # iterations used to recompute them
+# every EVAL_PERIOD and after the last iteration, before evaluating: recompute the statistics
+# of the BatchNorm layers in training mode (none: no effect) on batches of a second train loader
+_C.TEST.PRECISE_BN.ENABLED = False  # precise BN on or off (see above)
+_C.TEST.PRECISE_BN.NUM_ITER = 200  # batches the statistics are computed on
 
 # ---------------------------------------------------------------------------- #
 # Misc

@@ -1,7 +1,14 @@
 """Training: the loop and its hooks, the default trainer and set-up, and the launcher."""
 
 from .defaults import DefaultTrainer, default_argument_parser, default_setup, default_writers
-from .hooks import EvalHook, IterationTimer, LRScheduler, PeriodicCheckpointer, PeriodicWriter
+from .hooks import (
+    EvalHook,
+    IterationTimer,
+    LRScheduler,
+    PeriodicCheckpointer,
+    PeriodicWriter,
+    PreciseBN,
+)
 from .launch import launch
 from .train_loop import AMPTrainer, HookBase, SimpleTrainer, TrainerBase, check_losses_finite
 
@@ -14,6 +21,7 @@ __all__ = [
     "LRScheduler",
     "PeriodicCheckpointer",
     "PeriodicWriter",
+    "PreciseBN",
     "SimpleTrainer",
     "TrainerBase",
     "check_losses_finite",

@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import torch
+from fvcore.nn.precise_bn import get_bn_modules
 from iopath.common.file_io import g_pathmgr
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
@@ -219,6 +220,17 @@ class DefaultTrainer:
         result: list[HookBase | None] = [
             hooks.IterationTimer(),
             hooks.LRScheduler(self.optimizer, self.scheduler),
+            # before evaluation, on data of a second train loader (as detectron2 does)
+            (
+                hooks.PreciseBN(
+                    cfg.TEST.EVAL_PERIOD,
+                    self.model,
+                    self.build_train_loader(cfg),
+                    cfg.TEST.PRECISE_BN.NUM_ITER,
+                )
+                if cfg.TEST.PRECISE_BN.ENABLED and get_bn_modules(self.model)
+                else None
+            ),
         ]
         # on every process: all take part in gathering the RNG states; rank 0 writes
         result.append(hooks.PeriodicCheckpointer(self.checkpointer, cfg.SOLVER.CHECKPOINT_PERIOD))
