@@ -107,7 +107,9 @@ def default_setup(cfg: CfgNode, args: argparse.Namespace | None = None) -> None:
         logger.info("Full config saved to %s", os.path.join(output_dir, "config.yaml"))
     seed = seed_all_rng(None if cfg.SEED < 0 else cfg.SEED + rank)
     logger.info("Using random seed %d", seed)
-    if torch.cuda.is_available():
+    # as detectron2: cudnn autotuning for training only (its overhead does not pay off on a
+    # validation set); the flag is harmless without CUDA
+    if not getattr(args, "eval_only", False):
         torch.backends.cudnn.benchmark = cfg.CUDNN_BENCHMARK
 
 
