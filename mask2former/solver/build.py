@@ -33,6 +33,8 @@ from ..config import CfgNode, ConfigError
 
 logger = logging.getLogger(__name__)
 
+# The published build_optimizer's list. detectron2's channel-first LayerNorm (NORM "LN", our
+# LayerNorm2d) is not in it, so its parameters get SOLVER.WEIGHT_DECAY there, and here.
 NORM_MODULE_TYPES: tuple[type[nn.Module], ...] = (
     nn.BatchNorm1d,
     nn.BatchNorm2d,
@@ -48,13 +50,6 @@ NORM_MODULE_TYPES: tuple[type[nn.Module], ...] = (
 # Parameters (by the last component of their name) that get no weight decay: Swin's position
 # tables, set to 0.0 in the published build_optimizer whatever SOLVER.WEIGHT_DECAY_EMBED says.
 NO_DECAY_PARAM_NAMES = ("relative_position_bias_table", "absolute_pos_embed")
-
-
-def _norm_module_types() -> tuple[type[nn.Module], ...]:
-    """torch's normalisation layers plus ours (FrozenBatchNorm2d has no parameters)."""
-    from ..layers import LayerNorm2d
-
-    return NORM_MODULE_TYPES + (LayerNorm2d,)
 
 
 # --------------------------------------------------------------------------- #
@@ -74,7 +69,7 @@ def get_param_groups(
     A parameter shared by several modules is listed once (under its first owner). Each group
     also has ``"name"`` (the parameter's qualified name) so logs and tests can find it.
     """
-    norm_types = _norm_module_types()
+    norm_types = NORM_MODULE_TYPES
     seen: set[int] = set()
     groups = []
     for module_name, module in model.named_modules():
