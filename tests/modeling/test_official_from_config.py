@@ -19,7 +19,7 @@ from mask2former.engine.defaults import model_kwargs_from_metadata
 from mask2former.modeling import build_backbone, build_model
 from mask2former.modeling.transformer_decoder import StandardTransformerDecoder
 from mask2former.ops import MSDeformAttn
-from tests.modeling.tiny import build_tiny_model, make_image, tiny_cfg
+from tests.modeling.tiny import CONFIG_DIR, build_tiny_model, make_image, tiny_cfg
 
 
 def _dropout_rates(module: nn.Module) -> set[float]:
@@ -51,6 +51,18 @@ def test_deformable_encoder_heads_points_and_ffn():
     assert attns[0].attention_weights.out_features == 2 * 3 * 4
     layer = decoder.transformer.encoder.layers[0]
     assert layer.linear1.out_features == 1024 and layer.linear2.in_features == 1024
+
+
+def test_quick_start_encoder_keeps_its_four_heads_without_the_n_heads_line():
+    """configs/shapes/mask2former_R18_quickstart.yaml no longer sets
+    DEFORMABLE_TRANSFORMER_ENCODER_N_HEADS: 4; its NHEADS 4 gives the same encoder."""
+    cfg = get_cfg()
+    cfg.merge_from_file(str(CONFIG_DIR / "shapes/mask2former_R18_quickstart.yaml"))
+    assert cfg.MODEL.SEM_SEG_HEAD.DEFORMABLE_TRANSFORMER_ENCODER_N_HEADS == 8  # default, unread
+    model = build_model(cfg, thing_ids=[0, 1, 2])
+    attns = [m for m in model.sem_seg_head.pixel_decoder.modules() if isinstance(m, MSDeformAttn)]
+    assert [a.n_heads for a in attns] == [4]  # one encoder layer
+    assert attns[0].sampling_offsets.weight.shape == (4 * 3 * 4 * 2, 64)
 
 
 @pytest.mark.parametrize(
