@@ -74,6 +74,36 @@ def test_unknown_key_in_a_base_file_names_the_merged_file(tmp_path):
         get_cfg().merge_from_file(str(child))
 
 
+def test_instance_top_k_is_test_detections_per_image_only(tmp_path):
+    """The official key is TEST.DETECTIONS_PER_IMAGE; our former duplicate under
+    MODEL.MASK_FORMER.TEST is gone and fails like any unknown key."""
+    path = _write(
+        tmp_path, "topk.yaml", "MODEL:\n  MASK_FORMER:\n    TEST:\n      DETECTIONS_PER_IMAGE: 50\n"
+    )
+    with pytest.raises(ConfigError) as info:
+        get_cfg().merge_from_file(str(path))
+    message = str(info.value)
+    assert "unknown config key MODEL.MASK_FORMER.TEST.DETECTIONS_PER_IMAGE" in message
+    assert "topk.yaml" in message
+    path = _write(tmp_path, "topk_ok.yaml", "TEST:\n  DETECTIONS_PER_IMAGE: 50\n")
+    cfg = get_cfg()
+    cfg.merge_from_file(str(path))
+    assert cfg.TEST.DETECTIONS_PER_IMAGE == 50
+
+
+def test_defaults_are_the_official_ones():
+    """Values of detectron2's get_cfg() + add_deeplab_config + add_maskformer2_config that a
+    config leaving these keys out gets officially (detectron2 config/defaults.py: CONVS_DIM 128,
+    NUM_CLASSES 54; projects/DeepLab/deeplab/config.py: STEM_TYPE, RES5_MULTI_GRID)."""
+    cfg = get_cfg()
+    assert cfg.MODEL.SEM_SEG_HEAD.CONVS_DIM == 128
+    assert cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES == 54
+    assert cfg.MODEL.RESNETS.STEM_TYPE == "deeplab"
+    assert list(cfg.MODEL.RESNETS.RES5_MULTI_GRID) == [1, 2, 4]
+    assert cfg.TEST.DETECTIONS_PER_IMAGE == 100
+    assert cfg.MODEL.MASK_FORMER.CLASS_WEIGHT == 1.0 and cfg.MODEL.MASK_FORMER.MASK_WEIGHT == 20.0
+
+
 def test_wrong_type_names_the_key_and_the_file(tmp_path):
     path = _write(tmp_path, "bad_type.yaml", "SOLVER:\n  MAX_ITER: 'many'\n")
     with pytest.raises(ConfigError) as info:

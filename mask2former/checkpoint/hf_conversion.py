@@ -576,7 +576,6 @@ def _mask2former_head(cfg: CfgNode, c: dict[str, Any]) -> None:
     head.COMMON_STRIDE = c.get("common_stride", 4)
     head.TRANSFORMER_ENC_LAYERS = c.get("encoder_layers", 6)
     head.DEFORMABLE_TRANSFORMER_ENCODER_IN_FEATURES = ["res3", "res4", "res5"]
-    head.DEFORMABLE_TRANSFORMER_ENCODER_N_HEADS = c.get("num_attention_heads", 8)
     head.IGNORE_VALUE = c.get("ignore_value", 255)
     mf.TRANSFORMER_DECODER_NAME = "MultiScaleMaskedTransformerDecoder"
     mf.TRANSFORMER_IN_FEATURE = "multi_scale_pixel_decoder"
@@ -723,11 +722,6 @@ def _hf_backbone(cfg: CfgNode, transformers):
 
 def _mask2former_kwargs(cfg: CfgNode, transformers) -> dict[str, Any]:
     head, mf = cfg.MODEL.SEM_SEG_HEAD, cfg.MODEL.MASK_FORMER
-    if head.DEFORMABLE_TRANSFORMER_ENCODER_N_HEADS != mf.NHEADS:
-        raise ConversionError(
-            "transformers' Mask2Former has one head count: MODEL.SEM_SEG_HEAD."
-            "DEFORMABLE_TRANSFORMER_ENCODER_N_HEADS must equal MODEL.MASK_FORMER.NHEADS"
-        )
     if head.PIXEL_DECODER_NAME != "MSDeformAttnPixelDecoder":
         raise ConversionError("transformers' Mask2Former needs MSDeformAttnPixelDecoder")
     return {

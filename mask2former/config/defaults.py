@@ -1,13 +1,24 @@
 """Default configuration: detectron2's keys used by the published configs, plus Mask2Former's.
 
 Every key carries a one-line comment. Key names follow detectron2 and the published
-Mask2Former / MaskFormer code so that their YAML files load unchanged.
+Mask2Former / MaskFormer code so that their YAML files load unchanged, and every default is the
+official one (detectron2's ``get_cfg()`` with ``add_deeplab_config`` and
+``add_maskformer2_config``), except where a comment says otherwise:
+
+- keys whose official default names a detectron2 model this package does not implement
+  (``MODEL.META_ARCHITECTURE`` GeneralizedRCNN, ``MODEL.SEM_SEG_HEAD.NAME`` SemSegFPNHead,
+  ``IN_FEATURES`` p2..p5) default to the Mask2Former ones; every published config sets them;
+- ``MODEL.MASK_FORMER.TRANSFORMER_DECODER_NAME``, see its comment;
+- three extension keys, marked "(extension)", whose default reproduces the official behaviour.
+
+Every key is read by the code or listed in ``supported.NOT_READ`` (refused unless it keeps its
+default); ``tests/test_config_keys_read.py`` checks it.
 """
 
 from .config import CfgNode as CN
 
 _C = CN()
-_C.VERSION = 2  # config format version (detectron2's VERSION 2)
+_C.VERSION = 2  # config format version; not read, must stay 2 (no upgrade of older formats)
 
 # ---------------------------------------------------------------------------- #
 # Model
@@ -33,11 +44,13 @@ _C.MODEL.RESNETS.STRIDE_IN_1X1 = True  # stride in the first 1x1 (MSRA) or in th
 _C.MODEL.RESNETS.RES5_DILATION = 1  # dilation of res5 (1 or 2)
 _C.MODEL.RESNETS.RES2_OUT_CHANNELS = 256  # output channels of res2 (64 for R18/R34)
 _C.MODEL.RESNETS.STEM_OUT_CHANNELS = 64  # stem output channels (128 for the DeepLab stem)
-_C.MODEL.RESNETS.STEM_TYPE = "basic"  # "basic" (one 7x7) or "deeplab" (three 3x3)
-_C.MODEL.RESNETS.RES5_MULTI_GRID = [1, 1, 1]  # per-block dilation multipliers of res5 (DeepLab)
-_C.MODEL.RESNETS.DEFORM_ON_PER_STAGE = [False, False, False, False]  # unsupported; must stay False
-_C.MODEL.RESNETS.DEFORM_MODULATED = False  # unsupported deformable conv option (detectron2 key)
-_C.MODEL.RESNETS.DEFORM_NUM_GROUPS = 1  # unsupported deformable conv option (detectron2 key)
+_C.MODEL.RESNETS.STEM_TYPE = "deeplab"  # DeepLab builder: "deeplab" (three 3x3) or "basic" (7x7)
+_C.MODEL.RESNETS.RES5_MULTI_GRID = [1, 2, 4]  # DeepLab builder: res5 block dilation multipliers
+# deformable convolutions in the ResNet are not implemented: the DEFORM_* keys are not read and
+# must keep these values (config/supported.py)
+_C.MODEL.RESNETS.DEFORM_ON_PER_STAGE = [False, False, False, False]  # per stage res2..res5
+_C.MODEL.RESNETS.DEFORM_MODULATED = False  # modulated deformable convolutions (unsupported)
+_C.MODEL.RESNETS.DEFORM_NUM_GROUPS = 1  # deformable offset groups (unsupported)
 
 _C.MODEL.SWIN = CN()
 _C.MODEL.SWIN.PRETRAIN_IMG_SIZE = 224  # image size the weights were pre-trained at
@@ -61,30 +74,33 @@ _C.MODEL.SEM_SEG_HEAD = CN()
 _C.MODEL.SEM_SEG_HEAD.NAME = "MaskFormerHead"  # name in SEM_SEG_HEADS_REGISTRY
 _C.MODEL.SEM_SEG_HEAD.IN_FEATURES = ["res2", "res3", "res4", "res5"]  # backbone features used
 _C.MODEL.SEM_SEG_HEAD.IGNORE_VALUE = 255  # label of pixels ignored by losses and metrics
-_C.MODEL.SEM_SEG_HEAD.NUM_CLASSES = 150  # number of classes, without no-object
-_C.MODEL.SEM_SEG_HEAD.CONVS_DIM = 256  # channels of the pixel decoder's convolutions
+_C.MODEL.SEM_SEG_HEAD.NUM_CLASSES = 54  # number of classes, without no-object (detectron2: 54)
+_C.MODEL.SEM_SEG_HEAD.CONVS_DIM = 128  # channels of the pixel decoder's convolutions (detectron2)
 _C.MODEL.SEM_SEG_HEAD.COMMON_STRIDE = 4  # stride of the mask features
 _C.MODEL.SEM_SEG_HEAD.NORM = "GN"  # normalisation in the pixel decoder
 _C.MODEL.SEM_SEG_HEAD.LOSS_WEIGHT = 1.0  # weight of per-pixel classification loss (baselines)
 _C.MODEL.SEM_SEG_HEAD.MASK_DIM = 256  # channels of the per-pixel mask embeddings
 _C.MODEL.SEM_SEG_HEAD.TRANSFORMER_ENC_LAYERS = 0  # encoder layers of the pixel decoder
 _C.MODEL.SEM_SEG_HEAD.PIXEL_DECODER_NAME = "BasePixelDecoder"  # name in PIXEL_DECODER_REGISTRY
-_C.MODEL.SEM_SEG_HEAD.DEFORMABLE_TRANSFORMER_ENCODER_IN_FEATURES = [
-    "res3",
-    "res4",
-    "res5",
-]  # levels
-_C.MODEL.SEM_SEG_HEAD.DEFORMABLE_TRANSFORMER_ENCODER_N_POINTS = 4  # sampling points per level
-_C.MODEL.SEM_SEG_HEAD.DEFORMABLE_TRANSFORMER_ENCODER_N_HEADS = 8  # deformable attention heads
+# features the deformable encoder of MSDeformAttnPixelDecoder attends to
+_C.MODEL.SEM_SEG_HEAD.DEFORMABLE_TRANSFORMER_ENCODER_IN_FEATURES = ["res3", "res4", "res5"]
+# Defined but not read by the official MSDeformAttnPixelDecoder, which samples 4 points and has
+# MODEL.MASK_FORMER.NHEADS heads: these must keep their defaults (config/supported.py).
+_C.MODEL.SEM_SEG_HEAD.DEFORMABLE_TRANSFORMER_ENCODER_N_POINTS = 4  # not read (4 points)
+_C.MODEL.SEM_SEG_HEAD.DEFORMABLE_TRANSFORMER_ENCODER_N_HEADS = 8  # not read (MASK_FORMER.NHEADS)
 
 _C.MODEL.MASK_FORMER = CN()
-_C.MODEL.MASK_FORMER.TRANSFORMER_DECODER_NAME = (
-    "StandardTransformerDecoder"  # MaskFormer v1 default
-)
+# name in TRANSFORMER_DECODER_REGISTRY. Official Mask2Former defaults to
+# "MultiScaleMaskedTransformerDecoder", but every Mask2Former config sets it, while the MaskFormer
+# (v1) configs do not (the v1 code has only this decoder): the v1 value is the default here.
+_C.MODEL.MASK_FORMER.TRANSFORMER_DECODER_NAME = "StandardTransformerDecoder"
 _C.MODEL.MASK_FORMER.TRANSFORMER_IN_FEATURE = (
     "res5"  # decoder input: a backbone or pixel-decoder map
 )
-_C.MODEL.MASK_FORMER.MASK_LOSS = "auto"  # "point" (Mask2Former), "full" (MaskFormer) or by decoder
+# (extension) mask loss and matching cost: "point" (Mask2Former: BCE + dice on sampled points),
+# "full" (MaskFormer v1: focal + dice on full masks) or "auto": "point" for the
+# MultiScaleMaskedTransformerDecoder, else "full" -- the official repository of each decoder
+_C.MODEL.MASK_FORMER.MASK_LOSS = "auto"  # (extension) "auto", "point" or "full"
 _C.MODEL.MASK_FORMER.DEEP_SUPERVISION = True  # losses on every decoder layer's prediction
 _C.MODEL.MASK_FORMER.NO_OBJECT_WEIGHT = 0.1  # class-loss weight of the no-object class
 _C.MODEL.MASK_FORMER.CLASS_WEIGHT = 1.0  # weight of the classification loss and cost
@@ -113,7 +129,6 @@ _C.MODEL.MASK_FORMER.TEST.PANOPTIC_ON = False  # return "panoptic_seg"
 _C.MODEL.MASK_FORMER.TEST.OBJECT_MASK_THRESHOLD = 0.0  # panoptic: minimum query score kept
 _C.MODEL.MASK_FORMER.TEST.OVERLAP_THRESHOLD = 0.0  # panoptic: minimum kept / full mask area
 _C.MODEL.MASK_FORMER.TEST.SEM_SEG_POSTPROCESSING_BEFORE_INFERENCE = False  # resize logits first
-_C.MODEL.MASK_FORMER.TEST.DETECTIONS_PER_IMAGE = 100  # instance: top-k over queries x classes
 
 # ---------------------------------------------------------------------------- #
 # Input
@@ -152,7 +167,8 @@ _C.DATALOADER.NUM_WORKERS = 4  # loader worker processes per training process
 _C.DATALOADER.ASPECT_RATIO_GROUPING = True  # batch images of like aspect ratio together
 _C.DATALOADER.SAMPLER_TRAIN = "TrainingSampler"  # training sampler name
 _C.DATALOADER.FILTER_EMPTY_ANNOTATIONS = True  # drop training images without annotations
-_C.DATALOADER.SKIP_BAD_SAMPLES = False  # skip unreadable samples with a warning instead of failing
+# (extension) skip an unreadable sample with a warning; False fails on it, as officially
+_C.DATALOADER.SKIP_BAD_SAMPLES = False
 
 # ---------------------------------------------------------------------------- #
 # Solver
@@ -164,7 +180,7 @@ _C.SOLVER.MAX_ITER = 40000  # training iterations
 _C.SOLVER.BASE_LR = 0.001  # learning rate at the end of warm-up
 _C.SOLVER.BASE_LR_END = 0.0  # final learning rate of the cosine schedule
 _C.SOLVER.MOMENTUM = 0.9  # SGD momentum
-_C.SOLVER.NESTEROV = False  # SGD Nesterov momentum
+_C.SOLVER.NESTEROV = False  # not read (the official SGD has none); must stay False
 _C.SOLVER.WEIGHT_DECAY = 0.0001  # weight decay of ordinary parameters
 _C.SOLVER.WEIGHT_DECAY_NORM = 0.0  # weight decay of normalisation layers' parameters
 _C.SOLVER.WEIGHT_DECAY_EMBED = 0.0  # weight decay of embeddings and relative position tables
@@ -188,7 +204,8 @@ _C.SOLVER.CLIP_GRADIENTS.NORM_TYPE = 2.0  # p of the p-norm for norm clipping
 
 _C.SOLVER.AMP = CN()
 _C.SOLVER.AMP.ENABLED = False  # mixed-precision training
-_C.SOLVER.AMP.PRECISION = "float16"  # "float16" (with a grad scaler) or "bfloat16"
+# (extension) autocast dtype: "float16" with a grad scaler (the official AMP) or "bfloat16"
+_C.SOLVER.AMP.PRECISION = "float16"
 
 # ---------------------------------------------------------------------------- #
 # Test
@@ -196,7 +213,7 @@ _C.SOLVER.AMP.PRECISION = "float16"  # "float16" (with a grad scaler) or "bfloat
 _C.TEST = CN()
 _C.TEST.EXPECTED_RESULTS = []  # [[task, metric, value, tolerance], ...] checked after evaluation
 _C.TEST.EVAL_PERIOD = 0  # iterations between evaluations during training (0: only at the end)
-_C.TEST.DETECTIONS_PER_IMAGE = 100  # detectron2 key, kept for compatibility
+_C.TEST.DETECTIONS_PER_IMAGE = 100  # instance inference: keep the top-k (query, class) pairs
 
 _C.TEST.AUG = CN()
 _C.TEST.AUG.ENABLED = False  # semantic test-time augmentation
@@ -205,8 +222,10 @@ _C.TEST.AUG.MAX_SIZE = 4000  # longest-edge limit
 _C.TEST.AUG.FLIP = True  # add horizontally flipped copies
 
 _C.TEST.PRECISE_BN = CN()
-_C.TEST.PRECISE_BN.ENABLED = False  # recompute BN statistics before evaluation
-_C.TEST.PRECISE_BN.NUM_ITER = 200  # iterations used to recompute them
+# every EVAL_PERIOD and after the last iteration, before evaluating: recompute the statistics
+# of the BatchNorm layers in training mode (none: no effect) on batches of a second train loader
+_C.TEST.PRECISE_BN.ENABLED = False  # precise BN on or off (see above)
+_C.TEST.PRECISE_BN.NUM_ITER = 200  # batches the statistics are computed on
 
 # ---------------------------------------------------------------------------- #
 # Misc
@@ -214,6 +233,6 @@ _C.TEST.PRECISE_BN.NUM_ITER = 200  # iterations used to recompute them
 _C.OUTPUT_DIR = "./output"  # where checkpoints, logs and results go
 _C.SEED = -1  # random seed; negative picks one from time and pid
 _C.CUDNN_BENCHMARK = False  # cudnn autotuning
-_C.VIS_PERIOD = 0  # detectron2 key, kept for compatibility (no training visualisation)
+_C.VIS_PERIOD = 0  # training visualisation period; not implemented, must stay 0
 _C.GLOBAL = CN()
-_C.GLOBAL.HACK = 1.0  # detectron2 key, kept for compatibility
+_C.GLOBAL.HACK = 1.0  # detectron2 key nothing reads; must stay 1.0

@@ -9,7 +9,14 @@ from .defaults import (
     default_setup,
     default_writers,
 )
-from .hooks import EvalHook, IterationTimer, LRScheduler, PeriodicCheckpointer, PeriodicWriter
+from .hooks import (
+    EvalHook,
+    IterationTimer,
+    LRScheduler,
+    PeriodicCheckpointer,
+    PeriodicWriter,
+    PreciseBN,
+)
 from .launch import launch
 from .test_time_augmentation import SemanticSegmentorWithTTA
 from .train_loop import AMPTrainer, HookBase, SimpleTrainer, TrainerBase, check_losses_finite
@@ -24,6 +31,7 @@ __all__ = [
     "LRScheduler",
     "PeriodicCheckpointer",
     "PeriodicWriter",
+    "PreciseBN",
     "SemanticSegmentorWithTTA",
     "SimpleTrainer",
     "TrainerBase",

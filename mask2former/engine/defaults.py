@@ -16,12 +16,13 @@ from collections.abc import Iterable
 from typing import Any
 
 import torch
+from fvcore.nn.precise_bn import get_bn_modules
 from iopath.common.file_io import g_pathmgr
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from ..checkpoint import DetectionCheckpointer
-from ..config import CfgNode, ConfigError
+from ..config import CfgNode, ConfigError, check_supported
 from ..data import (
     build_dataset_mapper,
     build_detection_test_loader,
@@ -116,7 +117,9 @@ def default_setup(cfg: CfgNode, args: argparse.Namespace | None = None) -> None:
         logger.info("Full config saved to %s", os.path.join(output_dir, "config.yaml"))
     seed = seed_all_rng(None if cfg.SEED < 0 else cfg.SEED + rank)
     logger.info("Using random seed %d", seed)
-    if torch.cuda.is_available():
+    # as detectron2: cudnn autotuning for training only (its overhead does not pay off on a
+    # validation set); the flag is harmless without CUDA
+    if not getattr(args, "eval_only", False):
         torch.backends.cudnn.benchmark = cfg.CUDNN_BENCHMARK
 
 
@@ -160,6 +163,7 @@ class DefaultTrainer:
     """
 
     def __init__(self, cfg: CfgNode) -> None:
+        check_supported(cfg)
         cfg = auto_scale_workers(cfg, comm.get_world_size())
         self.cfg = cfg
         model = self.build_model(cfg)
@@ -228,6 +232,17 @@ class DefaultTrainer:
         result: list[HookBase | None] = [
             hooks.IterationTimer(),
             hooks.LRScheduler(self.optimizer, self.scheduler),
+            # before evaluation, on data of a second train loader (as detectron2 does)
+            (
+                hooks.PreciseBN(
+                    cfg.TEST.EVAL_PERIOD,
+                    self.model,
+                    self.build_train_loader(cfg),
+                    cfg.TEST.PRECISE_BN.NUM_ITER,
+                )
+                if cfg.TEST.PRECISE_BN.ENABLED and get_bn_modules(self.model)
+                else None
+            ),
         ]
         # on every process: all take part in gathering the RNG states; rank 0 writes
         result.append(hooks.PeriodicCheckpointer(self.checkpointer, cfg.SOLVER.CHECKPOINT_PERIOD))

@@ -1,24 +1,35 @@
-"""Training hooks: timer, LR scheduler, periodic checkpoints, evaluation and metric writers."""
+"""Training hooks: timer, LR scheduler, precise BN, periodic checkpoints, evaluation and
+metric writers."""
 
 from __future__ import annotations
 
 import datetime
+import itertools
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
 from fvcore.common.checkpoint import Checkpointer
+from fvcore.nn.precise_bn import get_bn_modules, update_bn_stats
+from torch import nn
 
 from ..utils import comm
-from ..utils.events import EventWriter
+from ..utils.events import EventStorage, EventWriter
 from .rng import get_rng_states
 from .train_loop import HookBase
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["EvalHook", "IterationTimer", "LRScheduler", "PeriodicCheckpointer", "PeriodicWriter"]
+__all__ = [
+    "EvalHook",
+    "IterationTimer",
+    "LRScheduler",
+    "PeriodicCheckpointer",
+    "PeriodicWriter",
+    "PreciseBN",
+]
 
 
 class IterationTimer(HookBase):
@@ -77,6 +88,55 @@ class LRScheduler(HookBase):
 
     def state_dict(self) -> dict[str, Any]:
         return self.scheduler.state_dict()
+
+
+class PreciseBN(HookBase):
+    """Recomputes the BatchNorm statistics (detectron2's ``hooks.PreciseBN``).
+
+    Every ``period`` iterations and after the last one, the running mean and variance of every
+    BatchNorm layer of ``model`` that is in training mode are replaced by the population
+    statistics of ``num_iter`` batches from ``data_loader``, computed with the current weights
+    by fvcore's ``update_bn_stats`` (training-mode forwards without gradients; the loader's
+    iterator is kept between calls). Registered before :class:`EvalHook`, so the evaluation of
+    the same iteration sees the new statistics. A model without such layers disables the hook.
+    """
+
+    def __init__(self, period: int, model: nn.Module, data_loader: Iterable, num_iter: int) -> None:
+        self._disabled = len(get_bn_modules(model)) == 0
+        if self._disabled:
+            logger.info("PreciseBN is disabled: the model has no BatchNorm layer in training mode")
+            return
+        self._period = period
+        self._model = model
+        self._data_loader = data_loader
+        self._num_iter = num_iter
+        self._data_iter: Iterator | None = None
+
+    def after_step(self) -> None:
+        next_iter = self.trainer.iter + 1
+        is_final = next_iter == self.trainer.max_iter
+        if is_final or (self._period > 0 and next_iter % self._period == 0):
+            self.update_stats()
+
+    def _batches(self) -> Iterator:
+        if self._data_iter is None:
+            self._data_iter = iter(self._data_loader)
+        for i in itertools.count(1):
+            if i % 100 == 0:
+                logger.info("Running precise BN ... %d/%d iterations", i, self._num_iter)
+            yield next(self._data_iter)
+
+    def update_stats(self) -> None:
+        """Recompute the statistics now (does nothing when the hook is disabled)."""
+        if self._disabled:
+            return
+        logger.info(
+            "Running precise BN for %d iterations (the statistics differ from run to run "
+            "with the batches drawn)",
+            self._num_iter,
+        )
+        with EventStorage():  # events of these forwards are discarded
+            update_bn_stats(self._model, self._batches(), self._num_iter)
 
 
 class PeriodicCheckpointer(HookBase):

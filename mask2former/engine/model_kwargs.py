@@ -15,15 +15,16 @@ def model_kwargs_from_metadata(cfg: CfgNode) -> dict[str, Any]:
     """Keyword arguments for ``build_model(cfg, **kwargs)``.
 
     A :class:`MaskFormer` (or a subclass, under any registered name) gets ``thing_ids``, the
-    contiguous ids of thing classes, from the metadata of the first test (else train)
-    dataset; panoptic and instance inference need them. Other meta-architectures get
+    contiguous ids of thing classes, from the metadata of ``DATASETS.TRAIN[0]`` (the dataset
+    the official ``MaskFormer.from_config`` reads, at test time too; else the first test
+    dataset); panoptic and instance inference need them. Other meta-architectures get
     nothing: they are built as ``cls(cfg)``, detectron2's convention.
     """
     name = cfg.MODEL.META_ARCHITECTURE
     meta_arch = META_ARCH_REGISTRY.get(name) if name in META_ARCH_REGISTRY else None
     if not (isinstance(meta_arch, type) and issubclass(meta_arch, MaskFormer)):
         return {}
-    names = list(cfg.DATASETS.TEST) + list(cfg.DATASETS.TRAIN)
+    names = list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST)
     if not names:
         return {}
     mapping = MetadataCatalog.get(names[0]).get("thing_dataset_id_to_contiguous_id")

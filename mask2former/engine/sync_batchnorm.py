@@ -9,12 +9,14 @@ from torch import nn
 from ..utils import comm
 
 
-class CPUSyncBatchNorm(nn.modules.batchnorm._BatchNorm):
+class CPUSyncBatchNorm(nn.BatchNorm2d):
     """Batch norm whose training statistics are averaged over all processes.
 
     Each process contributes its per-channel mean and mean of squares with equal weight (every
     process has the same batch size). Gradients flow through the all-reduce.
-    Input: (N, C, ...), as ``nn.SyncBatchNorm``.
+    Input: (N, C, ...), as ``nn.SyncBatchNorm``. A ``BatchNorm2d`` (not an ``nn.SyncBatchNorm``,
+    which DDP refuses on CPU), so that what finds BatchNorm layers finds it: the optimizer's
+    normalisation-layer weight decay and precise BN (fvcore ``get_bn_modules``).
     """
 
     def _check_input_dim(self, x: torch.Tensor) -> None:

@@ -67,7 +67,8 @@ class SetCriterion(nn.Module):
     ``forward(outputs, targets)``: ``outputs`` {"pred_logits": (B, Q, K + 1), "pred_masks":
     (B, Q, h, w) logits, optional "aux_outputs": list of dicts with the same two keys};
     ``targets`` a list of B dicts {"labels": (n_i,) long in [0, K), "masks": (n_i, H, W)
-    binary}. Returns {loss name: weighted scalar}; every key of ``weight_dict`` exactly.
+    binary}. Returns {loss name: weighted scalar}; every key of ``weight_dict`` exactly
+    (losses of auxiliary outputs that have no weight are computed, as officially, then dropped).
     """
 
     @configurable
@@ -199,15 +200,24 @@ class SetCriterion(nn.Module):
         return self.weighted(losses)
 
     def weighted(self, losses: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Multiply each loss by its weight; the keys must be exactly ``weight_dict``'s."""
-        if set(losses) != set(self.weight_dict):
-            missing = sorted(set(self.weight_dict) - set(losses))
-            unexpected = sorted(set(losses) - set(self.weight_dict))
+        """Multiply each loss by its weight and drop the losses that have none.
+
+        As in the official model, a loss without a weight is computed but not returned: the
+        Mask2Former decoder always returns its auxiliary predictions, and with
+        ``DEEP_SUPERVISION`` off only the final prediction is weighted. A weight without a
+        loss raises (fewer auxiliary outputs than ``DEC_LAYERS - 1``).
+        """
+        missing = sorted(set(self.weight_dict) - set(losses))
+        if missing:
             raise ValueError(
-                f"SetCriterion: losses without a weight {unexpected}, weights without a loss "
-                f"{missing} (is the number of auxiliary outputs DEC_LAYERS - 1?)"
+                f"SetCriterion: weights without a loss {missing} (is the number of auxiliary "
+                "outputs DEC_LAYERS - 1?)"
             )
-        return {name: value * self.weight_dict[name] for name, value in losses.items()}
+        return {
+            name: value * self.weight_dict[name]
+            for name, value in losses.items()
+            if name in self.weight_dict
+        }
 
     @staticmethod
     def num_masks(targets: list[dict[str, torch.Tensor]], device: torch.device) -> float:

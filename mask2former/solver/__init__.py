@@ -2,8 +2,8 @@
 
 from .build import (
     LRMultiplier,
-    PolyWithConstantEnding,
     WarmupParamScheduler,
+    WarmupPolyParamScheduler,
     build_lr_scheduler,
     build_optimizer,
     get_param_groups,
@@ -13,8 +13,8 @@ from .build import (
 
 __all__ = [
     "LRMultiplier",
-    "PolyWithConstantEnding",
     "WarmupParamScheduler",
+    "WarmupPolyParamScheduler",
     "build_lr_scheduler",
     "build_optimizer",
     "get_param_groups",

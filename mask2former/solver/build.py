@@ -1,17 +1,20 @@
 """Optimizer (parameter groups, gradient clipping) and LR scheduler built from the config.
 
 ``build_optimizer(cfg, model)`` returns an AdamW or SGD optimizer whose parameter groups carry
-the published Mask2Former rules: the backbone's learning rate is scaled by
-``SOLVER.BACKBONE_MULTIPLIER``; normalisation layers get ``SOLVER.WEIGHT_DECAY_NORM``;
-embeddings (``nn.Embedding``, e.g. query and level embeddings) and Swin's
-``relative_position_bias_table`` / ``absolute_pos_embed`` get ``SOLVER.WEIGHT_DECAY_EMBED``.
-``build_lr_scheduler(cfg, optimizer)`` returns an :class:`LRMultiplier` driven by fvcore
-param schedulers.
+the published Mask2Former rules (``train_net.py`` ``Trainer.build_optimizer``): the backbone's
+learning rate is scaled by ``SOLVER.BACKBONE_MULTIPLIER``; normalisation layers get
+``SOLVER.WEIGHT_DECAY_NORM``; embeddings (``nn.Embedding``, e.g. query and level embeddings)
+get ``SOLVER.WEIGHT_DECAY_EMBED``; Swin's ``relative_position_bias_table`` /
+``absolute_pos_embed`` get no weight decay. ``build_lr_scheduler(cfg, optimizer)`` returns an
+:class:`LRMultiplier` driven by fvcore param schedulers: detectron2's multi-step and cosine
+schedules, and DeepLab's ``WarmupPolyLR`` (the published code imports
+``detectron2.projects.deeplab.build_lr_scheduler``).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -23,7 +26,6 @@ from fvcore.common.param_scheduler import (
     LinearParamScheduler,
     MultiStepParamScheduler,
     ParamScheduler,
-    PolynomialDecayParamScheduler,
 )
 from torch import nn
 
@@ -31,6 +33,8 @@ from ..config import CfgNode, ConfigError
 
 logger = logging.getLogger(__name__)
 
+# The published build_optimizer's list. detectron2's channel-first LayerNorm (NORM "LN", our
+# LayerNorm2d) is not in it, so its parameters get SOLVER.WEIGHT_DECAY there, and here.
 NORM_MODULE_TYPES: tuple[type[nn.Module], ...] = (
     nn.BatchNorm1d,
     nn.BatchNorm2d,
@@ -43,15 +47,9 @@ NORM_MODULE_TYPES: tuple[type[nn.Module], ...] = (
     nn.LayerNorm,
     nn.LocalResponseNorm,
 )
-# Parameter names (last component) treated as embeddings although they are plain Parameters.
-EMBED_PARAM_NAMES = ("relative_position_bias_table", "absolute_pos_embed")
-
-
-def _norm_module_types() -> tuple[type[nn.Module], ...]:
-    """torch's normalisation layers plus ours (FrozenBatchNorm2d has no parameters)."""
-    from ..layers import LayerNorm2d
-
-    return NORM_MODULE_TYPES + (LayerNorm2d,)
+# Parameters (by the last component of their name) that get no weight decay: Swin's position
+# tables, set to 0.0 in the published build_optimizer whatever SOLVER.WEIGHT_DECAY_EMBED says.
+NO_DECAY_PARAM_NAMES = ("relative_position_bias_table", "absolute_pos_embed")
 
 
 # --------------------------------------------------------------------------- #
@@ -71,7 +69,7 @@ def get_param_groups(
     A parameter shared by several modules is listed once (under its first owner). Each group
     also has ``"name"`` (the parameter's qualified name) so logs and tests can find it.
     """
-    norm_types = _norm_module_types()
+    norm_types = NORM_MODULE_TYPES
     seen: set[int] = set()
     groups = []
     for module_name, module in model.named_modules():
@@ -82,8 +80,10 @@ def get_param_groups(
             lr = base_lr * (backbone_multiplier if "backbone" in module_name else 1.0)
             if isinstance(module, norm_types):
                 decay = weight_decay_norm
-            elif isinstance(module, nn.Embedding) or param_name in EMBED_PARAM_NAMES:
+            elif isinstance(module, nn.Embedding):
                 decay = weight_decay_embed
+            elif param_name in NO_DECAY_PARAM_NAMES:
+                decay = 0.0
             else:
                 decay = weight_decay
             name = f"{module_name}.{param_name}" if module_name else param_name
@@ -113,16 +113,17 @@ def with_gradient_clipping(
 ) -> type[torch.optim.Optimizer]:
     """A subclass of ``optimizer_type`` whose ``step`` clips gradients first.
 
-    ``clip_type``: ``"full_model"`` clips the norm of all gradients together (published
-    Mask2Former); ``"value"`` / ``"norm"`` clip each parameter group's gradients on their own
-    (detectron2; with one parameter per group this is per parameter). The subclass keeps the
-    optimizer's ``state_dict`` format, so checkpoints load into the plain optimizer.
+    ``clip_type``: ``"full_model"`` clips the 2-norm of all gradients together (published
+    Mask2Former, which ignores ``norm_type`` there); ``"value"`` / ``"norm"`` clip each
+    parameter group's gradients on their own (detectron2; with one parameter per group this is
+    per parameter). The subclass keeps the optimizer's ``state_dict`` format, so checkpoints
+    load into the plain optimizer.
     """
     if clip_type == "full_model":
 
         def clip(groups: list[dict]) -> None:
             params = [p for g in groups for p in g["params"]]
-            torch.nn.utils.clip_grad_norm_(params, clip_value, norm_type)
+            torch.nn.utils.clip_grad_norm_(params, clip_value)
 
     else:
         clip_one = _per_param_clipper(clip_type, clip_value, norm_type)
@@ -176,7 +177,8 @@ def _optimizer_type(cfg: CfgNode) -> tuple[type[torch.optim.Optimizer], dict[str
     if name == "ADAMW":
         return torch.optim.AdamW, {}
     if name == "SGD":
-        return torch.optim.SGD, {"momentum": cfg.SOLVER.MOMENTUM, "nesterov": cfg.SOLVER.NESTEROV}
+        # as published: no Nesterov (SOLVER.NESTEROV is refused by config.check_supported)
+        return torch.optim.SGD, {"momentum": cfg.SOLVER.MOMENTUM}
     raise ConfigError(f"SOLVER.OPTIMIZER must be 'ADAMW' or 'SGD', got {cfg.SOLVER.OPTIMIZER!r}")
 
 
@@ -194,7 +196,8 @@ def build_optimizer(cfg: CfgNode, model: nn.Module) -> torch.optim.Optimizer:
         raise ValueError("build_optimizer: the model has no trainable parameters")
     optimizer_type, extra = _optimizer_type(cfg)
     clip = cfg.SOLVER.CLIP_GRADIENTS
-    if clip.ENABLED:
+    # published: full-model clipping only with a positive CLIP_VALUE, else none at all
+    if clip.ENABLED and not (clip.CLIP_TYPE == "full_model" and clip.CLIP_VALUE <= 0.0):
         optimizer_type = with_gradient_clipping(
             optimizer_type,
             clip_type=clip.CLIP_TYPE,
@@ -207,18 +210,50 @@ def build_optimizer(cfg: CfgNode, model: nn.Module) -> torch.optim.Optimizer:
 # --------------------------------------------------------------------------- #
 # LR schedules
 # --------------------------------------------------------------------------- #
-class PolyWithConstantEnding(ParamScheduler):
-    """``(1 - where) ** power``, held at ``constant_ending`` once it falls below it (0: off)."""
+class WarmupPolyParamScheduler(ParamScheduler):
+    """DeepLab's ``WarmupPolyLR`` as a multiplier of training progress ``where = it / max_iter``.
 
-    def __init__(self, power: float, constant_ending: float = 0.0) -> None:
-        self._poly = PolynomialDecayParamScheduler(1.0, power)
+    ``factor(it) = warmup(it) * (1 - it / max_iter) ** power``, with ``warmup(it)`` detectron2's
+    warm-up factor (``warmup_factor`` -> 1 linearly over ``warmup_iters``, or constant, then 1);
+    after the warm-up a positive ``constant_ending`` holds the factor once the poly term falls
+    below it. The same floats as ``detectron2.projects.deeplab.lr_scheduler.WarmupPolyLR``.
+    """
+
+    def __init__(
+        self,
+        max_iter: int,
+        *,
+        warmup_factor: float,
+        warmup_iters: int,
+        warmup_method: str,
+        power: float,
+        constant_ending: float = 0.0,
+    ) -> None:
+        if warmup_method not in ("linear", "constant"):
+            raise ConfigError(
+                f"SOLVER.WARMUP_METHOD must be 'linear' or 'constant', got {warmup_method!r}"
+            )
+        self._max_iter = max_iter
+        self._warmup = (warmup_factor, warmup_iters, warmup_method)
+        self._power = power
         self._ending = constant_ending
 
+    def _warmup_factor(self, it: int) -> float:
+        factor, iters, method = self._warmup
+        if it >= iters:
+            return 1.0
+        if method == "constant":
+            return factor
+        alpha = it / iters
+        return factor * (1 - alpha) + alpha
+
     def __call__(self, where: float) -> float:
-        value = self._poly(where)
-        if self._ending > 0 and value < self._ending:
+        it = round(where * self._max_iter)  # where is it / max_iter: recover the iteration
+        warmup = self._warmup_factor(it)
+        poly = math.pow(1.0 - it / self._max_iter, self._power)
+        if self._ending > 0 and warmup == 1.0 and poly < self._ending:
             return self._ending
-        return value
+        return warmup * poly
 
 
 class WarmupParamScheduler(CompositeParamScheduler):
@@ -293,9 +328,12 @@ def _main_schedule(cfg: CfgNode) -> ParamScheduler:
             num_updates=solver.MAX_ITER,
         )
     if name == "WarmupCosineLR":
-        return CosineParamScheduler(1.0, solver.BASE_LR_END / solver.BASE_LR)
-    if name == "WarmupPolyLR":
-        return PolyWithConstantEnding(solver.POLY_LR_POWER, solver.POLY_LR_CONSTANT_ENDING)
+        end_value = solver.BASE_LR_END / solver.BASE_LR
+        if not 0.0 <= end_value <= 1.0:
+            raise ConfigError(
+                f"SOLVER.BASE_LR_END / SOLVER.BASE_LR must be in [0, 1], got {end_value}"
+            )
+        return CosineParamScheduler(1.0, end_value)
     raise ConfigError(
         "SOLVER.LR_SCHEDULER_NAME must be WarmupMultiStepLR, WarmupCosineLR or WarmupPolyLR, "
         f"got {name!r}"
@@ -309,6 +347,17 @@ def build_lr_scheduler(
     solver = cfg.SOLVER
     if solver.MAX_ITER <= 0:
         raise ConfigError(f"SOLVER.MAX_ITER must be positive, got {solver.MAX_ITER}")
+    if solver.LR_SCHEDULER_NAME == "WarmupPolyLR":
+        # DeepLab's schedule multiplies its own warm-up into the poly term
+        poly = WarmupPolyParamScheduler(
+            solver.MAX_ITER,
+            warmup_factor=solver.WARMUP_FACTOR,
+            warmup_iters=solver.WARMUP_ITERS,
+            warmup_method=solver.WARMUP_METHOD,
+            power=solver.POLY_LR_POWER,
+            constant_ending=solver.POLY_LR_CONSTANT_ENDING,
+        )
+        return LRMultiplier(optimizer, poly, max_iter=solver.MAX_ITER)
     schedule = WarmupParamScheduler(
         _main_schedule(cfg),
         solver.WARMUP_FACTOR,

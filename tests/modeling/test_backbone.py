@@ -7,9 +7,9 @@ import pytest
 import torch
 import torchvision
 
-from mask2former.config import get_cfg
+from mask2former.config import ConfigError, get_cfg
 from mask2former.layers import FrozenBatchNorm2d
-from mask2former.modeling import build_backbone
+from mask2former.modeling import build_backbone, build_model
 from mask2former.modeling.backbone.swin import D2SwinTransformer
 from tests.published import CONFIG_DIR, published_configs
 
@@ -200,11 +200,53 @@ def test_norm_choices(norm):
     assert isinstance(backbone.res4[0].conv2.norm, expected)
 
 
-def test_deformable_resnet_is_refused_naming_the_key():
+@pytest.mark.parametrize(
+    "key, value",
+    [
+        ("DEFORM_ON_PER_STAGE", [False, True, True, True]),
+        ("DEFORM_MODULATED", True),
+        ("DEFORM_NUM_GROUPS", 2),
+    ],
+)
+def test_deformable_resnet_is_refused_naming_the_key(key, value):
+    """Deformable convolutions are not implemented: any DEFORM_* value but the default is
+    refused when the model is built (mask2former.config.check_supported)."""
     cfg = _resnet_cfg(50)
-    cfg.MODEL.RESNETS.DEFORM_ON_PER_STAGE = [False, True, True, True]
-    with pytest.raises(NotImplementedError, match="MODEL.RESNETS.DEFORM_ON_PER_STAGE"):
+    cfg.MODEL.RESNETS[key] = value
+    with pytest.raises(ConfigError, match=f"MODEL.RESNETS.{key} = "):
+        build_model(cfg)
+
+
+@pytest.mark.parametrize(
+    "builder, depth, overrides, message",
+    [
+        # detectron2 resnet.py build_resnet_backbone: asserts for R18/R34
+        ("build_resnet_backbone", 18, {"NUM_GROUPS": 2}, r"got 64, 1 and 2"),
+        ("build_resnet_backbone", 34, {"RES2_OUT_CHANNELS": 256}, r"got 256, 1 and 1"),
+        ("build_resnet_backbone", 50, {"RES5_DILATION": 4}, "RES5_DILATION must be one of"),
+        # DeepLab resnet.py build_resnet_deeplab_backbone: depths 50/101/152 only
+        ("build_resnet_deeplab_backbone", 18, {}, "DEPTH must be one of"),
+        ("build_resnet_deeplab_backbone", 50, {"RES5_DILATION": 3}, "RES5_DILATION must be one"),
+        ("build_resnet_deeplab_backbone", 50, {"STEM_TYPE": "fancy"}, "STEM_TYPE"),
+    ],
+)
+def test_resnet_values_the_official_builders_refuse(builder, depth, overrides, message):
+    cfg = _resnet_cfg(depth, **overrides)
+    cfg.MODEL.BACKBONE.NAME = builder
+    with pytest.raises(ConfigError, match=message):
         build_backbone(cfg)
+
+
+def test_deeplab_resnet_dilates_res5_by_four():
+    """DeepLab's builder accepts RES5_DILATION 4 (stride 1 in res5, dilation 4 * multi-grid),
+    as projects/DeepLab/deeplab/resnet.py build_resnet_deeplab_backbone does."""
+    cfg = _resnet_cfg(50, RES5_DILATION=4, RES5_MULTI_GRID=[1, 2, 4], STEM_TYPE="deeplab")
+    cfg.MODEL.BACKBONE.NAME = "build_resnet_deeplab_backbone"
+    with torch.device("meta"):
+        backbone = build_backbone(cfg)
+    assert [block.conv2.dilation for block in backbone.res5] == [(4, 4), (8, 8), (16, 16)]
+    assert backbone.res5[0].conv1.stride == (1, 1) and backbone.res5[0].conv2.stride == (1, 1)
+    assert backbone.output_shape()["res5"].stride == 16
 
 
 def test_unknown_backbone_name_lists_registered_names():

@@ -218,9 +218,22 @@ def test_bad_targets_and_aux_count_raise():
     with pytest.raises(ValueError, match=r"labels must be in \[0, 4\)"):
         criterion(outputs, targets)
     outputs, targets = _batch()
-    outputs["aux_outputs"] = [_batch(seed=9)[0]]  # one aux output, but no aux weights
-    with pytest.raises(ValueError, match="loss_ce_0"):
-        criterion(outputs, targets)
+    aux_criterion = _criterion("full", num_aux=1)
+    with pytest.raises(ValueError, match="weights without a loss.*loss_ce_0"):
+        aux_criterion(outputs, targets)  # aux weights, but no aux output
+
+
+def test_aux_losses_without_a_weight_are_dropped():
+    """As the official MaskFormer.forward does (losses not in weight_dict are popped): the
+    Mask2Former decoder always returns aux outputs, DEEP_SUPERVISION False weights none."""
+    criterion = _criterion("full")
+    outputs, targets = _batch()
+    expected = criterion(outputs, targets)
+    outputs["aux_outputs"] = [_batch(seed=9)[0]]
+    losses = criterion(outputs, targets)
+    assert set(losses) == {"loss_ce", "loss_mask", "loss_dice"}
+    for name, value in expected.items():
+        torch.testing.assert_close(losses[name], value, rtol=0, atol=0)
 
 
 def test_build_criterion_from_published_configs():

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from mask2former.config import ConfigError, get_cfg
+from mask2former.config import ConfigError, check_supported, get_cfg
 from mask2former.layers import LayerNorm2d
 from mask2former.solver import build_lr_scheduler, build_optimizer
 
@@ -58,12 +58,14 @@ def test_parameter_groups_lr_and_weight_decay():
         "backbone.0.bias": (0.01, 0.05),
         "backbone.1.weight": (0.01, 0.01),
         "backbone.1.bias": (0.01, 0.01),
-        "backbone.2.relative_position_bias_table": (0.01, 0.02),
-        "backbone.2.absolute_pos_embed": (0.01, 0.02),
+        # Mask2Former train_net.py build_optimizer: 0.0, whatever WEIGHT_DECAY_EMBED says
+        "backbone.2.relative_position_bias_table": (0.01, 0.0),
+        "backbone.2.absolute_pos_embed": (0.01, 0.0),
         "backbone.2.proj.weight": (0.01, 0.05),
         "backbone.2.proj.bias": (0.01, 0.05),
-        "backbone.ln2d.weight": (0.01, 0.01),
-        "backbone.ln2d.bias": (0.01, 0.01),
+        # detectron2's "LN" layer is not among the published norm types: ordinary decay
+        "backbone.ln2d.weight": (0.01, 0.05),
+        "backbone.ln2d.bias": (0.01, 0.05),
         "head.0.weight": (0.1, 0.05),
         "head.0.bias": (0.1, 0.05),
         "head.1.weight": (0.1, 0.01),
@@ -98,11 +100,15 @@ def test_adamw_applies_decoupled_weight_decay_per_group():
         torch.testing.assert_close(params[name].detach(), before[name] * (1 - lr * decay))
 
 
-def test_sgd_momentum_and_nesterov():
-    cfg = _cfg(OPTIMIZER="SGD", MOMENTUM=0.8, NESTEROV=True)
+def test_sgd_momentum_without_nesterov():
+    """Mask2Former train_net.py: ``torch.optim.SGD(params, BASE_LR, momentum=MOMENTUM)``;
+    SOLVER.NESTEROV is not read, so setting it is refused."""
+    cfg = _cfg(OPTIMIZER="SGD", MOMENTUM=0.8)
     optimizer = build_optimizer(cfg, Model())
     assert type(optimizer) is torch.optim.SGD
-    assert all(g["momentum"] == 0.8 and g["nesterov"] for g in optimizer.param_groups)
+    assert all(g["momentum"] == 0.8 and not g["nesterov"] for g in optimizer.param_groups)
+    with pytest.raises(ConfigError, match="SOLVER.NESTEROV = True is not supported"):
+        check_supported(_cfg(OPTIMIZER="SGD", NESTEROV=True))
 
 
 def _clip_model_and_step(clip_type: str, clip_value: float):
@@ -133,6 +139,25 @@ def test_full_model_clipping_scales_all_gradients_together():
     )
     plain.load_state_dict(optimizer.state_dict())
     assert plain.param_groups[0]["name"] == "a"
+
+
+def test_full_model_clipping_is_off_without_a_positive_value_and_uses_the_2_norm():
+    """Mask2Former train_net.py maybe_add_full_model_gradient_clipping: enabled only when
+    CLIP_VALUE > 0, ``clip_grad_norm_(all_params, CLIP_VALUE)`` (NORM_TYPE not read)."""
+    a, b, _ = _clip_model_and_step("full_model", 0.0)
+    torch.testing.assert_close(a, torch.tensor([3.0, 4.0]))
+    torch.testing.assert_close(b, torch.tensor([12.0]))
+    model = nn.Module()
+    model.a = nn.Parameter(torch.zeros(2))
+    cfg = _cfg(OPTIMIZER="SGD", MOMENTUM=0.0, BASE_LR=1.0, WEIGHT_DECAY=0.0)
+    cfg.SOLVER.CLIP_GRADIENTS.ENABLED = True
+    cfg.SOLVER.CLIP_GRADIENTS.CLIP_TYPE = "full_model"
+    cfg.SOLVER.CLIP_GRADIENTS.CLIP_VALUE = 1.0
+    cfg.SOLVER.CLIP_GRADIENTS.NORM_TYPE = 1.0
+    optimizer = build_optimizer(cfg, model)
+    model.a.grad = torch.tensor([3.0, 4.0])  # 2-norm 5 (1-norm 7)
+    optimizer.step()
+    torch.testing.assert_close(-model.a.detach(), torch.tensor([3.0, 4.0]) / 5.0)
 
 
 def test_per_parameter_norm_clipping():
@@ -222,15 +247,28 @@ def test_warmup_cosine_lr(t):
     assert lrs[t] == pytest.approx(expected, rel=1e-9)
 
 
-@pytest.mark.parametrize("t", [0, 5, 10, 50, 90, 99])
+def _deeplab_poly(t: int, power: float = 0.9, ending: float = 0.0) -> float:
+    """detectron2 projects/DeepLab/deeplab/lr_scheduler.py WarmupPolyLR.get_lr, rewritten:
+    the warm-up factor multiplies the poly term of the same iteration."""
+    warmup = 1.0 if t >= WARMUP_ITERS else WARMUP_FACTOR * (1 - t / WARMUP_ITERS) + t / WARMUP_ITERS
+    poly = (1.0 - t / MAX_ITER) ** power
+    if ending > 0 and warmup == 1.0 and poly < ending:
+        return BASE_LR * ending
+    return BASE_LR * warmup * poly
+
+
+@pytest.mark.parametrize("t", [0, 1, 5, 9, 10, 50, 90, 99])
 def test_warmup_poly_lr(t):
     lrs = _lrs("WarmupPolyLR", POLY_LR_POWER=0.9)
+    assert lrs[t] == pytest.approx(_deeplab_poly(t), rel=1e-12)
 
-    def poly(i: int) -> float:
-        return BASE_LR * (1 - i / MAX_ITER) ** 0.9
 
-    expected = _warmup(t, poly(WARMUP_ITERS) / BASE_LR) if t < WARMUP_ITERS else poly(t)
-    assert lrs[t] == pytest.approx(expected, rel=1e-9)
+def test_warmup_poly_lr_constant_ending_waits_for_the_warm_up():
+    """During the warm-up DeepLab's schedule does not hold the constant ending."""
+    lrs = _lrs("WarmupPolyLR", POLY_LR_POWER=50.0, POLY_LR_CONSTANT_ENDING=0.8)
+    for t in (0, 3, 9, 10, 50, 99):
+        assert lrs[t] == pytest.approx(_deeplab_poly(t, 50.0, 0.8), rel=1e-12), t
+    assert lrs[5] < BASE_LR * 0.8 and lrs[10] == pytest.approx(BASE_LR * 0.8)
 
 
 def test_poly_lr_constant_ending_and_no_warmup():

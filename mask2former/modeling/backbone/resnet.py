@@ -14,6 +14,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from mask2former.config import ConfigError
 from mask2former.layers import Conv2d, FrozenBatchNorm2d, ShapeSpec, c2_msra_fill, get_norm
 
 from .backbone import Backbone
@@ -263,37 +264,46 @@ def make_stage(
     return blocks
 
 
-def _check_unsupported(cfg) -> None:
-    if any(cfg.MODEL.RESNETS.DEFORM_ON_PER_STAGE):
-        raise NotImplementedError(
-            "MODEL.RESNETS.DEFORM_ON_PER_STAGE: deformable convolutions in the ResNet are not "
-            f"supported; got {list(cfg.MODEL.RESNETS.DEFORM_ON_PER_STAGE)}, set all to False"
-        )
+def _check_resnet_cfg(
+    cfg, res5_multi_grid: Sequence[int], depths: Sequence[int], res5_dilations: Sequence[int]
+) -> None:
+    """Refuse MODEL.RESNETS values the official builder refuses, naming the key.
 
-
-def _check_resnet_cfg(cfg, res5_multi_grid: Sequence[int]) -> None:
-    """Refuse MODEL.RESNETS values detectron2 would refuse, naming the key."""
-    _check_unsupported(cfg)
+    ``depths`` and ``res5_dilations`` are what the builder accepts (detectron2's: all depths,
+    dilation 1 or 2; DeepLab's: 50/101/152, dilation 1, 2 or 4). Deformable convolutions
+    (``DEFORM_*``) are refused by :func:`mask2former.config.check_supported`.
+    """
     _check_out_features(cfg)
     r = cfg.MODEL.RESNETS
-    if r.DEPTH not in BLOCKS_PER_STAGE:
-        raise ValueError(f"MODEL.RESNETS.DEPTH must be one of {sorted(BLOCKS_PER_STAGE)}")
-    if r.RES5_DILATION not in (1, 2):
-        raise ValueError(f"MODEL.RESNETS.RES5_DILATION must be 1 or 2, got {r.RES5_DILATION}")
+    if r.DEPTH not in depths:
+        raise ConfigError(f"MODEL.RESNETS.DEPTH must be one of {list(depths)}, got {r.DEPTH}")
+    if r.RES5_DILATION not in res5_dilations:
+        raise ConfigError(
+            f"MODEL.RESNETS.RES5_DILATION must be one of {list(res5_dilations)}, "
+            f"got {r.RES5_DILATION}"
+        )
     if len(res5_multi_grid) != BLOCKS_PER_STAGE[r.DEPTH][3]:
-        raise ValueError(
+        raise ConfigError(
             f"MODEL.RESNETS.RES5_MULTI_GRID needs one entry per res5 block, got {res5_multi_grid}"
         )
-    if r.DEPTH in (18, 34) and (r.RES2_OUT_CHANNELS != 64 or r.RES5_DILATION != 1):
-        raise ValueError(
-            "ResNet-18/34 need MODEL.RESNETS.RES2_OUT_CHANNELS = 64 and RES5_DILATION = 1, got "
-            f"{r.RES2_OUT_CHANNELS} and {r.RES5_DILATION}"
+    if r.DEPTH in (18, 34) and (
+        r.RES2_OUT_CHANNELS != 64 or r.RES5_DILATION != 1 or r.NUM_GROUPS != 1
+    ):
+        raise ConfigError(
+            "ResNet-18/34 need MODEL.RESNETS.RES2_OUT_CHANNELS = 64, RES5_DILATION = 1 and "
+            f"NUM_GROUPS = 1, got {r.RES2_OUT_CHANNELS}, {r.RES5_DILATION} and {r.NUM_GROUPS}"
         )
 
 
-def _build_stages(cfg, in_channels: int, res5_multi_grid: Sequence[int]) -> list[list[nn.Module]]:
+def _build_stages(
+    cfg,
+    in_channels: int,
+    res5_multi_grid: Sequence[int],
+    depths: Sequence[int] = tuple(BLOCKS_PER_STAGE),
+    res5_dilations: Sequence[int] = (1, 2),
+) -> list[list[nn.Module]]:
     """Stages res2..res{max out feature} as detectron2 builds them from MODEL.RESNETS."""
-    _check_resnet_cfg(cfg, res5_multi_grid)
+    _check_resnet_cfg(cfg, res5_multi_grid, depths, res5_dilations)
     r = cfg.MODEL.RESNETS
     basic = r.DEPTH in (18, 34)
     stage_ids = [int(name[len("res") :]) for name in r.OUT_FEATURES]
@@ -302,7 +312,7 @@ def _build_stages(cfg, in_channels: int, res5_multi_grid: Sequence[int]) -> list
     for stage_id, num_blocks in zip(range(2, max(stage_ids) + 1), BLOCKS_PER_STAGE[r.DEPTH]):
         dilation = r.RES5_DILATION if stage_id == 5 else 1
         grid = res5_multi_grid if stage_id == 5 else [1] * num_blocks
-        first_stride = 1 if stage_id == 2 or (stage_id == 5 and dilation == 2) else 2
+        first_stride = 1 if stage_id == 2 or dilation > 1 else 2
         kwargs = {"norm": r.NORM}
         if not basic:
             kwargs.update(
@@ -331,7 +341,7 @@ def _check_out_features(cfg) -> None:
     allowed = {"res2", "res3", "res4", "res5"}
     bad = [f for f in cfg.MODEL.RESNETS.OUT_FEATURES if f not in allowed]
     if bad or not cfg.MODEL.RESNETS.OUT_FEATURES:
-        raise ValueError(
+        raise ConfigError(
             f"MODEL.RESNETS.OUT_FEATURES must be a non-empty subset of res2..res5, got {bad or '[]'}"
         )
 
@@ -353,7 +363,12 @@ def build_resnet_deeplab_backbone(cfg, input_shape: ShapeSpec) -> ResNet:
     r = cfg.MODEL.RESNETS
     stems = {"basic": BasicStem, "deeplab": DeepLabStem}
     if r.STEM_TYPE not in stems:
-        raise ValueError(f"MODEL.RESNETS.STEM_TYPE must be one of {sorted(stems)}")
+        raise ConfigError(
+            f"MODEL.RESNETS.STEM_TYPE must be one of {sorted(stems)}, got {r.STEM_TYPE!r}"
+        )
     stem = stems[r.STEM_TYPE](input_shape.channels, r.STEM_OUT_CHANNELS, r.NORM)
-    stages = _build_stages(cfg, r.STEM_OUT_CHANNELS, list(r.RES5_MULTI_GRID))
+    # DeepLab's builder knows only the bottleneck depths, and also dilates res5 by 4
+    stages = _build_stages(
+        cfg, r.STEM_OUT_CHANNELS, list(r.RES5_MULTI_GRID), (50, 101, 152), (1, 2, 4)
+    )
     return ResNet(stem, stages, r.OUT_FEATURES, freeze_at=cfg.MODEL.BACKBONE.FREEZE_AT)

@@ -3,7 +3,7 @@
 Keys (under ``backbone.`` in a full model): ``patch_embed.proj``, ``patch_embed.norm``,
 ``absolute_pos_embed`` (with APE), ``layers.{i}.blocks.{j}.{norm1, attn.qkv, attn.proj,
 attn.relative_position_bias_table, attn.relative_position_index, norm2, mlp.fc1, mlp.fc2}``,
-``layers.{i}.downsample.{reduction, norm}`` and ``norm{i}`` for each returned stage i.
+``layers.{i}.downsample.{reduction, norm}`` and ``norm{i}`` for each stage i (returned or not).
 """
 
 from __future__ import annotations
@@ -329,8 +329,9 @@ class D2SwinTransformer(Backbone):
             self.absolute_pos_embed = nn.Parameter(torch.zeros(1, embed_dim, side, side))
             nn.init.trunc_normal_(self.absolute_pos_embed, std=0.02)
         self.pos_drop = nn.Dropout(drop_rate)
-        # stochastic depth rising linearly from 0 to drop_path_rate over all blocks
-        rates = [drop_path_rate * i / max(sum(depths) - 1, 1) for i in range(sum(depths))]
+        # stochastic depth rising linearly from 0 to drop_path_rate over all blocks (the
+        # official float32 linspace, so the rates are the same floats)
+        rates = torch.linspace(0, drop_path_rate, sum(depths), device="cpu").tolist()
         self.layers = nn.ModuleList()
         self.num_features = [embed_dim * 2**i for i in range(len(depths))]
         for i, depth in enumerate(depths):
@@ -355,17 +356,20 @@ class D2SwinTransformer(Backbone):
         self._out_feature_strides = {}
         self._out_feature_channels = {}
         for i, name in enumerate(SWIN_STAGE_NAMES[: len(depths)]):
-            self._out_feature_strides[name] = patch_size * 2**i
+            # The official D2SwinTransformer reports strides 4..32 whatever the patch size,
+            # and the pixel decoder's layout follows them.
+            self._out_feature_strides[name] = 4 * 2**i
             self._out_feature_channels[name] = self.num_features[i]
-            if name in self._out_features:
-                self.add_module(f"norm{i}", nn.LayerNorm(self.num_features[i]))
+            # A norm for every stage, returned or not (the official out_indices (0, 1, 2, 3)).
+            self.add_module(f"norm{i}", nn.LayerNorm(self.num_features[i]))
         self.apply(_init_weights)
 
     @classmethod
     def from_config(cls, cfg, input_shape: ShapeSpec) -> dict:
         s = cfg.MODEL.SWIN
         return {
-            "in_chans": input_shape.channels,
+            # the official D2SwinTransformer takes 3 channels whatever MODEL.PIXEL_MEAN's length
+            "in_chans": 3,
             "pretrain_img_size": s.PRETRAIN_IMG_SIZE,
             "patch_size": s.PATCH_SIZE,
             "embed_dim": s.EMBED_DIM,

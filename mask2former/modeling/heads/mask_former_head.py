@@ -19,7 +19,11 @@ PIXEL_DECODER_OUTPUTS = ("multi_scale_pixel_decoder", "transformer_encoder", "pi
 
 
 def predictor_in_channels(cfg, input_shape: dict[str, ShapeSpec]) -> int:
-    """Channels of the map named by ``MODEL.MASK_FORMER.TRANSFORMER_IN_FEATURE``."""
+    """Channels of the map named by ``MODEL.MASK_FORMER.TRANSFORMER_IN_FEATURE``.
+
+    ``input_shape`` is every backbone output, not only ``SEM_SEG_HEAD.IN_FEATURES``: as in the
+    official head, the decoder may read a backbone feature the pixel decoder does not use.
+    """
     in_feature = cfg.MODEL.MASK_FORMER.TRANSFORMER_IN_FEATURE
     if in_feature in ("multi_scale_pixel_decoder", "transformer_encoder"):
         return cfg.MODEL.SEM_SEG_HEAD.CONVS_DIM
@@ -83,10 +87,9 @@ class MaskFormerHead(nn.Module):
 
     @classmethod
     def from_config(cls, cfg, input_shape: dict[str, ShapeSpec]) -> dict:
-        in_features = cfg.MODEL.SEM_SEG_HEAD.IN_FEATURES
-        input_shape = {k: v for k, v in input_shape.items() if k in in_features}
         return {
             "num_classes": cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES,
+            # the pixel decoder keeps the SEM_SEG_HEAD.IN_FEATURES of these
             "pixel_decoder": build_pixel_decoder(cfg, input_shape),
             "transformer_predictor": build_transformer_decoder(
                 cfg, predictor_in_channels(cfg, input_shape), mask_classification=True

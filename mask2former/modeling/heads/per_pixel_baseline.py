@@ -3,7 +3,7 @@
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from mask2former.config import configurable
+from mask2former.config import ConfigError, configurable
 from mask2former.layers import Conv2d, ShapeSpec, c2_msra_fill
 
 from ..checkpoint_compat import (
@@ -12,7 +12,7 @@ from ..checkpoint_compat import (
     predates,
 )
 from ..pixel_decoder.build import build_pixel_decoder
-from ..transformer_decoder.build import build_transformer_decoder
+from ..transformer_decoder import StandardTransformerDecoder
 from .build import SEM_SEG_HEADS_REGISTRY
 from .mask_former_head import predictor_in_channels, predictor_input
 
@@ -62,7 +62,6 @@ class PerPixelBaselineHead(nn.Module):
     @classmethod
     def from_config(cls, cfg, input_shape: dict[str, ShapeSpec]) -> dict:
         head = cfg.MODEL.SEM_SEG_HEAD
-        input_shape = {k: v for k, v in input_shape.items() if k in head.IN_FEATURES}
         return {
             "num_classes": head.NUM_CLASSES,
             "pixel_decoder": build_pixel_decoder(cfg, input_shape),
@@ -105,9 +104,10 @@ class PerPixelBaselineHead(nn.Module):
 class PerPixelBaselinePlusHead(PerPixelBaselineHead):
     """Per-pixel baseline whose classifier is a transformer decoder without class heads.
 
-    The decoder has ``NUM_OBJECT_QUERIES`` (= number of classes) queries; its mask logits
-    (N, K, H/4, W/4) are the per-pixel class logits, and with deep supervision every
-    earlier layer's masks get a loss too (``loss_sem_seg_i``).
+    The decoder (always a ``StandardTransformerDecoder``, as published) has
+    ``NUM_OBJECT_QUERIES`` (= number of classes) queries; its mask logits (N, K, H/4, W/4) are
+    the per-pixel class logits, and with deep supervision every earlier layer's masks get a
+    loss too (``loss_sem_seg_i``).
     """
 
     @configurable
@@ -143,10 +143,16 @@ class PerPixelBaselinePlusHead(PerPixelBaselineHead):
     @classmethod
     def from_config(cls, cfg, input_shape: dict[str, ShapeSpec]) -> dict:
         ret = PerPixelBaselineHead.from_config(cfg, input_shape)
-        input_shape = {
-            k: v for k, v in input_shape.items() if k in cfg.MODEL.SEM_SEG_HEAD.IN_FEATURES
-        }
-        ret["transformer_predictor"] = build_transformer_decoder(
+        in_feature = cfg.MODEL.MASK_FORMER.TRANSFORMER_IN_FEATURE
+        if in_feature in ("multi_scale_pixel_decoder", "pixel_embedding"):
+            # the official head looks these up among the backbone features and fails too
+            raise ConfigError(
+                f"MODEL.MASK_FORMER.TRANSFORMER_IN_FEATURE = {in_feature!r} is not supported by "
+                "PerPixelBaselinePlusHead: use 'transformer_encoder' or a backbone feature"
+            )
+        # As officially, always MaskFormer's decoder: MODEL.MASK_FORMER.TRANSFORMER_DECODER_NAME
+        # is not read by this head.
+        ret["transformer_predictor"] = StandardTransformerDecoder(
             cfg, predictor_in_channels(cfg, input_shape), mask_classification=False
         )
         ret["transformer_in_feature"] = cfg.MODEL.MASK_FORMER.TRANSFORMER_IN_FEATURE

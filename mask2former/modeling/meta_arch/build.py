@@ -9,6 +9,7 @@ Training returns a dict of weighted scalar losses; inference a list of per-image
 import torch
 from fvcore.common.registry import Registry
 
+from mask2former.config import check_supported
 from mask2former.utils.registry import lookup
 
 META_ARCH_REGISTRY = Registry("META_ARCH")
@@ -20,8 +21,11 @@ def build_model(cfg, **kwargs) -> torch.nn.Module:
 
     ``kwargs`` are facts the config does not hold, passed to the meta-architecture's
     constructor: ``MaskFormer`` takes ``thing_ids`` (contiguous ids of thing classes, from
-    the dataset metadata), which panoptic inference needs.
+    the dataset metadata), which panoptic inference needs. A config key that nothing reads
+    and that holds another value than the code implements raises ``ConfigError`` first
+    (:func:`mask2former.config.check_supported`).
     """
+    check_supported(cfg)
     meta_arch = lookup(META_ARCH_REGISTRY, cfg.MODEL.META_ARCHITECTURE, "MODEL.META_ARCHITECTURE")
     model = meta_arch(cfg, **kwargs)
     model.to(torch.device(cfg.MODEL.DEVICE))

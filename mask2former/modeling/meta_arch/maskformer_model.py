@@ -106,7 +106,7 @@ class MaskFormer(nn.Module):
             "semantic_on": test.SEMANTIC_ON,
             "instance_on": test.INSTANCE_ON,
             "panoptic_on": test.PANOPTIC_ON,
-            "test_topk_per_image": test.DETECTIONS_PER_IMAGE,
+            "test_topk_per_image": cfg.TEST.DETECTIONS_PER_IMAGE,
         }
 
     @property

@@ -1,14 +1,19 @@
 """FPN pixel decoders of MaskFormer: ``BasePixelDecoder`` and ``TransformerEncoderPixelDecoder``."""
 
+import logging
+from collections.abc import Sequence
+
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from mask2former.config import configurable
+from mask2former.config import ConfigError, configurable
 from mask2former.layers import Conv2d, ShapeSpec, c2_xavier_fill, get_norm
 
 from ..position_encoding import PositionEmbeddingSine
 from ..transformer_blocks import TransformerEncoderOnly
 from .build import PIXEL_DECODER_REGISTRY
+
+logger = logging.getLogger(__name__)
 
 #: Feature levels handed to the transformer decoder (1/32, 1/16, 1/8).
 NUM_MULTI_SCALE_LEVELS = 3
@@ -18,11 +23,30 @@ def sorted_features(input_shape: dict[str, ShapeSpec], in_features: list[str]) -
     """The names of ``in_features`` ordered from the finest stride to the coarsest."""
     missing = [f for f in in_features if f not in input_shape]
     if missing:
-        raise KeyError(
-            f"MODEL.SEM_SEG_HEAD.IN_FEATURES names {missing}, not among the backbone outputs "
-            f"{sorted(input_shape)}"
-        )
+        raise KeyError(f"features {missing} are not among the inputs {sorted(input_shape)}")
     return sorted(in_features, key=lambda f: input_shape[f].stride)
+
+
+def select_features(
+    input_shape: dict[str, ShapeSpec], names: Sequence[str], key: str
+) -> dict[str, ShapeSpec]:
+    """The entries of ``input_shape`` named in ``names`` (the config key ``key``).
+
+    As in the official ``from_config``, a name that is not among the inputs is left out (with
+    a warning here); none left raises :class:`ConfigError`.
+    """
+    unknown = [name for name in names if name not in input_shape]
+    if unknown:
+        logger.warning(
+            "%s names %s, not among the inputs %s: left out, as the official code does",
+            key,
+            unknown,
+            sorted(input_shape),
+        )
+    selected = {k: v for k, v in input_shape.items() if k in names}
+    if not selected:
+        raise ConfigError(f"{key} = {list(names)} names none of the inputs {sorted(input_shape)}")
+    return selected
 
 
 def fpn_conv(
@@ -86,9 +110,10 @@ class BasePixelDecoder(nn.Module):
     @classmethod
     def from_config(cls, cfg, input_shape: dict[str, ShapeSpec]) -> dict:
         in_features = cfg.MODEL.SEM_SEG_HEAD.IN_FEATURES
-        sorted_features(input_shape, in_features)
         return {
-            "input_shape": {k: v for k, v in input_shape.items() if k in in_features},
+            "input_shape": select_features(
+                input_shape, in_features, "MODEL.SEM_SEG_HEAD.IN_FEATURES"
+            ),
             "conv_dim": cfg.MODEL.SEM_SEG_HEAD.CONVS_DIM,
             "mask_dim": cfg.MODEL.SEM_SEG_HEAD.MASK_DIM,
             "norm": cfg.MODEL.SEM_SEG_HEAD.NORM,

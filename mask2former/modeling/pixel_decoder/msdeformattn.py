@@ -14,7 +14,7 @@ from mask2former.ops import MSDeformAttn
 from ..position_encoding import PositionEmbeddingSine
 from ..transformer_blocks import feed_forward, residual, with_pos
 from .build import PIXEL_DECODER_REGISTRY
-from .fpn import NUM_MULTI_SCALE_LEVELS, fpn_conv, sorted_features
+from .fpn import NUM_MULTI_SCALE_LEVELS, fpn_conv, select_features, sorted_features
 
 
 class MSDeformAttnEncoderLayer(nn.Module):
@@ -181,12 +181,12 @@ class MSDeformAttnPixelDecoder(nn.Module):
         transformer_nheads: int,
         transformer_dim_feedforward: int,
         transformer_enc_layers: int,
-        transformer_n_points: int,
         conv_dim: int,
         mask_dim: int,
         norm: str,
         transformer_in_features: list[str],
         common_stride: int,
+        transformer_n_points: int = 4,
     ):
         super().__init__()
         self.in_features = sorted_features(input_shape, list(input_shape))
@@ -245,19 +245,27 @@ class MSDeformAttnPixelDecoder(nn.Module):
     @classmethod
     def from_config(cls, cfg, input_shape: dict[str, ShapeSpec]) -> dict:
         head = cfg.MODEL.SEM_SEG_HEAD
-        sorted_features(input_shape, head.IN_FEATURES)
+        input_shape = select_features(
+            input_shape, head.IN_FEATURES, "MODEL.SEM_SEG_HEAD.IN_FEATURES"
+        )
+        encoder_in_features = select_features(
+            input_shape,
+            head.DEFORMABLE_TRANSFORMER_ENCODER_IN_FEATURES,
+            "MODEL.SEM_SEG_HEAD.DEFORMABLE_TRANSFORMER_ENCODER_IN_FEATURES",
+        )
+        # As the official from_config: the encoder's heads are MODEL.MASK_FORMER.NHEADS, its
+        # FFN width 1024 and its sampling points 4; the SEM_SEG_HEAD.DEFORMABLE_TRANSFORMER_
+        # ENCODER_N_HEADS / _N_POINTS keys are not read (see mask2former.config.supported).
         return {
-            "input_shape": {k: v for k, v in input_shape.items() if k in head.IN_FEATURES},
+            "input_shape": input_shape,
             "conv_dim": head.CONVS_DIM,
             "mask_dim": head.MASK_DIM,
             "norm": head.NORM,
             "transformer_dropout": cfg.MODEL.MASK_FORMER.DROPOUT,
-            "transformer_nheads": head.DEFORMABLE_TRANSFORMER_ENCODER_N_HEADS,
-            # The published decoder fixes the deformable encoder's FFN width at 1024.
+            "transformer_nheads": cfg.MODEL.MASK_FORMER.NHEADS,
             "transformer_dim_feedforward": 1024,
             "transformer_enc_layers": head.TRANSFORMER_ENC_LAYERS,
-            "transformer_n_points": head.DEFORMABLE_TRANSFORMER_ENCODER_N_POINTS,
-            "transformer_in_features": list(head.DEFORMABLE_TRANSFORMER_ENCODER_IN_FEATURES),
+            "transformer_in_features": list(encoder_in_features),
             "common_stride": head.COMMON_STRIDE,
         }
 

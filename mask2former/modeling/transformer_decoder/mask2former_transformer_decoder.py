@@ -38,8 +38,13 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
 
     ``forward(x: list of 3 (N, C_in, h_l, w_l) coarsest first, mask_features (N, mask_dim,
     H, W), mask=None)`` returns ``{"pred_logits": (N, Q, K+1), "pred_masks": (N, Q, H, W),
-    "aux_outputs": the dec_layers - 1 earlier predictions (only with deep_supervision)}``. The published decoder has no
-    padding mask; ``mask`` is accepted for the common interface and must be None.
+    "aux_outputs": the dec_layers - 1 earlier predictions (only with deep_supervision)}``. The
+    published decoder has no padding mask; ``mask`` is accepted for the common interface and
+    must be None.
+
+    As in the official ``from_config``, the config gives neither the dropout (0.0 in every
+    layer, whatever ``MODEL.MASK_FORMER.DROPOUT`` says) nor ``deep_supervision`` (the earlier
+    predictions are always returned; the criterion's weights decide which are trained).
     """
 
     # Recorded in state_dict._metadata as the published decoder does; see checkpoint_compat.
@@ -55,12 +60,12 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
         hidden_dim: int,
         num_queries: int,
         nheads: int,
-        dropout: float,
         dim_feedforward: int,
         dec_layers: int,
         pre_norm: bool,
         mask_dim: int,
         enforce_input_project: bool,
+        dropout: float = 0.0,
         deep_supervision: bool = True,
         num_feature_levels: int = 3,
     ):
@@ -108,13 +113,11 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
             "hidden_dim": mf.HIDDEN_DIM,
             "num_queries": mf.NUM_OBJECT_QUERIES,
             "nheads": mf.NHEADS,
-            "dropout": mf.DROPOUT,
             "dim_feedforward": mf.DIM_FEEDFORWARD,
             "dec_layers": mf.DEC_LAYERS,
             "pre_norm": mf.PRE_NORM,
             "mask_dim": cfg.MODEL.SEM_SEG_HEAD.MASK_DIM,
             "enforce_input_project": mf.ENFORCE_INPUT_PROJ,
-            "deep_supervision": mf.DEEP_SUPERVISION,
         }
 
     def _load_from_state_dict(
