@@ -139,12 +139,17 @@ _C.INPUT.MIN_SIZE_TRAIN_SAMPLING = "choice"  # "choice" of MIN_SIZE_TRAIN or "ra
 _C.INPUT.MAX_SIZE_TRAIN = 1333  # longest-edge limit for training resize
 _C.INPUT.MIN_SIZE_TEST = 800  # shortest-edge size at test time (0 disables resizing)
 _C.INPUT.MAX_SIZE_TEST = 1333  # longest-edge limit at test time
-_C.INPUT.RANDOM_FLIP = "horizontal"  # "horizontal", "vertical" or "none"
+# Flip of the LSJ mappers and of DatasetMapper: "horizontal", "vertical" or "none". The
+# mask_former_* and detr mappers always flip horizontally (as published): they refuse others.
+_C.INPUT.RANDOM_FLIP = "horizontal"
 _C.INPUT.FORMAT = "BGR"  # channel order the model takes: "BGR" or "RGB"
-_C.INPUT.MASK_FORMAT = "polygon"  # instance mask format in annotations ("polygon" or "bitmask")
+# Instance masks of the LSJ mapper: "polygon" (published; polygon annotations only) or
+# "bitmask" (also RLE). The mask_former_instance mapper rasterises either the same way.
+_C.INPUT.MASK_FORMAT = "polygon"
 _C.INPUT.DATASET_MAPPER_NAME = "mask_former_semantic"  # name in DATASET_MAPPER_REGISTRY
 _C.INPUT.COLOR_AUG_SSD = False  # SSD-style photometric distortion
-_C.INPUT.SIZE_DIVISIBILITY = -1  # pad training crops to this size (-1: no padding)
+# mask_former_* mappers: pad (right / bottom; a longer side is cut) to this square, <= 0: no
+_C.INPUT.SIZE_DIVISIBILITY = -1
 _C.INPUT.IMAGE_SIZE = 1024  # large-scale jitter: target size
 _C.INPUT.MIN_SCALE = 0.1  # large-scale jitter: smallest scale
 _C.INPUT.MAX_SCALE = 2.0  # large-scale jitter: largest scale
