@@ -453,3 +453,26 @@ def test_setup_logger_by_position_or_keyword_configures_once(tmp_path):
     first = setup_logger(str(tmp_path), 0, name=name)
     second = setup_logger(output=str(tmp_path), distributed_rank=0, name=name)
     assert first is second and len(first.handlers) == 2  # console + file
+
+
+def test_deeplab_and_our_poly_schedules_give_the_same_learning_rates():
+    from mask2former.solver import build_lr_scheduler as our_build_lr_scheduler
+
+    def rates(build, constant_ending):
+        cfg = get_cfg()
+        cfg.SOLVER.LR_SCHEDULER_NAME = "WarmupPolyLR"
+        cfg.SOLVER.MAX_ITER, cfg.SOLVER.WARMUP_ITERS, cfg.SOLVER.WARMUP_FACTOR = 50, 10, 0.01
+        cfg.SOLVER.POLY_LR_POWER, cfg.SOLVER.POLY_LR_CONSTANT_ENDING = 2.0, constant_ending
+        optimizer = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.1)
+        scheduler = build(cfg, optimizer)
+        out = []
+        for _ in range(50):
+            out.append(optimizer.param_groups[0]["lr"])
+            optimizer.step()
+            scheduler.step()
+        return out
+
+    for constant_ending in (0.0, 0.3):
+        deeplab = rates(build_lr_scheduler, constant_ending)
+        assert rates(our_build_lr_scheduler, constant_ending) == pytest.approx(deeplab, abs=1e-15)
+        assert len(set(deeplab)) > 20  # warm-up, decay and (0.3) the constant ending
