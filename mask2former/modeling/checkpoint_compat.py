@@ -85,3 +85,18 @@ def rename_static_query(state_dict: dict, prefix: str) -> None:
     old_prefix, new_prefix = prefix + "static_query.", prefix + "query_feat."
     renames = {k: new_prefix + k[len(old_prefix) :] for k in state_dict if k.startswith(old_prefix)}
     rename_keys(state_dict, renames, prefix.rstrip(".") or "decoder")
+
+
+class PixelDecoderHeadLayout:
+    """Mixin for heads whose pixel decoder is the submodule ``pixel_decoder`` (published
+    ``_version`` 2): records that version and moves an older checkpoint's pixel-decoder keys
+    under ``pixel_decoder.`` on load (``predictor.`` keys stay)."""
+
+    _version = HEAD_PIXEL_DECODER_VERSION
+
+    def _load_from_state_dict(
+        self, state_dict: dict, prefix: str, local_metadata: dict, *args: object
+    ) -> None:
+        if predates(local_metadata, HEAD_PIXEL_DECODER_VERSION):
+            move_legacy_pixel_decoder_keys(state_dict, prefix, kept=("predictor.",))
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, *args)

@@ -5,11 +5,7 @@ from torch import Tensor, nn
 from mask2former.config import configurable
 from mask2former.layers import ShapeSpec
 
-from ..checkpoint_compat import (
-    HEAD_PIXEL_DECODER_VERSION,
-    move_legacy_pixel_decoder_keys,
-    predates,
-)
+from ..checkpoint_compat import PixelDecoderHeadLayout
 from ..pixel_decoder.build import build_pixel_decoder
 from ..transformer_decoder.build import build_transformer_decoder
 from .build import SEM_SEG_HEADS_REGISTRY
@@ -60,15 +56,12 @@ def predictor_input(
 
 
 @SEM_SEG_HEADS_REGISTRY.register()
-class MaskFormerHead(nn.Module):
+class MaskFormerHead(PixelDecoderHeadLayout, nn.Module):
     """Pixel decoder (``pixel_decoder``) + transformer decoder (``predictor``).
 
     ``forward(features: {name: (N, C, h, w)}, mask=None)`` returns the predictor's dict:
     ``{"pred_logits": (N, Q, K+1), "pred_masks": (N, Q, H/4, W/4), "aux_outputs": [...]}``.
     """
-
-    # Recorded in state_dict._metadata as the published head does; see checkpoint_compat.
-    _version = HEAD_PIXEL_DECODER_VERSION
 
     @configurable
     def __init__(
@@ -96,13 +89,6 @@ class MaskFormerHead(nn.Module):
             ),
             "transformer_in_feature": cfg.MODEL.MASK_FORMER.TRANSFORMER_IN_FEATURE,
         }
-
-    def _load_from_state_dict(
-        self, state_dict: dict, prefix: str, local_metadata: dict, *args: object
-    ) -> None:
-        if predates(local_metadata, HEAD_PIXEL_DECODER_VERSION):
-            move_legacy_pixel_decoder_keys(state_dict, prefix, kept=("predictor.",))
-        super()._load_from_state_dict(state_dict, prefix, local_metadata, *args)
 
     def forward(self, features: dict[str, Tensor], mask: Tensor | None = None) -> dict:
         mask_features, encoder_features, multi_scale = self.pixel_decoder.forward_features(features)

@@ -6,11 +6,7 @@ from torch.nn import functional as F
 from mask2former.config import ConfigError, configurable
 from mask2former.layers import Conv2d, ShapeSpec, c2_msra_fill
 
-from ..checkpoint_compat import (
-    HEAD_PIXEL_DECODER_VERSION,
-    move_legacy_pixel_decoder_keys,
-    predates,
-)
+from ..checkpoint_compat import PixelDecoderHeadLayout
 from ..pixel_decoder.build import build_pixel_decoder
 from ..transformer_decoder import StandardTransformerDecoder
 from .build import SEM_SEG_HEADS_REGISTRY
@@ -29,17 +25,13 @@ def per_pixel_cross_entropy(logits: Tensor, targets: Tensor, ignore_value: int) 
 
 
 @SEM_SEG_HEADS_REGISTRY.register()
-class PerPixelBaselineHead(nn.Module):
+class PerPixelBaselineHead(PixelDecoderHeadLayout, nn.Module):
     """Pixel decoder, then a 1x1 conv (``predictor``) to per-pixel class logits.
 
     ``forward(features, targets (N, H, W) long or None)`` returns ``(logits (N, K, H/4*4,
     W/4*4) upsampled by the common stride, {})`` at inference and ``(None, {"loss_sem_seg":
     weighted cross-entropy})`` in training.
     """
-
-    # Recorded in state_dict._metadata as the published head does (PerPixelBaselinePlusHead
-    # inherits it, as published); see checkpoint_compat.
-    _version = HEAD_PIXEL_DECODER_VERSION
 
     @configurable
     def __init__(
@@ -70,13 +62,6 @@ class PerPixelBaselineHead(nn.Module):
             # Published MaskFormer fixes the baselines' output stride at 4.
             "common_stride": 4,
         }
-
-    def _load_from_state_dict(
-        self, state_dict: dict, prefix: str, local_metadata: dict, *args: object
-    ) -> None:
-        if predates(local_metadata, HEAD_PIXEL_DECODER_VERSION):
-            move_legacy_pixel_decoder_keys(state_dict, prefix, kept=("predictor.",))
-        super()._load_from_state_dict(state_dict, prefix, local_metadata, *args)
 
     def layers(self, features: dict[str, Tensor]) -> tuple[Tensor, list[dict]]:
         """Per-pixel logits (N, K, H/4, W/4) and auxiliary predictions (none here)."""
