@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 import torch
+
 from mask2former.config import NOT_READ, CfgNode, ConfigError, check_supported, get_cfg
 from mask2former.data import DatasetCatalog, MetadataCatalog
 from mask2former.engine import DefaultTrainer, default_setup
