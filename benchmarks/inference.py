@@ -2,7 +2,7 @@
 """CPU inference latency: our R50 Mask2Former (COCO panoptic) against transformers'.
 
 Both models have the same size and the same weights (ours randomly initialised, converted
-with ``mask2former.checkpoint.hf_conversion``); one image of 512x683 (default), forward pass
+with ``mask2former.checkpoint.hf``); one image of 512x683 (default), forward pass
 plus panoptic post-processing, measured in the same run, interleaved, median over
 ``--iters`` runs after ``--warmup``. The class head is scaled so that most queries are
 confident and the panoptic post-processing has segments to build (random weights would keep
@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from mask2former.checkpoint.hf_conversion import cfg_to_hf_config, ours_to_hf_state_dict
+from mask2former.checkpoint.hf import cfg_to_hf_config, ours_to_hf_state_dict
 from mask2former.config import get_cfg
 from mask2former.modeling import build_model
 from mask2former.modeling.meta_arch.images import normalize_and_pad

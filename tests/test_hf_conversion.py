@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from mask2former.checkpoint import DetectionCheckpointer
-from mask2former.checkpoint.hf_conversion import (
+from mask2former.checkpoint.hf import (
     ConversionError,
     convert_hf_to_ours,
     convert_ours_to_hf,
@@ -114,7 +114,7 @@ def test_relative_position_index_matches_transformers():
 
 
 def test_config_conversion_round_trip():
-    from mask2former.checkpoint.hf_conversion import cfg_to_hf_config
+    from mask2former.checkpoint.hf import cfg_to_hf_config
 
     hf = tiny_hf_model("mask2former", "swin")
     cfg = hf_config_to_cfg(hf.config.to_dict())
@@ -147,7 +147,7 @@ def test_published_r50_config_fills_a_transformers_model_exactly():
     """The published R50 COCO panoptic config converts to a transformers Mask2Former whose
     every tensor our weights fill with the same shape; parameters agree with the published
     count (transformers' BatchNorm affine terms are parameters, ours frozen buffers)."""
-    from mask2former.checkpoint.hf_conversion import cfg_to_hf_config
+    from mask2former.checkpoint.hf import cfg_to_hf_config
 
     cfg = get_cfg()
     cfg.merge_from_file(str(CONFIGS / "coco/panoptic-segmentation/maskformer2_R50_bs16_50ep.yaml"))
@@ -170,3 +170,9 @@ def test_published_r50_config_fills_a_transformers_model_exactly():
     assert (
         sum(p.numel() for p in hf.parameters()) - batch_norm_affine == PARAMS_M2F_R50_COCO_PANOPTIC
     )
+
+
+def test_former_module_path_reexports_the_package():
+    from mask2former.checkpoint import hf, hf_conversion
+
+    assert all(getattr(hf_conversion, name) is getattr(hf, name) for name in hf.__all__)

@@ -8,7 +8,7 @@
     tools/convert-hf-checkpoint.py to-hf out_dir/config.yaml out_dir/model_final.safetensors \
         hf_out/ [--class-names names.json]
 
-The logic is in ``mask2former.checkpoint.hf_conversion``.
+The logic is in ``mask2former.checkpoint.hf``.
 """
 
 import argparse
@@ -16,7 +16,7 @@ import json
 import logging
 import sys
 
-from mask2former.checkpoint.hf_conversion import (
+from mask2former.checkpoint.hf import (
     ConversionError,
     convert_hf_to_ours,
     convert_ours_to_hf,

@@ -17,7 +17,7 @@ transformers = pytest.importorskip(
     "transformers", reason="transformers is not installed: the parity tests need it"
 )
 
-from mask2former.checkpoint.hf_conversion import (
+from mask2former.checkpoint.hf import (
     hf_config_to_cfg,
     hf_to_ours_state_dict,
 )
