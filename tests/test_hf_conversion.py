@@ -128,6 +128,23 @@ def test_config_conversion_round_trip():
     assert again["backbone_config"]["depths"] == [1, 1, 2, 1]
 
 
+def test_writes_through_temporary_files_of_its_own(tmp_path):
+    """The outputs are written atomically through fresh temporary names: a ``.tmp`` file that
+    is already there (another writer's, a crashed run's) is left alone, and none remains."""
+    tiny_hf_model("maskformer", "resnet").save_pretrained(tmp_path / "hf")
+    (tmp_path / "ours").mkdir()
+    strangers = [
+        tmp_path / "ours" / f"{name}.tmp" for name in ("config.yaml", "model_final.safetensors")
+    ]
+    for stranger in strangers:
+        stranger.write_text("another writer's")
+    convert_hf_to_ours(tmp_path / "hf", tmp_path / "ours")
+    assert sorted(p.name for p in (tmp_path / "ours").iterdir()) == sorted(
+        ["config.yaml", "model_final.safetensors"] + [s.name for s in strangers]
+    )
+    assert all(s.read_text() == "another writer's" for s in strangers)
+
+
 def test_bad_input_raises_clear_errors(tmp_path):
     with pytest.raises(ConversionError, match="no conversion rule for hf key 'model.unknown'"):
         hf_to_ours_state_dict({"model.unknown": torch.zeros(1)}, "mask2former", "swin")

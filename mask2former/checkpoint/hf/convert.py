@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +11,7 @@ import torch
 
 from mask2former.config import get_cfg
 
-from ..io import read_checkpoint
+from ..io import atomic_write, read_checkpoint
 from . import keys
 from .config import (
     cfg_to_hf_config,
@@ -139,14 +138,13 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 
 def _save_safetensors(state: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]):
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
-    tmp = path.with_name(path.name + ".tmp")
-    save_file({k: v.contiguous() for k, v in state.items()}, str(tmp), metadata=metadata)
-    os.replace(tmp, path)
+    data = save({k: v.contiguous() for k, v in state.items()}, metadata=metadata)
+    with atomic_write(str(path)) as f:
+        f.write(data)
 
 
 def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    with atomic_write(str(path)) as f:
+        f.write(text.encode("utf-8"))
