@@ -1,6 +1,7 @@
 """Hugging Face checkpoint conversion: directory round trip, rules, configs, errors."""
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,7 @@ import torch
 from mask2former.checkpoint import DetectionCheckpointer
 from mask2former.checkpoint.hf import (
     ConversionError,
+    cfg_to_hf_config,
     convert_hf_to_ours,
     convert_ours_to_hf,
     hf_config_to_cfg,
@@ -18,7 +20,19 @@ from mask2former.checkpoint.hf import (
     relative_position_index,
 )
 from mask2former.config import get_cfg
-from mask2former.modeling import build_model
+from mask2former.modeling import (
+    BACKBONE_REGISTRY,
+    META_ARCH_REGISTRY,
+    PIXEL_DECODER_REGISTRY,
+    SEM_SEG_HEADS_REGISTRY,
+    TRANSFORMER_DECODER_REGISTRY,
+    build_model,
+)
+from mask2former.modeling.backbone import D2SwinTransformer
+from mask2former.modeling.heads import MaskFormerHead
+from mask2former.modeling.meta_arch import MaskFormer
+from mask2former.modeling.pixel_decoder import MSDeformAttnPixelDecoder
+from mask2former.modeling.transformer_decoder import MultiScaleMaskedTransformerDecoder
 
 transformers = pytest.importorskip(
     "transformers", reason="transformers is not installed: the conversion tests need it"
@@ -114,8 +128,6 @@ def test_relative_position_index_matches_transformers():
 
 
 def test_config_conversion_round_trip():
-    from mask2former.checkpoint.hf import cfg_to_hf_config
-
     hf = tiny_hf_model("mask2former", "swin")
     cfg = hf_config_to_cfg(hf.config.to_dict())
     assert cfg.MODEL.BACKBONE.NAME == "D2SwinTransformer"
@@ -145,6 +157,66 @@ def test_writes_through_temporary_files_of_its_own(tmp_path):
     assert all(s.read_text() == "another writer's" for s in strangers)
 
 
+@pytest.fixture
+def register_as():
+    """Registers an object under one more name for the test (fvcore has no public way)."""
+    added = []
+
+    def register(registry, name, obj):
+        registry._do_register(name, obj)
+        added.append((registry, name))
+
+    yield register
+    for registry, name in added:
+        registry._obj_map.pop(name)
+
+
+def test_components_convert_by_class_not_by_registered_name(register_as):
+    cfg = hf_config_to_cfg(tiny_hf_model("mask2former", "swin").config.to_dict())
+    expected = cfg_to_hf_config(cfg, NAMES).to_dict()
+    for key, registry, cls in [
+        ("MODEL.META_ARCHITECTURE", META_ARCH_REGISTRY, MaskFormer),
+        ("MODEL.BACKBONE.NAME", BACKBONE_REGISTRY, D2SwinTransformer),
+        ("MODEL.SEM_SEG_HEAD.NAME", SEM_SEG_HEADS_REGISTRY, MaskFormerHead),
+        ("MODEL.SEM_SEG_HEAD.PIXEL_DECODER_NAME", PIXEL_DECODER_REGISTRY, MSDeformAttnPixelDecoder),
+        (
+            "MODEL.MASK_FORMER.TRANSFORMER_DECODER_NAME",
+            TRANSFORMER_DECODER_REGISTRY,
+            MultiScaleMaskedTransformerDecoder,
+        ),
+    ]:
+        register_as(registry, "Renamed" + cls.__name__, cls)
+        cfg.merge_from_list([key, "Renamed" + cls.__name__])
+    assert cfg_to_hf_config(cfg, NAMES).to_dict() == expected
+
+
+def test_other_components_are_refused_naming_their_key(register_as):
+    class TweakedDecoder(MultiScaleMaskedTransformerDecoder):
+        pass
+
+    register_as(TRANSFORMER_DECODER_REGISTRY, "Tweaked", TweakedDecoder)
+    cfg = hf_config_to_cfg(tiny_hf_model("mask2former", "resnet").config.to_dict())
+    for key, value, message in [
+        ("MODEL.MASK_FORMER.TRANSFORMER_DECODER_NAME", "Tweaked", "'Tweaked' (TweakedDecoder)"),
+        ("MODEL.SEM_SEG_HEAD.PIXEL_DECODER_NAME", "BasePixelDecoder", "mask2former has MSDeform"),
+        ("MODEL.SEM_SEG_HEAD.NAME", "PerPixelBaselineHead", "'PerPixelBaselineHead'"),
+        ("MODEL.BACKBONE.NAME", "build_resnet_deeplab_backbone", "no transformers counterpart"),
+        ("MODEL.BACKBONE.NAME", "NoSuchBackbone", "'NoSuchBackbone' is not in the BACKBONE"),
+    ]:
+        changed = cfg.clone()
+        changed.merge_from_list([key, value])
+        with pytest.raises(
+            ConversionError, match=re.escape(f"{key} = ") + ".*" + re.escape(message)
+        ):
+            cfg_to_hf_config(changed, NAMES)
+    per_pixel = get_cfg()
+    per_pixel.merge_from_file(
+        str(CONFIGS / "maskformer/ade20k-150/per_pixel_baseline_R50_bs16_160k.yaml")
+    )
+    with pytest.raises(ConversionError, match="MODEL.META_ARCHITECTURE = 'SemanticSegmentor'"):
+        cfg_to_hf_config(per_pixel, [str(i) for i in range(150)])
+
+
 def test_bad_input_raises_clear_errors(tmp_path):
     with pytest.raises(ConversionError, match="no conversion rule for hf key 'model.unknown'"):
         hf_to_ours_state_dict({"model.unknown": torch.zeros(1)}, "mask2former", "swin")
@@ -164,8 +236,6 @@ def test_published_r50_config_fills_a_transformers_model_exactly():
     """The published R50 COCO panoptic config converts to a transformers Mask2Former whose
     every tensor our weights fill with the same shape; parameters agree with the published
     count (transformers' BatchNorm affine terms are parameters, ours frozen buffers)."""
-    from mask2former.checkpoint.hf import cfg_to_hf_config
-
     cfg = get_cfg()
     cfg.merge_from_file(str(CONFIGS / "coco/panoptic-segmentation/maskformer2_R50_bs16_50ep.yaml"))
     cfg.MODEL.DEVICE = "cpu"

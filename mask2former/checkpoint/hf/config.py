@@ -4,6 +4,12 @@ Most settings are one field on each side and appear once, in a table of :class:`
 (``*_FIELDS``), read in both directions. What transformers' architectures always are is
 written into our config from ``*_FIXED``; the ResNet depth, the pixel normalisation and the
 checks are code.
+
+Towards transformers, which model our config is follows from the classes its registry names
+resolve to (:data:`COMPONENTS`), not from the names: a component registered again under
+another name converts as the class it is. Another class, a subclass included (it may hold
+other weights or compute otherwise), is refused with an error naming its key; only the
+meta-architecture may be any subclass of MaskFormer, as it just wires the parts.
 """
 
 from __future__ import annotations
@@ -11,6 +17,22 @@ from __future__ import annotations
 from typing import Any, Callable, NamedTuple, Optional
 
 from mask2former.config import CfgNode, get_cfg
+from mask2former.modeling import (
+    BACKBONE_REGISTRY,
+    META_ARCH_REGISTRY,
+    PIXEL_DECODER_REGISTRY,
+    SEM_SEG_HEADS_REGISTRY,
+    TRANSFORMER_DECODER_REGISTRY,
+)
+from mask2former.modeling.backbone import D2SwinTransformer, build_resnet_backbone
+from mask2former.modeling.heads import MaskFormerHead
+from mask2former.modeling.meta_arch import MaskFormer
+from mask2former.modeling.pixel_decoder import BasePixelDecoder, MSDeformAttnPixelDecoder
+from mask2former.modeling.transformer_decoder import (
+    MultiScaleMaskedTransformerDecoder,
+    StandardTransformerDecoder,
+)
+from mask2former.utils.registry import lookup
 
 from .errors import ConversionError
 
@@ -36,6 +58,12 @@ RESNET_DEPTHS = {
 STAGES = ["stage1", "stage2", "stage3", "stage4"]
 RES = ["res2", "res3", "res4", "res5"]
 REQUIRED = object()  # a Field default: config.json must have the field
+
+#: Our transformer decoder and pixel decoder that each transformers model_type reimplements.
+COMPONENTS = {
+    "mask2former": (MultiScaleMaskedTransformerDecoder, MSDeformAttnPixelDecoder),
+    "maskformer": (StandardTransformerDecoder, BasePixelDecoder),
+}
 
 
 class Field(NamedTuple):
@@ -103,21 +131,21 @@ SWIN_FIELDS = (
 
 # What transformers' models always are, in our config.
 HEAD_FIXED = {
-    "MODEL.META_ARCHITECTURE": "MaskFormer",
-    "MODEL.SEM_SEG_HEAD.NAME": "MaskFormerHead",
+    "MODEL.META_ARCHITECTURE": MaskFormer.__name__,
+    "MODEL.SEM_SEG_HEAD.NAME": MaskFormerHead.__name__,
     "MODEL.SEM_SEG_HEAD.IN_FEATURES": RES,
     "MODEL.SEM_SEG_HEAD.NORM": "GN",
 }
 MASK2FORMER_FIXED = {
-    "MODEL.SEM_SEG_HEAD.PIXEL_DECODER_NAME": "MSDeformAttnPixelDecoder",
+    "MODEL.SEM_SEG_HEAD.PIXEL_DECODER_NAME": MSDeformAttnPixelDecoder.__name__,
     "MODEL.SEM_SEG_HEAD.DEFORMABLE_TRANSFORMER_ENCODER_IN_FEATURES": ["res3", "res4", "res5"],
-    "MODEL.MASK_FORMER.TRANSFORMER_DECODER_NAME": "MultiScaleMaskedTransformerDecoder",
+    "MODEL.MASK_FORMER.TRANSFORMER_DECODER_NAME": MultiScaleMaskedTransformerDecoder.__name__,
     "MODEL.MASK_FORMER.TRANSFORMER_IN_FEATURE": "multi_scale_pixel_decoder",
 }
 MASKFORMER_FIXED = {
-    "MODEL.SEM_SEG_HEAD.PIXEL_DECODER_NAME": "BasePixelDecoder",
+    "MODEL.SEM_SEG_HEAD.PIXEL_DECODER_NAME": BasePixelDecoder.__name__,
     "MODEL.SEM_SEG_HEAD.TRANSFORMER_ENC_LAYERS": 0,
-    "MODEL.MASK_FORMER.TRANSFORMER_DECODER_NAME": "StandardTransformerDecoder",
+    "MODEL.MASK_FORMER.TRANSFORMER_DECODER_NAME": StandardTransformerDecoder.__name__,
     "MODEL.MASK_FORMER.TRANSFORMER_IN_FEATURE": "res5",
     "MODEL.MASK_FORMER.ENC_LAYERS": 0,  # transformers' MaskFormer builds no DETR encoder
     "MODEL.MASK_FORMER.PRE_NORM": False,
@@ -195,7 +223,7 @@ def _backbone_to_cfg(cfg: CfgNode, backbone: dict[str, Any]) -> None:
 def _swin_to_cfg(cfg: CfgNode, b: dict[str, Any]) -> None:
     if b.get("hidden_act", "gelu") != "gelu" or b.get("layer_norm_eps", 1e-5) != 1e-5:
         raise ConversionError("backbone_config: Swin needs hidden_act gelu, layer_norm_eps 1e-5")
-    cfg.MODEL.BACKBONE.NAME = "D2SwinTransformer"
+    cfg.MODEL.BACKBONE.NAME = D2SwinTransformer.__name__
     _fields_to_cfg(cfg, SWIN_FIELDS, b, "config.json: backbone_config")
     cfg.MODEL.SWIN.OUT_FEATURES = list(RES)
 
@@ -219,7 +247,7 @@ def _resnet_to_cfg(cfg: CfgNode, b: dict[str, Any]) -> None:
     r.STEM_TYPE = "basic"
     r.NORM = "FrozenBN"
     r.OUT_FEATURES = list(RES)
-    cfg.MODEL.BACKBONE.NAME = "build_resnet_backbone"
+    cfg.MODEL.BACKBONE.NAME = build_resnet_backbone.__name__
 
 
 def _pixel_normalisation(cfg: CfgNode, preprocessor: dict[str, Any]) -> None:
@@ -250,20 +278,19 @@ def cfg_to_hf_config(cfg: CfgNode, names: list[str]):
             f"{cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES}"
         )
     labels = {"id2label": dict(enumerate(names)), "label2id": {n: i for i, n in enumerate(names)}}
-    head, mf = cfg.MODEL.SEM_SEG_HEAD, cfg.MODEL.MASK_FORMER
-    if hf_model_type(cfg) == "mask2former":
-        if head.PIXEL_DECODER_NAME != "MSDeformAttnPixelDecoder":
-            raise ConversionError("transformers' Mask2Former needs MSDeformAttnPixelDecoder")
+    model_type = hf_model_type(cfg)
+    _check_components(cfg, model_type)
+    if model_type == "mask2former":
         return transformers.Mask2FormerConfig(
             backbone_config=_hf_backbone_config(cfg, transformers),
             encoder_feedforward_dim=1024,
             **_fields_to_hf(cfg, MASK2FORMER_FIELDS),
             **labels,
         )
-    if head.PIXEL_DECODER_NAME != "BasePixelDecoder" or mf.ENC_LAYERS != 0 or mf.PRE_NORM:
+    mf = cfg.MODEL.MASK_FORMER
+    if mf.ENC_LAYERS != 0 or mf.PRE_NORM:
         raise ConversionError(
-            "transformers' MaskFormer needs BasePixelDecoder, MASK_FORMER.ENC_LAYERS 0 and "
-            "PRE_NORM False"
+            "transformers' MaskFormer needs MASK_FORMER.ENC_LAYERS 0 and PRE_NORM False"
         )
     backbone = _hf_backbone_config(cfg, transformers)
     decoder = transformers.DetrConfig(
@@ -289,20 +316,69 @@ def import_transformers():
 
 
 def hf_model_type(cfg: CfgNode) -> str:
-    """transformers' ``model_type`` of our config: "mask2former" or "maskformer"."""
-    decoder = cfg.MODEL.MASK_FORMER.TRANSFORMER_DECODER_NAME
-    return "mask2former" if decoder == "MultiScaleMaskedTransformerDecoder" else "maskformer"
+    """transformers' ``model_type`` of our config, from its transformer decoder's class:
+    "mask2former" or "maskformer"."""
+    key = "MODEL.MASK_FORMER.TRANSFORMER_DECODER_NAME"
+    decoder = _registered(cfg, TRANSFORMER_DECODER_REGISTRY, key)
+    for model_type, (decoder_class, _) in COMPONENTS.items():
+        if decoder is decoder_class:
+            return model_type
+    raise ConversionError(
+        f"{_named(cfg, key, decoder)}; transformers has "
+        + " and ".join(f"{d.__name__} ({t})" for t, (d, _) in COMPONENTS.items())
+    )
 
 
 def hf_backbone_type(cfg: CfgNode) -> str:
-    """transformers' backbone ``model_type`` of our config: "swin", "maskformer-swin" or
-    "resnet"."""
-    name = cfg.MODEL.BACKBONE.NAME
-    if name == "D2SwinTransformer":
+    """transformers' backbone ``model_type`` of our config, from its backbone's class:
+    "swin", "maskformer-swin" or "resnet"."""
+    builder = _registered(cfg, BACKBONE_REGISTRY, "MODEL.BACKBONE.NAME")
+    if builder is D2SwinTransformer:
         return "swin" if hf_model_type(cfg) == "mask2former" else "maskformer-swin"
-    if name == "build_resnet_backbone":
+    if builder is build_resnet_backbone:
         return "resnet"
-    raise ConversionError(f"MODEL.BACKBONE.NAME {name!r} has no transformers counterpart")
+    raise ConversionError(
+        f"{_named(cfg, 'MODEL.BACKBONE.NAME', builder)} has no transformers counterpart "
+        "(D2SwinTransformer or build_resnet_backbone)"
+    )
+
+
+def _check_components(cfg: CfgNode, model_type: str) -> None:
+    """transformers' models are a MaskFormer (a subclass too: it only wires the parts) with a
+    MaskFormerHead and the pixel decoder that :data:`COMPONENTS` pairs with ``model_type``."""
+    meta_arch = _registered(cfg, META_ARCH_REGISTRY, "MODEL.META_ARCHITECTURE")
+    if not (isinstance(meta_arch, type) and issubclass(meta_arch, MaskFormer)):
+        raise ConversionError(
+            f"{_named(cfg, 'MODEL.META_ARCHITECTURE', meta_arch)}; transformers' models are "
+            "a MaskFormer"
+        )
+    for key, registry, wanted in [
+        ("MODEL.SEM_SEG_HEAD.NAME", SEM_SEG_HEADS_REGISTRY, MaskFormerHead),
+        (
+            "MODEL.SEM_SEG_HEAD.PIXEL_DECODER_NAME",
+            PIXEL_DECODER_REGISTRY,
+            COMPONENTS[model_type][1],
+        ),
+    ]:
+        found = _registered(cfg, registry, key)
+        if found is not wanted:
+            raise ConversionError(
+                f"{_named(cfg, key, found)}; transformers' {model_type} has {wanted.__name__}"
+            )
+
+
+def _named(cfg: CfgNode, key: str, found) -> str:
+    """``KEY = 'name'``, and the class it names where that has another name."""
+    name = _value(cfg, key)
+    return f"{key} = {name!r}" + ("" if name == found.__name__ else f" ({found.__name__})")
+
+
+def _registered(cfg: CfgNode, registry, key: str):
+    """The class (or builder) that the config ``key`` names in ``registry``."""
+    try:
+        return lookup(registry, _value(cfg, key), key)
+    except KeyError as e:
+        raise ConversionError(e.args[0]) from e
 
 
 def _hf_backbone_config(cfg: CfgNode, transformers):
@@ -350,6 +426,11 @@ def _node(cfg: CfgNode, key: str) -> tuple[CfgNode, str]:
     return cfg, name
 
 
+def _value(cfg: CfgNode, key: str) -> Any:
+    node, name = _node(cfg, key)
+    return node[name]
+
+
 def _set_fixed(cfg: CfgNode, values: dict[str, Any]) -> None:
     for key, value in values.items():
         node, name = _node(cfg, key)
@@ -368,6 +449,6 @@ def _fields_to_cfg(cfg: CfgNode, fields: tuple[Field, ...], source: dict, where:
 def _fields_to_hf(cfg: CfgNode, fields: tuple[Field, ...]) -> dict[str, Any]:
     values = {}
     for field in fields:
-        node, name = _node(cfg, field.ours)
-        values[field.hf] = field.cast(node[name]) if field.cast else node[name]
+        value = _value(cfg, field.ours)
+        values[field.hf] = field.cast(value) if field.cast else value
     return values
