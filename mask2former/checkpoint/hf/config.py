@@ -129,7 +129,7 @@ SWIN_FIELDS = (
     Field("MODEL.SWIN.APE", "use_absolute_embeddings", False),
 )
 
-# What transformers' models always are, in our config.
+# What transformers' models always are, in our config (and the decoders of COMPONENTS).
 HEAD_FIXED = {
     "MODEL.META_ARCHITECTURE": MaskFormer.__name__,
     "MODEL.SEM_SEG_HEAD.NAME": MaskFormerHead.__name__,
@@ -137,15 +137,11 @@ HEAD_FIXED = {
     "MODEL.SEM_SEG_HEAD.NORM": "GN",
 }
 MASK2FORMER_FIXED = {
-    "MODEL.SEM_SEG_HEAD.PIXEL_DECODER_NAME": MSDeformAttnPixelDecoder.__name__,
     "MODEL.SEM_SEG_HEAD.DEFORMABLE_TRANSFORMER_ENCODER_IN_FEATURES": ["res3", "res4", "res5"],
-    "MODEL.MASK_FORMER.TRANSFORMER_DECODER_NAME": MultiScaleMaskedTransformerDecoder.__name__,
     "MODEL.MASK_FORMER.TRANSFORMER_IN_FEATURE": "multi_scale_pixel_decoder",
 }
 MASKFORMER_FIXED = {
-    "MODEL.SEM_SEG_HEAD.PIXEL_DECODER_NAME": BasePixelDecoder.__name__,
     "MODEL.SEM_SEG_HEAD.TRANSFORMER_ENC_LAYERS": 0,
-    "MODEL.MASK_FORMER.TRANSFORMER_DECODER_NAME": StandardTransformerDecoder.__name__,
     "MODEL.MASK_FORMER.TRANSFORMER_IN_FEATURE": "res5",
     "MODEL.MASK_FORMER.ENC_LAYERS": 0,  # transformers' MaskFormer builds no DETR encoder
     "MODEL.MASK_FORMER.PRE_NORM": False,
@@ -177,6 +173,9 @@ def hf_config_to_cfg(
         _maskformer_to_cfg(cfg, hf_config)
     else:
         raise ConversionError(f"config.json: model_type {model_type!r} is not supported")
+    decoder, pixel_decoder = COMPONENTS[model_type]
+    cfg.MODEL.MASK_FORMER.TRANSFORMER_DECODER_NAME = decoder.__name__
+    cfg.MODEL.SEM_SEG_HEAD.PIXEL_DECODER_NAME = pixel_decoder.__name__
     backbone = hf_config.get("backbone_config")
     if not isinstance(backbone, dict):
         raise ConversionError(

@@ -16,9 +16,7 @@ from . import keys
 from .config import (
     cfg_to_hf_config,
     class_names,
-    hf_backbone_type,
     hf_config_to_cfg,
-    hf_model_type,
     import_transformers,
 )
 from .errors import ConversionError
@@ -91,13 +89,12 @@ def convert_ours_to_hf(
             raise ConversionError(f"{weights_file}: no class names in its metadata; pass names")
         names = json.loads(metadata["class_names"])
     hf_config = cfg_to_hf_config(cfg, names)
-    model_class = (
-        transformers.Mask2FormerForUniversalSegmentation
-        if hf_model_type(cfg) == "mask2former"
-        else transformers.MaskFormerForInstanceSegmentation
-    )
+    model_class = {
+        "mask2former": transformers.Mask2FormerForUniversalSegmentation,
+        "maskformer": transformers.MaskFormerForInstanceSegmentation,
+    }[hf_config.model_type]
     model = model_class(hf_config)
-    backbone_type = hf_backbone_type(cfg)
+    backbone_type = hf_config.backbone_config.model_type
     hf_state = ours_to_hf_state_dict(state, hf_config.model_type, backbone_type)
     missing, unexpected = model.load_state_dict(hf_state, strict=False)
     # Parameters with no counterpart in ours keep transformers' initial values.
