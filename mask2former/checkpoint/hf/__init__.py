@@ -11,6 +11,7 @@ Ours is the published Mask2Former / MaskFormer layout (detectron2 key names, e.g
 - :mod:`.keys`: the key renames, an ordered list of regular expressions per direction;
 - :mod:`.state_dict`: state dicts renamed by them, attention projections fused / split;
 - :mod:`.config`: config.json <-> our config;
+- :mod:`.components`: which transformers model our config is, from its components' classes;
 - :mod:`.convert`: directories (:func:`convert_hf_to_ours`, :func:`convert_ours_to_hf`).
 """
 

@@ -3,13 +3,7 @@
 Most settings are one field on each side and appear once, in a table of :class:`Field`
 (``*_FIELDS``), read in both directions. What transformers' architectures always are is
 written into our config from ``*_FIXED``; the ResNet depth, the pixel normalisation and the
-checks are code.
-
-Towards transformers, which model our config is follows from the classes its registry names
-resolve to (:data:`COMPONENTS`), not from the names: a component registered again under
-another name converts as the class it is. Another class, a subclass included (it may hold
-other weights or compute otherwise), is refused with an error naming its key; only the
-meta-architecture may be any subclass of MaskFormer, as it just wires the parts.
+checks are code. Which transformers model our config is: :mod:`.components`.
 """
 
 from __future__ import annotations
@@ -17,33 +11,14 @@ from __future__ import annotations
 from typing import Any, Callable, NamedTuple, Optional
 
 from mask2former.config import CfgNode, get_cfg
-from mask2former.modeling import (
-    BACKBONE_REGISTRY,
-    META_ARCH_REGISTRY,
-    PIXEL_DECODER_REGISTRY,
-    SEM_SEG_HEADS_REGISTRY,
-    TRANSFORMER_DECODER_REGISTRY,
-)
 from mask2former.modeling.backbone import D2SwinTransformer, build_resnet_backbone
 from mask2former.modeling.heads import MaskFormerHead
 from mask2former.modeling.meta_arch import MaskFormer
-from mask2former.modeling.pixel_decoder import BasePixelDecoder, MSDeformAttnPixelDecoder
-from mask2former.modeling.transformer_decoder import (
-    MultiScaleMaskedTransformerDecoder,
-    StandardTransformerDecoder,
-)
-from mask2former.utils.registry import lookup
 
+from .components import COMPONENTS, check_components, hf_backbone_type, hf_model_type
 from .errors import ConversionError
 
-__all__ = [
-    "cfg_to_hf_config",
-    "class_names",
-    "hf_backbone_type",
-    "hf_config_to_cfg",
-    "hf_model_type",
-    "import_transformers",
-]
+__all__ = ["cfg_to_hf_config", "class_names", "hf_config_to_cfg", "import_transformers"]
 
 # transformers' image processors normalise RGB pixels in [0, 1] with these by default.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -58,12 +33,6 @@ RESNET_DEPTHS = {
 STAGES = ["stage1", "stage2", "stage3", "stage4"]
 RES = ["res2", "res3", "res4", "res5"]
 REQUIRED = object()  # a Field default: config.json must have the field
-
-#: Our transformer decoder and pixel decoder that each transformers model_type reimplements.
-COMPONENTS = {
-    "mask2former": (MultiScaleMaskedTransformerDecoder, MSDeformAttnPixelDecoder),
-    "maskformer": (StandardTransformerDecoder, BasePixelDecoder),
-}
 
 
 class Field(NamedTuple):
@@ -278,7 +247,7 @@ def cfg_to_hf_config(cfg: CfgNode, names: list[str]):
         )
     labels = {"id2label": dict(enumerate(names)), "label2id": {n: i for i, n in enumerate(names)}}
     model_type = hf_model_type(cfg)
-    _check_components(cfg, model_type)
+    check_components(cfg, model_type)
     if model_type == "mask2former":
         return transformers.Mask2FormerConfig(
             backbone_config=_hf_backbone_config(cfg, transformers),
@@ -312,72 +281,6 @@ def import_transformers():
     except ImportError as e:
         raise ConversionError("writing a Hugging Face checkpoint needs `transformers`") from e
     return transformers
-
-
-def hf_model_type(cfg: CfgNode) -> str:
-    """transformers' ``model_type`` of our config, from its transformer decoder's class:
-    "mask2former" or "maskformer"."""
-    key = "MODEL.MASK_FORMER.TRANSFORMER_DECODER_NAME"
-    decoder = _registered(cfg, TRANSFORMER_DECODER_REGISTRY, key)
-    for model_type, (decoder_class, _) in COMPONENTS.items():
-        if decoder is decoder_class:
-            return model_type
-    raise ConversionError(
-        f"{_named(cfg, key, decoder)}; transformers has "
-        + " and ".join(f"{d.__name__} ({t})" for t, (d, _) in COMPONENTS.items())
-    )
-
-
-def hf_backbone_type(cfg: CfgNode) -> str:
-    """transformers' backbone ``model_type`` of our config, from its backbone's class:
-    "swin", "maskformer-swin" or "resnet"."""
-    builder = _registered(cfg, BACKBONE_REGISTRY, "MODEL.BACKBONE.NAME")
-    if builder is D2SwinTransformer:
-        return "swin" if hf_model_type(cfg) == "mask2former" else "maskformer-swin"
-    if builder is build_resnet_backbone:
-        return "resnet"
-    raise ConversionError(
-        f"{_named(cfg, 'MODEL.BACKBONE.NAME', builder)} has no transformers counterpart "
-        "(D2SwinTransformer or build_resnet_backbone)"
-    )
-
-
-def _check_components(cfg: CfgNode, model_type: str) -> None:
-    """transformers' models are a MaskFormer (a subclass too: it only wires the parts) with a
-    MaskFormerHead and the pixel decoder that :data:`COMPONENTS` pairs with ``model_type``."""
-    meta_arch = _registered(cfg, META_ARCH_REGISTRY, "MODEL.META_ARCHITECTURE")
-    if not (isinstance(meta_arch, type) and issubclass(meta_arch, MaskFormer)):
-        raise ConversionError(
-            f"{_named(cfg, 'MODEL.META_ARCHITECTURE', meta_arch)}; transformers' models are "
-            "a MaskFormer"
-        )
-    for key, registry, wanted in [
-        ("MODEL.SEM_SEG_HEAD.NAME", SEM_SEG_HEADS_REGISTRY, MaskFormerHead),
-        (
-            "MODEL.SEM_SEG_HEAD.PIXEL_DECODER_NAME",
-            PIXEL_DECODER_REGISTRY,
-            COMPONENTS[model_type][1],
-        ),
-    ]:
-        found = _registered(cfg, registry, key)
-        if found is not wanted:
-            raise ConversionError(
-                f"{_named(cfg, key, found)}; transformers' {model_type} has {wanted.__name__}"
-            )
-
-
-def _named(cfg: CfgNode, key: str, found) -> str:
-    """``KEY = 'name'``, and the class it names where that has another name."""
-    name = _value(cfg, key)
-    return f"{key} = {name!r}" + ("" if name == found.__name__ else f" ({found.__name__})")
-
-
-def _registered(cfg: CfgNode, registry, key: str):
-    """The class (or builder) that the config ``key`` names in ``registry``."""
-    try:
-        return lookup(registry, _value(cfg, key), key)
-    except KeyError as e:
-        raise ConversionError(e.args[0]) from e
 
 
 def _hf_backbone_config(cfg: CfgNode, transformers):
@@ -425,11 +328,6 @@ def _node(cfg: CfgNode, key: str) -> tuple[CfgNode, str]:
     return cfg, name
 
 
-def _value(cfg: CfgNode, key: str) -> Any:
-    node, name = _node(cfg, key)
-    return node[name]
-
-
 def _set_fixed(cfg: CfgNode, values: dict[str, Any]) -> None:
     for key, value in values.items():
         node, name = _node(cfg, key)
@@ -448,6 +346,7 @@ def _fields_to_cfg(cfg: CfgNode, fields: tuple[Field, ...], source: dict, where:
 def _fields_to_hf(cfg: CfgNode, fields: tuple[Field, ...]) -> dict[str, Any]:
     values = {}
     for field in fields:
-        value = _value(cfg, field.ours)
+        node, name = _node(cfg, field.ours)
+        value = node[name]
         values[field.hf] = field.cast(value) if field.cast else value
     return values
