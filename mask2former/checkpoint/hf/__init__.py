@@ -18,11 +18,13 @@ Ours is the published Mask2Former / MaskFormer layout (detectron2 key names, e.g
 from mask2former.modeling.backbone.swin import relative_position_index
 
 from .config import cfg_to_hf_config, class_names, hf_config_to_cfg
-from .convert import convert_hf_to_ours, convert_ours_to_hf, read_weights
+from .convert import CONFIG_NAME, WEIGHTS_NAME, convert_hf_to_ours, convert_ours_to_hf, read_weights
 from .errors import ConversionError
 from .state_dict import hf_to_ours_state_dict, ours_to_hf_state_dict
 
 __all__ = [
+    "CONFIG_NAME",
+    "WEIGHTS_NAME",
     "ConversionError",
     "cfg_to_hf_config",
     "class_names",
