@@ -5,7 +5,8 @@
 (deep-supervision) prediction, and applies the loss weights. The returned dict is already
 weighted: callers sum it and never weigh it again.
 
-Two mask-loss families (``mask_loss``):
+Two mask-loss families (``mask_loss``); with ``MODEL.MASK_FORMER.MASK_LOSS`` "auto" the transformer
+decoder's class says which one its predictions are trained with (``mask_loss_family``):
 
 - ``"point"`` (Mask2Former): sigmoid BCE + dice on ``num_points`` points per matched mask, of
   which ``importance_sample_ratio`` are the most uncertain of ``oversample_ratio * num_points``
@@ -24,24 +25,39 @@ from torch import nn
 
 from mask2former.config import ConfigError, configurable
 from mask2former.utils import comm
+from mask2former.utils.registry import lookup
 
 from .losses import dice_loss, sigmoid_ce_loss, sigmoid_focal_loss
 from .matcher import MASK_COST_MODES, HungarianMatcher
 from .point_sampling import point_sample, uncertain_point_coords_with_randomness
+from .transformer_decoder.build import TRANSFORMER_DECODER_REGISTRY
 
 __all__ = ["SetCriterion", "build_criterion", "loss_weights", "mask_loss_family"]
 
 Indices = list[tuple[torch.Tensor, torch.Tensor]]
-# The decoder that predicts with masked attention is trained with point-sampled losses.
-_POINT_LOSS_DECODERS = ("MultiScaleMaskedTransformerDecoder",)
-BASE_LOSSES = ("loss_ce", "loss_mask", "loss_dice")
 
 
-def mask_loss_family(mask_loss: str, transformer_decoder_name: str) -> str:
-    """Resolve ``MODEL.MASK_FORMER.MASK_LOSS``: "auto" is "point" for Mask2Former's
-    ``MultiScaleMaskedTransformerDecoder`` and "full" (MaskFormer v1) for any other decoder."""
+def mask_loss_family(mask_loss: str, decoder: type | str) -> str:
+    """Resolve ``MODEL.MASK_FORMER.MASK_LOSS`` for a transformer decoder.
+
+    "point" and "full" are returned as they are; "auto" is the decoder class's
+    ``mask_loss_family`` attribute ("point" for Mask2Former's
+    ``MultiScaleMaskedTransformerDecoder``, "full" for MaskFormer v1's
+    ``StandardTransformerDecoder``, and the same for their subclasses under any registered
+    name). ``decoder`` is the class or its name in ``TRANSFORMER_DECODER_REGISTRY``.
+    """
     if mask_loss == "auto":
-        return "point" if transformer_decoder_name in _POINT_LOSS_DECODERS else "full"
+        if isinstance(decoder, str):
+            key = "MODEL.MASK_FORMER.TRANSFORMER_DECODER_NAME"
+            decoder = lookup(TRANSFORMER_DECODER_REGISTRY, decoder, key)
+        family = getattr(decoder, "mask_loss_family", None)
+        if family not in MASK_COST_MODES:
+            raise ConfigError(
+                f"MODEL.MASK_FORMER.MASK_LOSS 'auto': the transformer decoder "
+                f"{decoder.__name__} gives no mask_loss_family in {MASK_COST_MODES} (got "
+                f"{family!r}); set MASK_LOSS to 'point' or 'full', or give the class the attribute"
+            )
+        return family
     if mask_loss not in MASK_COST_MODES:
         raise ConfigError(
             f"MODEL.MASK_FORMER.MASK_LOSS must be 'auto', 'point' or 'full', got {mask_loss!r}"

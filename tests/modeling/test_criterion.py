@@ -6,12 +6,18 @@ from pathlib import Path
 import pytest
 import torch
 import torchvision
+from torch import nn
 
 from mask2former.config import ConfigError, get_cfg
 from mask2former.modeling.criterion import SetCriterion, build_criterion, mask_loss_family
 from mask2former.modeling.losses import dice_loss, sigmoid_ce_loss, sigmoid_focal_loss
 from mask2former.modeling.matcher import HungarianMatcher
 from mask2former.modeling.point_sampling import point_sample, uncertain_point_coords_with_randomness
+from mask2former.modeling.transformer_decoder import (
+    TRANSFORMER_DECODER_REGISTRY,
+    MultiScaleMaskedTransformerDecoder,
+    StandardTransformerDecoder,
+)
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 X = torch.tensor([[2.0, -1.0, 0.5], [0.0, 3.0, -2.0]])  # (N=2, P=3) logits
@@ -261,3 +267,50 @@ def test_mask_loss_family():
     assert mask_loss_family("full", "MultiScaleMaskedTransformerDecoder") == "full"
     with pytest.raises(ConfigError, match="MASK_LOSS"):
         mask_loss_family("focal", "StandardTransformerDecoder")
+
+
+class _RenamedMaskedDecoder(MultiScaleMaskedTransformerDecoder):
+    """Mask2Former's decoder under another registered name."""
+
+
+class _RenamedStandardDecoder(StandardTransformerDecoder):
+    """MaskFormer v1's decoder under another registered name."""
+
+
+class _DecoderWithoutFamily(nn.Module):
+    """A third-party decoder that does not say which mask losses it needs."""
+
+
+def _registered(cls) -> str:
+    if cls.__name__ not in TRANSFORMER_DECODER_REGISTRY:
+        TRANSFORMER_DECODER_REGISTRY.register(cls)
+    return cls.__name__
+
+
+@pytest.mark.parametrize(
+    "config, decoder, family",
+    [
+        (
+            "coco/panoptic-segmentation/maskformer2_R50_bs16_50ep.yaml",
+            _RenamedMaskedDecoder,
+            "point",
+        ),
+        ("maskformer/ade20k-150/maskformer_R50_bs16_160k.yaml", _RenamedStandardDecoder, "full"),
+        # the family follows the class, not the config the name appears in
+        ("maskformer/ade20k-150/maskformer_R50_bs16_160k.yaml", _RenamedMaskedDecoder, "point"),
+    ],
+)
+def test_decoder_under_a_new_name_keeps_its_loss_family(config, decoder, family):
+    cfg = get_cfg()
+    cfg.merge_from_file(str(CONFIGS / config))
+    cfg.MODEL.MASK_FORMER.TRANSFORMER_DECODER_NAME = _registered(decoder)
+    criterion = build_criterion(cfg)
+    assert criterion.mask_loss == family and criterion.matcher.mask_cost == family
+    assert mask_loss_family("auto", decoder) == family
+
+
+def test_decoder_without_a_loss_family_needs_an_explicit_mask_loss():
+    name = _registered(_DecoderWithoutFamily)
+    with pytest.raises(ConfigError, match="mask_loss_family"):
+        mask_loss_family("auto", name)
+    assert mask_loss_family("point", name) == "point"

@@ -49,6 +49,9 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
 
     # Recorded in state_dict._metadata as the published decoder does; see checkpoint_compat.
     _version = DECODER_QUERY_FEAT_VERSION
+    #: The criterion's mask losses for these predictions under MASK_LOSS "auto": point-sampled
+    #: BCE + dice (see mask2former.modeling.criterion).
+    mask_loss_family = "point"
 
     @configurable
     def __init__(

@@ -22,6 +22,10 @@ class StandardTransformerDecoder(nn.Module):
     ``x`` and masks the encoder/decoder keys; published MaskFormer passes None.
     """
 
+    #: The criterion's mask losses for these predictions under MASK_LOSS "auto": focal + dice on
+    #: full-resolution masks (see mask2former.modeling.criterion).
+    mask_loss_family = "full"
+
     @configurable
     def __init__(
         self,
