@@ -28,7 +28,7 @@ from mask2former.utils import comm
 from mask2former.utils.registry import lookup
 
 from .losses import dice_loss, sigmoid_ce_loss, sigmoid_focal_loss
-from .matcher import MASK_COST_MODES, HungarianMatcher
+from .matcher import MASK_LOSS_FAMILIES, HungarianMatcher
 from .point_sampling import point_sample, uncertain_point_coords_with_randomness
 from .transformer_decoder.build import TRANSFORMER_DECODER_REGISTRY
 
@@ -51,14 +51,14 @@ def mask_loss_family(mask_loss: str, decoder: type | str) -> str:
             key = "MODEL.MASK_FORMER.TRANSFORMER_DECODER_NAME"
             decoder = lookup(TRANSFORMER_DECODER_REGISTRY, decoder, key)
         family = getattr(decoder, "mask_loss_family", None)
-        if family not in MASK_COST_MODES:
+        if family not in MASK_LOSS_FAMILIES:
             raise ConfigError(
                 f"MODEL.MASK_FORMER.MASK_LOSS 'auto': the transformer decoder "
-                f"{decoder.__name__} gives no mask_loss_family in {MASK_COST_MODES} (got "
+                f"{decoder.__name__} gives no mask_loss_family in {MASK_LOSS_FAMILIES} (got "
                 f"{family!r}); set MASK_LOSS to 'point' or 'full', or give the class the attribute"
             )
         return family
-    if mask_loss not in MASK_COST_MODES:
+    if mask_loss not in MASK_LOSS_FAMILIES:
         raise ConfigError(
             f"MODEL.MASK_FORMER.MASK_LOSS must be 'auto', 'point' or 'full', got {mask_loss!r}"
         )
@@ -103,8 +103,8 @@ class SetCriterion(nn.Module):
         focal_gamma: float = 2.0,
     ):
         super().__init__()
-        if mask_loss not in MASK_COST_MODES:
-            raise ValueError(f"mask_loss must be one of {MASK_COST_MODES}, got {mask_loss!r}")
+        if mask_loss not in MASK_LOSS_FAMILIES:
+            raise ValueError(f"mask_loss must be one of {MASK_LOSS_FAMILIES}, got {mask_loss!r}")
         self.num_classes = num_classes
         self.matcher = matcher
         self.weight_dict = dict(weight_dict)
@@ -132,7 +132,7 @@ class SetCriterion(nn.Module):
             cost_class=mf.CLASS_WEIGHT,
             cost_mask=mf.MASK_WEIGHT,
             cost_dice=mf.DICE_WEIGHT,
-            mask_cost=mask_loss,
+            mask_loss=mask_loss,
             num_points=mf.TRAIN_NUM_POINTS,
         )
         return {
