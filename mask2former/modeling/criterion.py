@@ -1,7 +1,7 @@
 """The set-prediction loss of MaskFormer and Mask2Former.
 
-``SetCriterion`` matches queries to targets (Hungarian), computes each loss of its
-``loss_map`` on the matched pairs for the final prediction and for every auxiliary
+``SetCriterion`` matches queries to targets (Hungarian), computes each of its ``loss_fns``
+(class, then mask and dice) on the matched pairs for the final prediction and for every auxiliary
 (deep-supervision) prediction, and applies the loss weights. The returned dict is already
 weighted: callers sum it and never weigh it again.
 
@@ -117,10 +117,11 @@ class SetCriterion(nn.Module):
         empty_weight = torch.ones(num_classes + 1)
         empty_weight[-1] = eos_coef
         self.register_buffer("empty_weight", empty_weight)
-        self.loss_map: dict[str, Callable[..., dict[str, torch.Tensor]]] = {
-            "labels": self.loss_labels,
-            "masks": self.loss_masks,
-        }
+        # Each takes (outputs, targets, indices, num_masks) and returns {loss name: value}.
+        self.loss_fns: tuple[Callable[..., dict[str, torch.Tensor]], ...] = (
+            self.loss_labels,
+            self.loss_masks,
+        )
 
     @classmethod
     def from_config(cls, cfg) -> dict:
@@ -210,7 +211,7 @@ class SetCriterion(nn.Module):
         losses = {}
         for prediction, suffix in zip(predictions, suffixes):
             indices = self.matcher(prediction, targets)
-            for loss_fn in self.loss_map.values():
+            for loss_fn in self.loss_fns:
                 for name, value in loss_fn(prediction, targets, indices, num_masks).items():
                     losses[name + suffix] = value
         return self.weighted(losses)
