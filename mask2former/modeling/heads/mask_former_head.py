@@ -67,13 +67,11 @@ class MaskFormerHead(PixelDecoderHeadLayout, nn.Module):
     def __init__(
         self,
         *,
-        num_classes: int,
         pixel_decoder: nn.Module,
         transformer_predictor: nn.Module,
         transformer_in_feature: str,
     ):
         super().__init__()
-        self.num_classes = num_classes
         self.pixel_decoder = pixel_decoder
         self.predictor = transformer_predictor
         self.transformer_in_feature = transformer_in_feature
@@ -81,7 +79,6 @@ class MaskFormerHead(PixelDecoderHeadLayout, nn.Module):
     @classmethod
     def from_config(cls, cfg, input_shape: dict[str, ShapeSpec]) -> dict:
         return {
-            "num_classes": cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES,
             # the pixel decoder keeps the SEM_SEG_HEAD.IN_FEATURES of these
             "pixel_decoder": build_pixel_decoder(cfg, input_shape),
             "transformer_predictor": build_transformer_decoder(
