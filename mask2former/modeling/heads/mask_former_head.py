@@ -33,6 +33,16 @@ def predictor_in_channels(cfg, input_shape: dict[str, ShapeSpec]) -> int:
     return input_shape[in_feature].channels
 
 
+def decode_pixels(
+    pixel_decoder: nn.Module, in_feature: str, features: dict[str, Tensor]
+) -> tuple[Tensor | list[Tensor], Tensor]:
+    """Run the pixel decoder: (the transformer decoder's input named by ``in_feature``, the
+    mask features (N, mask_dim, H/4, W/4))."""
+    mask_features, encoder_features, multi_scale = pixel_decoder.forward_features(features)
+    x = predictor_input(in_feature, features, mask_features, encoder_features, multi_scale)
+    return x, mask_features
+
+
 def predictor_input(
     in_feature: str,
     features: dict[str, Tensor],
@@ -88,8 +98,5 @@ class MaskFormerHead(PixelDecoderHeadLayout, nn.Module):
         }
 
     def forward(self, features: dict[str, Tensor], mask: Tensor | None = None) -> dict:
-        mask_features, encoder_features, multi_scale = self.pixel_decoder.forward_features(features)
-        x = predictor_input(
-            self.transformer_in_feature, features, mask_features, encoder_features, multi_scale
-        )
+        x, mask_features = decode_pixels(self.pixel_decoder, self.transformer_in_feature, features)
         return self.predictor(x, mask_features, mask)
