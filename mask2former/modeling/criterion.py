@@ -54,7 +54,7 @@ def mask_loss_family(mask_loss: str, decoder: type | str) -> str:
         if family not in MASK_LOSS_FAMILIES:
             raise ConfigError(
                 f"MODEL.MASK_FORMER.MASK_LOSS 'auto': the transformer decoder "
-                f"{decoder.__name__} gives no mask_loss_family in {MASK_LOSS_FAMILIES} (got "
+                f"{getattr(decoder, '__name__', decoder)} gives no mask_loss_family in {MASK_LOSS_FAMILIES} (got "
                 f"{family!r}); set MASK_LOSS to 'point' or 'full', or give the class the attribute"
             )
         return family
