@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from mask2former.config import ConfigError, get_cfg
+from mask2former.config import config as config_module
 from tests.published import CONFIG_DIR, published_config_hashes, published_configs
 
 
@@ -186,3 +187,32 @@ def test_frozen_config_cannot_be_merged():
     cfg.freeze()
     with pytest.raises(ConfigError, match="frozen"):
         cfg.merge_from_list(["SEED", "1"])
+
+
+def test_allow_unsafe_loads_what_the_safe_loader_refuses_as_fvcore_does(tmp_path, monkeypatch):
+    """fvcore's meaning of merge_from_file(..., allow_unsafe=True), which detectron2-style code
+    passes: the safe loader first; a file it refuses is loaded with yaml.unsafe_load, bases too."""
+    _write(tmp_path, "base.yaml", "INPUT:\n  MIN_SIZE_TRAIN: !!python/tuple [256, 512]\n")
+    _write(
+        tmp_path, "steps.yaml", 'SOLVER:\n  MAX_ITER: !!python/object/apply:eval ["sum([3, 4])"]\n'
+    )
+    child = _write(tmp_path, "child.yaml", "_BASE_: base.yaml\nSOLVER:\n  BASE_LR: 0.5\n")
+    for path in (child, tmp_path / "steps.yaml"):
+        with pytest.raises(ConfigError, match=r"(base|steps)\.yaml"):
+            get_cfg().merge_from_file(str(path))
+    warnings = []  # the "mask2former" logger may not propagate to caplog (setup_logger)
+    monkeypatch.setattr(config_module.logger, "warning", lambda *args: warnings.append(args))
+    cfg = get_cfg()
+    cfg.merge_from_file(str(child), allow_unsafe=True)
+    cfg.merge_from_file(str(tmp_path / "steps.yaml"), allow_unsafe=True)
+    assert cfg.INPUT.MIN_SIZE_TRAIN == (256, 512) and cfg.SOLVER.BASE_LR == 0.5
+    assert cfg.SOLVER.MAX_ITER == 7
+    assert [Path(args[1]).name for args in warnings] == ["base.yaml", "steps.yaml"]
+    assert all("yaml.unsafe_load" in args[0] for args in warnings)
+    safe = get_cfg()
+    safe.merge_from_file(
+        str(CONFIG_DIR / "ade20k/semantic-segmentation/maskformer2_R50_bs16_160k.yaml"),
+        allow_unsafe=True,
+    )
+    assert list(safe.INPUT.MIN_SIZE_TRAIN) == [int(x * 0.1 * 512) for x in range(5, 21)]
+    assert len(warnings) == 2, "a file the safe loader reads is read safely"

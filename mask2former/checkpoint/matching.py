@@ -31,9 +31,12 @@ _STEP_COUNTER = "num_batches_tracked"
 
 
 class IncompatibleKeys(NamedTuple):
+    """Model keys the checkpoint lacks and checkpoint keys the model lacks (as torch's
+    ``load_state_dict`` reports them). fvcore's version also lists keys with other shapes;
+    here a shape mismatch raises :class:`CheckpointError` instead."""
+
     missing_keys: list[str]
     unexpected_keys: list[str]
-    incorrect_shapes: list[tuple[str, tuple, tuple]]  # always empty: a mismatch raises
 
 
 def replace_key_prefix(state_dict: Mapping, old: str, new: str) -> OrderedDict:
@@ -171,4 +174,4 @@ def load_state_dict_exact(
         )
     if loaded == 0 and len(state_dict) > 0:
         logger.warning("%s: no key matched the model; nothing was loaded", source)
-    return IncompatibleKeys(missing, unexpected, [])
+    return IncompatibleKeys(missing, unexpected)

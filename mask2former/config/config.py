@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import functools
 import inspect
+import logging
 import os
 from typing import Any, Callable
 
@@ -13,6 +14,8 @@ from fvcore.common.config import CfgNode as _FvCfgNode
 from iopath.common.file_io import g_pathmgr
 
 BASE_KEY = "_BASE_"
+
+logger = logging.getLogger(__name__)
 
 
 class ConfigError(ValueError):
@@ -84,13 +87,27 @@ def _construct_eval(loader: yaml.SafeLoader, node: yaml.Node) -> Any:
 _ConfigLoader.add_constructor("tag:yaml.org,2002:python/object/apply:eval", _construct_eval)
 
 
-def _load_yaml(filename: str) -> dict:
+def _load_yaml(filename: str, allow_unsafe: bool = False) -> dict:
+    """The mapping in ``filename``, read with the safe loader; a tag it refuses (a Python object,
+    an expression the restricted interpreter does not admit) is loaded with ``yaml.unsafe_load``
+    only when ``allow_unsafe``, after a warning, as fvcore does."""
     try:
         with g_pathmgr.open(filename, "r") as f:
             data = yaml.load(f, Loader=_ConfigLoader)
     except FileNotFoundError as e:
         raise ConfigError(f"config file not found: {filename}") from e
-    except (yaml.YAMLError, ConfigError) as e:
+    except (yaml.constructor.ConstructorError, ConfigError) as e:
+        if not allow_unsafe:
+            raise ConfigError(f"{filename}: cannot parse YAML: {e}") from e
+        logger.warning(
+            "Loading config %s with yaml.unsafe_load (allow_unsafe=True): it can run any code "
+            "the file holds (%s)",
+            filename,
+            e,
+        )
+        with g_pathmgr.open(filename, "r") as f:
+            data = yaml.unsafe_load(f)
+    except yaml.YAMLError as e:
         raise ConfigError(f"{filename}: cannot parse YAML: {e}") from e
     if data is None:
         return {}
@@ -115,11 +132,13 @@ class CfgNode(_FvCfgNode):
     ``!!python/object/apply:eval`` list comprehensions are evaluated by a restricted
     interpreter), an ``int`` is accepted where a ``float`` is expected, and an unknown key
     or a wrongly typed value raises :class:`ConfigError` naming the key and the file.
+    ``allow_unsafe=True`` keeps fvcore's meaning: a file the safe loader refuses is read
+    with ``yaml.unsafe_load`` (after a warning), its ``_BASE_`` files too.
     """
 
     @classmethod
     def load_yaml_with_base(cls, filename: str, allow_unsafe: bool = False) -> dict:
-        data = _load_yaml(filename)
+        data = _load_yaml(filename, allow_unsafe)
         base_files = data.pop(BASE_KEY, None)
         if base_files is None:
             return data
@@ -132,12 +151,13 @@ class CfgNode(_FvCfgNode):
             base = os.path.expanduser(base)
             if not base.startswith(("/", "~")) and "://" not in base:
                 base = os.path.join(os.path.dirname(filename), base)
-            _merge_dicts(merged, cls.load_yaml_with_base(base))
+            _merge_dicts(merged, cls.load_yaml_with_base(base, allow_unsafe))
         _merge_dicts(merged, data)
         return merged
 
     def merge_from_file(self, cfg_filename: str, allow_unsafe: bool = False) -> None:
-        loaded = self.load_yaml_with_base(cfg_filename)
+        """Merge a YAML file and its ``_BASE_`` chain; see the class for ``allow_unsafe``."""
+        loaded = self.load_yaml_with_base(cfg_filename, allow_unsafe)
         self._merge_dict(loaded, source=cfg_filename)
 
     def merge_from_other_cfg(self, cfg_other: "CfgNode") -> None:

@@ -98,8 +98,9 @@ _C.MODEL.MASK_FORMER.TRANSFORMER_IN_FEATURE = (
     "res5"  # decoder input: a backbone or pixel-decoder map
 )
 # (extension) mask loss and matching cost: "point" (Mask2Former: BCE + dice on sampled points),
-# "full" (MaskFormer v1: focal + dice on full masks) or "auto": "point" for the
-# MultiScaleMaskedTransformerDecoder, else "full" -- the official repository of each decoder
+# "full" (MaskFormer v1: focal + dice on full masks) or "auto": the decoder class's
+# mask_loss_family, "point" for MultiScaleMaskedTransformerDecoder and "full" for
+# StandardTransformerDecoder (and their subclasses) -- the official repository of each decoder
 _C.MODEL.MASK_FORMER.MASK_LOSS = "auto"  # (extension) "auto", "point" or "full"
 _C.MODEL.MASK_FORMER.DEEP_SUPERVISION = True  # losses on every decoder layer's prediction
 _C.MODEL.MASK_FORMER.NO_OBJECT_WEIGHT = 0.1  # class-loss weight of the no-object class

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 import torch
 from fvcore.nn import ActivationCountAnalysis, FlopCountAnalysis, parameter_count_table
@@ -51,9 +51,3 @@ def activation_count(model: nn.Module, images: torch.Tensor) -> ActivationCountA
 def parameter_table(model: nn.Module, max_depth: int = 3) -> str:
     """fvcore's parameter count table, to ``max_depth`` levels of module names."""
     return parameter_count_table(model, max_depth=max_depth)
-
-
-def unsupported(analysis: FlopCountAnalysis) -> Optional[dict]:
-    """Ops the analysis could not count, with their number of calls (None if all counted)."""
-    ops = dict(analysis.unsupported_ops())
-    return ops or None

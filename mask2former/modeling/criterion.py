@@ -1,11 +1,12 @@
 """The set-prediction loss of MaskFormer and Mask2Former.
 
-``SetCriterion`` matches queries to targets (Hungarian), computes each loss of its
-``loss_map`` on the matched pairs for the final prediction and for every auxiliary
+``SetCriterion`` matches queries to targets (Hungarian), computes each of its ``loss_fns``
+(class, then mask and dice) on the matched pairs for the final prediction and for every auxiliary
 (deep-supervision) prediction, and applies the loss weights. The returned dict is already
 weighted: callers sum it and never weigh it again.
 
-Two mask-loss families (``mask_loss``):
+Two mask-loss families (``mask_loss``); with ``MODEL.MASK_FORMER.MASK_LOSS`` "auto" the transformer
+decoder's class says which one its predictions are trained with (``mask_loss_family``):
 
 - ``"point"`` (Mask2Former): sigmoid BCE + dice on ``num_points`` points per matched mask, of
   which ``importance_sample_ratio`` are the most uncertain of ``oversample_ratio * num_points``
@@ -24,25 +25,40 @@ from torch import nn
 
 from mask2former.config import ConfigError, configurable
 from mask2former.utils import comm
+from mask2former.utils.registry import lookup
 
 from .losses import dice_loss, sigmoid_ce_loss, sigmoid_focal_loss
-from .matcher import MASK_COST_MODES, HungarianMatcher
+from .matcher import MASK_LOSS_FAMILIES, HungarianMatcher
 from .point_sampling import point_sample, uncertain_point_coords_with_randomness
+from .transformer_decoder.build import TRANSFORMER_DECODER_REGISTRY
 
 __all__ = ["SetCriterion", "build_criterion", "loss_weights", "mask_loss_family"]
 
 Indices = list[tuple[torch.Tensor, torch.Tensor]]
-# The decoder that predicts with masked attention is trained with point-sampled losses.
-_POINT_LOSS_DECODERS = ("MultiScaleMaskedTransformerDecoder",)
-BASE_LOSSES = ("loss_ce", "loss_mask", "loss_dice")
 
 
-def mask_loss_family(mask_loss: str, transformer_decoder_name: str) -> str:
-    """Resolve ``MODEL.MASK_FORMER.MASK_LOSS``: "auto" is "point" for Mask2Former's
-    ``MultiScaleMaskedTransformerDecoder`` and "full" (MaskFormer v1) for any other decoder."""
+def mask_loss_family(mask_loss: str, decoder: type | str) -> str:
+    """Resolve ``MODEL.MASK_FORMER.MASK_LOSS`` for a transformer decoder.
+
+    "point" and "full" are returned as they are; "auto" is the decoder class's
+    ``mask_loss_family`` attribute ("point" for Mask2Former's
+    ``MultiScaleMaskedTransformerDecoder``, "full" for MaskFormer v1's
+    ``StandardTransformerDecoder``, and the same for their subclasses under any registered
+    name). ``decoder`` is the class or its name in ``TRANSFORMER_DECODER_REGISTRY``.
+    """
     if mask_loss == "auto":
-        return "point" if transformer_decoder_name in _POINT_LOSS_DECODERS else "full"
-    if mask_loss not in MASK_COST_MODES:
+        if isinstance(decoder, str):
+            key = "MODEL.MASK_FORMER.TRANSFORMER_DECODER_NAME"
+            decoder = lookup(TRANSFORMER_DECODER_REGISTRY, decoder, key)
+        family = getattr(decoder, "mask_loss_family", None)
+        if family not in MASK_LOSS_FAMILIES:
+            raise ConfigError(
+                f"MODEL.MASK_FORMER.MASK_LOSS 'auto': the transformer decoder "
+                f"{getattr(decoder, '__name__', decoder)} gives no mask_loss_family in {MASK_LOSS_FAMILIES} (got "
+                f"{family!r}); set MASK_LOSS to 'point' or 'full', or give the class the attribute"
+            )
+        return family
+    if mask_loss not in MASK_LOSS_FAMILIES:
         raise ConfigError(
             f"MODEL.MASK_FORMER.MASK_LOSS must be 'auto', 'point' or 'full', got {mask_loss!r}"
         )
@@ -87,8 +103,8 @@ class SetCriterion(nn.Module):
         focal_gamma: float = 2.0,
     ):
         super().__init__()
-        if mask_loss not in MASK_COST_MODES:
-            raise ValueError(f"mask_loss must be one of {MASK_COST_MODES}, got {mask_loss!r}")
+        if mask_loss not in MASK_LOSS_FAMILIES:
+            raise ValueError(f"mask_loss must be one of {MASK_LOSS_FAMILIES}, got {mask_loss!r}")
         self.num_classes = num_classes
         self.matcher = matcher
         self.weight_dict = dict(weight_dict)
@@ -101,10 +117,11 @@ class SetCriterion(nn.Module):
         empty_weight = torch.ones(num_classes + 1)
         empty_weight[-1] = eos_coef
         self.register_buffer("empty_weight", empty_weight)
-        self.loss_map: dict[str, Callable[..., dict[str, torch.Tensor]]] = {
-            "labels": self.loss_labels,
-            "masks": self.loss_masks,
-        }
+        # Each takes (outputs, targets, indices, num_masks) and returns {loss name: value}.
+        self.loss_fns: tuple[Callable[..., dict[str, torch.Tensor]], ...] = (
+            self.loss_labels,
+            self.loss_masks,
+        )
 
     @classmethod
     def from_config(cls, cfg) -> dict:
@@ -116,7 +133,7 @@ class SetCriterion(nn.Module):
             cost_class=mf.CLASS_WEIGHT,
             cost_mask=mf.MASK_WEIGHT,
             cost_dice=mf.DICE_WEIGHT,
-            mask_cost=mask_loss,
+            mask_loss=mask_loss,
             num_points=mf.TRAIN_NUM_POINTS,
         )
         return {
@@ -194,7 +211,7 @@ class SetCriterion(nn.Module):
         losses = {}
         for prediction, suffix in zip(predictions, suffixes):
             indices = self.matcher(prediction, targets)
-            for loss_fn in self.loss_map.values():
+            for loss_fn in self.loss_fns:
                 for name, value in loss_fn(prediction, targets, indices, num_masks).items():
                     losses[name + suffix] = value
         return self.weighted(losses)

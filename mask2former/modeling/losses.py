@@ -100,12 +100,8 @@ def pairwise_sigmoid_ce_cost(inputs: torch.Tensor, targets: torch.Tensor) -> tor
     Returns:
         (..., Q, N).
     """
-    pos = F.binary_cross_entropy_with_logits(inputs, torch.ones_like(inputs), reduction="none")
-    neg = F.binary_cross_entropy_with_logits(inputs, torch.zeros_like(inputs), reduction="none")
-    # Sum over points p: cost[q, n] = sum_p pos[q, p] t[n, p] + neg[q, p] (1 - t[n, p]).
-    cost = torch.einsum("...qp,...np->...qn", pos, targets)
-    cost = cost + torch.einsum("...qp,...np->...qn", neg, 1 - targets)
-    return cost / inputs.shape[-1]
+    pos, neg = _bce_against_one_and_zero(inputs)
+    return _pairwise_mean(pos, neg, targets)
 
 
 def pairwise_sigmoid_focal_cost(
@@ -120,15 +116,12 @@ def pairwise_sigmoid_focal_cost(
         (..., Q, N).
     """
     prob = inputs.sigmoid()
-    pos = F.binary_cross_entropy_with_logits(inputs, torch.ones_like(inputs), reduction="none")
-    neg = F.binary_cross_entropy_with_logits(inputs, torch.zeros_like(inputs), reduction="none")
+    pos, neg = _bce_against_one_and_zero(inputs)
     pos = (1 - prob) ** gamma * pos
     neg = prob**gamma * neg
     if alpha >= 0:
         pos, neg = alpha * pos, (1 - alpha) * neg
-    cost = torch.einsum("...qp,...np->...qn", pos, targets)
-    cost = cost + torch.einsum("...qp,...np->...qn", neg, 1 - targets)
-    return cost / inputs.shape[-1]
+    return _pairwise_mean(pos, neg, targets)
 
 
 def pairwise_dice_cost(inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -144,3 +137,21 @@ def pairwise_dice_cost(inputs: torch.Tensor, targets: torch.Tensor) -> torch.Ten
     numerator = 2 * torch.einsum("...qp,...np->...qn", prob, targets)
     denominator = prob.sum(-1).unsqueeze(-1) + targets.sum(-1).unsqueeze(-2)
     return 1 - (numerator + 1) / (denominator + 1)
+
+
+def _bce_against_one_and_zero(inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-point binary cross-entropy of (..., Q, P) logits if the target is 1 and if it is 0."""
+    pos = F.binary_cross_entropy_with_logits(inputs, torch.ones_like(inputs), reduction="none")
+    neg = F.binary_cross_entropy_with_logits(inputs, torch.zeros_like(inputs), reduction="none")
+    return pos, neg
+
+
+def _pairwise_mean(pos: torch.Tensor, neg: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean over points of ``pos`` where a target is 1 and ``neg`` where it is 0.
+
+    pos, neg: (..., Q, P) per-point costs; targets: (..., N, P) in [0, 1] -> (..., Q, N).
+    """
+    # Sum over points p: cost[q, n] = sum_p pos[q, p] t[n, p] + neg[q, p] (1 - t[n, p]).
+    cost = torch.einsum("...qp,...np->...qn", pos, targets)
+    cost = cost + torch.einsum("...qp,...np->...qn", neg, 1 - targets)
+    return cost / pos.shape[-1]

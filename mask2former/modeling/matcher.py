@@ -1,8 +1,9 @@
 """Hungarian matching of predicted masks to target masks (scipy ``linear_sum_assignment``).
 
 The cost of assigning query q to target n is
-``cost_class * -p_q(class_n) + cost_mask * mask_cost(q, n) + cost_dice * dice(q, n)``, with
-mask and dice costs either
+``cost_class * -p_q(class_n) + cost_mask * mask(q, n) + cost_dice * dice(q, n)``: ``cost_*`` are
+the weights (the official keywords), and ``mask_loss`` names the family of the mask and dice
+costs, the same as the criterion's mask losses:
 
 - ``"point"`` (Mask2Former): on ``num_points`` points drawn uniformly per image, the same points
   for the image's predictions and targets, with a binary cross-entropy mask cost; or
@@ -28,9 +29,15 @@ from .losses import (
 )
 from .point_sampling import point_sample
 
-__all__ = ["MASK_COST_MODES", "HungarianMatcher"]
+__all__ = ["MASK_LOSS_FAMILIES", "HungarianMatcher"]
 
-MASK_COST_MODES = ("point", "full")
+#: The two ways masks are compared, by the matcher and by the criterion's losses.
+MASK_LOSS_FAMILIES = ("point", "full")
+
+#: {"pred_logits": (B, Q, K + 1), "pred_masks": (B, Q, h, w)}
+Outputs = dict[str, torch.Tensor]
+#: B dicts {"labels": (n_i,) long, "masks": (n_i, H, W)}
+Targets = list[dict[str, torch.Tensor]]
 
 
 class HungarianMatcher(nn.Module):
@@ -48,18 +55,18 @@ class HungarianMatcher(nn.Module):
         cost_class: float = 1.0,
         cost_mask: float = 1.0,
         cost_dice: float = 1.0,
-        mask_cost: str = "point",
+        mask_loss: str = "point",
         num_points: int = 12544,
         focal_alpha: float = 0.25,
         focal_gamma: float = 2.0,
     ):
         super().__init__()
-        if mask_cost not in MASK_COST_MODES:
-            raise ValueError(f"mask_cost must be one of {MASK_COST_MODES}, got {mask_cost!r}")
+        if mask_loss not in MASK_LOSS_FAMILIES:
+            raise ValueError(f"mask_loss must be one of {MASK_LOSS_FAMILIES}, got {mask_loss!r}")
         if cost_class == 0 and cost_mask == 0 and cost_dice == 0:
             raise ValueError("HungarianMatcher: all costs are 0")
         self.cost_class, self.cost_mask, self.cost_dice = cost_class, cost_mask, cost_dice
-        self.mask_cost = mask_cost
+        self.mask_loss = mask_loss
         self.num_points = num_points
         self.focal_alpha, self.focal_gamma = focal_alpha, focal_gamma
 
@@ -69,10 +76,7 @@ class HungarianMatcher(nn.Module):
 
     @torch.no_grad()
     def forward(
-        self,
-        outputs: dict[str, torch.Tensor],
-        targets: list[dict[str, torch.Tensor]],
-        point_coords: torch.Tensor | None = None,
+        self, outputs: Outputs, targets: Targets, point_coords: torch.Tensor | None = None
     ) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Match; ``point_coords`` (B, P, 2) overrides the random points of the "point" mode."""
         costs = self.cost_matrices(outputs, targets, point_coords)
@@ -80,17 +84,14 @@ class HungarianMatcher(nn.Module):
 
     @torch.no_grad()
     def cost_matrices(
-        self,
-        outputs: dict[str, torch.Tensor],
-        targets: list[dict[str, torch.Tensor]],
-        point_coords: torch.Tensor | None = None,
+        self, outputs: Outputs, targets: Targets, point_coords: torch.Tensor | None = None
     ) -> list[torch.Tensor]:
         """Per image the (Q, n_i) cost matrix, computed batched."""
         pred_masks = outputs["pred_masks"].float()
         counts = [len(t["labels"]) for t in targets]
         if len(targets) != pred_masks.shape[0]:
             raise ValueError(f"{len(targets)} targets for a batch of {pred_masks.shape[0]}")
-        if self.mask_cost == "point":
+        if self.mask_loss == "point":
             if point_coords is None:
                 point_coords = self.sample_points(pred_masks.shape[0], pred_masks.device)
             pred, tgt = self._point_values(pred_masks, targets, point_coords)
@@ -126,7 +127,7 @@ class HungarianMatcher(nn.Module):
     def extra_repr(self) -> str:
         return (
             f"cost_class={self.cost_class}, cost_mask={self.cost_mask}, "
-            f"cost_dice={self.cost_dice}, mask_cost={self.mask_cost!r}, "
+            f"cost_dice={self.cost_dice}, mask_loss={self.mask_loss!r}, "
             f"num_points={self.num_points}"
         )
 

@@ -83,18 +83,33 @@ def xavier_init_matrices(module: nn.Module) -> None:
 # --------------------------------------------------------------------------- #
 # Mask2Former layout: one module per block.
 # --------------------------------------------------------------------------- #
-class SelfAttentionLayer(nn.Module):
+class _ResidualLayer(nn.Module):
+    """One residual block: the given sublayer modules (registered first, under their keyword
+    names), then ``norm`` and ``dropout``; every matrix Xavier-initialised as published."""
+
+    def __init__(
+        self, d_model: int, dropout: float, normalize_before: bool, **sublayers: nn.Module
+    ):
+        super().__init__()
+        for name, module in sublayers.items():
+            self.add_module(name, module)
+        self.norm = nn.LayerNorm(d_model)
+        self.dropout = nn.Dropout(dropout)
+        self.normalize_before = normalize_before
+        xavier_init_matrices(self)
+
+    def _block(self, x: Tensor, sublayer: Callable[[Tensor], Tensor]) -> Tensor:
+        return residual(x, sublayer, self.norm, self.dropout, self.normalize_before)
+
+
+class SelfAttentionLayer(_ResidualLayer):
     """Residual self-attention block. ``forward(x (Q, N, C), query_pos=None) -> (Q, N, C)``."""
 
     def __init__(
         self, d_model: int, nhead: int, dropout: float = 0.0, normalize_before: bool = False
     ):
-        super().__init__()
-        self.self_attn = nn.MultiheadAttention(d_model, nhead, dropout=dropout)
-        self.norm = nn.LayerNorm(d_model)
-        self.dropout = nn.Dropout(dropout)
-        self.normalize_before = normalize_before
-        xavier_init_matrices(self)
+        attn = nn.MultiheadAttention(d_model, nhead, dropout=dropout)
+        super().__init__(d_model, dropout, normalize_before, self_attn=attn)
 
     def forward(
         self,
@@ -103,13 +118,12 @@ class SelfAttentionLayer(nn.Module):
         attn_mask: Tensor | None = None,
         key_padding_mask: Tensor | None = None,
     ) -> Tensor:
-        def sublayer(y: Tensor) -> Tensor:
-            return self_attention(self.self_attn, y, query_pos, attn_mask, key_padding_mask)
+        return self._block(
+            x, lambda y: self_attention(self.self_attn, y, query_pos, attn_mask, key_padding_mask)
+        )
 
-        return residual(x, sublayer, self.norm, self.dropout, self.normalize_before)
 
-
-class CrossAttentionLayer(nn.Module):
+class CrossAttentionLayer(_ResidualLayer):
     """Residual cross-attention block.
 
     ``forward(x (Q, N, C), memory (HW, N, C), attn_mask (N*heads, Q, HW) or None,
@@ -119,12 +133,8 @@ class CrossAttentionLayer(nn.Module):
     def __init__(
         self, d_model: int, nhead: int, dropout: float = 0.0, normalize_before: bool = False
     ):
-        super().__init__()
-        self.multihead_attn = nn.MultiheadAttention(d_model, nhead, dropout=dropout)
-        self.norm = nn.LayerNorm(d_model)
-        self.dropout = nn.Dropout(dropout)
-        self.normalize_before = normalize_before
-        xavier_init_matrices(self)
+        attn = nn.MultiheadAttention(d_model, nhead, dropout=dropout)
+        super().__init__(d_model, dropout, normalize_before, multihead_attn=attn)
 
     def forward(
         self,
@@ -140,10 +150,10 @@ class CrossAttentionLayer(nn.Module):
                 self.multihead_attn, y, memory, query_pos, pos, attn_mask, key_padding_mask
             )
 
-        return residual(x, sublayer, self.norm, self.dropout, self.normalize_before)
+        return self._block(x, sublayer)
 
 
-class FFNLayer(nn.Module):
+class FFNLayer(_ResidualLayer):
     """Residual feed-forward block. ``forward(x (L, N, C)) -> (L, N, C)``."""
 
     def __init__(
@@ -153,19 +163,12 @@ class FFNLayer(nn.Module):
         dropout: float = 0.0,
         normalize_before: bool = False,
     ):
-        super().__init__()
-        self.linear1 = nn.Linear(d_model, dim_feedforward)
-        self.linear2 = nn.Linear(dim_feedforward, d_model)
-        self.norm = nn.LayerNorm(d_model)
-        self.dropout = nn.Dropout(dropout)
-        self.normalize_before = normalize_before
-        xavier_init_matrices(self)
+        linear1 = nn.Linear(d_model, dim_feedforward)
+        linear2 = nn.Linear(dim_feedforward, d_model)
+        super().__init__(d_model, dropout, normalize_before, linear1=linear1, linear2=linear2)
 
     def forward(self, x: Tensor) -> Tensor:
-        def sublayer(y: Tensor) -> Tensor:
-            return feed_forward(self.linear1, self.linear2, self.dropout, y)
-
-        return residual(x, sublayer, self.norm, self.dropout, self.normalize_before)
+        return self._block(x, lambda y: feed_forward(self.linear1, self.linear2, self.dropout, y))
 
 
 class MLP(nn.Module):
@@ -188,7 +191,42 @@ class MLP(nn.Module):
 # --------------------------------------------------------------------------- #
 # DETR layout (MaskFormer v1 decoder, transformer-encoder pixel decoder).
 # --------------------------------------------------------------------------- #
-class TransformerEncoderLayer(nn.Module):
+class _DetrLayer(nn.Module):
+    """DETR's layer layout: the given attention modules (registered first, under their keyword
+    names), the FFN ``linear1``/``linear2``, then per residual block i (the attentions, then the
+    FFN) ``norm{i}`` and ``dropout{i}``, and the FFN's inner ``dropout``."""
+
+    def __init__(
+        self,
+        d_model: int,
+        dim_feedforward: int,
+        dropout: float,
+        normalize_before: bool,
+        **attentions: nn.Module,
+    ):
+        super().__init__()
+        for name, module in attentions.items():
+            self.add_module(name, module)
+        self.linear1 = nn.Linear(d_model, dim_feedforward)
+        self.linear2 = nn.Linear(dim_feedforward, d_model)
+        blocks = range(1, len(attentions) + 2)
+        for i in blocks:
+            self.add_module(f"norm{i}", nn.LayerNorm(d_model))
+        self.dropout = nn.Dropout(dropout)
+        for i in blocks:
+            self.add_module(f"dropout{i}", nn.Dropout(dropout))
+        self.normalize_before = normalize_before
+
+    def _block(self, i: int, x: Tensor, sublayer: Callable[[Tensor], Tensor]) -> Tensor:
+        """Residual block i (from 1) around ``sublayer``."""
+        norm, dropout = self.get_submodule(f"norm{i}"), self.get_submodule(f"dropout{i}")
+        return residual(x, sublayer, norm, dropout, self.normalize_before)
+
+    def _ffn(self, x: Tensor) -> Tensor:
+        return feed_forward(self.linear1, self.linear2, self.dropout, x)
+
+
+class TransformerEncoderLayer(_DetrLayer):
     """DETR encoder layer: self-attention then FFN, norms ``norm1``/``norm2``.
 
     ``forward(src (HW, N, C), src_key_padding_mask (N, HW) or None, pos (HW, N, C)) -> (HW, N, C)``.
@@ -197,16 +235,8 @@ class TransformerEncoderLayer(nn.Module):
     def __init__(
         self, d_model: int, nhead: int, dim_feedforward: int, dropout: float, normalize_before: bool
     ):
-        super().__init__()
-        self.self_attn = nn.MultiheadAttention(d_model, nhead, dropout=dropout)
-        self.linear1 = nn.Linear(d_model, dim_feedforward)
-        self.linear2 = nn.Linear(dim_feedforward, d_model)
-        self.norm1 = nn.LayerNorm(d_model)
-        self.norm2 = nn.LayerNorm(d_model)
-        self.dropout = nn.Dropout(dropout)
-        self.dropout1 = nn.Dropout(dropout)
-        self.dropout2 = nn.Dropout(dropout)
-        self.normalize_before = normalize_before
+        attn = nn.MultiheadAttention(d_model, nhead, dropout=dropout)
+        super().__init__(d_model, dim_feedforward, dropout, normalize_before, self_attn=attn)
 
     def forward(
         self,
@@ -217,14 +247,10 @@ class TransformerEncoderLayer(nn.Module):
         def attend(y: Tensor) -> Tensor:
             return self_attention(self.self_attn, y, pos, None, src_key_padding_mask)
 
-        def ffn(y: Tensor) -> Tensor:
-            return feed_forward(self.linear1, self.linear2, self.dropout, y)
-
-        src = residual(src, attend, self.norm1, self.dropout1, self.normalize_before)
-        return residual(src, ffn, self.norm2, self.dropout2, self.normalize_before)
+        return self._block(2, self._block(1, src, attend), self._ffn)
 
 
-class TransformerDecoderLayer(nn.Module):
+class TransformerDecoderLayer(_DetrLayer):
     """DETR decoder layer: self-attention, cross-attention, FFN; norms ``norm1``..``norm3``.
 
     ``forward(tgt (Q, N, C), memory (HW, N, C), memory_key_padding_mask (N, HW) or None,
@@ -234,19 +260,14 @@ class TransformerDecoderLayer(nn.Module):
     def __init__(
         self, d_model: int, nhead: int, dim_feedforward: int, dropout: float, normalize_before: bool
     ):
-        super().__init__()
-        self.self_attn = nn.MultiheadAttention(d_model, nhead, dropout=dropout)
-        self.multihead_attn = nn.MultiheadAttention(d_model, nhead, dropout=dropout)
-        self.linear1 = nn.Linear(d_model, dim_feedforward)
-        self.linear2 = nn.Linear(dim_feedforward, d_model)
-        self.norm1 = nn.LayerNorm(d_model)
-        self.norm2 = nn.LayerNorm(d_model)
-        self.norm3 = nn.LayerNorm(d_model)
-        self.dropout = nn.Dropout(dropout)
-        self.dropout1 = nn.Dropout(dropout)
-        self.dropout2 = nn.Dropout(dropout)
-        self.dropout3 = nn.Dropout(dropout)
-        self.normalize_before = normalize_before
+        super().__init__(
+            d_model,
+            dim_feedforward,
+            dropout,
+            normalize_before,
+            self_attn=nn.MultiheadAttention(d_model, nhead, dropout=dropout),
+            multihead_attn=nn.MultiheadAttention(d_model, nhead, dropout=dropout),
+        )
 
     def forward(
         self,
@@ -256,20 +277,14 @@ class TransformerDecoderLayer(nn.Module):
         pos: Tensor | None = None,
         query_pos: Tensor | None = None,
     ) -> Tensor:
-        def attend_self(y: Tensor) -> Tensor:
-            return self_attention(self.self_attn, y, query_pos)
-
         def attend_memory(y: Tensor) -> Tensor:
             return cross_attention(
                 self.multihead_attn, y, memory, query_pos, pos, None, memory_key_padding_mask
             )
 
-        def ffn(y: Tensor) -> Tensor:
-            return feed_forward(self.linear1, self.linear2, self.dropout, y)
-
-        tgt = residual(tgt, attend_self, self.norm1, self.dropout1, self.normalize_before)
-        tgt = residual(tgt, attend_memory, self.norm2, self.dropout2, self.normalize_before)
-        return residual(tgt, ffn, self.norm3, self.dropout3, self.normalize_before)
+        tgt = self._block(1, tgt, lambda y: self_attention(self.self_attn, y, query_pos))
+        tgt = self._block(2, tgt, attend_memory)
+        return self._block(3, tgt, self._ffn)
 
 
 def _clones(layer: nn.Module, n: int) -> nn.ModuleList:

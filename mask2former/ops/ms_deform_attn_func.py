@@ -68,6 +68,31 @@ def static_shapes(spatial_shapes: Tensor | Sequence[Sequence[int]]) -> list[tupl
     return [(int(h), int(w)) for h, w in spatial_shapes]
 
 
+def _per_level(
+    value: Tensor, shapes: list[tuple[int, int]], grids: Tensor
+) -> Iterator[tuple[int, int, Tensor, Tensor]]:
+    """Per level: ``(h, w, values (N*M, D, h, w), grid (N*M, Lq, P, 2))``.
+
+    value: (N, S, M, D); grids: (N, Lq, M, L, P, 2) sampling locations in [-1, 1].
+    """
+    n, _, m, d = value.shape
+    _, lq, _, _, n_points, _ = grids.shape
+    value_per_level = value.split([h * w for h, w in shapes], dim=1)
+    for level, (h, w) in enumerate(shapes):
+        # (N, H*W, M, D) -> (N*M, D, H, W)
+        level_value = value_per_level[level].permute(0, 2, 3, 1).reshape(n * m, d, h, w)
+        # (N, Lq, M, P, 2) -> (N*M, Lq, P, 2)
+        level_grid = grids[:, :, :, level].transpose(1, 2).reshape(n * m, lq, n_points, 2)
+        yield h, w, level_value, level_grid
+
+
+def _sample(level_value: Tensor, level_grid: Tensor) -> Tensor:
+    """Bilinear samples, zero outside: (N*M, D, h, w) at (N*M, Lq, P, 2) -> (N*M, D, Lq, P)."""
+    return F.grid_sample(
+        level_value, level_grid, mode="bilinear", padding_mode="zeros", align_corners=False
+    )
+
+
 def ms_deform_attn_reference(
     value: Tensor,
     spatial_shapes: Tensor | Sequence[Sequence[int]],
@@ -82,22 +107,11 @@ def ms_deform_attn_reference(
     may be given as Python ints, so that tracing and export need read no tensor data.
     """
     n, _, m, d = value.shape
-    _, lq, _, _, n_points, _ = sampling_locations.shape
-    shapes = static_shapes(spatial_shapes)
-    value_per_level = value.split([h * w for h, w in shapes], dim=1)
+    lq = sampling_locations.shape[1]
     # grid_sample takes (x, y) in [-1, 1]
     grids = (2 * sampling_locations - 1).to(value.dtype)
-    sampled = []
-    for level, (h, w) in enumerate(shapes):
-        # (N, H*W, M, D) -> (N*M, D, H, W)
-        level_value = value_per_level[level].permute(0, 2, 3, 1).reshape(n * m, d, h, w)
-        # (N, Lq, M, P, 2) -> (N*M, Lq, P, 2)
-        level_grid = grids[:, :, :, level].transpose(1, 2).reshape(n * m, lq, n_points, 2)
-        sampled.append(
-            F.grid_sample(
-                level_value, level_grid, mode="bilinear", padding_mode="zeros", align_corners=False
-            )
-        )  # (N*M, D, Lq, P)
+    levels = _per_level(value, static_shapes(spatial_shapes), grids)
+    sampled = [_sample(level_value, level_grid) for _, _, level_value, level_grid in levels]
     # (N, Lq, M, L, P) -> (N*M, 1, Lq, L*P)
     weights = attention_weights.to(value.dtype).transpose(1, 2).reshape(n * m, 1, lq, -1)
     # (N*M, D, Lq, L, P) -> (N*M, D, Lq, L*P), weighted sum over levels and points
@@ -283,19 +297,14 @@ def _reference_backward(
     sampling_locations and attention_weights."""
     n, _, m, d = value.shape
     _, lq, _, n_levels, n_points, _ = sampling_locations.shape
-    shapes = [(int(h), int(w)) for h, w in spatial_shapes.tolist()]
-    value_per_level = value.split([h * w for h, w in shapes], dim=1)
     grids = 2 * sampling_locations - 1
     # (N, Lq, M*D) -> (N*M, D, Lq, 1); (N, Lq, M, L, P) -> (N*M, 1, Lq, L, P)
     grad = grad_output.view(n, lq, m, d).permute(0, 2, 3, 1).reshape(n * m, d, lq, 1)
     weights = attention_weights.transpose(1, 2).reshape(n * m, 1, lq, n_levels, n_points)
     grad_values, grad_grids, grad_weights = [], [], []
-    for level, (h, w) in enumerate(shapes):
-        level_value = value_per_level[level].permute(0, 2, 3, 1).reshape(n * m, d, h, w)
-        level_grid = grids[:, :, :, level].transpose(1, 2).reshape(n * m, lq, n_points, 2)
-        sampled = F.grid_sample(
-            level_value, level_grid, mode="bilinear", padding_mode="zeros", align_corners=False
-        )  # (N*M, D, Lq, P)
+    levels = _per_level(value, static_shapes(spatial_shapes), grids)
+    for level, (h, w, level_value, level_grid) in enumerate(levels):
+        sampled = _sample(level_value, level_grid)  # (N*M, D, Lq, P)
         grad_weights.append((grad * sampled).sum(1))  # (N*M, Lq, P)
         # interpolation_mode 0 = bilinear, padding_mode 0 = zeros
         grad_level_value, grad_level_grid = torch.ops.aten.grid_sampler_2d_backward(

@@ -210,13 +210,54 @@ def build_optimizer(cfg: CfgNode, model: nn.Module) -> torch.optim.Optimizer:
 # --------------------------------------------------------------------------- #
 # LR schedules
 # --------------------------------------------------------------------------- #
-class WarmupPolyParamScheduler(ParamScheduler):
-    """DeepLab's ``WarmupPolyLR`` as a multiplier of training progress ``where = it / max_iter``.
+def warmup_factor_at_iter(method: str, it: int, warmup_iters: int, warmup_factor: float) -> float:
+    """LR factor at iteration ``it`` of a warm-up of ``warmup_iters`` iterations starting at
+    ``warmup_factor``: 1 after the warm-up; "constant" holds ``warmup_factor``, "linear" goes
+    from it to 1 (detectron2's ``_get_warmup_factor_at_iter``)."""
+    if it >= warmup_iters:
+        return 1.0
+    if method == "constant":
+        return warmup_factor
+    if method == "linear":
+        alpha = it / warmup_iters
+        return warmup_factor * (1 - alpha) + alpha
+    raise ConfigError(f"SOLVER.WARMUP_METHOD must be 'linear' or 'constant', got {method!r}")
 
-    ``factor(it) = warmup(it) * (1 - it / max_iter) ** power``, with ``warmup(it)`` detectron2's
-    warm-up factor (``warmup_factor`` -> 1 linearly over ``warmup_iters``, or constant, then 1);
-    after the warm-up a positive ``constant_ending`` holds the factor once the poly term falls
-    below it. The same floats as ``detectron2.projects.deeplab.lr_scheduler.WarmupPolyLR``.
+
+def warmup_poly_lr(
+    base_lr: float, it: int, max_iter: int, warmup: float, power: float, constant_ending: float
+) -> float:
+    """DeepLab's poly LR at iteration ``it``: ``base_lr * warmup * (1 - it / max_iter) ** power``
+    (the progress held at 1 past ``max_iter``), with ``warmup`` the factor of
+    :func:`warmup_factor_at_iter`.
+
+    After the warm-up (``warmup == 1``), a positive ``constant_ending`` holds the LR at ``base_lr
+    * constant_ending`` once the poly term falls below it. The formula of detectron2's
+    ``projects/deeplab`` ``WarmupPolyLR``, operation for operation.
+    """
+    poly = math.pow(1.0 - min(it / max_iter, 1.0), power)
+    if constant_ending > 0 and warmup == 1.0 and poly < constant_ending:
+        return base_lr * constant_ending
+    return base_lr * warmup * poly
+
+
+def poly_lr_arguments(cfg: CfgNode) -> dict[str, Any]:
+    """The keyword arguments both poly schedulers (DeepLab's ``WarmupPolyLR`` and
+    :class:`WarmupPolyParamScheduler`) take from ``SOLVER.WARMUP_*`` and ``SOLVER.POLY_LR_*``."""
+    solver = cfg.SOLVER
+    return {
+        "warmup_factor": solver.WARMUP_FACTOR,
+        "warmup_iters": solver.WARMUP_ITERS,
+        "warmup_method": solver.WARMUP_METHOD,
+        "power": solver.POLY_LR_POWER,
+        "constant_ending": solver.POLY_LR_CONSTANT_ENDING,
+    }
+
+
+class WarmupPolyParamScheduler(ParamScheduler):
+    """DeepLab's ``WarmupPolyLR`` (:func:`warmup_poly_lr`) as a multiplier of training progress
+    ``where = it / max_iter``, for :class:`LRMultiplier`. The same floats as
+    ``detectron2.projects.deeplab.lr_scheduler.WarmupPolyLR``.
     """
 
     def __init__(
@@ -234,26 +275,15 @@ class WarmupPolyParamScheduler(ParamScheduler):
                 f"SOLVER.WARMUP_METHOD must be 'linear' or 'constant', got {warmup_method!r}"
             )
         self._max_iter = max_iter
-        self._warmup = (warmup_factor, warmup_iters, warmup_method)
+        self._warmup = (warmup_method, warmup_iters, warmup_factor)
         self._power = power
         self._ending = constant_ending
 
-    def _warmup_factor(self, it: int) -> float:
-        factor, iters, method = self._warmup
-        if it >= iters:
-            return 1.0
-        if method == "constant":
-            return factor
-        alpha = it / iters
-        return factor * (1 - alpha) + alpha
-
     def __call__(self, where: float) -> float:
         it = round(where * self._max_iter)  # where is it / max_iter: recover the iteration
-        warmup = self._warmup_factor(it)
-        poly = math.pow(1.0 - it / self._max_iter, self._power)
-        if self._ending > 0 and warmup == 1.0 and poly < self._ending:
-            return self._ending
-        return warmup * poly
+        method, iters, factor = self._warmup
+        warmup = warmup_factor_at_iter(method, it, iters, factor)
+        return warmup_poly_lr(1.0, it, self._max_iter, warmup, self._power, self._ending)
 
 
 class WarmupParamScheduler(CompositeParamScheduler):
@@ -349,14 +379,7 @@ def build_lr_scheduler(
         raise ConfigError(f"SOLVER.MAX_ITER must be positive, got {solver.MAX_ITER}")
     if solver.LR_SCHEDULER_NAME == "WarmupPolyLR":
         # DeepLab's schedule multiplies its own warm-up into the poly term
-        poly = WarmupPolyParamScheduler(
-            solver.MAX_ITER,
-            warmup_factor=solver.WARMUP_FACTOR,
-            warmup_iters=solver.WARMUP_ITERS,
-            warmup_method=solver.WARMUP_METHOD,
-            power=solver.POLY_LR_POWER,
-            constant_ending=solver.POLY_LR_CONSTANT_ENDING,
-        )
+        poly = WarmupPolyParamScheduler(solver.MAX_ITER, **poly_lr_arguments(cfg))
         return LRMultiplier(optimizer, poly, max_iter=solver.MAX_ITER)
     schedule = WarmupParamScheduler(
         _main_schedule(cfg),

@@ -6,12 +6,18 @@ from pathlib import Path
 import pytest
 import torch
 import torchvision
+from torch import nn
 
 from mask2former.config import ConfigError, get_cfg
 from mask2former.modeling.criterion import SetCriterion, build_criterion, mask_loss_family
 from mask2former.modeling.losses import dice_loss, sigmoid_ce_loss, sigmoid_focal_loss
 from mask2former.modeling.matcher import HungarianMatcher
 from mask2former.modeling.point_sampling import point_sample, uncertain_point_coords_with_randomness
+from mask2former.modeling.transformer_decoder import (
+    TRANSFORMER_DECODER_REGISTRY,
+    MultiScaleMaskedTransformerDecoder,
+    StandardTransformerDecoder,
+)
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 X = torch.tensor([[2.0, -1.0, 0.5], [0.0, 3.0, -2.0]])  # (N=2, P=3) logits
@@ -77,7 +83,7 @@ def _criterion(mode, weights=(2.0, 5.0, 3.0), num_aux=0, num_classes=4, eos=0.1)
     from mask2former.modeling.criterion import loss_weights
 
     matcher = HungarianMatcher(
-        cost_class=1.0, cost_mask=1.0, cost_dice=1.0, mask_cost=mode, num_points=64
+        cost_class=1.0, cost_mask=1.0, cost_dice=1.0, mask_loss=mode, num_points=64
     )
     return SetCriterion(
         num_classes=num_classes,
@@ -240,7 +246,7 @@ def test_build_criterion_from_published_configs():
     cfg = get_cfg()
     cfg.merge_from_file(str(CONFIGS / "coco/panoptic-segmentation/maskformer2_R50_bs16_50ep.yaml"))
     m2f = build_criterion(cfg)
-    assert m2f.mask_loss == "point" and m2f.matcher.mask_cost == "point"
+    assert m2f.mask_loss == "point" and m2f.matcher.mask_loss == "point"
     assert len(m2f.weight_dict) == 3 * 10  # final + 9 aux (DEC_LAYERS 10)
     assert m2f.weight_dict["loss_ce_8"] == 2.0 and m2f.weight_dict["loss_mask"] == 5.0
     assert m2f.num_points == m2f.matcher.num_points == 12544
@@ -248,7 +254,7 @@ def test_build_criterion_from_published_configs():
     cfg = get_cfg()
     cfg.merge_from_file(str(CONFIGS / "maskformer/ade20k-150/maskformer_R50_bs16_160k.yaml"))
     v1 = build_criterion(cfg)
-    assert v1.mask_loss == "full" and v1.matcher.mask_cost == "full"
+    assert v1.mask_loss == "full" and v1.matcher.mask_loss == "full"
     assert v1.weight_dict["loss_ce"] == 1.0 and v1.weight_dict["loss_mask"] == 20.0
     assert len(v1.weight_dict) == 3 * cfg.MODEL.MASK_FORMER.DEC_LAYERS
     cfg.MODEL.MASK_FORMER.DEEP_SUPERVISION = False
@@ -261,3 +267,50 @@ def test_mask_loss_family():
     assert mask_loss_family("full", "MultiScaleMaskedTransformerDecoder") == "full"
     with pytest.raises(ConfigError, match="MASK_LOSS"):
         mask_loss_family("focal", "StandardTransformerDecoder")
+
+
+class _RenamedMaskedDecoder(MultiScaleMaskedTransformerDecoder):
+    """Mask2Former's decoder under another registered name."""
+
+
+class _RenamedStandardDecoder(StandardTransformerDecoder):
+    """MaskFormer v1's decoder under another registered name."""
+
+
+class _DecoderWithoutFamily(nn.Module):
+    """A third-party decoder that does not say which mask losses it needs."""
+
+
+def _registered(cls) -> str:
+    if cls.__name__ not in TRANSFORMER_DECODER_REGISTRY:
+        TRANSFORMER_DECODER_REGISTRY.register(cls)
+    return cls.__name__
+
+
+@pytest.mark.parametrize(
+    "config, decoder, family",
+    [
+        (
+            "coco/panoptic-segmentation/maskformer2_R50_bs16_50ep.yaml",
+            _RenamedMaskedDecoder,
+            "point",
+        ),
+        ("maskformer/ade20k-150/maskformer_R50_bs16_160k.yaml", _RenamedStandardDecoder, "full"),
+        # the family follows the class, not the config the name appears in
+        ("maskformer/ade20k-150/maskformer_R50_bs16_160k.yaml", _RenamedMaskedDecoder, "point"),
+    ],
+)
+def test_decoder_under_a_new_name_keeps_its_loss_family(config, decoder, family):
+    cfg = get_cfg()
+    cfg.merge_from_file(str(CONFIGS / config))
+    cfg.MODEL.MASK_FORMER.TRANSFORMER_DECODER_NAME = _registered(decoder)
+    criterion = build_criterion(cfg)
+    assert criterion.mask_loss == family and criterion.matcher.mask_loss == family
+    assert mask_loss_family("auto", decoder) == family
+
+
+def test_decoder_without_a_loss_family_needs_an_explicit_mask_loss():
+    name = _registered(_DecoderWithoutFamily)
+    with pytest.raises(ConfigError, match="mask_loss_family"):
+        mask_loss_family("auto", name)
+    assert mask_loss_family("point", name) == "point"

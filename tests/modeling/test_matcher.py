@@ -55,7 +55,7 @@ def test_batched_costs_equal_per_image_and_naive(mode):
     counts, queries, classes = [3, 0, 5], 6, 4
     outputs, targets = _outputs(3, queries, classes), _targets(counts, classes)
     matcher = HungarianMatcher(
-        cost_class=2.0, cost_mask=5.0, cost_dice=3.0, mask_cost=mode, num_points=50
+        cost_class=2.0, cost_mask=5.0, cost_dice=3.0, mask_loss=mode, num_points=50
     )
     coords = torch.rand(3, 50, 2, generator=torch.Generator().manual_seed(2))
     batched = matcher.cost_matrices(outputs, targets, coords)
@@ -98,7 +98,7 @@ def test_batched_matching_equals_per_image_matching():
 
 def test_assignment_is_optimal():
     outputs, targets = _outputs(1, 4, 3, seed=5), _targets([3], 3, seed=6)
-    matcher = HungarianMatcher(mask_cost="full")
+    matcher = HungarianMatcher(mask_loss="full")
     cost = matcher.cost_matrices(outputs, targets)[0]
     ((rows, cols),) = matcher(outputs, targets)
     best = min(
@@ -112,7 +112,7 @@ def test_assignment_is_optimal():
 def test_empty_targets_give_empty_matches(mode):
     outputs = _outputs(2, 5, 3)
     targets = _targets([0, 0], 3)
-    for rows, cols in HungarianMatcher(mask_cost=mode, num_points=30)(outputs, targets):
+    for rows, cols in HungarianMatcher(mask_loss=mode, num_points=30)(outputs, targets):
         assert rows.dtype == cols.dtype == torch.int64
         assert rows.numel() == cols.numel() == 0
 
@@ -131,16 +131,16 @@ def test_perfect_prediction_is_matched_to_its_target(mode):
         logits[0, q, targets[0]["labels"][n]] = 10.0
         masks[0, q] = targets[0]["masks"][n].float() * 40 - 20
     outputs = {"pred_logits": logits, "pred_masks": masks}
-    ((rows, cols),) = HungarianMatcher(mask_cost=mode, num_points=100)(outputs, targets)
+    ((rows, cols),) = HungarianMatcher(mask_loss=mode, num_points=100)(outputs, targets)
     assert dict(zip(cols.tolist(), rows.tolist())) == dict(enumerate(perm.tolist()))
 
 
 def test_bad_input_is_rejected():
-    with pytest.raises(ValueError, match="mask_cost"):
-        HungarianMatcher(mask_cost="pixels")
+    with pytest.raises(ValueError, match="mask_loss"):
+        HungarianMatcher(mask_loss="pixels")
     with pytest.raises(ValueError, match="all costs are 0"):
         HungarianMatcher(cost_class=0, cost_mask=0, cost_dice=0)
     outputs = _outputs(1, 3, 2)
     outputs["pred_masks"][0, 0, 0, 0] = float("nan")
     with pytest.raises(ValueError, match="NaN"):
-        HungarianMatcher(mask_cost="full")(outputs, _targets([1], 2))
+        HungarianMatcher(mask_loss="full")(outputs, _targets([1], 2))

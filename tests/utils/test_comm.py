@@ -4,6 +4,7 @@ import json
 import os
 
 import pytest
+import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
@@ -21,6 +22,13 @@ def _worker(rank: int, init_file: str, out_dir: str) -> None:
         "all_gather": comm.all_gather({"rank": rank}),
         "gather": comm.gather(rank * 10),
         "local": [comm.get_local_rank(), comm.get_local_size()],
+        # detectron2's plain_train_net.py logs comm.reduce_dict(loss_dict) on the main process
+        "reduce_dict": {
+            k: v.item()
+            for k, v in comm.reduce_dict(
+                {"b": torch.tensor(2.0 * rank), "a": torch.tensor(rank + 1.0)}
+            ).items()
+        },
         "gloo_threads_before": sum("gloo" in name for name in _thread_names()),
     }
     comm.destroy_process_group()
@@ -42,6 +50,9 @@ def test_gather_then_destroy_leaves_no_gloo_threads(tmp_path):
         assert result["all_gather"] == [{"rank": 0}, {"rank": 1}]
         assert result["gather"] == ([0, 10] if rank == 0 else [])
         assert result["local"] == [rank, 2]
+        assert result["reduce_dict"] == (
+            {"a": 1.5, "b": 1.0} if rank == 0 else {"a": 2.0, "b": 2.0}
+        )
         assert result["gloo_threads_before"] > 0  # the check below can see gloo's threads
         assert result["gloo_threads_after"] == 0
         assert result["initialized_after"] is False

@@ -33,6 +33,16 @@ def predictor_in_channels(cfg, input_shape: dict[str, ShapeSpec]) -> int:
     return input_shape[in_feature].channels
 
 
+def decode_pixels(
+    pixel_decoder: nn.Module, in_feature: str, features: dict[str, Tensor]
+) -> tuple[Tensor | list[Tensor], Tensor]:
+    """Run the pixel decoder: (the transformer decoder's input named by ``in_feature``, the
+    mask features (N, mask_dim, H/4, W/4))."""
+    mask_features, encoder_features, multi_scale = pixel_decoder.forward_features(features)
+    x = predictor_input(in_feature, features, mask_features, encoder_features, multi_scale)
+    return x, mask_features
+
+
 def predictor_input(
     in_feature: str,
     features: dict[str, Tensor],
@@ -67,13 +77,11 @@ class MaskFormerHead(PixelDecoderHeadLayout, nn.Module):
     def __init__(
         self,
         *,
-        num_classes: int,
         pixel_decoder: nn.Module,
         transformer_predictor: nn.Module,
         transformer_in_feature: str,
     ):
         super().__init__()
-        self.num_classes = num_classes
         self.pixel_decoder = pixel_decoder
         self.predictor = transformer_predictor
         self.transformer_in_feature = transformer_in_feature
@@ -81,7 +89,6 @@ class MaskFormerHead(PixelDecoderHeadLayout, nn.Module):
     @classmethod
     def from_config(cls, cfg, input_shape: dict[str, ShapeSpec]) -> dict:
         return {
-            "num_classes": cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES,
             # the pixel decoder keeps the SEM_SEG_HEAD.IN_FEATURES of these
             "pixel_decoder": build_pixel_decoder(cfg, input_shape),
             "transformer_predictor": build_transformer_decoder(
@@ -91,8 +98,5 @@ class MaskFormerHead(PixelDecoderHeadLayout, nn.Module):
         }
 
     def forward(self, features: dict[str, Tensor], mask: Tensor | None = None) -> dict:
-        mask_features, encoder_features, multi_scale = self.pixel_decoder.forward_features(features)
-        x = predictor_input(
-            self.transformer_in_feature, features, mask_features, encoder_features, multi_scale
-        )
+        x, mask_features = decode_pixels(self.pixel_decoder, self.transformer_in_feature, features)
         return self.predictor(x, mask_features, mask)

@@ -10,7 +10,7 @@ from ..checkpoint_compat import PixelDecoderHeadLayout
 from ..pixel_decoder.build import build_pixel_decoder
 from ..transformer_decoder import StandardTransformerDecoder
 from .build import SEM_SEG_HEADS_REGISTRY
-from .mask_former_head import predictor_in_channels, predictor_input
+from .mask_former_head import decode_pixels, predictor_in_channels
 
 
 def per_pixel_cross_entropy(logits: Tensor, targets: Tensor, ignore_value: int) -> Tensor:
@@ -120,7 +120,9 @@ class PerPixelBaselinePlusHead(PerPixelBaselineHead):
                 f"PerPixelBaselinePlusHead: MODEL.MASK_FORMER.NUM_OBJECT_QUERIES "
                 f"({transformer_predictor.num_queries}) must equal NUM_CLASSES ({num_classes})"
             )
-        del self.predictor
+        # Replaces the conv the base built, as the official head does: building and initialising
+        # the same modules in the same order keeps the random stream, and with it everything a
+        # seed decides after the model is built (dropout, data-loader seeds), as officially.
         self.predictor = transformer_predictor
         self.transformer_in_feature = transformer_in_feature
         self.deep_supervision = deep_supervision
@@ -145,10 +147,7 @@ class PerPixelBaselinePlusHead(PerPixelBaselineHead):
         return ret
 
     def layers(self, features: dict[str, Tensor]) -> tuple[Tensor, list[dict]]:
-        mask_features, encoder_features, multi_scale = self.pixel_decoder.forward_features(features)
-        x = predictor_input(
-            self.transformer_in_feature, features, mask_features, encoder_features, multi_scale
-        )
+        x, mask_features = decode_pixels(self.pixel_decoder, self.transformer_in_feature, features)
         predictions = self.predictor(x, mask_features)
         aux = predictions.get("aux_outputs", []) if self.deep_supervision else []
         return predictions["pred_masks"], aux

@@ -47,7 +47,6 @@ class MaskFormer(nn.Module):
         backbone: nn.Module,
         sem_seg_head: nn.Module,
         criterion: nn.Module | None,
-        num_queries: int,
         object_mask_threshold: float,
         overlap_threshold: float,
         size_divisibility: int,
@@ -64,7 +63,6 @@ class MaskFormer(nn.Module):
         self.backbone = backbone
         self.sem_seg_head = sem_seg_head
         self.criterion = criterion
-        self.num_queries = num_queries
         self.object_mask_threshold = object_mask_threshold
         self.overlap_threshold = overlap_threshold
         # Negative: the backbone's own divisibility; 0: no padding beyond the batch's max size.
@@ -93,7 +91,6 @@ class MaskFormer(nn.Module):
             "backbone": backbone,
             "sem_seg_head": sem_seg_head,
             "criterion": build_criterion(cfg),
-            "num_queries": cfg.MODEL.MASK_FORMER.NUM_OBJECT_QUERIES,
             "object_mask_threshold": test.OBJECT_MASK_THRESHOLD,
             "overlap_threshold": test.OVERLAP_THRESHOLD,
             "size_divisibility": cfg.MODEL.MASK_FORMER.SIZE_DIVISIBILITY,

@@ -180,7 +180,10 @@ class TransformerEncoderPixelDecoder(BasePixelDecoder):
             normalize_before=transformer_pre_norm,
         )
         self.pe_layer = PositionEmbeddingSine(conv_dim // 2, normalize=True)
-        # The coarsest output conv now takes the encoder's conv_dim channels.
+        # The coarsest output conv now takes the encoder's conv_dim channels. It replaces the
+        # one BasePixelDecoder built for the backbone's channels, as the official decoder does:
+        # building the same modules in the same order gives the official initial weights under
+        # a seed, which building the right conv at once would change.
         name = f"layer_{len(self.in_features)}"
         delattr(self, name)
         output_conv = fpn_conv(conv_dim, conv_dim, 3, norm, relu=True)

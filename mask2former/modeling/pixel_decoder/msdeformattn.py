@@ -64,34 +64,24 @@ class MSDeformAttnEncoderLayer(nn.Module):
         return residual(src, ffn, self.norm2, self.dropout3, normalize_before=False)
 
 
-def encoder_reference_points(shapes: Sequence[tuple[int, int]], valid_ratios: Tensor) -> Tensor:
-    """Centres of every pixel of every level, in normalised coordinates of each level.
+def encoder_reference_points(shapes: Sequence[tuple[int, int]], device: torch.device) -> Tensor:
+    """Centres of every pixel of every level, in normalised (x, y) coordinates.
 
-    shapes: (h, w) of each level as Python ints (so tracing and export see constants);
-    valid_ratios: (N, L, 2) of (x, y) unpadded shares.
-    Returns (N, S, L, 2) with S = sum(h * w): for each query pixel its (x, y) position
-    expressed in each level's valid region.
+    shapes: (h, w) of each level as Python ints (so tracing and export see constants).
+    Returns (1, S, L, 2) with S = sum(h * w): for each query pixel its position, the same in
+    every level. Deformable DETR divides by each level's unpadded share of the image; the
+    published encoder has no padding mask, so every share is 1 and is left out.
     """
     points = []
-    for lvl, (h, w) in enumerate(shapes):
+    for h, w in shapes:
         ref_y, ref_x = torch.meshgrid(
-            torch.linspace(0.5, h - 0.5, h, dtype=torch.float32, device=valid_ratios.device),
-            torch.linspace(0.5, w - 0.5, w, dtype=torch.float32, device=valid_ratios.device),
+            torch.linspace(0.5, h - 0.5, h, dtype=torch.float32, device=device),
+            torch.linspace(0.5, w - 0.5, w, dtype=torch.float32, device=device),
             indexing="ij",
         )
-        ref_y = ref_y.reshape(-1)[None] / (valid_ratios[:, None, lvl, 1] * h)
-        ref_x = ref_x.reshape(-1)[None] / (valid_ratios[:, None, lvl, 0] * w)
-        points.append(torch.stack((ref_x, ref_y), -1))
-    # (N, S, 2) -> (N, S, L, 2): the same position seen from every level
-    return torch.cat(points, 1)[:, :, None] * valid_ratios[:, None]
-
-
-def valid_ratio(mask: Tensor) -> Tensor:
-    """(N, H, W) padding mask (True = pad) -> (N, 2) unpadded (width, height) shares."""
-    _, h, w = mask.shape
-    valid_h = (~mask[:, :, 0]).sum(1)
-    valid_w = (~mask[:, 0, :]).sum(1)
-    return torch.stack([valid_w.float() / w, valid_h.float() / h], -1)
+        points.append(torch.stack((ref_x.reshape(-1) / w, ref_y.reshape(-1) / h), -1))
+    # (S, 2) -> (1, S, L, 2): the same position seen from every level
+    return torch.cat(points)[None, :, None].expand(1, -1, len(shapes), 2)
 
 
 class MSDeformAttnTransformerEncoderOnly(nn.Module):
@@ -137,7 +127,6 @@ class MSDeformAttnTransformerEncoderOnly(nn.Module):
         self, srcs: list[Tensor], pos_embeds: list[Tensor]
     ) -> tuple[Tensor, Tensor, Tensor]:
         # Published Mask2Former runs this encoder without a padding mask: every pixel is valid.
-        masks = [torch.zeros_like(x[:, 0], dtype=torch.bool) for x in srcs]
         shapes = [tuple(x.shape[-2:]) for x in srcs]
         # (N, C, h, w) -> (N, hw, C) per level, then concatenated over levels
         src_flat = torch.cat([x.flatten(2).transpose(1, 2) for x in srcs], 1)
@@ -152,8 +141,10 @@ class MSDeformAttnTransformerEncoderOnly(nn.Module):
         level_start_index = torch.cat(
             (spatial_shapes.new_zeros((1,)), spatial_shapes.prod(1).cumsum(0)[:-1])
         )
-        valid_ratios = torch.stack([valid_ratio(m) for m in masks], 1)
-        reference_points = encoder_reference_points(shapes, valid_ratios)
+        # (1, S, L, 2) -> (N, S, L, 2)
+        reference_points = encoder_reference_points(shapes, src_flat.device).expand(
+            src_flat.shape[0], -1, -1, -1
+        )
         out = src_flat
         for layer in self.encoder.layers:
             # level sizes as Python ints: the reference path then reads no tensor data (export)

@@ -4,7 +4,9 @@ A registered class is called as ``cls(cfg, in_channels, mask_classification=True
 its ``forward(x, mask_features, mask=None)`` returns ``{"pred_logits": (N, Q, K+1),
 "pred_masks": (N, Q, H/4, W/4), "aux_outputs": [{"pred_logits", "pred_masks"}, ...]}``.
 For ``MultiScaleMaskedTransformerDecoder`` ``x`` is the list of multi-scale features;
-for ``StandardTransformerDecoder`` it is one feature map.
+for ``StandardTransformerDecoder`` it is one feature map. The class attribute
+``mask_loss_family`` ("point" or "full") names the mask losses the criterion trains its
+predictions with when ``MODEL.MASK_FORMER.MASK_LOSS`` is "auto" (a subclass inherits it).
 """
 
 from fvcore.common.registry import Registry

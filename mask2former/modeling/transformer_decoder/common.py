@@ -1,9 +1,27 @@
-"""Pieces shared by the transformer decoders: input projection and output heads."""
+"""Pieces shared by the transformer decoders: config reading, input projection, output heads."""
 
 import torch
 from torch import Tensor, nn
 
 from mask2former.layers import Conv2d, c2_xavier_fill
+
+
+def decoder_config(cfg, in_channels: int, mask_classification: bool) -> dict:
+    """The constructor arguments both decoders read the same way from the config."""
+    mf = cfg.MODEL.MASK_FORMER
+    return {
+        "in_channels": in_channels,
+        "mask_classification": mask_classification,
+        "num_classes": cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES,
+        "hidden_dim": mf.HIDDEN_DIM,
+        "num_queries": mf.NUM_OBJECT_QUERIES,
+        "nheads": mf.NHEADS,
+        "dim_feedforward": mf.DIM_FEEDFORWARD,
+        "dec_layers": mf.DEC_LAYERS,
+        "pre_norm": mf.PRE_NORM,
+        "mask_dim": cfg.MODEL.SEM_SEG_HEAD.MASK_DIM,
+        "enforce_input_project": mf.ENFORCE_INPUT_PROJ,
+    }
 
 
 def input_projection(in_channels: int, hidden_dim: int, enforce: bool) -> nn.Module:

@@ -9,7 +9,7 @@ from ..checkpoint_compat import DECODER_QUERY_FEAT_VERSION, predates, rename_sta
 from ..position_encoding import PositionEmbeddingSine
 from ..transformer_blocks import MLP, CrossAttentionLayer, FFNLayer, SelfAttentionLayer
 from .build import TRANSFORMER_DECODER_REGISTRY
-from .common import aux_outputs, input_projection, predict_masks
+from .common import aux_outputs, decoder_config, input_projection, predict_masks
 
 
 def attention_mask_from_masks(mask_logits: Tensor, size: tuple[int, int], num_heads: int) -> Tensor:
@@ -45,10 +45,17 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
     As in the official ``from_config``, the config gives neither the dropout (0.0 in every
     layer, whatever ``MODEL.MASK_FORMER.DROPOUT`` says) nor ``deep_supervision`` (the earlier
     predictions are always returned; the criterion's weights decide which are trained).
+
+    ``mask_classification`` is in the registry's call contract ``cls(cfg, in_channels,
+    mask_classification)`` (the official signature; MaskFormer v1's decoder predicts masks only
+    for the per-pixel baseline with False). This decoder always predicts classes: False raises.
     """
 
     # Recorded in state_dict._metadata as the published decoder does; see checkpoint_compat.
     _version = DECODER_QUERY_FEAT_VERSION
+    #: The criterion's mask losses for these predictions under MASK_LOSS "auto": point-sampled
+    #: BCE + dice (see mask2former.modeling.criterion).
+    mask_loss_family = "point"
 
     @configurable
     def __init__(
@@ -105,20 +112,8 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
 
     @classmethod
     def from_config(cls, cfg, in_channels: int, mask_classification: bool) -> dict:
-        mf = cfg.MODEL.MASK_FORMER
-        return {
-            "in_channels": in_channels,
-            "mask_classification": mask_classification,
-            "num_classes": cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES,
-            "hidden_dim": mf.HIDDEN_DIM,
-            "num_queries": mf.NUM_OBJECT_QUERIES,
-            "nheads": mf.NHEADS,
-            "dim_feedforward": mf.DIM_FEEDFORWARD,
-            "dec_layers": mf.DEC_LAYERS,
-            "pre_norm": mf.PRE_NORM,
-            "mask_dim": cfg.MODEL.SEM_SEG_HEAD.MASK_DIM,
-            "enforce_input_project": mf.ENFORCE_INPUT_PROJ,
-        }
+        # As officially: neither MODEL.MASK_FORMER.DROPOUT nor DEEP_SUPERVISION (class docstring).
+        return decoder_config(cfg, in_channels, mask_classification)
 
     def _load_from_state_dict(
         self, state_dict: dict, prefix: str, local_metadata: dict, *args: object

@@ -8,7 +8,7 @@ from mask2former.config import configurable
 from ..position_encoding import PositionEmbeddingSine
 from ..transformer_blocks import MLP, Transformer
 from .build import TRANSFORMER_DECODER_REGISTRY
-from .common import aux_outputs, input_projection, predict_masks
+from .common import aux_outputs, decoder_config, input_projection, predict_masks
 
 
 @TRANSFORMER_DECODER_REGISTRY.register()
@@ -21,6 +21,10 @@ class StandardTransformerDecoder(nn.Module):
     "aux_outputs" without ``deep_supervision``). ``mask`` (True on padding) is resized to
     ``x`` and masks the encoder/decoder keys; published MaskFormer passes None.
     """
+
+    #: The criterion's mask losses for these predictions under MASK_LOSS "auto": focal + dice on
+    #: full-resolution masks (see mask2former.modeling.criterion).
+    mask_loss_family = "full"
 
     @configurable
     def __init__(
@@ -44,7 +48,7 @@ class StandardTransformerDecoder(nn.Module):
         super().__init__()
         self.mask_classification = mask_classification
         self.num_queries = num_queries
-        self.aux_loss = deep_supervision
+        self.deep_supervision = deep_supervision
         self.pe_layer = PositionEmbeddingSine(hidden_dim // 2, normalize=True)
         self.transformer = Transformer(
             d_model=hidden_dim,
@@ -66,20 +70,10 @@ class StandardTransformerDecoder(nn.Module):
     def from_config(cls, cfg, in_channels: int, mask_classification: bool) -> dict:
         mf = cfg.MODEL.MASK_FORMER
         return {
-            "in_channels": in_channels,
-            "mask_classification": mask_classification,
-            "num_classes": cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES,
-            "hidden_dim": mf.HIDDEN_DIM,
-            "num_queries": mf.NUM_OBJECT_QUERIES,
-            "nheads": mf.NHEADS,
+            **decoder_config(cfg, in_channels, mask_classification),
             "dropout": mf.DROPOUT,
-            "dim_feedforward": mf.DIM_FEEDFORWARD,
             "enc_layers": mf.ENC_LAYERS,
-            "dec_layers": mf.DEC_LAYERS,
-            "pre_norm": mf.PRE_NORM,
             "deep_supervision": mf.DEEP_SUPERVISION,
-            "mask_dim": cfg.MODEL.SEM_SEG_HEAD.MASK_DIM,
-            "enforce_input_project": mf.ENFORCE_INPUT_PROJ,
         }
 
     def forward(
@@ -95,6 +89,6 @@ class StandardTransformerDecoder(nn.Module):
         out: dict[str, object] = {"pred_masks": masks[-1]}
         if classes is not None:
             out["pred_logits"] = classes[-1]
-        if self.aux_loss:
+        if self.deep_supervision:
             out["aux_outputs"] = aux_outputs(classes, masks)
         return out
