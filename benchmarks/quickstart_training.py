@@ -82,8 +82,8 @@ def _check_group(device: str) -> str:
     if not dist.is_initialized():
         raise RuntimeError("launch created no process group")
     backend = dist.get_backend()
-    expected = "nccl" if torch.cuda.is_available() else "gloo"
-    if backend != expected or (device == "cuda" and backend != "nccl"):
+    expected = "nccl" if device == "cuda" or torch.cuda.is_available() else "gloo"
+    if backend != expected:
         raise RuntimeError(f"process group backend {backend}, expected {expected}")
     tensor = torch.ones(1, device="cuda" if backend == "nccl" else "cpu")
     dist.all_reduce(tensor)
@@ -258,6 +258,10 @@ def main() -> int:
     if args.worker:
         run_worker(args)
         return 0
+    import torch
+
+    if args.device == "cuda" and not torch.cuda.is_available():
+        sys.exit("--device cuda but no CUDA GPU is visible")
     from mask2former.data.datasets.builtin import datasets_root
     from mask2former.data.datasets.shapes import ensure_shapes_dataset
 
