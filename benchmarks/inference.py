@@ -1,19 +1,29 @@
 #!/usr/bin/env python
-"""CPU inference latency: our R50 Mask2Former (COCO panoptic) against transformers'.
+"""Inference latency: our R50 Mask2Former (COCO panoptic) against transformers'.
 
 Both models have the same size and the same weights (ours randomly initialised, converted
 with ``mask2former.checkpoint.hf``); one image of 512x683 (default), forward pass
 plus panoptic post-processing, measured in the same run, interleaved, median over
-``--iters`` runs after ``--warmup``. The class head is scaled so that most queries are
-confident and the panoptic post-processing has segments to build (random weights would keep
-none at the 0.8 threshold). Our deformable attention uses the compiled CPU kernel when
-``mask2former._C`` is built (``pip install -e .``), else its pure-PyTorch path (reported).
+``--iters`` runs after ``--warmup``, on ``--device`` (CUDA is synchronised before and after each
+timed stage). Each of ``--dtypes`` is measured in turn: float32, or the whole call (forward
+and post-processing) under ``torch.autocast`` in bfloat16 / float16, for both models. The
+class head is scaled so that most queries are confident and the panoptic post-processing has
+segments to build (random weights would keep none at the 0.8 threshold). Our deformable
+attention uses the compiled kernel of the device when ``mask2former._C`` has it, else its
+pure-PyTorch path (reported).
 
     PYTHONPATH=. python benchmarks/inference.py [--iters 5] [--threads N]
+    PYTHONPATH=. python benchmarks/inference.py --device cuda --height 800 --width 1333 \
+        --dtypes float32 bfloat16 --iters 10 --warmup 3 --min-speedup 2
+
+``--min-speedup X`` exits non-zero when, for some dtype, ours is not X times faster (median
+total time) than transformers'.
 """
 
 import argparse
+import contextlib
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -24,12 +34,13 @@ from mask2former.checkpoint.hf import cfg_to_hf_config, ours_to_hf_state_dict
 from mask2former.config import get_cfg
 from mask2former.modeling import build_model
 from mask2former.modeling.meta_arch.images import normalize_and_pad
-from mask2former.ops._extension import cpu_kernel_available
+from mask2former.ops._extension import cpu_kernel_available, cuda_kernel_available
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "configs/coco/panoptic-segmentation/maskformer2_R50_bs16_50ep.yaml"
 NUM_THINGS = 80  # COCO panoptic: contiguous ids 0-79 are things, 80-132 stuff
 CLASS_LOGIT_SCALE = 30.0
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 def parse_args() -> argparse.Namespace:
@@ -39,13 +50,16 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--iters", type=int, default=5)
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    p.add_argument("--dtypes", nargs="+", choices=list(DTYPES), default=["float32"])
+    p.add_argument("--min-speedup", type=float, default=None)
     return p.parse_args()
 
 
-def build_ours():
+def build_ours(device: str):
     cfg = get_cfg()
     cfg.merge_from_file(str(CONFIG))
-    cfg.MODEL.DEVICE = "cpu"
+    cfg.MODEL.DEVICE = device
     cfg.MODEL.WEIGHTS = ""
     cfg.MODEL.MASK_FORMER.TEST.SEMANTIC_ON = False
     cfg.MODEL.MASK_FORMER.TEST.INSTANCE_ON = False
@@ -57,7 +71,7 @@ def build_ours():
     return cfg, model
 
 
-def build_hf(cfg, model):
+def build_hf(cfg, model, device: str):
     import transformers
 
     names = [f"class_{i}" for i in range(cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES)]
@@ -67,7 +81,7 @@ def build_hf(cfg, model):
     missing, unexpected = hf.load_state_dict(state, strict=False)
     assert not unexpected and all(k.endswith("num_batches_tracked") for k in missing)
     processor = transformers.Mask2FormerImageProcessor()
-    return hf, processor
+    return hf.to(device), processor
 
 
 def ours_stages(model, image):
@@ -110,18 +124,31 @@ def hf_stages(hf, processor, image, mean, std):
     return forward, post
 
 
-def time_once(fn) -> float:
+def autocast(device: str, dtype: torch.dtype):
+    """The context a stage runs in: none for float32, else autocast to ``dtype``."""
+    if dtype == torch.float32:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device, dtype=dtype)
+
+
+def time_once(fn, device: str, dtype: torch.dtype) -> float:
+    if device == "cuda":
+        torch.cuda.synchronize()
     start = time.perf_counter()
-    fn()
+    with autocast(device, dtype):
+        fn()
+    if device == "cuda":
+        torch.cuda.synchronize()
     return time.perf_counter() - start
 
 
-def measure(stages: dict, warmup: int, iters: int) -> dict[str, dict[str, list[float]]]:
+def measure(stages: dict, warmup: int, iters: int, device: str, dtype: torch.dtype) -> dict:
     """Seconds per (implementation, stage), implementations interleaved per iteration."""
     times = {name: {"forward": [], "post": [], "total": []} for name in stages}
     for i in range(warmup + iters):
         for name, (forward, post) in stages.items():
-            t_forward, t_post = time_once(forward), time_once(post)
+            t_forward = time_once(forward, device, dtype)
+            t_post = time_once(post, device, dtype)
             if i >= warmup:
                 times[name]["forward"].append(t_forward)
                 times[name]["post"].append(t_post)
@@ -129,43 +156,101 @@ def measure(stages: dict, warmup: int, iters: int) -> dict[str, dict[str, list[f
     return times
 
 
-def report(args, times, segments: int) -> None:
-    kernel = "compiled CPU kernel" if cpu_kernel_available() else "pure PyTorch"
-    print(
-        f"R50 Mask2Former COCO panoptic, {args.height}x{args.width}, CPU, {args.threads} "
-        f"threads, median of {args.iters} runs; our deformable attention: {kernel}; "
-        f"{segments} panoptic segments"
+def peak_memory_mib(stages: dict, device: str, dtype: torch.dtype) -> dict[str, float]:
+    """Peak CUDA memory (MiB) of one forward + post-processing per implementation."""
+    if device != "cuda":
+        return {}
+    peaks = {}
+    for name, (forward, post) in stages.items():
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        with autocast(device, dtype):
+            forward()
+            post()
+        torch.cuda.synchronize()
+        peaks[name] = torch.cuda.max_memory_allocated() / 2**20
+    return peaks
+
+
+def header(args) -> str:
+    if args.device == "cuda":
+        kernel = "CUDA kernel" if cuda_kernel_available() else "pure PyTorch"
+        where = (
+            f"{torch.cuda.get_device_name()}, TF32 matmul {torch.backends.cuda.matmul.allow_tf32}"
+            f" / cuDNN {torch.backends.cudnn.allow_tf32}"
+        )
+    else:
+        kernel = "compiled CPU kernel" if cpu_kernel_available() else "pure PyTorch"
+        where = "CPU"
+    return (
+        f"R50 Mask2Former COCO panoptic, {args.height}x{args.width}, {where}, {args.threads} "
+        f"CPU threads, median of {args.iters} runs after {args.warmup}; torch {torch.__version__}; "
+        f"our deformable attention: {kernel}"
     )
-    print(f"{'implementation':<16}{'forward ms':>12}{'post ms':>10}{'total ms':>10}{'min ms':>10}")
+
+
+def report(times: dict, dtype: str, segments: dict, peaks: dict) -> float:
+    """Prints the rows of one dtype; returns the speed-up (transformers / ours, median total)."""
     for name, t in times.items():
         med = {k: statistics.median(v) * 1e3 for k, v in t.items()}
+        peak = f"{peaks[name]:>10.0f}" if name in peaks else f"{'-':>10}"
         print(
-            f"{name:<16}{med['forward']:>12.1f}{med['post']:>10.1f}{med['total']:>10.1f}"
-            f"{min(t['total']) * 1e3:>10.1f}"
+            f"{dtype:<10}{name:<14}{med['forward']:>12.1f}{med['post']:>10.1f}{med['total']:>10.1f}"
+            f"{min(t['total']) * 1e3:>10.1f}{peak}{segments[name]:>10}"
         )
     ratio = statistics.median(times["transformers"]["total"]) / statistics.median(
         times["ours"]["total"]
     )
-    print(f"speed-up (transformers median total / ours median total): {ratio:.2f}x")
+    print(f"{dtype:<10}speed-up (transformers median total / ours median total): {ratio:.2f}x")
+    return ratio
 
 
-def main() -> None:
+def count_segments(stages: dict, device: str, dtype: torch.dtype) -> dict[str, int]:
+    """Panoptic segments each implementation finds (a sanity check that both do the work)."""
+    counts = {}
+    with autocast(device, dtype):
+        stages["ours"][0]()
+        counts["ours"] = len(stages["ours"][1]()[1])
+        stages["transformers"][0]()
+        counts["transformers"] = len(stages["transformers"][1]()["segments_info"])
+    return counts
+
+
+def main() -> int:
     args = parse_args()
     torch.set_num_threads(args.threads)
-    cfg, ours = build_ours()
-    hf, processor = build_hf(cfg, ours)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        sys.exit("--device cuda but no CUDA GPU is visible")
+    cfg, ours = build_ours(args.device)
+    hf, processor = build_hf(cfg, ours, args.device)
     generator = torch.Generator().manual_seed(0)
     image = (torch.rand(3, args.height, args.width, generator=generator) * 255).to(torch.uint8)
+    image = image.to(args.device)
     stages = {
         "ours": ours_stages(ours, image),
         "transformers": hf_stages(hf, processor, image, ours.pixel_mean, ours.pixel_std),
     }
+    print(header(args))
+    print(
+        f"{'dtype':<10}{'implementation':<14}{'forward ms':>12}{'post ms':>10}{'total ms':>10}"
+        f"{'min ms':>10}{'peak MiB':>10}{'segments':>10}"
+    )
+    speedups = {}
     with torch.inference_mode():
-        stages["ours"][0]()
-        segments = len(stages["ours"][1]()[1])
-        times = measure(stages, args.warmup, args.iters)
-    report(args, times, segments)
+        for name in args.dtypes:
+            dtype = DTYPES[name]
+            segments = count_segments(stages, args.device, dtype)
+            times = measure(stages, args.warmup, args.iters, args.device, dtype)
+            peaks = peak_memory_mib(stages, args.device, dtype)
+            speedups[name] = report(times, name, segments, peaks)
+    if args.min_speedup is None:
+        return 0
+    slow = {k: v for k, v in speedups.items() if not v >= args.min_speedup}
+    for name, ratio in slow.items():
+        print(f"FAILED: {name}: ours is {ratio:.2f}x transformers' speed, goal {args.min_speedup}x")
+    print(f"inference goal (>= {args.min_speedup}x):", "FAILED" if slow else "passed")
+    return 1 if slow else 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

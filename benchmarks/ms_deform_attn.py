@@ -7,9 +7,15 @@ the encoder: each query's own pixel centre plus MSDeformAttn's initial offsets (
 pixels along its head's direction) with unit Gaussian noise, in pixels of each level.
 
     python benchmarks/ms_deform_attn.py [--sizes 512 1024] [--repeats 3] [--devices cpu cuda]
+        [--check]
 
-Prints one row per (image size, device, path, dtype): median forward and forward+backward times
-and the speed-up over the reference on the same device in float32.
+Prints one row per (image size, device, path, dtype): median forward and forward+backward times,
+the speed-up over the reference on the same device in float32, and the error against the
+reference in float64 on the same inputs (rounded to the row's dtype first): the largest
+absolute error over the largest magnitude, of the output and of the three input gradients.
+``--check`` exits non-zero unless, at every size, each compiled kernel's float32 forward+backward
+is at least ``--min-speedup`` times faster than the reference, and on CUDA bfloat16 and float16
+are faster than float32, forward and forward+backward.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from __future__ import annotations
 import argparse
 import math
 import statistics
+import sys
 import time
 from collections.abc import Callable
 
@@ -27,6 +34,7 @@ from mask2former.ops import (
     cuda_kernel_available,
     force_reference_path,
     ms_deform_attn,
+    ms_deform_attn_reference,
 )
 
 HEADS, CHANNELS, POINTS, BATCH, STRIDES = 8, 32, 4, 2, (8, 16, 32)
@@ -95,6 +103,38 @@ def _forward_backward(inputs) -> Callable[[], None]:
     return run
 
 
+def _relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
+    scale = expected.detach().abs().max().clamp_min(1e-12)
+    return float((actual.detach().double() - expected.detach()).abs().max() / scale)
+
+
+def float64_errors(inputs, dtype: torch.dtype, forced: bool) -> tuple[float, float]:
+    """(output error, largest gradient error) of a path in ``dtype`` against the float64
+    reference on the same inputs rounded to ``dtype`` (locations stay float32)."""
+    value, shapes, starts, loc, attn = inputs
+    grad = torch.randn(
+        value.shape[0], loc.shape[1], HEADS * CHANNELS, generator=torch.Generator().manual_seed(1)
+    )
+    grad = grad.to(value.device, dtype)
+    rounded = [value.to(dtype), shapes, starts, loc.float(), attn.to(dtype)]
+
+    def run(fn, tensors, grad_output):
+        leaves = [t.detach().requires_grad_(t.is_floating_point()) for t in tensors]
+        out = fn(*leaves)
+        grads = torch.autograd.grad(out, (leaves[0], leaves[3], leaves[4]), grad_output)
+        return out, grads
+
+    as64 = [t.double() if t.is_floating_point() else t for t in rounded]
+    expected, expected_grads = run(ms_deform_attn_reference, as64, grad.double())
+    if forced:
+        with force_reference_path():
+            actual, grads = run(ms_deform_attn, rounded, grad)
+    else:
+        actual, grads = run(ms_deform_attn, rounded, grad)
+    grad_error = max(_relative_error(a, e) for a, e in zip(grads, expected_grads))
+    return _relative_error(actual, expected), grad_error
+
+
 def _timed(fn: Callable[[], None], device: str, forced: bool) -> float:
     if device == "cuda":
         torch.cuda.synchronize()
@@ -131,38 +171,76 @@ def bench_device(image_size: int, device: str, repeats: int) -> list[tuple]:
     rows = []
     for (name, dtype), series in times.items():
         fwd, fwd_bwd = (statistics.median(s) for s in series)
+        errors = float64_errors(encoder_inputs(image_size, device, torch.float64), dtype, forced)
         rows.append(
             (image_size, device, name, dtype, fwd, fwd_bwd, base[0] / fwd, base[1] / fwd_bwd)
+            + errors
         )
     return rows
 
 
-def main() -> None:
+def check_goals(rows: list[tuple], min_speedup: float) -> list[str]:
+    """The goals ``--check`` applies (see the module docstring), as sentences of failures."""
+    failures = []
+    by_key = {(r[0], r[1], r[2], r[3]): r for r in rows}
+    for size, device, name, dtype, fwd, fwd_bwd, _, up_bwd, *_ in rows:
+        where = f"{size} {device} {name} {str(dtype).replace('torch.', '')}"
+        if name != "reference" and dtype == torch.float32 and not up_bwd >= min_speedup:
+            failures.append(
+                f"{where}: forward+backward {up_bwd:.1f}x the reference < {min_speedup}x"
+            )
+        fp32 = by_key.get((size, device, name, torch.float32))
+        if dtype != torch.float32 and fp32 is not None:
+            if not (fwd < fp32[4] and fwd_bwd < fp32[5]):
+                failures.append(
+                    f"{where}: not faster than float32 ({fwd * 1e3:.2f} / {fwd_bwd * 1e3:.2f} ms "
+                    f"vs {fp32[4] * 1e3:.2f} / {fp32[5] * 1e3:.2f} ms forward / forward+backward)"
+                )
+    return failures
+
+
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[512, 1024])
     parser.add_argument("--repeats", type=int, default=3)
     available = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     parser.add_argument("--devices", nargs="+", choices=available, default=available)
+    parser.add_argument("--check", action="store_true", help="exit 1 when a goal is missed")
+    parser.add_argument("--min-speedup", type=float, default=5.0)
     args = parser.parse_args()
     devices = args.devices
+    gpu = f", GPU: {torch.cuda.get_device_name()}" if "cuda" in devices else ""
     print(
-        f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads; "
+        f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads{gpu}; "
         f"CPU kernel built: {cpu_kernel_available()}, CUDA kernel built: {cuda_kernel_available()}"
     )
-    header = f"{'image':>6} {'device':>6} {'path':>12} {'dtype':>9} {'fwd ms':>9} {'x ref':>6} {'fwd+bwd ms':>11} {'x ref':>6}"
+    header = (
+        f"{'image':>6} {'device':>6} {'path':>12} {'dtype':>9} {'fwd ms':>9} {'x ref':>6} "
+        f"{'fwd+bwd ms':>11} {'x ref':>6} {'out err':>8} {'grad err':>8}"
+    )
     print(header)
     print("-" * len(header))
+    rows = []
     for size in args.sizes:
         for device in devices:
-            for size_, dev, name, dtype, fwd, fwd_bwd, up, up_bwd in bench_device(
-                size, device, args.repeats
-            ):
+            for row in bench_device(size, device, args.repeats):
+                size_, dev, name, dtype, fwd, fwd_bwd, up, up_bwd, err, grad_err = row
                 dtype_name = str(dtype).replace("torch.", "")
                 print(
-                    f"{size_:>6} {dev:>6} {name:>12} {dtype_name:>9} {fwd * 1e3:>9.1f} "
-                    f"{up:>6.1f} {fwd_bwd * 1e3:>11.1f} {up_bwd:>6.1f}"
+                    f"{size_:>6} {dev:>6} {name:>12} {dtype_name:>9} {fwd * 1e3:>9.2f} "
+                    f"{up:>6.1f} {fwd_bwd * 1e3:>11.2f} {up_bwd:>6.1f} {err:>8.1e} {grad_err:>8.1e}",
+                    flush=True,
                 )
+                rows.append(row)
+    print("errors: largest |error| / largest |float64 reference|, inputs rounded to the dtype")
+    if not args.check:
+        return 0
+    failures = check_goals(rows, args.min_speedup)
+    for failure in failures:
+        print("FAILED:", failure)
+    print("deformable-attention goals:", "FAILED" if failures else "passed")
+    return 1 if failures else 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
