@@ -14,18 +14,20 @@ with its attribute (as ``torch.save`` of a state dict does, and as detectron2's 
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
 import pickle
-import tempfile
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, BinaryIO
 
 import numpy as np
 import torch
+
+# atomic_write lives in utils.file_io (every writer of the package uses it); re-exported here,
+# where it was first public.
+from mask2former.utils.file_io import atomic_write
 
 __all__ = [
     "CheckpointError",
@@ -255,28 +257,6 @@ def read_checkpoint(filename: str) -> dict[str, Any]:
     if ext not in readers:
         raise CheckpointError(f"{filename}: unknown weights format {ext!r}; use {WEIGHT_FORMATS}")
     return _normalise(readers[ext](filename), filename)
-
-
-@contextlib.contextmanager
-def atomic_write(filename: str) -> Iterator[BinaryIO]:
-    """Open a temporary file beside ``filename``; on success flush, fsync, ``os.replace``.
-
-    On an exception the temporary file is removed and ``filename`` is left as it was.
-    """
-    directory = os.path.dirname(os.path.abspath(filename))
-    fd, tmp = tempfile.mkstemp(
-        dir=directory, prefix=f".{os.path.basename(filename)}.", suffix=".tmp"
-    )
-    try:
-        with os.fdopen(fd, "wb") as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, filename)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(tmp)
-        raise
 
 
 def _to_numpy(key: str, tensor: torch.Tensor) -> np.ndarray:

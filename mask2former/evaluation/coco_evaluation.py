@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import io
 import itertools
-import json
 import logging
 import os
 from collections import OrderedDict
@@ -20,6 +19,7 @@ from mask2former.evaluation.evaluator import DatasetEvaluator
 from mask2former.evaluation.rle import encode_masks
 from mask2former.structures import Instances
 from mask2former.utils import comm
+from mask2former.utils.file_io import save_json
 
 logger = logging.getLogger(__name__)
 
@@ -184,10 +184,6 @@ class COCOEvaluator(DatasetEvaluator):
         return results
 
     def _dump(self, coco_results: list[dict]) -> None:
-        os.makedirs(self._output_dir, exist_ok=True)
         path = os.path.join(self._output_dir, "coco_instances_results.json")
-        tmp = path + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(coco_results, f)
-        os.replace(tmp, path)  # never leave a half-written file under the final name
+        save_json(coco_results, path)
         logger.info("Saved %d instance predictions to %s", len(coco_results), path)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import json
 import logging
 import os
 from collections import OrderedDict
@@ -14,6 +13,7 @@ from mask2former.data.catalog import MetadataCatalog
 from mask2former.evaluation.coco_evaluation import instances_to_coco_json
 from mask2former.evaluation.evaluator import DatasetEvaluator
 from mask2former.utils import comm
+from mask2former.utils.file_io import save_json
 
 logger = logging.getLogger(__name__)
 
@@ -86,9 +86,7 @@ class LVISEvaluator(DatasetEvaluator):
             predictions = list(itertools.chain(*gathered))
         results = self._to_dataset_ids(predictions)
         if self._output_dir:
-            os.makedirs(self._output_dir, exist_ok=True)
-            with open(os.path.join(self._output_dir, "lvis_instances_results.json"), "w") as f:
-                json.dump(results, f)
+            save_json(results, os.path.join(self._output_dir, "lvis_instances_results.json"))
         if not results:
             logger.warning("No predictions from the model for %s", self._dataset_name)
             return OrderedDict(segm={m: float("nan") for m in LVIS_METRICS})

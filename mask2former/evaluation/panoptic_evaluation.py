@@ -28,6 +28,7 @@ from mask2former.evaluation.panoptic_quality import (
     write_panoptic_png,
 )
 from mask2former.utils import comm
+from mask2former.utils.file_io import save_json
 
 logger = logging.getLogger(__name__)
 
@@ -194,9 +195,7 @@ class COCOPanopticEvaluator(DatasetEvaluator):
         data = {"images": gt.get("images", []), "categories": gt["categories"]}
         data["annotations"] = annotations
         path = os.path.join(self._output_dir, PREDICTIONS_NAME + ".json")
-        with open(path + ".tmp", "w") as f:
-            json.dump(data, f)
-        os.replace(path + ".tmp", path)
+        save_json(data, path)
         logger.info("Wrote panoptic predictions to %s", path)
 
 

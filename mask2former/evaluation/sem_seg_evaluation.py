@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections import OrderedDict
@@ -16,6 +15,7 @@ from mask2former.data.catalog import DatasetCatalog, MetadataCatalog
 from mask2former.evaluation.evaluator import DatasetEvaluator
 from mask2former.evaluation.rle import encode_masks
 from mask2former.utils import comm
+from mask2former.utils.file_io import save_json
 
 logger = logging.getLogger(__name__)
 
@@ -145,7 +145,9 @@ class SemSegEvaluator(DatasetEvaluator):
             conf = sum(c for c, _ in gathered)
             predictions = [p for _, preds in gathered for p in preds]
         if self._output_dir:
-            _write_json(os.path.join(self._output_dir, "sem_seg_predictions.json"), predictions)
+            path = os.path.join(self._output_dir, "sem_seg_predictions.json")
+            save_json(predictions, path)
+            logger.info("Wrote %s", path)
         return OrderedDict(sem_seg=sem_seg_metrics(conf, self._class_names))
 
     def _gt_file(self, inp: dict) -> str:
@@ -175,12 +177,3 @@ class SemSegEvaluator(DatasetEvaluator):
             }
             for label, rle in zip(labels.tolist(), rles)
         ]
-
-
-def _write_json(path: str, data: object) -> None:
-    """Write JSON through a temporary file so a crash never leaves half a file."""
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    with open(path + ".tmp", "w") as f:
-        json.dump(data, f)
-    os.replace(path + ".tmp", path)
-    logger.info("Wrote %s", path)
