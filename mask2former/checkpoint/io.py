@@ -27,7 +27,7 @@ import torch
 
 # atomic_write lives in utils.file_io (every writer of the package uses it); re-exported here,
 # where it was first public.
-from mask2former.utils.file_io import atomic_write
+from mask2former.utils.file_io import PathManager, atomic_write
 
 __all__ = [
     "CheckpointError",
@@ -235,18 +235,28 @@ def _read_safetensors(filename: str) -> Any:
     return with_metadata(tensors, _checked_metadata(metadata, filename))
 
 
+def _local_file(filename: str) -> str:
+    """``filename`` itself, or for a URL (``https://``, ``detectron2://``) its cached download."""
+    local = PathManager.get_local_path(filename)
+    if not os.path.isfile(local):
+        fetched = f" (fetched to {local})" if local != filename else ""
+        raise FileNotFoundError(f"checkpoint not found: {filename}{fetched}")
+    return local
+
+
 def read_checkpoint(filename: str) -> dict[str, Any]:
-    """Read a local weights file into ``{"model": {name: tensor}, ...}``.
+    """Read a weights file into ``{"model": {name: tensor}, ...}``.
 
     ``.pkl``: detectron2's ``{"model": {name: ndarray}, "__author__": ...,
     "matching_heuristics": ...}`` or a plain ``{name: ndarray}``. ``.pth`` / ``.pt``:
     ``{"model": state_dict, ...}`` (our training checkpoints) or a plain state dict.
     ``.safetensors``: a flat state dict. Other top-level entries are returned unchanged.
     The state dict keeps the file's module versions (``_metadata``) when it has them; they
-    are checked to be ``{module prefix: {"version": int}}``.
+    are checked to be ``{module prefix: {"version": int}}``. ``filename`` is a local path or
+    a URL the package's ``PathManager`` resolves (``https://``, ``detectron2://``), read from
+    its local copy.
     """
-    if not os.path.isfile(filename):
-        raise FileNotFoundError(f"checkpoint not found: {filename}")
+    filename = _local_file(filename)
     readers = {
         ".pkl": _read_pkl,
         ".pth": _read_pth,

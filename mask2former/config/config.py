@@ -10,7 +10,8 @@ from typing import Any, Callable
 
 import yaml
 from fvcore.common.config import CfgNode as _FvCfgNode
-from iopath.common.file_io import g_pathmgr
+
+from ..utils.file_io import PathManager
 
 BASE_KEY = "_BASE_"
 
@@ -86,7 +87,7 @@ _ConfigLoader.add_constructor("tag:yaml.org,2002:python/object/apply:eval", _con
 
 def _load_yaml(filename: str) -> dict:
     try:
-        with g_pathmgr.open(filename, "r") as f:
+        with PathManager.open(filename, "r") as f:
             data = yaml.load(f, Loader=_ConfigLoader)
     except FileNotFoundError as e:
         raise ConfigError(f"config file not found: {filename}") from e

@@ -19,7 +19,7 @@ from mask2former.evaluation.evaluator import DatasetEvaluator
 from mask2former.evaluation.rle import encode_masks
 from mask2former.structures import Instances
 from mask2former.utils import comm
-from mask2former.utils.file_io import save_json
+from mask2former.utils.file_io import PathManager, save_json
 
 logger = logging.getLogger(__name__)
 
@@ -124,7 +124,7 @@ class COCOEvaluator(DatasetEvaluator):
         self._distributed = distributed
         self._output_dir = output_dir
         self._max_dets = max_dets_per_image
-        json_file = self._metadata.json_file
+        json_file = PathManager.get_local_path(self._metadata.json_file)
         if not os.path.isfile(json_file):
             raise FileNotFoundError(
                 f"COCO json_file of dataset {dataset_name!r} not found: {json_file!r}"

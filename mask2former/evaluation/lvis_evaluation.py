@@ -13,7 +13,7 @@ from mask2former.data.catalog import MetadataCatalog
 from mask2former.evaluation.coco_evaluation import instances_to_coco_json
 from mask2former.evaluation.evaluator import DatasetEvaluator
 from mask2former.utils import comm
-from mask2former.utils.file_io import save_json
+from mask2former.utils.file_io import PathManager, save_json
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ class LVISEvaluator(DatasetEvaluator):
         self._distributed = distributed
         self._output_dir = output_dir
         self._max_dets = 300 if max_dets_per_image is None else max_dets_per_image
-        json_file = self._metadata.json_file
+        json_file = PathManager.get_local_path(self._metadata.json_file)
         if not os.path.isfile(json_file):
             raise FileNotFoundError(f"LVIS json_file of {dataset_name!r} not found: {json_file!r}")
         self._lvis_api = lvis.LVIS(json_file)

@@ -9,7 +9,6 @@ format (``panoptic_seg_predictions.json`` + ``panoptic_seg_predictions/*.png``) 
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections import OrderedDict
@@ -28,7 +27,7 @@ from mask2former.evaluation.panoptic_quality import (
     write_panoptic_png,
 )
 from mask2former.utils import comm
-from mask2former.utils.file_io import save_json
+from mask2former.utils.file_io import load_json, save_json
 
 logger = logging.getLogger(__name__)
 
@@ -91,7 +90,7 @@ class COCOPanopticEvaluator(DatasetEvaluator):
         self._metadata = MetadataCatalog.get(dataset_name)
         self._output_dir = output_dir
         self._distributed = distributed
-        gt = _load_gt(self._metadata.panoptic_json)
+        gt = load_json(self._metadata.panoptic_json, "panoptic_json")
         self._gt_anns = {ann["image_id"]: ann for ann in gt["annotations"]}
         self._categories = {int(c["id"]): c for c in gt["categories"]}
         self._category_ids = np.asarray(sorted(self._categories), dtype=np.int64)
@@ -190,8 +189,7 @@ class COCOPanopticEvaluator(DatasetEvaluator):
         return res
 
     def _write_json(self, annotations: list[dict]) -> None:
-        with open(self._metadata.panoptic_json) as f:
-            gt = json.load(f)
+        gt = load_json(self._metadata.panoptic_json, "panoptic_json")
         data = {"images": gt.get("images", []), "categories": gt["categories"]}
         data["annotations"] = annotations
         path = os.path.join(self._output_dir, PREDICTIONS_NAME + ".json")
@@ -201,13 +199,6 @@ class COCOPanopticEvaluator(DatasetEvaluator):
 
 def _reverse(mapping: Optional[dict[int, int]]) -> Optional[dict[int, int]]:
     return None if mapping is None else {v: k for k, v in mapping.items()}
-
-
-def _load_gt(path: str) -> dict:
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"panoptic_json not found: {path!r}")
-    with open(path) as f:
-        return json.load(f)
 
 
 def _log_pq_table(results: dict) -> None:

@@ -19,7 +19,6 @@ COCO panoptic PNGs store a segment id per pixel as ``id = R + 256 * G + 256**2 *
 
 from __future__ import annotations
 
-import json
 import logging
 import multiprocessing
 import os
@@ -31,6 +30,7 @@ import cv2
 import numpy as np
 import pyspng
 
+from ..utils.file_io import PathManager, load_json
 from ..utils.panoptic_png import id2rgb
 
 logger = logging.getLogger(__name__)
@@ -48,7 +48,7 @@ def read_panoptic_png(path: str) -> np.ndarray:
     without a colour conversion (about half the time of OpenCV's decode + BGR packing).
     """
     try:
-        with open(path, "rb") as f:
+        with PathManager.open(path, "rb") as f:
             data = f.read()
     except FileNotFoundError:
         raise FileNotFoundError(f"panoptic PNG not found: {path!r}") from None
@@ -357,13 +357,6 @@ def pq_stat_from_files(
     return stat
 
 
-def _load_json(path: str, what: str) -> dict:
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{what} JSON not found: {path!r}")
-    with open(path) as f:
-        return json.load(f)
-
-
 def pq_compute(
     gt_json_file: str,
     pred_json_file: str,
@@ -378,8 +371,8 @@ def pq_compute(
     with values in [0, 1].
     """
     start = time.perf_counter()
-    gt_json = _load_json(gt_json_file, "ground-truth")
-    pred_json = _load_json(pred_json_file, "prediction")
+    gt_json = load_json(gt_json_file, "ground-truth JSON")
+    pred_json = load_json(pred_json_file, "prediction JSON")
     gt_folder = gt_folder or gt_json_file.replace(".json", "")
     pred_folder = pred_folder or pred_json_file.replace(".json", "")
     for folder in (gt_folder, pred_folder):

@@ -15,14 +15,14 @@ from mask2former.data.catalog import DatasetCatalog, MetadataCatalog
 from mask2former.evaluation.evaluator import DatasetEvaluator
 from mask2former.evaluation.rle import encode_masks
 from mask2former.utils import comm
-from mask2former.utils.file_io import save_json
+from mask2former.utils.file_io import PathManager, save_json
 
 logger = logging.getLogger(__name__)
 
 
 def read_label_png(path: str) -> np.ndarray:
     """Read a single-channel label image (8 or 16 bit) as (H, W) int64."""
-    label = cv2.imread(path, cv2.IMREAD_UNCHANGED)
+    label = cv2.imread(PathManager.get_local_path(path), cv2.IMREAD_UNCHANGED)
     if label is None:
         raise FileNotFoundError(f"cannot read semantic label image {path!r}")
     if label.ndim != 2:

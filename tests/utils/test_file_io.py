@@ -1,12 +1,24 @@
-"""utils.file_io: the atomic writer and JSON saver every writer of the package uses."""
+"""utils.file_io: the atomic writer, and the one PathManager every reader goes through."""
 
 import json
 import os
 import threading
 
+import cv2
+import numpy as np
 import pytest
+import torch
+from iopath.common.file_io import HTTPURLHandler
 
-from mask2former.utils.file_io import atomic_write, save_json
+from mask2former.checkpoint import DetectionCheckpointer, read_checkpoint, save_weights
+from mask2former.data.detection_utils import read_image
+from mask2former.utils.file_io import (
+    Detectron2Handler,
+    PathManager,
+    atomic_write,
+    load_json,
+    save_json,
+)
 
 
 def test_atomic_write_replaces_the_file_and_leaves_no_temporary(tmp_path):
@@ -66,3 +78,71 @@ def test_save_json_creates_the_folder_and_concurrent_savers_do_not_collide(tmp_p
     assert not errors
     assert json.loads(path.read_text())["value"] in range(4)
     assert os.listdir(path.parent) == ["results.json"]
+
+
+# --------------------------------------------------------------------------- #
+# The package's PathManager and its detectron2:// handler
+# --------------------------------------------------------------------------- #
+D2_URL = "https://dl.fbaipublicfiles.com/detectron2/"
+
+
+@pytest.fixture
+def fake_server(tmp_path, monkeypatch):
+    """http(s) downloads served from ``tmp_path / "server"``; records the URLs asked for."""
+    root = tmp_path / "server"
+    root.mkdir()
+    asked = []
+
+    def local_copy(url):
+        asked.append(url)
+        assert url.startswith(D2_URL), url
+        return str(root / url[len(D2_URL) :])
+
+    monkeypatch.setattr(
+        HTTPURLHandler, "_get_local_path", lambda self, path, **kw: local_copy(path)
+    )
+    monkeypatch.setattr(
+        HTTPURLHandler, "_open", lambda self, path, mode="r", **kw: open(local_copy(path), mode)
+    )
+    return root, asked
+
+
+def test_detectron2_prefix_resolves_to_detectron2_file_server(fake_server):
+    root, asked = fake_server
+    (root / "ImageNetPretrained").mkdir()
+    (root / "ImageNetPretrained" / "R-50.txt").write_text("weights")
+    local = PathManager.get_local_path("detectron2://ImageNetPretrained/R-50.txt")
+    assert local == str(root / "ImageNetPretrained" / "R-50.txt")
+    with PathManager.open("detectron2://ImageNetPretrained/R-50.txt") as f:
+        assert f.read() == "weights"
+    assert asked == [D2_URL + "ImageNetPretrained/R-50.txt"] * 2
+
+
+def test_the_handler_is_registered_once_and_the_checkpointer_uses_this_manager():
+    handler = PathManager._path_handlers["detectron2://"]
+    assert isinstance(handler, Detectron2Handler)
+    checkpointers = [DetectionCheckpointer(torch.nn.Linear(1, 1)) for _ in range(2)]
+    assert all(c.path_manager is PathManager for c in checkpointers)
+    assert PathManager._path_handlers["detectron2://"] is handler
+
+
+def test_readers_resolve_detectron2_urls(fake_server):
+    root, asked = fake_server
+    save_weights({"w": torch.ones(2)}, str(root / "model.pth"))
+    assert read_checkpoint("detectron2://model.pth")["model"]["w"].tolist() == [1.0, 1.0]
+    (root / "ann.json").write_text('{"images": []}')
+    assert load_json("detectron2://ann.json") == {"images": []}
+    cv2.imwrite(str(root / "image.png"), np.full((4, 6, 3), 7, np.uint8))
+    assert read_image("detectron2://image.png", "BGR").shape == (4, 6, 3)
+    model = torch.nn.Linear(2, 1)
+    save_weights(
+        {k: torch.zeros_like(v) for k, v in model.state_dict().items()}, str(root / "m.pth")
+    )
+    DetectionCheckpointer(model).load("detectron2://m.pth")
+    assert model.weight.abs().sum() == 0
+    assert [u[len(D2_URL) :] for u in asked] == ["model.pth", "ann.json", "image.png", "m.pth"]
+
+
+def test_missing_checkpoint_names_the_url_and_the_download(fake_server):
+    with pytest.raises(FileNotFoundError, match=r"detectron2://gone\.pth \(fetched to .*gone\.pth"):
+        read_checkpoint("detectron2://gone.pth")

@@ -3,11 +3,12 @@ error names the file."""
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Any, Iterable, Mapping
 
 import numpy as np
+
+from ...utils import file_io
 
 
 class DatasetFormatError(ValueError):
@@ -15,15 +16,10 @@ class DatasetFormatError(ValueError):
 
 
 def load_json(path: str, what: str = "annotation file") -> Any:
-    """Parse the JSON file at ``path``; a missing or malformed file raises an error naming it."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{what} not found: {path}")
-    with open(path, "rb") as f:
-        raw = f.read()
-    try:
-        return json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise DatasetFormatError(f"{what} {path} is not valid JSON ({len(raw)} bytes): {e}") from e
+    """Parse the JSON file at ``path`` (a path or a URL the package's ``PathManager``
+    resolves); a missing file raises FileNotFoundError, a malformed one DatasetFormatError,
+    both naming it."""
+    return file_io.load_json(path, what, error=DatasetFormatError)
 
 
 def require_keys(obj: Mapping, keys: Iterable[str], path: str, where: str) -> None:
