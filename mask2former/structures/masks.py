@@ -11,6 +11,29 @@ import torch
 from .boxes import Boxes
 
 
+def masks_to_boxes(masks: torch.Tensor) -> torch.Tensor:
+    """Tight boxes of (N, H, W) masks (bool or 0/1): (N, 4) float32 XYXY, detectron2's
+    convention: x1, y1 one past the last pixel (a one-pixel mask at (x, y) gives
+    (x, y, x + 1, y + 1)); an empty mask gives zeros.
+
+    ``torchvision.ops.masks_to_boxes`` gives the same boxes with x1, y1 on the last pixel
+    (tests compare the two), but it reduces bool masks with ``any``, about 20 times slower on
+    a CPU than the uint8 ``amax`` here (the instance evaluator boxes 100 image-sized masks
+    per image).
+    """
+    n, height, width = masks.shape
+    if masks.numel() == 0:
+        return torch.zeros(n, 4, dtype=torch.float32, device=masks.device)
+    masks = masks if masks.dtype == torch.bool else masks != 0
+    rows = masks.view(torch.uint8).amax(dim=2)  # (N, H): 1 where the row has a pixel
+    cols = masks.view(torch.uint8).amax(dim=1)  # (N, W)
+    # argmax gives the first maximum: the first occupied row / column from each end
+    x0, y0 = cols.argmax(dim=1), rows.argmax(dim=1)
+    x1, y1 = width - cols.flip(1).argmax(dim=1), height - rows.flip(1).argmax(dim=1)
+    boxes = torch.stack([x0, y0, x1, y1], dim=1).float()
+    return boxes * rows.amax(dim=1, keepdim=True)  # zeros for empty masks
+
+
 class BitMasks:
     """(N, H, W) bool tensor, one binary mask per instance."""
 
@@ -50,16 +73,8 @@ class BitMasks:
         return self.tensor.flatten(1).any(dim=1)
 
     def get_bounding_boxes(self) -> Boxes:
-        """Tight XYXY boxes (zeros for empty masks)."""
-        boxes = torch.zeros(len(self), 4, dtype=torch.float32, device=self.device)
-        rows = self.tensor.any(dim=2)
-        cols = self.tensor.any(dim=1)
-        for i in range(len(self)):
-            ys = torch.where(rows[i])[0]
-            xs = torch.where(cols[i])[0]
-            if len(ys) and len(xs):
-                boxes[i] = torch.stack([xs[0], ys[0], xs[-1] + 1, ys[-1] + 1]).float()
-        return Boxes(boxes)
+        """Tight XYXY boxes (zeros for empty masks): see :func:`masks_to_boxes`."""
+        return Boxes(masks_to_boxes(self.tensor))
 
     @staticmethod
     def cat(masks_list: list["BitMasks"]) -> "BitMasks":

@@ -7,7 +7,9 @@ import os
 from typing import Any, Iterable, Mapping
 
 import numpy as np
+import torch
 
+from ...structures import masks_to_boxes
 from ...utils import file_io
 
 
@@ -72,10 +74,7 @@ def contiguous_category(
 
 def bbox_xywh(mask: np.ndarray) -> list[int]:
     """Tight COCO box [x, y, width, height] of a non-empty (H, W) bool mask."""
-    ys, xs = np.nonzero(mask)
-    return [
-        int(xs.min()),
-        int(ys.min()),
-        int(xs.max() - xs.min() + 1),
-        int(ys.max() - ys.min() + 1),
-    ]
+    if not mask.any():
+        raise ValueError("an empty mask has no bounding box")
+    x0, y0, x1, y1 = masks_to_boxes(torch.from_numpy(np.ascontiguousarray(mask))[None])[0]
+    return [int(x0), int(y0), int(x1 - x0), int(y1 - y0)]
