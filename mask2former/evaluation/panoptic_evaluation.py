@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from mask2former.data.catalog import MetadataCatalog
-from mask2former.evaluation.evaluator import DatasetEvaluator
+from mask2former.evaluation.evaluator import DatasetEvaluator, gather_on_main
 from mask2former.evaluation.panoptic_quality import (
     PQStat,
     image_pq_stat,
@@ -26,7 +26,6 @@ from mask2former.evaluation.panoptic_quality import (
     read_panoptic_png,
     write_panoptic_png,
 )
-from mask2former.utils import comm
 from mask2former.utils.file_io import load_json, save_json
 
 logger = logging.getLogger(__name__)
@@ -160,16 +159,13 @@ class COCOPanopticEvaluator(DatasetEvaluator):
         return {"image_id": inp["image_id"], "file_name": name, "segments_info": segments}
 
     def evaluate(self) -> Optional[dict[str, dict[str, float]]]:
-        stat, annotations = self._stat, self._annotations
-        if self._distributed:
-            comm.synchronize()
-            gathered = comm.gather((stat, annotations), dst=0)
-            if not comm.is_main_process():
-                return {}
-            stat = PQStat.zeros(self._category_ids)
-            for part, _ in gathered:
-                stat += part
-            annotations = [a for _, anns in gathered for a in anns]
+        gathered = gather_on_main((self._stat, self._annotations), self._distributed)
+        if gathered is None:
+            return {}
+        stat = PQStat.zeros(self._category_ids)
+        for part, _ in gathered:
+            stat += part
+        annotations = [a for _, anns in gathered for a in anns]
         if self._output_dir:
             self._write_json(annotations)
         isthing = {cid: bool(c["isthing"]) for cid, c in self._categories.items()}

@@ -12,9 +12,8 @@ import numpy as np
 import torch
 
 from mask2former.data.catalog import DatasetCatalog, MetadataCatalog
-from mask2former.evaluation.evaluator import DatasetEvaluator
+from mask2former.evaluation.evaluator import DatasetEvaluator, gather_on_main
 from mask2former.evaluation.rle import encode_masks
-from mask2former.utils import comm
 from mask2former.utils.file_io import PathManager, save_json
 
 logger = logging.getLogger(__name__)
@@ -136,14 +135,11 @@ class SemSegEvaluator(DatasetEvaluator):
                 self._predictions.extend(self._encode_json(pred, inp["file_name"]))
 
     def evaluate(self) -> Optional[dict[str, dict[str, float]]]:
-        conf, predictions = self._conf, self._predictions
-        if self._distributed:
-            comm.synchronize()
-            gathered = comm.gather((conf, predictions), dst=0)
-            if not comm.is_main_process():
-                return {}
-            conf = sum(c for c, _ in gathered)
-            predictions = [p for _, preds in gathered for p in preds]
+        gathered = gather_on_main((self._conf, self._predictions), self._distributed)
+        if gathered is None:
+            return {}
+        conf = sum(c for c, _ in gathered)
+        predictions = [p for _, preds in gathered for p in preds]
         if self._output_dir:
             path = os.path.join(self._output_dir, "sem_seg_predictions.json")
             save_json(predictions, path)
