@@ -8,6 +8,7 @@ from pycocotools import mask as mask_util
 
 from mask2former.data.datasets.common import bbox_xywh
 from mask2former.structures import BitMasks, Boxes, ImageList, Instances, masks_to_boxes
+from mask2former.structures.masks import _masks_to_boxes_torchvision
 
 
 def test_image_list_pads_bottom_right_to_the_divisibility():
@@ -122,6 +123,9 @@ def test_masks_to_boxes_is_torchvisions_with_the_max_side_one_past_the_last_pixe
     boxes = masks_to_boxes(masks)
     assert boxes.dtype == torch.float32
     assert torch.equal(boxes, reference)
+    # the GPU path (torchvision's function, adjusted), run here on the CPU
+    assert torch.equal(_masks_to_boxes_torchvision(masks), reference)
+    assert torch.equal(_masks_to_boxes_torchvision(masks.to(torch.uint8)), reference)
     assert boxes[:3].tolist() == [[0, 0, 0, 0], [0, 0, 1, 1], [16, 12, 17, 13]]
     assert torch.equal(masks_to_boxes(masks.to(torch.uint8)), boxes)  # 0/1 masks too
     assert torch.equal(BitMasks(masks).get_bounding_boxes().tensor, boxes)
