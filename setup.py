@@ -40,6 +40,7 @@ INSTALL_REQUIRES = [
     "tensorboard>=2.10",
     "safetensors>=0.4",
     "PyYAML>=5.4",
+    "tabulate>=0.8",  # checkpoint.matching's table of unmatched keys
 ]
 
 EXTRAS_REQUIRE = {

@@ -3,9 +3,12 @@
 import numpy as np
 import pytest
 import torch
+import torchvision
 from pycocotools import mask as mask_util
 
-from mask2former.structures import BitMasks, Boxes, ImageList, Instances
+from mask2former.data.datasets.common import bbox_xywh
+from mask2former.structures import BitMasks, Boxes, ImageList, Instances, masks_to_boxes
+from mask2former.structures.masks import _masks_to_boxes_torchvision
 
 
 def test_image_list_pads_bottom_right_to_the_divisibility():
@@ -105,6 +108,37 @@ def test_bitmasks_boxes_match_pycocotools():
         assert boxes[i].tolist() == pytest.approx([x, y, x + w, y + h])
     assert boxes[3].tolist() == [0.0, 0.0, 0.0, 0.0]
     assert BitMasks(torch.from_numpy(masks)).nonempty().tolist() == [True, True, True, False]
+
+
+def test_masks_to_boxes_is_torchvisions_with_the_max_side_one_past_the_last_pixel():
+    rng = np.random.default_rng(1)
+    masks = torch.from_numpy(rng.random((40, 13, 17)) > rng.random((40, 1, 1)) ** 0.1)
+    masks[0] = False  # empty
+    masks[1] = False
+    masks[1, 0, 0] = True  # one pixel at the origin: torchvision gives zeros, as for empty
+    masks[2] = False
+    masks[2, 12, 16] = True  # the last pixel
+    reference = torchvision.ops.masks_to_boxes(masks)
+    reference[:, 2:] += masks.flatten(1).any(dim=1)[:, None]  # detectron2: exclusive max side
+    boxes = masks_to_boxes(masks)
+    assert boxes.dtype == torch.float32
+    assert torch.equal(boxes, reference)
+    # the GPU path (torchvision's function, adjusted), run here on the CPU
+    assert torch.equal(_masks_to_boxes_torchvision(masks), reference)
+    assert torch.equal(_masks_to_boxes_torchvision(masks.to(torch.uint8)), reference)
+    assert boxes[:3].tolist() == [[0, 0, 0, 0], [0, 0, 1, 1], [16, 12, 17, 13]]
+    assert torch.equal(masks_to_boxes(masks.to(torch.uint8)), boxes)  # 0/1 masks too
+    assert torch.equal(BitMasks(masks).get_bounding_boxes().tensor, boxes)
+    assert masks_to_boxes(torch.zeros(3, 0, 5, dtype=torch.bool)).tolist() == [[0.0] * 4] * 3
+
+
+def test_bbox_xywh_is_the_tight_coco_box():
+    mask = np.zeros((9, 11), dtype=bool)
+    mask[2:5, 3] = True
+    mask[4, 3:8] = True
+    assert bbox_xywh(mask) == [3, 2, 5, 3]
+    with pytest.raises(ValueError, match="empty"):
+        bbox_xywh(np.zeros((4, 4), dtype=bool))
 
 
 def test_bitmasks_and_boxes_validate_shapes():

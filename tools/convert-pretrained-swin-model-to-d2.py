@@ -8,7 +8,7 @@
 import argparse
 import logging
 
-from mask2former.checkpoint import convert_swin_release, read_checkpoint, save_weights
+from mask2former.checkpoint import convert_swin_release, convert_weights_file
 
 
 def main() -> None:
@@ -17,9 +17,7 @@ def main() -> None:
     parser.add_argument("output", help="output file (.pkl, .pth or .safetensors)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    weights = convert_swin_release(read_checkpoint(args.input)["model"])
-    extra = {"__author__": "swin-release", "matching_heuristics": True}
-    save_weights(weights, args.output, extra=extra if args.output.endswith(".pkl") else None)
+    convert_weights_file(convert_swin_release, args.input, args.output, author="swin-release")
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ configs do.
 import argparse
 import logging
 
-from mask2former.checkpoint import convert_torchvision_resnet, read_checkpoint, save_weights
+from mask2former.checkpoint import convert_torchvision_resnet, convert_weights_file
 
 
 def main() -> None:
@@ -19,9 +19,7 @@ def main() -> None:
     parser.add_argument("output", help="output file (.pkl, .pth or .safetensors)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    weights = convert_torchvision_resnet(read_checkpoint(args.input)["model"])
-    extra = {"__author__": "torchvision", "matching_heuristics": True}
-    save_weights(weights, args.output, extra=extra if args.output.endswith(".pkl") else None)
+    convert_weights_file(convert_torchvision_resnet, args.input, args.output, author="torchvision")
 
 
 if __name__ == "__main__":

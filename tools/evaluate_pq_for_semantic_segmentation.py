@@ -6,12 +6,12 @@
 """
 
 import argparse
-import json
 import logging
 
 import mask2former.data.datasets  # noqa: F401  (registers the builtin datasets)
 from mask2former.evaluation.evaluator import log_results_table
 from mask2former.evaluation.semantic_pq import semantic_pq
+from mask2former.utils.file_io import load_json
 
 
 def main() -> None:
@@ -20,8 +20,7 @@ def main() -> None:
     parser.add_argument("--json-file", required=True, help="sem_seg_predictions.json")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    with open(args.json_file) as f:
-        predictions = json.load(f)
+    predictions = load_json(args.json_file, "predictions JSON")
     log_results_table(semantic_pq(args.dataset_name, predictions))
 
 

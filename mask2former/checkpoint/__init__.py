@@ -1,6 +1,6 @@
 """Checkpoints: safe reading of .pkl/.pth/.safetensors, exact-name loading, converters."""
 
-from .convert import convert_swin_release, convert_torchvision_resnet
+from .convert import convert_swin_release, convert_torchvision_resnet, convert_weights_file
 from .detection_checkpoint import DetectionCheckpointer
 from .io import (
     CheckpointError,
@@ -22,6 +22,7 @@ __all__ = [
     "atomic_write",
     "convert_swin_release",
     "convert_torchvision_resnet",
+    "convert_weights_file",
     "load_state_dict_exact",
     "read_checkpoint",
     "save_weights",

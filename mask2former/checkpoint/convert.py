@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import torch
 
-__all__ = ["convert_swin_release", "convert_torchvision_resnet"]
+from .io import read_checkpoint, save_weights
+
+__all__ = ["convert_swin_release", "convert_torchvision_resnet", "convert_weights_file"]
 
 logger = logging.getLogger(__name__)
 
@@ -81,3 +83,20 @@ def convert_swin_release(state_dict: Mapping[str, torch.Tensor]) -> dict[str, to
         "Converted %d Swin weights (dropped %d head/norm/mask entries)", len(converted), dropped
     )
     return converted
+
+
+def convert_weights_file(
+    convert: Callable[[Mapping[str, torch.Tensor]], dict[str, torch.Tensor]],
+    source: str,
+    output: str,
+    author: str,
+) -> None:
+    """Read the weights file ``source``, convert its state dict with ``convert`` (one of the
+    converters above) and save the result to ``output`` in the format its extension names.
+
+    A ``.pkl`` also gets detectron2's ``__author__`` (``author``) and ``matching_heuristics``
+    entries, as detectron2's converters write them. The tools/convert-*-to-d2.py scripts.
+    """
+    weights = convert(read_checkpoint(source)["model"])
+    extra = {"__author__": author, "matching_heuristics": True}
+    save_weights(weights, output, extra=extra if output.endswith(".pkl") else None)

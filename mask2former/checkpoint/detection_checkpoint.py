@@ -7,36 +7,17 @@ from typing import Any
 
 import torch
 from fvcore.common.checkpoint import Checkpointer
-from iopath.common.file_io import PathHandler, PathManager
 
 from mask2former.utils import comm
+from mask2former.utils.file_io import Detectron2Handler, PathManager
 
 from .io import atomic_write, read_checkpoint
 from .matching import IncompatibleKeys, load_state_dict_exact
 
+# Detectron2Handler lives in utils.file_io; re-exported here, where it was first public.
 __all__ = ["DetectionCheckpointer", "Detectron2Handler"]
 
 LAST_CHECKPOINT = "last_checkpoint"
-
-
-class Detectron2Handler(PathHandler):
-    """Resolve ``detectron2://X`` (the published configs' WEIGHTS) to detectron2's file server."""
-
-    PREFIX = "detectron2://"
-    URL = "https://dl.fbaipublicfiles.com/detectron2/"
-
-    def __init__(self, path_manager: PathManager):
-        super().__init__()
-        self._path_manager = path_manager
-
-    def _get_supported_prefixes(self) -> list[str]:
-        return [self.PREFIX]
-
-    def _get_local_path(self, path: str, **kwargs: Any) -> str:
-        return self._path_manager.get_local_path(self.URL + path[len(self.PREFIX) :], **kwargs)
-
-    def _open(self, path: str, mode: str = "r", **kwargs: Any):
-        return self._path_manager.open(self.URL + path[len(self.PREFIX) :], mode, **kwargs)
 
 
 class DetectionCheckpointer(Checkpointer):
@@ -63,17 +44,7 @@ class DetectionCheckpointer(Checkpointer):
         if save_to_disk is None:
             save_to_disk = comm.is_main_process()
         super().__init__(model, save_dir, save_to_disk=save_to_disk, **checkpointables)
-        self.path_manager.register_handler(Detectron2Handler(self.path_manager))
-
-    def _local_path(self, path: str) -> str:
-        if os.path.isfile(path):
-            return path
-        if "://" not in path:
-            raise FileNotFoundError(f"checkpoint not found: {path}")
-        local = self.path_manager.get_local_path(path)
-        if not os.path.isfile(local):
-            raise FileNotFoundError(f"checkpoint not found: {path} (fetched to {local})")
-        return local
+        self.path_manager = PathManager  # the package's: detectron2:// and http(s):// resolve
 
     def load(self, path: str, checkpointables: list[str] | None = None) -> dict[str, Any]:
         """Load the model and the named checkpointables (all when None) from ``path``.
@@ -85,7 +56,7 @@ class DetectionCheckpointer(Checkpointer):
             self.logger.info("No checkpoint given: the model keeps its initialisation")
             return {}
         self.logger.info("Loading checkpoint from %s", path)
-        checkpoint = self._load_file(self._local_path(path))
+        checkpoint = self._load_file(path)
         self._load_model(checkpoint)
         names = self.checkpointables if checkpointables is None else checkpointables
         for name in names:

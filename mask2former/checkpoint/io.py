@@ -14,18 +14,20 @@ with its attribute (as ``torch.save`` of a state dict does, and as detectron2's 
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
 import pickle
-import tempfile
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, BinaryIO
 
 import numpy as np
 import torch
+
+# atomic_write lives in utils.file_io (every writer of the package uses it); re-exported here,
+# where it was first public.
+from mask2former.utils.file_io import PathManager, atomic_write
 
 __all__ = [
     "CheckpointError",
@@ -233,18 +235,28 @@ def _read_safetensors(filename: str) -> Any:
     return with_metadata(tensors, _checked_metadata(metadata, filename))
 
 
+def _local_file(filename: str) -> str:
+    """``filename`` itself, or for a URL (``https://``, ``detectron2://``) its cached download."""
+    local = PathManager.get_local_path(filename)
+    if not os.path.isfile(local):
+        fetched = f" (fetched to {local})" if local != filename else ""
+        raise FileNotFoundError(f"checkpoint not found: {filename}{fetched}")
+    return local
+
+
 def read_checkpoint(filename: str) -> dict[str, Any]:
-    """Read a local weights file into ``{"model": {name: tensor}, ...}``.
+    """Read a weights file into ``{"model": {name: tensor}, ...}``.
 
     ``.pkl``: detectron2's ``{"model": {name: ndarray}, "__author__": ...,
     "matching_heuristics": ...}`` or a plain ``{name: ndarray}``. ``.pth`` / ``.pt``:
     ``{"model": state_dict, ...}`` (our training checkpoints) or a plain state dict.
     ``.safetensors``: a flat state dict. Other top-level entries are returned unchanged.
     The state dict keeps the file's module versions (``_metadata``) when it has them; they
-    are checked to be ``{module prefix: {"version": int}}``.
+    are checked to be ``{module prefix: {"version": int}}``. ``filename`` is a local path or
+    a URL the package's ``PathManager`` resolves (``https://``, ``detectron2://``), read from
+    its local copy.
     """
-    if not os.path.isfile(filename):
-        raise FileNotFoundError(f"checkpoint not found: {filename}")
+    filename = _local_file(filename)
     readers = {
         ".pkl": _read_pkl,
         ".pth": _read_pth,
@@ -255,28 +267,6 @@ def read_checkpoint(filename: str) -> dict[str, Any]:
     if ext not in readers:
         raise CheckpointError(f"{filename}: unknown weights format {ext!r}; use {WEIGHT_FORMATS}")
     return _normalise(readers[ext](filename), filename)
-
-
-@contextlib.contextmanager
-def atomic_write(filename: str) -> Iterator[BinaryIO]:
-    """Open a temporary file beside ``filename``; on success flush, fsync, ``os.replace``.
-
-    On an exception the temporary file is removed and ``filename`` is left as it was.
-    """
-    directory = os.path.dirname(os.path.abspath(filename))
-    fd, tmp = tempfile.mkstemp(
-        dir=directory, prefix=f".{os.path.basename(filename)}.", suffix=".tmp"
-    )
-    try:
-        with os.fdopen(fd, "wb") as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, filename)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(tmp)
-        raise
 
 
 def _to_numpy(key: str, tensor: torch.Tensor) -> np.ndarray:

@@ -11,7 +11,8 @@ from typing import Any, Callable
 
 import yaml
 from fvcore.common.config import CfgNode as _FvCfgNode
-from iopath.common.file_io import g_pathmgr
+
+from ..utils.file_io import PathManager
 
 BASE_KEY = "_BASE_"
 
@@ -92,7 +93,7 @@ def _load_yaml(filename: str, allow_unsafe: bool = False) -> dict:
     an expression the restricted interpreter does not admit) is loaded with ``yaml.unsafe_load``
     only when ``allow_unsafe``, after a warning, as fvcore does."""
     try:
-        with g_pathmgr.open(filename, "r") as f:
+        with PathManager.open(filename, "r") as f:
             data = yaml.load(f, Loader=_ConfigLoader)
     except FileNotFoundError as e:
         raise ConfigError(f"config file not found: {filename}") from e

@@ -131,6 +131,20 @@ def build_batch_data_loader(
     )
 
 
+def _mapped(
+    dataset: list | data.Dataset, mapper: Callable[[Any], Any], skip_bad_samples: bool = False
+) -> MapDataset:
+    """``dataset`` (a list of dicts or a Dataset) with ``mapper`` applied to each item."""
+    if isinstance(dataset, list):
+        dataset = DatasetFromList(dataset, copy=False)
+    return MapDataset(dataset, mapper, skip_bad_samples=skip_bad_samples)
+
+
+def _default_mapper(cfg, mapper: Callable | None, is_train: bool) -> Callable:
+    """``mapper``, or the one named by INPUT.DATASET_MAPPER_NAME (train) / the test mapper."""
+    return mapper if mapper is not None else build_dataset_mapper(cfg, is_train=is_train)
+
+
 def _train_loader_from_config(cfg, mapper: Callable | None = None, *, dataset=None, sampler=None):
     if dataset is None:
         dataset = get_detection_dataset_dicts(
@@ -145,7 +159,7 @@ def _train_loader_from_config(cfg, mapper: Callable | None = None, *, dataset=No
         sampler = TrainingSampler(len(dataset), seed=cfg.SEED if cfg.SEED >= 0 else None)
     return {
         "dataset": dataset,
-        "mapper": mapper if mapper is not None else build_dataset_mapper(cfg, is_train=True),
+        "mapper": _default_mapper(cfg, mapper, is_train=True),
         "sampler": sampler,
         "total_batch_size": cfg.SOLVER.IMS_PER_BATCH,
         "aspect_ratio_grouping": cfg.DATALOADER.ASPECT_RATIO_GROUPING,
@@ -171,9 +185,7 @@ def build_detection_train_loader(
     ``build_detection_train_loader(cfg, mapper=None)`` reads DATASETS.TRAIN, the mapper named
     by INPUT.DATASET_MAPPER_NAME, SOLVER.IMS_PER_BATCH (over all processes) and DATALOADER.*.
     """
-    if isinstance(dataset, list):
-        dataset = DatasetFromList(dataset, copy=False)
-    dataset = MapDataset(dataset, mapper, skip_bad_samples=skip_bad_samples)
+    dataset = _mapped(dataset, mapper, skip_bad_samples)
     if sampler is None:
         sampler = TrainingSampler(len(dataset))
     return build_batch_data_loader(
@@ -189,7 +201,7 @@ def build_detection_train_loader(
 def _test_loader_from_config(cfg, dataset_name: str | Sequence[str], mapper=None) -> dict:
     return {
         "dataset": get_detection_dataset_dicts(dataset_name, filter_empty=False),
-        "mapper": mapper if mapper is not None else build_dataset_mapper(cfg, is_train=False),
+        "mapper": _default_mapper(cfg, mapper, is_train=False),
         "num_workers": cfg.DATALOADER.NUM_WORKERS,
     }
 
@@ -207,9 +219,7 @@ def build_detection_test_loader(
     """A loader visiting this process's shard of ``dataset`` once, in order, in batches
     (lists of mapped dicts). ``build_detection_test_loader(cfg, dataset_name, mapper=None)``
     uses the test mapper."""
-    if isinstance(dataset, list):
-        dataset = DatasetFromList(dataset, copy=False)
-    dataset = MapDataset(dataset, mapper)
+    dataset = _mapped(dataset, mapper)
     if sampler is None:
         sampler = InferenceSampler(len(dataset))
     return data.DataLoader(

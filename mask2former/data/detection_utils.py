@@ -15,10 +15,10 @@ from typing import Any
 import numpy as np
 import pycocotools.mask as mask_util
 import torch
-from iopath.common.file_io import g_pathmgr
 from PIL import Image, ImageOps
 
 from ..structures import Boxes, BoxMode, Instances, PolygonMasks, polygons_to_bitmask
+from ..utils.file_io import PathManager
 from .transforms import Augmentation, RandomFlip, ResizeShortestEdge, TransformList
 
 __all__ = [
@@ -59,12 +59,12 @@ class BadSampleError(ValueError):
 
 def _open_image(file_name: str) -> Image.Image:
     """Open and decode ``file_name``, with its EXIF orientation applied."""
-    if not g_pathmgr.exists(file_name):
-        raise BadSampleError(file_name, "file not found")
     try:
-        with g_pathmgr.open(file_name, "rb") as f:
+        with PathManager.open(file_name, "rb") as f:
             image = Image.open(f)
             image.load()
+    except FileNotFoundError:
+        raise BadSampleError(file_name, "file not found") from None
     except (OSError, Image.DecompressionBombError) as e:
         raise BadSampleError(file_name, f"cannot decode the image ({e})") from e
     return ImageOps.exif_transpose(image)
@@ -85,7 +85,7 @@ def read_image(file_name: str, format: str | None = None) -> np.ndarray:
     """Read an image as a numpy array, EXIF rotation applied.
 
     Args:
-        file_name: path (anything iopath opens).
+        file_name: a path or URL (anything the package's ``PathManager`` opens).
         format: "BGR" or "RGB" -> (H, W, 3) uint8; "L" -> (H, W, 1) uint8; None -> the stored
             values unchanged, (H, W) for single-channel files (label maps, 16-bit included).
             Grayscale, palette, RGBA (alpha dropped) and 16-bit (scaled by 1/257) images

@@ -17,7 +17,6 @@ from typing import Any
 
 import torch
 from fvcore.nn.precise_bn import get_bn_modules
-from iopath.common.file_io import g_pathmgr
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
@@ -41,6 +40,7 @@ from ..solver import build_lr_scheduler, build_optimizer
 from ..utils import comm
 from ..utils.env import collect_env_info, seed_all_rng
 from ..utils.events import CommonMetricPrinter, EventWriter, JSONWriter, TensorboardXWriter
+from ..utils.file_io import PathManager
 from ..utils.logger import setup_logger
 from . import hooks
 from .model_kwargs import model_kwargs_from_metadata
@@ -92,7 +92,7 @@ def default_argument_parser(epilog: str | None = None) -> argparse.ArgumentParse
 
 
 def _write_text(path: str, text: str) -> None:
-    with g_pathmgr.open(path, "w") as f:
+    with PathManager.open(path, "w") as f:
         f.write(text)
 
 
@@ -101,7 +101,7 @@ def default_setup(cfg: CfgNode, args: argparse.Namespace | None = None) -> None:
     output_dir = cfg.OUTPUT_DIR
     rank = comm.get_rank()
     if comm.is_main_process() and output_dir:
-        g_pathmgr.mkdirs(output_dir)
+        PathManager.mkdirs(output_dir)
     for name in ("mask2former", "fvcore"):
         setup_logger(output_dir or None, distributed_rank=rank, name=name)
     env_info = collect_env_info()
@@ -125,7 +125,7 @@ def default_setup(cfg: CfgNode, args: argparse.Namespace | None = None) -> None:
 
 def default_writers(output_dir: str, max_iter: int) -> list[EventWriter]:
     """Console (with ETA), ``metrics.json`` (JSON lines) and TensorBoard in ``output_dir``."""
-    g_pathmgr.mkdirs(output_dir)
+    PathManager.mkdirs(output_dir)
     return [
         CommonMetricPrinter(max_iter),
         JSONWriter(os.path.join(output_dir, "metrics.json")),

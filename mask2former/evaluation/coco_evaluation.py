@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import io
 import itertools
-import json
 import logging
 import os
 from collections import OrderedDict
@@ -16,10 +15,10 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from mask2former.data.catalog import MetadataCatalog
-from mask2former.evaluation.evaluator import DatasetEvaluator
+from mask2former.evaluation.evaluator import DatasetEvaluator, gather_on_main
 from mask2former.evaluation.rle import encode_masks
 from mask2former.structures import Instances
-from mask2former.utils import comm
+from mask2former.utils.file_io import PathManager, save_json
 
 logger = logging.getLogger(__name__)
 
@@ -102,36 +101,37 @@ def evaluate_coco_segm(
     return coco_eval
 
 
-class COCOEvaluator(DatasetEvaluator):
-    """Instance segmentation AP ("segm") against the dataset's COCO-format ``json_file``.
+class InstanceResultsEvaluator(DatasetEvaluator):
+    """What the COCO and LVIS evaluators share: each image's predicted instances as COCO
+    result dicts (:func:`instances_to_coco_json`), gathered on the main process, their
+    contiguous class ids mapped back to the dataset's and, with ``output_dir``, saved there
+    as ``results_file``. Subclasses score the results in ``evaluate``.
 
-    Reads ``MetadataCatalog.get(dataset_name)``: json_file, thing_classes and, when the
-    dataset's category ids are not 0..K-1, thing_dataset_id_to_contiguous_id.
+    Reads ``MetadataCatalog.get(dataset_name)``: json_file and, when the dataset's category
+    ids are not ``contiguous id + unmapped_id_offset``, thing_dataset_id_to_contiguous_id.
     """
 
     required_outputs = ("instances",)
+    #: the name of the saved results in ``output_dir``
+    results_file = ""
+    #: without thing_dataset_id_to_contiguous_id: dataset id = contiguous id + this
+    unmapped_id_offset = 0
 
-    def __init__(
-        self,
-        dataset_name: str,
-        distributed: bool = True,
-        output_dir: Optional[str] = None,
-        *,
-        max_dets_per_image: int = 100,
-    ):
+    def __init__(self, dataset_name: str, distributed: bool, output_dir: Optional[str]):
         self._metadata = MetadataCatalog.get(dataset_name)
         self._dataset_name = dataset_name
         self._distributed = distributed
         self._output_dir = output_dir
-        self._max_dets = max_dets_per_image
-        json_file = self._metadata.json_file
+        self._predictions: list[dict] = []
+
+    def _local_json_file(self, what: str) -> str:
+        """The metadata's json_file (downloaded when a URL); missing, an error naming it."""
+        json_file = PathManager.get_local_path(self._metadata.json_file)
         if not os.path.isfile(json_file):
             raise FileNotFoundError(
-                f"COCO json_file of dataset {dataset_name!r} not found: {json_file!r}"
+                f"{what} json_file of dataset {self._dataset_name!r} not found: {json_file!r}"
             )
-        with contextlib.redirect_stdout(io.StringIO()):
-            self._coco_api = COCO(json_file)
-        self._predictions: list[dict] = []
+        return json_file
 
     def reset(self) -> None:
         self._predictions = []
@@ -142,35 +142,26 @@ class COCOEvaluator(DatasetEvaluator):
                 raise KeyError(f"image {inp['image_id']!r}: model output has no 'instances'")
             self._predictions.extend(instances_to_coco_json(out["instances"], inp["image_id"]))
 
-    def evaluate(self) -> Optional[dict[str, dict[str, float]]]:
-        predictions = self._predictions
-        if self._distributed:
-            comm.synchronize()
-            gathered = comm.gather(predictions, dst=0)
-            if not comm.is_main_process():
-                return {}
-            predictions = list(itertools.chain(*gathered))
-        coco_results = self._to_dataset_ids(predictions)
+    def _gathered_results(self) -> Optional[list[dict]]:
+        """Every process's predictions with dataset category ids (saved to ``output_dir``)
+        on the main process; None on the others."""
+        gathered = gather_on_main(self._predictions, self._distributed)
+        if gathered is None:
+            return None
+        results = self._to_dataset_ids(list(itertools.chain(*gathered)))
         if self._output_dir:
-            self._dump(coco_results)
-        if not coco_results:
+            path = os.path.join(self._output_dir, self.results_file)
+            save_json(results, path)
+            logger.info("Saved %d instance predictions to %s", len(results), path)
+        if not results:
             logger.warning("No predictions from the model for %s", self._dataset_name)
-        coco_eval = evaluate_coco_segm(self._coco_api, coco_results, self._max_dets)
-        return OrderedDict(segm=derive_coco_results(coco_eval, self._class_names()))
-
-    def _class_names(self) -> list[str]:
-        """Names in COCOeval's category order (sorted dataset ids of the json_file)."""
-        cat_ids = sorted(self._coco_api.getCatIds())
-        names = self._metadata.thing_classes
-        mapping = self._metadata.get("thing_dataset_id_to_contiguous_id")
-        if mapping is None:
-            return [names[k] for k in range(len(cat_ids))]
-        return [names[mapping[cat_id]] for cat_id in cat_ids]
+        return results
 
     def _to_dataset_ids(self, predictions: list[dict]) -> list[dict]:
         mapping = self._metadata.get("thing_dataset_id_to_contiguous_id")
         if mapping is None:
-            return predictions
+            offset = self.unmapped_id_offset
+            return [{**p, "category_id": p["category_id"] + offset} for p in predictions]
         reverse = {contiguous: dataset_id for dataset_id, contiguous in mapping.items()}
         results = []
         for pred in predictions:
@@ -183,11 +174,42 @@ class COCOEvaluator(DatasetEvaluator):
             results.append({**pred, "category_id": reverse[pred["category_id"]]})
         return results
 
-    def _dump(self, coco_results: list[dict]) -> None:
-        os.makedirs(self._output_dir, exist_ok=True)
-        path = os.path.join(self._output_dir, "coco_instances_results.json")
-        tmp = path + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(coco_results, f)
-        os.replace(tmp, path)  # never leave a half-written file under the final name
-        logger.info("Saved %d instance predictions to %s", len(coco_results), path)
+
+class COCOEvaluator(InstanceResultsEvaluator):
+    """Instance segmentation AP ("segm") against the dataset's COCO-format ``json_file``.
+
+    Reads ``MetadataCatalog.get(dataset_name)``: json_file, thing_classes and, when the
+    dataset's category ids are not 0..K-1, thing_dataset_id_to_contiguous_id.
+    """
+
+    results_file = "coco_instances_results.json"
+
+    def __init__(
+        self,
+        dataset_name: str,
+        distributed: bool = True,
+        output_dir: Optional[str] = None,
+        *,
+        max_dets_per_image: int = 100,
+    ):
+        super().__init__(dataset_name, distributed, output_dir)
+        self._max_dets = max_dets_per_image
+        json_file = self._local_json_file("COCO")
+        with contextlib.redirect_stdout(io.StringIO()):
+            self._coco_api = COCO(json_file)
+
+    def evaluate(self) -> Optional[dict[str, dict[str, float]]]:
+        coco_results = self._gathered_results()
+        if coco_results is None:
+            return {}
+        coco_eval = evaluate_coco_segm(self._coco_api, coco_results, self._max_dets)
+        return OrderedDict(segm=derive_coco_results(coco_eval, self._class_names()))
+
+    def _class_names(self) -> list[str]:
+        """Names in COCOeval's category order (sorted dataset ids of the json_file)."""
+        cat_ids = sorted(self._coco_api.getCatIds())
+        names = self._metadata.thing_classes
+        mapping = self._metadata.get("thing_dataset_id_to_contiguous_id")
+        if mapping is None:
+            return [names[k] for k in range(len(cat_ids))]
+        return [names[mapping[cat_id]] for cat_id in cat_ids]

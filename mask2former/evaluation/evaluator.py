@@ -43,6 +43,20 @@ class DatasetEvaluator:
         return {}
 
 
+def gather_on_main(obj: Any, distributed: bool) -> Optional[list]:
+    """Every process's ``obj``, in rank order, on the main process; None on the others.
+
+    With ``distributed`` False, ``[obj]``. Otherwise every process waits for the others
+    (``comm.synchronize``) and sends ``obj`` to rank 0, as an evaluator's ``evaluate`` does
+    before it computes metrics there.
+    """
+    if not distributed:
+        return [obj]
+    comm.synchronize()
+    gathered = comm.gather(obj, dst=0)
+    return gathered if comm.is_main_process() else None
+
+
 class DatasetEvaluators(DatasetEvaluator):
     """Several evaluators run as one; their result dicts are merged (tasks must not clash)."""
 

@@ -2,20 +2,11 @@
 
 from __future__ import annotations
 
-import itertools
-import json
-import logging
-import os
 from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any, Optional
 
-from mask2former.data.catalog import MetadataCatalog
-from mask2former.evaluation.coco_evaluation import instances_to_coco_json
-from mask2former.evaluation.evaluator import DatasetEvaluator
-from mask2former.utils import comm
-
-logger = logging.getLogger(__name__)
+from mask2former.evaluation.coco_evaluation import InstanceResultsEvaluator
 
 __all__ = ["LVISEvaluator"]
 
@@ -32,7 +23,7 @@ def _import_lvis() -> Any:
     return lvis
 
 
-class LVISEvaluator(DatasetEvaluator):
+class LVISEvaluator(InstanceResultsEvaluator):
     """LVIS instance segmentation AP ("segm": AP, AP50, AP75, APs/m/l, APr/c/f in percent).
 
     detectron2's signature: ``LVISEvaluator(dataset_name, tasks=None, distributed=True,
@@ -42,7 +33,8 @@ class LVISEvaluator(DatasetEvaluator):
     predict masks. Constructing one without the ``lvis`` package raises ImportError.
     """
 
-    required_outputs = ("instances",)
+    results_file = "lvis_instances_results.json"
+    unmapped_id_offset = 1
 
     def __init__(
         self,
@@ -56,56 +48,17 @@ class LVISEvaluator(DatasetEvaluator):
         lvis = _import_lvis()
         if tasks is not None and set(tasks) != {"segm"}:
             raise ValueError(f"LVISEvaluator evaluates only 'segm', got tasks={tasks!r}")
-        self._metadata = MetadataCatalog.get(dataset_name)
-        self._dataset_name = dataset_name
-        self._distributed = distributed
-        self._output_dir = output_dir
+        super().__init__(dataset_name, distributed, output_dir)
         self._max_dets = 300 if max_dets_per_image is None else max_dets_per_image
-        json_file = self._metadata.json_file
-        if not os.path.isfile(json_file):
-            raise FileNotFoundError(f"LVIS json_file of {dataset_name!r} not found: {json_file!r}")
-        self._lvis_api = lvis.LVIS(json_file)
-        self._predictions: list[dict] = []
-
-    def reset(self) -> None:
-        self._predictions = []
-
-    def process(self, inputs: list[dict], outputs: list[dict]) -> None:
-        for inp, out in zip(inputs, outputs):
-            if "instances" not in out:
-                raise KeyError(f"image {inp['image_id']!r}: model output has no 'instances'")
-            self._predictions.extend(instances_to_coco_json(out["instances"], inp["image_id"]))
+        self._lvis_api = lvis.LVIS(self._local_json_file("LVIS"))
 
     def evaluate(self) -> Optional[dict[str, dict[str, float]]]:
-        predictions = self._predictions
-        if self._distributed:
-            comm.synchronize()
-            gathered = comm.gather(predictions, dst=0)
-            if not comm.is_main_process():
-                return {}
-            predictions = list(itertools.chain(*gathered))
-        results = self._to_dataset_ids(predictions)
-        if self._output_dir:
-            os.makedirs(self._output_dir, exist_ok=True)
-            with open(os.path.join(self._output_dir, "lvis_instances_results.json"), "w") as f:
-                json.dump(results, f)
+        results = self._gathered_results()
+        if results is None:
+            return {}
         if not results:
-            logger.warning("No predictions from the model for %s", self._dataset_name)
             return OrderedDict(segm={m: float("nan") for m in LVIS_METRICS})
         return OrderedDict(segm=self._lvis_segm(results))
-
-    def _to_dataset_ids(self, predictions: list[dict]) -> list[dict]:
-        mapping = self._metadata.get("thing_dataset_id_to_contiguous_id")
-        if mapping is None:
-            return [{**p, "category_id": p["category_id"] + 1} for p in predictions]
-        reverse = {contiguous: dataset_id for dataset_id, contiguous in mapping.items()}
-        for p in predictions:
-            if p["category_id"] not in reverse:
-                raise KeyError(
-                    f"image {p['image_id']!r}: predicted class {p['category_id']} is not a "
-                    f"thing class of {self._dataset_name!r}"
-                )
-        return [{**p, "category_id": reverse[p["category_id"]]} for p in predictions]
 
     def _lvis_segm(self, results: list[dict]) -> dict[str, float]:
         lvis = _import_lvis()

@@ -9,7 +9,6 @@ format (``panoptic_seg_predictions.json`` + ``panoptic_seg_predictions/*.png``) 
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections import OrderedDict
@@ -19,7 +18,7 @@ import numpy as np
 import torch
 
 from mask2former.data.catalog import MetadataCatalog
-from mask2former.evaluation.evaluator import DatasetEvaluator
+from mask2former.evaluation.evaluator import DatasetEvaluator, gather_on_main
 from mask2former.evaluation.panoptic_quality import (
     PQStat,
     image_pq_stat,
@@ -27,7 +26,7 @@ from mask2former.evaluation.panoptic_quality import (
     read_panoptic_png,
     write_panoptic_png,
 )
-from mask2former.utils import comm
+from mask2former.utils.file_io import load_json, save_json
 
 logger = logging.getLogger(__name__)
 
@@ -90,7 +89,7 @@ class COCOPanopticEvaluator(DatasetEvaluator):
         self._metadata = MetadataCatalog.get(dataset_name)
         self._output_dir = output_dir
         self._distributed = distributed
-        gt = _load_gt(self._metadata.panoptic_json)
+        gt = load_json(self._metadata.panoptic_json, "panoptic_json")
         self._gt_anns = {ann["image_id"]: ann for ann in gt["annotations"]}
         self._categories = {int(c["id"]): c for c in gt["categories"]}
         self._category_ids = np.asarray(sorted(self._categories), dtype=np.int64)
@@ -160,16 +159,13 @@ class COCOPanopticEvaluator(DatasetEvaluator):
         return {"image_id": inp["image_id"], "file_name": name, "segments_info": segments}
 
     def evaluate(self) -> Optional[dict[str, dict[str, float]]]:
-        stat, annotations = self._stat, self._annotations
-        if self._distributed:
-            comm.synchronize()
-            gathered = comm.gather((stat, annotations), dst=0)
-            if not comm.is_main_process():
-                return {}
-            stat = PQStat.zeros(self._category_ids)
-            for part, _ in gathered:
-                stat += part
-            annotations = [a for _, anns in gathered for a in anns]
+        gathered = gather_on_main((self._stat, self._annotations), self._distributed)
+        if gathered is None:
+            return {}
+        stat = PQStat.zeros(self._category_ids)
+        for part, _ in gathered:
+            stat += part
+        annotations = [a for _, anns in gathered for a in anns]
         if self._output_dir:
             self._write_json(annotations)
         isthing = {cid: bool(c["isthing"]) for cid, c in self._categories.items()}
@@ -189,26 +185,16 @@ class COCOPanopticEvaluator(DatasetEvaluator):
         return res
 
     def _write_json(self, annotations: list[dict]) -> None:
-        with open(self._metadata.panoptic_json) as f:
-            gt = json.load(f)
+        gt = load_json(self._metadata.panoptic_json, "panoptic_json")
         data = {"images": gt.get("images", []), "categories": gt["categories"]}
         data["annotations"] = annotations
         path = os.path.join(self._output_dir, PREDICTIONS_NAME + ".json")
-        with open(path + ".tmp", "w") as f:
-            json.dump(data, f)
-        os.replace(path + ".tmp", path)
+        save_json(data, path)
         logger.info("Wrote panoptic predictions to %s", path)
 
 
 def _reverse(mapping: Optional[dict[int, int]]) -> Optional[dict[int, int]]:
     return None if mapping is None else {v: k for k, v in mapping.items()}
-
-
-def _load_gt(path: str) -> dict:
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"panoptic_json not found: {path!r}")
-    with open(path) as f:
-        return json.load(f)
 
 
 def _log_pq_table(results: dict) -> None:

@@ -11,15 +11,15 @@ The algorithm is panopticapi's (Kirillov et al., "Panoptic Segmentation"):
   category, then averaged over categories that occur (``n``).
 
 Instead of looping over segment pairs in Python, each image's ground-truth and predicted
-ids are mapped to small dense indices and one ``bincount`` of the joint index gives the
-whole intersection matrix; matching and counting are then array operations on it.
+ids are mapped to small dense indices (one gather from a table of 2^16 entries, see
+``_dense_index``) and one ``bincount`` of the joint index gives the whole intersection
+matrix; matching and counting are then array operations on it.
 
 COCO panoptic PNGs store a segment id per pixel as ``id = R + 256 * G + 256**2 * B``.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import multiprocessing
 import os
@@ -31,6 +31,7 @@ import cv2
 import numpy as np
 import pyspng
 
+from ..utils.file_io import PathManager, load_json
 from ..utils.panoptic_png import id2rgb
 
 logger = logging.getLogger(__name__)
@@ -48,7 +49,7 @@ def read_panoptic_png(path: str) -> np.ndarray:
     without a colour conversion (about half the time of OpenCV's decode + BGR packing).
     """
     try:
-        with open(path, "rb") as f:
+        with PathManager.open(path, "rb") as f:
             data = f.read()
     except FileNotFoundError:
         raise FileNotFoundError(f"panoptic PNG not found: {path!r}") from None
@@ -156,32 +157,67 @@ def pq_results(stat: PQStat, isthing_by_id: dict[int, bool]) -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------- one image
-_TABLE: Optional[np.ndarray] = None
+#: Every entry of a lookup table that no listed id uses; above every code (see _dense_index).
+_UNUSED = np.uint32(0xFF000000)
+#: Lookup tables by size, each allocated once per process (a fresh one per call costs more
+#: than the lookup) and all ``_UNUSED`` between calls: 256 KB for the usual 2^16 entries.
+_TABLES: dict[int, np.ndarray] = {}
 
 
 def _dense_index(ids: np.ndarray, listed_ids: np.ndarray, scale: int = 1) -> np.ndarray:
     """Map each pixel's id to ``scale * (1 + its position in listed_ids)``; unlisted -> 0.
 
-    ids: (H, W) non-negative integer ids; listed_ids: (S,) distinct ids in [0, 256^3).
-    Uses one lookup table of 256^3 + 1 entries per process (allocated lazily, zero outside
-    the call), so the cost is one gather per pixel instead of a sort. The result is uint16
-    when ``scale * (S + 1)`` fits, else uint32.
+    ids: (H, W) integer ids (negative ones count as 0, those beyond 256^3 as unlisted);
+    listed_ids: (S,) distinct ids in [0, 256^3). Returns (H, W) uint32.
+
+    One gather from a small table instead of a sort: the table is indexed by an id's low
+    ``bits`` bits (16, or as many as the largest code needs) and holds, for each listed id,
+    the id XOR its code, so XOR-ing a pixel's id back gives the code exactly when the two ids
+    are equal, and a number of at least ``2**bits`` (above every code) when they only share
+    the low bits. Unused entries hold ``_UNUSED``, which any id <= 256^3 XORs to a number
+    above every code. Listed ids that share their low bits are looked up in turns, combined
+    by minimum. Memory: ``4 * 2**bits`` bytes, not a table of all 256^3 ids.
     """
-    global _TABLE
-    top = scale * (len(listed_ids) + 1)
-    if top >= 2**32:
+    top = scale * len(listed_ids)  # the largest code
+    if top >= 2**31:
         raise ValueError(f"too many segments in one image: {len(listed_ids)}")
     if len(listed_ids) and (listed_ids.min() < 0 or listed_ids.max() >= _MAX_ID):
         raise ValueError(f"segment ids must lie in [0, 256^3); got {listed_ids.tolist()[:10]}")
-    dtype = np.uint16 if top < 2**16 else np.uint32
-    if _TABLE is None or _TABLE.dtype != dtype:
-        _TABLE = np.zeros(_MAX_ID + 1, dtype=dtype)
-    _TABLE[listed_ids] = scale * np.arange(1, len(listed_ids) + 1)
-    try:
-        # Ids beyond the table clip to its last entry, which is never listed (-> 0).
-        return np.take(_TABLE, ids, mode="clip")
-    finally:
-        _TABLE[listed_ids] = 0
+    if ids.dtype != np.uint32 or (ids.size and ids.max() > _MAX_ID):
+        ids = np.clip(ids, 0, _MAX_ID).astype(np.uint32)
+    bits = max(16, top.bit_length())
+    if bits not in _TABLES:
+        _TABLES[bits] = np.full(2**bits, _UNUSED, dtype=np.uint32)
+    table = _TABLES[bits]
+    low = np.bitwise_and(ids, 2**bits - 1, dtype=np.intp)  # intp: np.take converts no more
+    keys = listed_ids & (2**bits - 1)
+    codes = scale * np.arange(1, len(listed_ids) + 1)
+    index = None
+    for group in _groups_of_distinct_keys(keys):
+        table[keys[group]] = listed_ids[group] ^ codes[group]
+        try:
+            found = np.take(table, low)
+        finally:
+            table[keys[group]] = _UNUSED
+        found ^= ids
+        index = found if index is None else np.minimum(index, found, out=index)
+    if index.size and index.max() > top:  # some pixel's id is not listed
+        index[index > top] = 0
+    return index
+
+
+def _groups_of_distinct_keys(keys: np.ndarray) -> list[np.ndarray]:
+    """Positions of ``keys`` split so that no group holds one key twice (usually one group)."""
+    if len(np.unique(keys)) == len(keys):
+        return [np.arange(len(keys))]
+    groups: list[list[int]] = []
+    seen: dict[int, int] = {}
+    for position, key in enumerate(keys.tolist()):
+        rank = seen[key] = seen.get(key, -1) + 1
+        if rank == len(groups):
+            groups.append([])
+        groups[rank].append(position)
+    return [np.asarray(g) for g in groups]
 
 
 def image_pq_stat(
@@ -212,7 +248,7 @@ def image_pq_stat(
     n_gt, n_pred = len(gt_seg_ids) + 2, len(pred_seg_ids) + 2
     gt_index = _dense_index(gt_ids, np.concatenate([[VOID], gt_seg_ids]), scale=n_pred)
     pred_index = _dense_index(pred_ids, np.concatenate([[VOID], pred_seg_ids]))
-    joint = gt_index.astype(np.result_type(gt_index, pred_index)) + pred_index
+    joint = np.add(gt_index, pred_index, out=gt_index)
     inter = np.bincount(joint.ravel(), minlength=n_gt * n_pred).reshape(n_gt, n_pred)
     _check_prediction(inter, pred_ids, pred_index, pred_seg_ids, image_id)
     gt_cat = _category_index([s["category_id"] for s in gt_segments], category_ids, image_id)
@@ -357,13 +393,6 @@ def pq_stat_from_files(
     return stat
 
 
-def _load_json(path: str, what: str) -> dict:
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{what} JSON not found: {path!r}")
-    with open(path) as f:
-        return json.load(f)
-
-
 def pq_compute(
     gt_json_file: str,
     pred_json_file: str,
@@ -378,8 +407,8 @@ def pq_compute(
     with values in [0, 1].
     """
     start = time.perf_counter()
-    gt_json = _load_json(gt_json_file, "ground-truth")
-    pred_json = _load_json(pred_json_file, "prediction")
+    gt_json = load_json(gt_json_file, "ground-truth JSON")
+    pred_json = load_json(pred_json_file, "prediction JSON")
     gt_folder = gt_folder or gt_json_file.replace(".json", "")
     pred_folder = pred_folder or pred_json_file.replace(".json", "")
     for folder in (gt_folder, pred_folder):

@@ -18,6 +18,8 @@ import numpy as np
 import pycocotools.mask as mask_util
 import torch
 
+from mask2former.structures import masks_to_boxes
+
 
 def _as_bool_masks(masks: Union[np.ndarray, torch.Tensor]) -> np.ndarray:
     """(n, H, W) bool/uint8/float masks (tensor or array) -> (n, H, W) bool array.
@@ -34,18 +36,6 @@ def _as_bool_masks(masks: Union[np.ndarray, torch.Tensor]) -> np.ndarray:
     if np.issubdtype(masks.dtype, np.floating):
         return masks >= 0.5
     return masks.astype(bool, copy=False)
-
-
-def _bounding_boxes(masks: np.ndarray) -> tuple[np.ndarray, ...]:
-    """(nonempty, y0, y1, x0, x1) per mask of (n, H, W) bool masks; y1, x1 exclusive."""
-    rows = masks.any(axis=2)  # (n, H)
-    cols = masks.any(axis=1)  # (n, W)
-    nonempty = cols.any(axis=1)
-    y0 = rows.argmax(axis=1)
-    y1 = rows.shape[1] - rows[:, ::-1].argmax(axis=1)
-    x0 = cols.argmax(axis=1)
-    x1 = cols.shape[1] - cols[:, ::-1].argmax(axis=1)
-    return nonempty, y0, y1, x0, x1
 
 
 def _mask_counts(mask: np.ndarray, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
@@ -82,12 +72,12 @@ def encode_masks(masks: Union[np.ndarray, torch.Tensor]) -> list[dict]:
     n, height, width = masks.shape
     if n == 0:
         return []
-    nonempty, y0, y1, x0, x1 = (a.tolist() for a in _bounding_boxes(masks))
+    boxes = masks_to_boxes(torch.from_numpy(np.ascontiguousarray(masks))).long().tolist()
     masks_u8 = masks.view(np.uint8)
     uncompressed = []
-    for k in range(n):
-        if nonempty[k]:
-            counts = _mask_counts(masks_u8[k], y0[k], y1[k], x0[k], x1[k])
+    for k, (x0, y0, x1, y1) in enumerate(boxes):
+        if x1 > 0:  # not empty
+            counts = _mask_counts(masks_u8[k], y0, y1, x0, x1)
         else:
             counts = np.array([height * width], dtype=np.uint32)
         uncompressed.append({"size": [height, width], "counts": counts})

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections import OrderedDict
@@ -13,16 +12,16 @@ import numpy as np
 import torch
 
 from mask2former.data.catalog import DatasetCatalog, MetadataCatalog
-from mask2former.evaluation.evaluator import DatasetEvaluator
+from mask2former.evaluation.evaluator import DatasetEvaluator, gather_on_main
 from mask2former.evaluation.rle import encode_masks
-from mask2former.utils import comm
+from mask2former.utils.file_io import PathManager, save_json
 
 logger = logging.getLogger(__name__)
 
 
 def read_label_png(path: str) -> np.ndarray:
     """Read a single-channel label image (8 or 16 bit) as (H, W) int64."""
-    label = cv2.imread(path, cv2.IMREAD_UNCHANGED)
+    label = cv2.imread(PathManager.get_local_path(path), cv2.IMREAD_UNCHANGED)
     if label is None:
         raise FileNotFoundError(f"cannot read semantic label image {path!r}")
     if label.ndim != 2:
@@ -136,16 +135,15 @@ class SemSegEvaluator(DatasetEvaluator):
                 self._predictions.extend(self._encode_json(pred, inp["file_name"]))
 
     def evaluate(self) -> Optional[dict[str, dict[str, float]]]:
-        conf, predictions = self._conf, self._predictions
-        if self._distributed:
-            comm.synchronize()
-            gathered = comm.gather((conf, predictions), dst=0)
-            if not comm.is_main_process():
-                return {}
-            conf = sum(c for c, _ in gathered)
-            predictions = [p for _, preds in gathered for p in preds]
+        gathered = gather_on_main((self._conf, self._predictions), self._distributed)
+        if gathered is None:
+            return {}
+        conf = sum(c for c, _ in gathered)
+        predictions = [p for _, preds in gathered for p in preds]
         if self._output_dir:
-            _write_json(os.path.join(self._output_dir, "sem_seg_predictions.json"), predictions)
+            path = os.path.join(self._output_dir, "sem_seg_predictions.json")
+            save_json(predictions, path)
+            logger.info("Wrote %s", path)
         return OrderedDict(sem_seg=sem_seg_metrics(conf, self._class_names))
 
     def _gt_file(self, inp: dict) -> str:
@@ -175,12 +173,3 @@ class SemSegEvaluator(DatasetEvaluator):
             }
             for label, rle in zip(labels.tolist(), rles)
         ]
-
-
-def _write_json(path: str, data: object) -> None:
-    """Write JSON through a temporary file so a crash never leaves half a file."""
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    with open(path + ".tmp", "w") as f:
-        json.dump(data, f)
-    os.replace(path + ".tmp", path)
-    logger.info("Wrote %s", path)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+import torchvision
 
 __all__ = [
     "class_cost",
@@ -42,20 +43,17 @@ def sigmoid_focal_loss(
     alpha: float = 0.25,
     gamma: float = 2.0,
 ) -> torch.Tensor:
-    """Focal loss (RetinaNet) on sigmoid probabilities; reduced like :func:`sigmoid_ce_loss`.
+    """Focal loss (RetinaNet, ``torchvision.ops.sigmoid_focal_loss``) on sigmoid
+    probabilities; reduced like :func:`sigmoid_ce_loss`.
 
-    ``alpha < 0`` disables the class balance factor.
+    ``alpha`` in [0, 1] weighs positives by ``alpha`` and negatives by ``1 - alpha``;
+    ``alpha < 0`` disables the class balance factor (torchvision's ``alpha=-1``).
 
     Args:
         inputs: (N, P) mask logits.
         targets: (N, P) in [0, 1].
     """
-    prob = inputs.sigmoid()
-    ce = F.binary_cross_entropy_with_logits(inputs, targets, reduction="none")
-    prob_of_truth = prob * targets + (1 - prob) * (1 - targets)
-    loss = ce * (1 - prob_of_truth) ** gamma
-    if alpha >= 0:
-        loss = (alpha * targets + (1 - alpha) * (1 - targets)) * loss
+    loss = torchvision.ops.sigmoid_focal_loss(inputs, targets, alpha if alpha >= 0 else -1, gamma)
     return loss.mean(1).sum() / num_masks
 
 

@@ -3,7 +3,7 @@
 from .boxes import Boxes, BoxMode
 from .image_list import ImageList
 from .instances import Instances
-from .masks import BitMasks, PolygonMasks, polygons_to_bitmask
+from .masks import BitMasks, PolygonMasks, masks_to_boxes, polygons_to_bitmask
 
 __all__ = [
     "BitMasks",
@@ -12,5 +12,6 @@ __all__ = [
     "ImageList",
     "Instances",
     "PolygonMasks",
+    "masks_to_boxes",
     "polygons_to_bitmask",
 ]

@@ -15,7 +15,8 @@ from typing import Any
 
 import torch
 from fvcore.common.history_buffer import HistoryBuffer
-from iopath.common.file_io import g_pathmgr
+
+from .file_io import PathManager
 
 _CURRENT_STORAGE_STACK: list[EventStorage] = []
 
@@ -120,7 +121,7 @@ class JSONWriter(_NewValuesWriter):
 
     def __init__(self, json_file: str, window_size: int = 20) -> None:
         super().__init__(window_size)
-        self._file = g_pathmgr.open(json_file, "a")
+        self._file = PathManager.open(json_file, "a")
 
     def write(self) -> None:
         for it, values in self._new_values().items():

@@ -7,7 +7,7 @@ import logging
 import os
 import sys
 
-from iopath.common.file_io import g_pathmgr
+from .file_io import PathManager
 
 _FORMAT = "[%(asctime)s] %(name)s %(levelname)s: %(message)s"
 
@@ -45,7 +45,7 @@ def _setup_logger(output: str | None, distributed_rank: int, name: str, level: i
         filename = output if output.endswith((".txt", ".log")) else os.path.join(output, "log.txt")
         if distributed_rank > 0:
             filename = f"{filename}.rank{distributed_rank}"
-        g_pathmgr.mkdirs(os.path.dirname(filename) or ".")
+        PathManager.mkdirs(os.path.dirname(filename) or ".")
         file_handler = logging.StreamHandler(_open_log(filename))
         file_handler.setLevel(logging.DEBUG)
         file_handler.setFormatter(formatter)
@@ -55,4 +55,4 @@ def _setup_logger(output: str | None, distributed_rank: int, name: str, level: i
 
 @functools.cache  # one stream per file even when several loggers share it
 def _open_log(filename: str):
-    return g_pathmgr.open(filename, "a", buffering=1)  # line-buffered
+    return PathManager.open(filename, "a", buffering=1)  # line-buffered

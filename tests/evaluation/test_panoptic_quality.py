@@ -7,6 +7,7 @@ import pytest
 from panoptic_reference import make_panoptic_set, reference_pq_compute
 from PIL import Image
 
+from mask2former.evaluation import panoptic_quality as pq
 from mask2former.evaluation.panoptic_quality import (
     PQStat,
     image_pq_stat,
@@ -212,3 +213,82 @@ def test_pqstat_sums_and_rejects_other_categories():
     assert a.tp.tolist() == [2, 0] and a.fp.tolist() == [0, 2] and a.iou.tolist() == [1.0, 0.0]
     with pytest.raises(ValueError, match="different category sets"):
         a += PQStat.zeros([1, 3])
+
+
+# --------------------------------------------------------------------------- #
+# The dense index against the former lookup table of all 256^3 ids
+# --------------------------------------------------------------------------- #
+def _table_dense_index(ids, listed_ids, scale=1):
+    """The former _dense_index: a table of 256^3 + 1 entries, one gather (clip mode)."""
+    table = np.zeros(256**3 + 1, dtype=np.int64)
+    table[listed_ids] = scale * np.arange(1, len(listed_ids) + 1)
+    return np.take(table, ids, mode="clip")
+
+
+def _random_ids(rng, shape, listed, unlisted_share, dtype):
+    """An id map drawing from ``listed`` and, for ``unlisted_share`` of the pixels, from ids
+    that share the low 16 bits of a listed id, are small, or lie beyond 256^3."""
+    ids = rng.choice(listed, size=shape)
+    stray = rng.random(shape) < unlisted_share
+    lookalikes = (rng.choice(listed, size=shape) & 0xFFFF) + (rng.integers(0, 256, shape) << 16)
+    others = np.where(rng.random(shape) < 0.5, lookalikes, rng.integers(0, 100, shape))
+    if np.issubdtype(dtype, np.signedinteger):
+        others = np.where(rng.random(shape) < 0.1, rng.integers(-5, 2**26, shape), others)
+    return np.where(stray, others, ids).astype(dtype)
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_dense_index_equals_the_former_256_cubed_table(seed):
+    rng = np.random.default_rng(seed)
+    num = int(rng.integers(1, 300))
+    if seed % 3 == 0:  # listed ids sharing their low 16 bits: several tables
+        low = rng.integers(0, 2**16, size=max(num // 4, 1))
+        listed = rng.choice(low, num) + (rng.integers(0, 256, num) << 16)
+    else:
+        listed = rng.integers(0, 256**3, size=num)
+    listed = np.concatenate([[0], np.unique(listed[listed != 0])]).astype(np.int64)
+    rng.shuffle(listed)
+    dtype = (np.uint32, np.int64, np.int32)[seed % 3]
+    ids = _random_ids(rng, (37, 53), listed, (0.0, 0.05, 0.5)[seed % 4 % 3], dtype)
+    scale = int(rng.integers(1, 400))
+    ours = pq._dense_index(ids, listed, scale)
+    assert ours.dtype == np.uint32
+    assert np.array_equal(ours, _table_dense_index(np.clip(ids, 0, None), listed, scale))
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_image_pq_stat_equals_the_former_table_on_random_images(seed, monkeypatch):
+    rng = np.random.default_rng(100 + seed)
+    shape = (60, 80)
+    gt_listed = rng.integers(1, 256**3, size=int(rng.integers(2, 40)))
+    if seed % 2:  # two gt segments with the same low 16 bits, and unlisted gt ids
+        gt_listed[1] = (gt_listed[0] & 0xFFFF) | ((gt_listed[0] >> 16) ^ 1) << 16
+    gt_listed = np.unique(gt_listed)
+    gt_ids = rng.choice(np.concatenate([[0], gt_listed]), size=shape)
+    if seed % 2:
+        gt_ids[rng.random(shape) < 0.05] = (gt_listed[0] & 0xFFFF) | (77 << 16)
+    pred_listed = np.unique(rng.integers(1, 256**3, size=int(rng.integers(2, 40))))
+    # predictions follow the ground truth in blocks, so that some segments match
+    pred_ids = np.where(
+        rng.random(shape) < 0.8,
+        pred_listed[np.searchsorted(np.unique(gt_ids), gt_ids) % len(pred_listed)],
+        rng.choice(np.concatenate([[0], pred_listed]), size=shape),
+    )
+    pred_listed = np.unique(pred_ids[pred_ids != 0])
+    cats = np.array([1, 2, 3])
+    gt_segs = [
+        {
+            "id": int(i),
+            "category_id": int(rng.integers(1, 4)),
+            "iscrowd": int(rng.random() < 0.1),
+            "area": int((gt_ids == i).sum()),
+        }
+        for i in gt_listed
+    ]
+    pred_segs = [{"id": int(i), "category_id": int(rng.integers(1, 4))} for i in pred_listed]
+    ours = image_pq_stat(gt_ids.astype(np.uint32), gt_segs, pred_ids, pred_segs, cats)
+    monkeypatch.setattr(pq, "_dense_index", _table_dense_index)
+    former = image_pq_stat(gt_ids.astype(np.uint32), gt_segs, pred_ids, pred_segs, cats)
+    assert former.tp.sum() > 0  # the images have matches
+    for field in ("iou", "tp", "fp", "fn"):
+        assert np.array_equal(getattr(ours, field), getattr(former, field)), field

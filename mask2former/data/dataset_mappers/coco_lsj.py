@@ -8,7 +8,6 @@ and bottom (image 128, segmentations 255) where the image is smaller.
 from __future__ import annotations
 
 import copy
-import logging
 
 import numpy as np
 import torch
@@ -34,7 +33,7 @@ from ..transforms import (
     apply_transform_gens,
 )
 from .build import register_dataset_mapper
-from .mapper_utils import read_checked_image, refuse_unread_inputs
+from .mapper_utils import log_augmentations, read_checked_image, refuse_unread_inputs
 from .mask_former_instance import check_mask_format
 from .mask_former_panoptic import instances_from_panoptic
 
@@ -45,8 +44,6 @@ __all__ = [
     "COCOPanopticNewBaselineDatasetMapper",
     "lsj_augmentations",
 ]
-
-logger = logging.getLogger(__name__)
 
 
 def lsj_augmentations(cfg) -> list[Augmentation]:
@@ -71,7 +68,7 @@ class _LSJMapper:
         self.is_train = is_train
         self.augmentations = augmentations
         self.image_format = image_format
-        logger.info("[%s] augmentations used in training: %s", type(self).__name__, augmentations)
+        log_augmentations(self, augmentations)
 
     @classmethod
     def from_config(cls, cfg, is_train: bool = True) -> dict:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import logging
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -55,6 +56,15 @@ def mask_former_augmentations(cfg, *, area_constraint: bool) -> list[Augmentatio
         augmentations.append(ColorAugSSDTransform(img_format=cfg.INPUT.FORMAT))
     augmentations.append(RandomFlip())
     return augmentations
+
+
+def log_augmentations(mapper: Any, augmentations: Sequence) -> None:
+    """Log the augmentations ``mapper`` applies in its mode (detectron2's line), under the
+    logger of the mapper's module."""
+    mode = "training" if mapper.is_train else "inference"
+    logging.getLogger(type(mapper).__module__).info(
+        "[%s] augmentations used in %s: %s", type(mapper).__name__, mode, augmentations
+    )
 
 
 def refuse_unread_inputs(cfg, mapper_name: str, expected: Mapping[str, Any]) -> None:

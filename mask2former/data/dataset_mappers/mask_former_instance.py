@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import logging
 
 import numpy as np
 import torch
@@ -21,6 +20,7 @@ from .build import register_dataset_mapper
 from .mapper_utils import (
     IMAGE_PAD_VALUE,
     check_is_train,
+    log_augmentations,
     mask_former_augmentations,
     pad_to_square,
     read_checked_image,
@@ -28,8 +28,6 @@ from .mapper_utils import (
 )
 
 __all__ = ["MaskFormerInstanceDatasetMapper", "check_mask_format"]
-
-logger = logging.getLogger(__name__)
 
 
 def check_mask_format(cfg) -> str:
@@ -69,8 +67,7 @@ class MaskFormerInstanceDatasetMapper:
         self.augmentations = augmentations
         self.image_format = image_format
         self.size_divisibility = size_divisibility
-        mode = "training" if is_train else "inference"
-        logger.info("[%s] augmentations used in %s: %s", type(self).__name__, mode, augmentations)
+        log_augmentations(self, augmentations)
 
     @classmethod
     def from_config(cls, cfg, is_train: bool = True) -> dict:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import logging
 
 import numpy as np
 import torch
@@ -23,6 +22,7 @@ from .mapper_utils import (
     IMAGE_PAD_VALUE,
     check_is_train,
     ignore_label_from_config,
+    log_augmentations,
     mask_former_augmentations,
     pad_to_square,
     read_checked_image,
@@ -30,8 +30,6 @@ from .mapper_utils import (
 )
 
 __all__ = ["MaskFormerSemanticDatasetMapper", "instances_from_semantic"]
-
-logger = logging.getLogger(__name__)
 
 
 def instances_from_semantic(sem_seg: np.ndarray, ignore_label: int) -> Instances:
@@ -75,8 +73,7 @@ class MaskFormerSemanticDatasetMapper:
         self.ignore_label = ignore_label
         self.size_divisibility = size_divisibility
         self.num_classes = num_classes
-        mode = "training" if is_train else "inference"
-        logger.info("[%s] augmentations used in %s: %s", type(self).__name__, mode, augmentations)
+        log_augmentations(self, augmentations)
 
     @classmethod
     def from_config(cls, cfg, is_train: bool = True) -> dict:

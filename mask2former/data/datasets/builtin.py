@@ -22,18 +22,29 @@ from .shapes import register_shapes
 
 __all__ = ["datasets_root", "register_all"]
 
+# COCO-format instance annotations: (image dir, json file, metadata)
 _COCO_INSTANCE = {
-    "coco_2017_train": ("coco/train2017", "coco/annotations/instances_train2017.json"),
-    "coco_2017_val": ("coco/val2017", "coco/annotations/instances_val2017.json"),
+    "coco_2017_train": (
+        "coco/train2017",
+        "coco/annotations/instances_train2017.json",
+        M.coco_instance_meta,
+    ),
+    "coco_2017_val": (
+        "coco/val2017",
+        "coco/annotations/instances_val2017.json",
+        M.coco_instance_meta,
+    ),
 }
 _ADE20K_INSTANCE = {
     "ade20k_instance_train": (
         "ADEChallengeData2016/images/training",
         "ADEChallengeData2016/ade20k_instance_train.json",
+        M.ade20k_instance_meta,
     ),
     "ade20k_instance_val": (
         "ADEChallengeData2016/images/validation",
         "ADEChallengeData2016/ade20k_instance_val.json",
+        M.ade20k_instance_meta,
     ),
 }
 # (image dir, label dir, image ext, label ext)
@@ -69,14 +80,15 @@ def datasets_root() -> str:
     return os.path.expanduser(os.getenv("DETECTRON2_DATASETS", "datasets"))
 
 
-def _register_coco(root: str) -> None:
-    for name, (image_dir, json_file) in _COCO_INSTANCE.items():
+def _register_instances(root: str, datasets: dict[str, tuple]) -> None:
+    for name, (image_dir, json_file, meta) in datasets.items():
         register_coco_instances(
-            name,
-            M.coco_instance_meta(),
-            os.path.join(root, json_file),
-            os.path.join(root, image_dir),
+            name, meta(), os.path.join(root, json_file), os.path.join(root, image_dir)
         )
+
+
+def _register_coco(root: str) -> None:
+    _register_instances(root, _COCO_INSTANCE)
     for split in ("train", "val"):
         image_root = os.path.join(root, f"coco/{split}2017")
         args = (
@@ -124,13 +136,7 @@ def _register_sem_seg(root: str) -> None:
 
 
 def _register_ade20k(root: str) -> None:
-    for name, (image_dir, json_file) in _ADE20K_INSTANCE.items():
-        register_coco_instances(
-            name,
-            M.ade20k_instance_meta(),
-            os.path.join(root, json_file),
-            os.path.join(root, image_dir),
-        )
+    _register_instances(root, _ADE20K_INSTANCE)
     base = os.path.join(root, "ADEChallengeData2016")
     for split, dirname in _SEM_SEG_SPLITS.items():
         register_coco_panoptic_with_sem_seg(

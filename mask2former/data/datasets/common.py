@@ -3,11 +3,14 @@ error names the file."""
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Any, Iterable, Mapping
 
 import numpy as np
+import torch
+
+from ...structures import masks_to_boxes
+from ...utils import file_io
 
 
 class DatasetFormatError(ValueError):
@@ -15,15 +18,10 @@ class DatasetFormatError(ValueError):
 
 
 def load_json(path: str, what: str = "annotation file") -> Any:
-    """Parse the JSON file at ``path``; a missing or malformed file raises an error naming it."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{what} not found: {path}")
-    with open(path, "rb") as f:
-        raw = f.read()
-    try:
-        return json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise DatasetFormatError(f"{what} {path} is not valid JSON ({len(raw)} bytes): {e}") from e
+    """Parse the JSON file at ``path`` (a path or a URL the package's ``PathManager``
+    resolves); a missing file raises FileNotFoundError, a malformed one DatasetFormatError,
+    both naming it."""
+    return file_io.load_json(path, what, error=DatasetFormatError)
 
 
 def require_keys(obj: Mapping, keys: Iterable[str], path: str, where: str) -> None:
@@ -76,10 +74,7 @@ def contiguous_category(
 
 def bbox_xywh(mask: np.ndarray) -> list[int]:
     """Tight COCO box [x, y, width, height] of a non-empty (H, W) bool mask."""
-    ys, xs = np.nonzero(mask)
-    return [
-        int(xs.min()),
-        int(ys.min()),
-        int(xs.max() - xs.min() + 1),
-        int(ys.max() - ys.min() + 1),
-    ]
+    if not mask.any():
+        raise ValueError("an empty mask has no bounding box")
+    x0, y0, x1, y1 = masks_to_boxes(torch.from_numpy(np.ascontiguousarray(mask))[None])[0]
+    return [int(x0), int(y0), int(x1 - x0), int(y1 - y0)]

@@ -1,0 +1,113 @@
+"""File access for the whole package: one iopath ``PathManager`` and an atomic writer.
+
+Every reader of a file named by a user (config files, images, dataset annotations, evaluator
+ground truth, checkpoints) goes through :data:`PathManager`: a local path, an ``http(s)://``
+URL (downloaded once into iopath's cache) or a ``detectron2://`` name of detectron2's file
+server, as the published configs' ``MODEL.WEIGHTS`` use. Readers that hand a file name to
+another library (OpenCV, pycocotools, torch) pass ``PathManager.get_local_path(path)``;
+readers of a stream use ``PathManager.open``. Writers write local files, whole, with
+:func:`atomic_write` or :func:`save_json`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from typing import IO, Any
+
+from iopath.common.file_io import HTTPURLHandler, PathHandler
+from iopath.common.file_io import PathManager as _PathManager
+
+__all__ = ["Detectron2Handler", "PathManager", "atomic_write", "load_json", "save_json"]
+
+
+class Detectron2Handler(PathHandler):
+    """Resolves ``detectron2://X`` to ``https://dl.fbaipublicfiles.com/detectron2/X``, fetched
+    by ``path_manager`` (which needs an http handler)."""
+
+    PREFIX = "detectron2://"
+    URL = "https://dl.fbaipublicfiles.com/detectron2/"
+
+    def __init__(self, path_manager: _PathManager):
+        super().__init__()
+        self._path_manager = path_manager
+
+    def _get_supported_prefixes(self) -> list[str]:
+        return [self.PREFIX]
+
+    def _url(self, path: str) -> str:
+        return self.URL + path[len(self.PREFIX) :]
+
+    def _get_local_path(self, path: str, **kwargs: Any) -> str:
+        return self._path_manager.get_local_path(self._url(path), **kwargs)
+
+    def _open(self, path: str, mode: str = "r", **kwargs: Any) -> IO:
+        return self._path_manager.open(self._url(path), mode, **kwargs)
+
+
+def _package_path_manager() -> _PathManager:
+    manager = _PathManager()
+    manager.register_handler(HTTPURLHandler())
+    manager.register_handler(Detectron2Handler(manager))
+    return manager
+
+
+#: The package's one PathManager: local paths, http(s) URLs and ``detectron2://`` names. Its
+#: own instance, not iopath's global ``g_pathmgr``, so that other libraries' handlers do not
+#: change what it resolves (detectron2 keeps its own for the same reason).
+PathManager = _package_path_manager()
+
+
+def load_json(path: str, what: str = "JSON file", error: type[ValueError] = ValueError) -> Any:
+    """Parse the JSON file at ``path`` (read through :data:`PathManager`).
+
+    A missing file raises FileNotFoundError and malformed JSON raises ``error``, both
+    naming ``what`` and ``path``.
+    """
+    local = PathManager.get_local_path(path)
+    if not os.path.isfile(local):
+        raise FileNotFoundError(f"{what} not found: {path}")
+    with open(local, "rb") as f:
+        raw = f.read()
+    try:
+        return json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise error(f"{what} {path} is not valid JSON ({len(raw)} bytes): {e}") from e
+
+
+@contextlib.contextmanager
+def atomic_write(filename: str, mode: str = "wb") -> Iterator[IO]:
+    """Write ``filename`` whole or not at all.
+
+    Yields a file opened in ``mode`` ("wb" or "w") on a new temporary file in the same
+    directory, named ``.<basename>.<random>.tmp`` so that concurrent writers never share one.
+    When the block ends normally the file is flushed, fsynced and renamed over ``filename``
+    (``os.replace``, atomic on one file system); on an exception it is removed and
+    ``filename`` is left as it was. The directory must exist.
+    """
+    if mode not in ("wb", "w"):
+        raise ValueError(f"atomic_write: mode must be 'wb' or 'w', got {mode!r}")
+    directory = os.path.dirname(os.path.abspath(filename))
+    fd, tmp = tempfile.mkstemp(
+        dir=directory, prefix=f".{os.path.basename(filename)}.", suffix=".tmp"
+    )
+    try:
+        with os.fdopen(fd, mode) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, filename)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(tmp)
+        raise
+
+
+def save_json(data: Any, filename: str) -> None:
+    """Write ``data`` as JSON to ``filename`` with :func:`atomic_write`, creating its folder."""
+    os.makedirs(os.path.dirname(os.path.abspath(filename)), exist_ok=True)
+    with atomic_write(filename, "w") as f:
+        json.dump(data, f)
