@@ -106,7 +106,7 @@ def _load_yaml(filename: str, allow_unsafe: bool = False) -> dict:
             filename,
             e,
         )
-        with g_pathmgr.open(filename, "r") as f:
+        with PathManager.open(filename, "r") as f:
             data = yaml.unsafe_load(f)
     except yaml.YAMLError as e:
         raise ConfigError(f"{filename}: cannot parse YAML: {e}") from e

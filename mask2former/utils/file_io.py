@@ -78,15 +78,23 @@ def load_json(path: str, what: str = "JSON file", error: type[ValueError] = Valu
         raise error(f"{what} {path} is not valid JSON ({len(raw)} bytes): {e}") from e
 
 
+def _umask() -> int:
+    """The process's file-creation mask (read by setting it and putting it back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_write(filename: str, mode: str = "wb") -> Iterator[IO]:
     """Write ``filename`` whole or not at all.
 
     Yields a file opened in ``mode`` ("wb" or "w") on a new temporary file in the same
     directory, named ``.<basename>.<random>.tmp`` so that concurrent writers never share one.
-    When the block ends normally the file is flushed, fsynced and renamed over ``filename``
-    (``os.replace``, atomic on one file system); on an exception it is removed and
-    ``filename`` is left as it was. The directory must exist.
+    When the block ends normally the file is flushed, fsynced, given the permissions a plain
+    ``open`` would (0666 less the umask; ``mkstemp`` makes it 0600) and renamed over
+    ``filename`` (``os.replace``, atomic on one file system); on an exception it is removed
+    and ``filename`` is left as it was. The directory must exist.
     """
     if mode not in ("wb", "w"):
         raise ValueError(f"atomic_write: mode must be 'wb' or 'w', got {mode!r}")
@@ -99,6 +107,7 @@ def atomic_write(filename: str, mode: str = "wb") -> Iterator[IO]:
             yield f
             f.flush()
             os.fsync(f.fileno())
+            os.fchmod(f.fileno(), 0o666 & ~_umask())
         os.replace(tmp, filename)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

@@ -146,3 +146,21 @@ def test_readers_resolve_detectron2_urls(fake_server):
 def test_missing_checkpoint_names_the_url_and_the_download(fake_server):
     with pytest.raises(FileNotFoundError, match=r"detectron2://gone\.pth \(fetched to .*gone\.pth"):
         read_checkpoint("detectron2://gone.pth")
+
+
+def test_atomic_write_gives_a_plain_files_permissions(tmp_path):
+    import os
+    import stat
+
+    from mask2former.utils.file_io import atomic_write
+
+    old = os.umask(0o027)
+    try:
+        with atomic_write(str(tmp_path / "a.bin")) as f:
+            f.write(b"x")
+        with open(tmp_path / "b.bin", "wb") as f:
+            f.write(b"x")
+    finally:
+        os.umask(old)
+    mode_a = stat.S_IMODE(os.stat(tmp_path / "a.bin").st_mode)
+    assert mode_a == stat.S_IMODE(os.stat(tmp_path / "b.bin").st_mode) == 0o640
