@@ -185,8 +185,9 @@ def test_components_convert_by_class_not_by_registered_name(register_as):
             MultiScaleMaskedTransformerDecoder,
         ),
     ]:
-        register_as(registry, "Renamed" + cls.__name__, cls)
-        cfg.merge_from_list([key, "Renamed" + cls.__name__])
+        # a name no other test registers (registries are shared by the tests of a process)
+        register_as(registry, "HFConversionRenamed" + cls.__name__, cls)
+        cfg.merge_from_list([key, "HFConversionRenamed" + cls.__name__])
     assert cfg_to_hf_config(cfg, NAMES).to_dict() == expected
 
 
