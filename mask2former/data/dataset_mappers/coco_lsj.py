@@ -33,7 +33,7 @@ from ..transforms import (
     apply_transform_gens,
 )
 from .build import register_dataset_mapper
-from .mapper_utils import log_augmentations, read_checked_image, refuse_unread_inputs
+from .mapper_utils import ImageMapperBase, read_checked_image, refuse_unread_inputs
 from .mask_former_instance import check_mask_format
 from .mask_former_panoptic import instances_from_panoptic
 
@@ -56,7 +56,7 @@ def lsj_augmentations(cfg) -> list[Augmentation]:
     ]
 
 
-class _LSJMapper:
+class _LSJMapper(ImageMapperBase):
     """What both LSJ mappers share: construction and the augmented image."""
 
     mapper_name = ""
@@ -65,10 +65,7 @@ class _LSJMapper:
     def __init__(
         self, is_train: bool = True, *, augmentations: list[Augmentation], image_format: str
     ):
-        self.is_train = is_train
-        self.augmentations = augmentations
-        self.image_format = image_format
-        log_augmentations(self, augmentations)
+        super().__init__(is_train, augmentations, image_format)
 
     @classmethod
     def from_config(cls, cfg, is_train: bool = True) -> dict:

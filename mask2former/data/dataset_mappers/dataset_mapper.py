@@ -9,12 +9,12 @@ import numpy as np
 from ...config import configurable
 from ..detection_utils import build_augmentation, image_to_tensor
 from ..transforms import AugInput, Augmentation, AugmentationList, Transform
-from .mapper_utils import read_checked_image
+from .mapper_utils import ImageMapperBase, read_checked_image
 
 __all__ = ["DatasetMapper"]
 
 
-class DatasetMapper:
+class DatasetMapper(ImageMapperBase):
     """``DatasetMapper(cfg, is_train=False)``: the test-time mapper of every published config.
 
     Reads the image in INPUT.FORMAT and applies ``augmentations`` (from the config: the
@@ -42,9 +42,7 @@ class DatasetMapper:
                 "mask_former_panoptic, mask_former_instance, coco_instance_lsj, "
                 "coco_panoptic_lsj, detr_panoptic); build it with build_dataset_mapper(cfg, True)"
             )
-        self.is_train = is_train
-        self.augmentations = AugmentationList(augmentations)
-        self.image_format = image_format
+        super().__init__(is_train, AugmentationList(augmentations), image_format)
 
     @classmethod
     def from_config(cls, cfg, is_train: bool = False) -> dict:

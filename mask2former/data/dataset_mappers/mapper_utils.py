@@ -67,6 +67,18 @@ def log_augmentations(mapper: Any, augmentations: Sequence) -> None:
     )
 
 
+class ImageMapperBase:
+    """What every image mapper holds: its mode (``is_train``), the augmentations it applies
+    and the image format it reads (INPUT.FORMAT); it logs the augmentations (detectron2's
+    line)."""
+
+    def __init__(self, is_train: bool, augmentations: Sequence, image_format: str):
+        self.is_train = is_train
+        self.augmentations = augmentations
+        self.image_format = image_format
+        log_augmentations(self, augmentations)
+
+
 def refuse_unread_inputs(cfg, mapper_name: str, expected: Mapping[str, Any]) -> None:
     """Raise a ConfigError naming the key when an INPUT key that ``mapper_name`` does not read
     (as in the published code) is set to anything but the value its behaviour matches.

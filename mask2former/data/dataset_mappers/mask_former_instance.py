@@ -19,8 +19,8 @@ from ..transforms import AugInput, Augmentation, Transform, apply_transform_gens
 from .build import register_dataset_mapper
 from .mapper_utils import (
     IMAGE_PAD_VALUE,
+    ImageMapperBase,
     check_is_train,
-    log_augmentations,
     mask_former_augmentations,
     pad_to_square,
     read_checked_image,
@@ -42,7 +42,7 @@ def check_mask_format(cfg) -> str:
 
 
 @register_dataset_mapper("mask_former_instance")
-class MaskFormerInstanceDatasetMapper:
+class MaskFormerInstanceDatasetMapper(ImageMapperBase):
     """Instance segmentation training mapper (``INPUT.DATASET_MAPPER_NAME: mask_former_instance``).
 
     ``MaskFormerInstanceDatasetMapper(cfg, is_train=True)``: shortest-edge resize, optional
@@ -63,11 +63,8 @@ class MaskFormerInstanceDatasetMapper:
         image_format: str,
         size_divisibility: int,
     ):
-        self.is_train = is_train
-        self.augmentations = augmentations
-        self.image_format = image_format
+        super().__init__(is_train, augmentations, image_format)
         self.size_divisibility = size_divisibility
-        log_augmentations(self, augmentations)
 
     @classmethod
     def from_config(cls, cfg, is_train: bool = True) -> dict:

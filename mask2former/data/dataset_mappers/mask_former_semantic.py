@@ -20,9 +20,9 @@ from ..transforms import AugInput, Augmentation, Transform, apply_transform_gens
 from .build import register_dataset_mapper
 from .mapper_utils import (
     IMAGE_PAD_VALUE,
+    ImageMapperBase,
     check_is_train,
     ignore_label_from_config,
-    log_augmentations,
     mask_former_augmentations,
     pad_to_square,
     read_checked_image,
@@ -45,7 +45,7 @@ def instances_from_semantic(sem_seg: np.ndarray, ignore_label: int) -> Instances
 
 
 @register_dataset_mapper("mask_former_semantic")
-class MaskFormerSemanticDatasetMapper:
+class MaskFormerSemanticDatasetMapper(ImageMapperBase):
     """Semantic segmentation training mapper (``INPUT.DATASET_MAPPER_NAME: mask_former_semantic``).
 
     ``MaskFormerSemanticDatasetMapper(cfg, is_train=True)``. Reads "file_name" and
@@ -67,13 +67,10 @@ class MaskFormerSemanticDatasetMapper:
         size_divisibility: int,
         num_classes: int | None = None,
     ):
-        self.is_train = is_train
-        self.augmentations = augmentations
-        self.image_format = image_format
+        super().__init__(is_train, augmentations, image_format)
         self.ignore_label = ignore_label
         self.size_divisibility = size_divisibility
         self.num_classes = num_classes
-        log_augmentations(self, augmentations)
 
     @classmethod
     def from_config(cls, cfg, is_train: bool = True) -> dict:
