@@ -30,6 +30,7 @@ from pathlib import Path
 
 import cv2
 import torch
+from _checks import verdict  # the sibling module of these scripts
 
 from mask2former.config import get_cfg
 from mask2former.data.datasets.builtin import datasets_root
@@ -147,10 +148,7 @@ def main() -> int:
         "sem_seg, scores: largest absolute difference; panoptic, masks: share of pixels that "
         "differ; segments: panoptic segments of the reference over all images"
     )
-    for failure in failures:
-        print("FAILED:", failure)
-    print("predictor device check:", "FAILED" if failures else "passed")
-    return 1 if failures else 0
+    return verdict(failures, "predictor device check")
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 
 import torch
+from _checks import verdict  # the sibling module of these scripts
 
 from mask2former.config import get_cfg
 from mask2former.engine import AMPTrainer, HookBase, SimpleTrainer
@@ -142,13 +143,7 @@ def main() -> int:
         return 0
     if args.max_memory_gib is None:
         return 0
-    for failure in too_big:
-        print("FAILED:", failure)
-    print(
-        f"training-step memory goal (<= {args.max_memory_gib} GiB):",
-        "FAILED" if too_big else "passed",
-    )
-    return 1 if too_big else 0
+    return verdict(too_big, f"training-step memory goal (<= {args.max_memory_gib} GiB)")
 
 
 if __name__ == "__main__":

@@ -18,6 +18,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _benchmark(name: str):
+    # the scripts import their sibling module _checks, as when run as scripts
+    if str(REPO / "benchmarks") not in sys.path:
+        sys.path.insert(0, str(REPO / "benchmarks"))
     spec = importlib.util.spec_from_file_location(
         f"bench_{name}", REPO / "benchmarks" / f"{name}.py"
     )
