@@ -61,11 +61,18 @@ def _write(tmp_path: Path, name: str, text: str) -> Path:
     return path
 
 
-def test_unknown_key_names_the_key_and_the_file(tmp_path):
-    path = _write(tmp_path, "typo.yaml", "MODEL:\n  RESNETS:\n    DEPHT: 101\n")
+@pytest.mark.parametrize(
+    "file_name, text, key",
+    [
+        ("typo.yaml", "MODEL:\n  RESNETS:\n    DEPHT: 101\n", "MODEL.RESNETS.DEPHT"),  # unknown
+        ("bad_type.yaml", "SOLVER:\n  MAX_ITER: 'many'\n", "SOLVER.MAX_ITER"),  # wrong type
+    ],
+)
+def test_unknown_key_or_wrong_type_names_the_key_and_the_file(tmp_path, file_name, text, key):
+    path = _write(tmp_path, file_name, text)
     with pytest.raises(ConfigError) as info:
         get_cfg().merge_from_file(str(path))
-    assert "MODEL.RESNETS.DEPHT" in str(info.value) and "typo.yaml" in str(info.value)
+    assert key in str(info.value) and file_name in str(info.value)
 
 
 def test_unknown_key_in_a_base_file_names_the_merged_file(tmp_path):
@@ -103,13 +110,6 @@ def test_defaults_are_the_official_ones():
     assert list(cfg.MODEL.RESNETS.RES5_MULTI_GRID) == [1, 2, 4]
     assert cfg.TEST.DETECTIONS_PER_IMAGE == 100
     assert cfg.MODEL.MASK_FORMER.CLASS_WEIGHT == 1.0 and cfg.MODEL.MASK_FORMER.MASK_WEIGHT == 20.0
-
-
-def test_wrong_type_names_the_key_and_the_file(tmp_path):
-    path = _write(tmp_path, "bad_type.yaml", "SOLVER:\n  MAX_ITER: 'many'\n")
-    with pytest.raises(ConfigError) as info:
-        get_cfg().merge_from_file(str(path))
-    assert "SOLVER.MAX_ITER" in str(info.value) and "bad_type.yaml" in str(info.value)
 
 
 def test_group_replaced_by_a_value_is_refused(tmp_path):

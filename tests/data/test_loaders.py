@@ -45,15 +45,21 @@ def test_train_loader_groups_by_aspect_ratio_and_batches():
         assert len(orientations) == 1
 
 
+def ungrouped_loader(sampler, mapper, batch_size: int, num_workers: int = 0):
+    """A train loader over ``records()`` without aspect-ratio grouping."""
+    return build_detection_train_loader(
+        records(),
+        mapper=mapper,
+        sampler=sampler,
+        total_batch_size=batch_size,
+        aspect_ratio_grouping=False,
+        num_workers=num_workers,
+    )
+
+
 def test_train_loader_without_grouping_follows_the_sampler():
     sampler = TrainingSampler(12, seed=3)
-    loader = build_detection_train_loader(
-        records(),
-        mapper=fake_mapper,
-        sampler=sampler,
-        total_batch_size=3,
-        aspect_ratio_grouping=False,
-    )
+    loader = ungrouped_loader(sampler, fake_mapper, 3)
     got = [d["image_id"] for batch in itertools.islice(iter(loader), 8) for d in batch]
     assert got == list(itertools.islice(iter(sampler), 24))
 
@@ -75,14 +81,7 @@ def random_mapper(d):
 
 def test_workers_split_the_stream_and_are_seeded_apart():
     sampler = TrainingSampler(12, seed=7)
-    loader = build_detection_train_loader(
-        records(),
-        mapper=random_mapper,
-        sampler=sampler,
-        total_batch_size=1,
-        aspect_ratio_grouping=False,
-        num_workers=2,
-    )
+    loader = ungrouped_loader(sampler, random_mapper, 1, num_workers=2)
     items = [batch[0] for batch in itertools.islice(iter(loader), 24)]
     # workers take alternate positions of the sampler's stream, served round-robin
     assert [d["image_id"] for d in items] == list(itertools.islice(iter(sampler), 24))

@@ -145,3 +145,16 @@ if __name__ == "__main__":
     args = default_argument_parser().parse_args()
     launch(main, args.num_gpus, args.num_machines, args.machine_rank, args.dist_url, args=(args,))
     sys.exit(0)
+
+
+def register_first_images(source: str, count: int) -> str:
+    """Register ``<source>_first<count>``: the first ``count`` images of the registered dataset
+    ``source``, with its metadata; returns the name (registered once per process)."""
+    from mask2former.data import DatasetCatalog, MetadataCatalog
+
+    name = f"{source}_first{count}"
+    if name not in DatasetCatalog:
+        DatasetCatalog.register(name, lambda: DatasetCatalog.get(source)[:count])
+        fields = {k: v for k, v in vars(MetadataCatalog.get(source)).items() if k != "name"}
+        MetadataCatalog.get(name).set(**fields)
+    return name

@@ -12,32 +12,22 @@ import pytest
 import torch
 
 from mask2former.config import get_cfg
-from mask2former.data import DatasetCatalog, MetadataCatalog
 from mask2former.engine import DefaultTrainer
+from tests.engine.engine_toy import register_first_images
 
 CONFIG = (
     Path(__file__).resolve().parents[2] / "configs" / "shapes" / "mask2former_R18_quickstart.yaml"
 )
 VAL = "shapes_val_panoptic_with_sem_seg"
-VAL_SUBSET = "shapes_val_panoptic_with_sem_seg_first4"
-
-
-def _register_val_subset() -> None:
-    if VAL_SUBSET in DatasetCatalog:
-        return
-    DatasetCatalog.register(VAL_SUBSET, lambda: DatasetCatalog.get(VAL)[:4])
-    fields = {k: v for k, v in vars(MetadataCatalog.get(VAL)).items() if k != "name"}
-    MetadataCatalog.get(VAL_SUBSET).set(**fields)
 
 
 @pytest.mark.slow
 def test_quick_start_trains_and_evaluates(tmp_path):
-    _register_val_subset()
     cfg = get_cfg()
     cfg.merge_from_file(str(CONFIG))
     cfg.merge_from_list(
         ["SOLVER.MAX_ITER", 3, "SOLVER.IMS_PER_BATCH", 2, "SOLVER.CHECKPOINT_PERIOD", 2]
-        + ["DATASETS.TEST", (VAL_SUBSET,), "DATALOADER.NUM_WORKERS", 0]
+        + ["DATASETS.TEST", (register_first_images(VAL, 4),), "DATALOADER.NUM_WORKERS", 0]
         + ["OUTPUT_DIR", str(tmp_path)]
     )
     torch.manual_seed(0)

@@ -17,13 +17,12 @@ import torch
 from torch import nn
 
 from mask2former.config import get_cfg
-from mask2former.data import DatasetCatalog, MetadataCatalog
 from mask2former.engine import DefaultTrainer, EvalHook, PreciseBN
+from tests.engine.engine_toy import register_first_images
 
 RTOL, ATOL = 1e-4, 1e-6
 CONFIG = Path(__file__).resolve().parents[2] / "configs/shapes/mask2former_R18_quickstart.yaml"
 VAL = "shapes_val_panoptic_with_sem_seg"
-VAL_SUBSET = "shapes_val_panoptic_with_sem_seg_first2"
 
 
 def bn_layers(model: nn.Module) -> dict[str, nn.modules.batchnorm._BatchNorm]:
@@ -165,22 +164,13 @@ def test_precise_bn_is_disabled_by_a_model_without_batch_norm_in_training_mode()
 # --------------------------------------------------------------------------- #
 # DefaultTrainer: the hook is built from TEST.PRECISE_BN and runs before evaluation
 # --------------------------------------------------------------------------- #
-def _register_val_subset() -> None:
-    if VAL_SUBSET in DatasetCatalog:
-        return
-    DatasetCatalog.register(VAL_SUBSET, lambda: DatasetCatalog.get(VAL)[:2])
-    fields = {k: v for k, v in vars(MetadataCatalog.get(VAL)).items() if k != "name"}
-    MetadataCatalog.get(VAL_SUBSET).set(**fields)
-
-
 def _cfg(tmp_path, *opts):
-    _register_val_subset()
     cfg = get_cfg()
     cfg.merge_from_file(str(CONFIG))
     cfg.merge_from_list(
         ["SOLVER.MAX_ITER", 2, "SOLVER.IMS_PER_BATCH", 2, "TEST.EVAL_PERIOD", 1]
         + ["TEST.PRECISE_BN.ENABLED", True, "TEST.PRECISE_BN.NUM_ITER", 2]
-        + ["DATASETS.TEST", (VAL_SUBSET,), "DATALOADER.NUM_WORKERS", 0]
+        + ["DATASETS.TEST", (register_first_images(VAL, 2),), "DATALOADER.NUM_WORKERS", 0]
         + ["MODEL.MASK_FORMER.DEC_LAYERS", 2, "MODEL.MASK_FORMER.TRAIN_NUM_POINTS", 64]
         + ["OUTPUT_DIR", str(tmp_path), *opts]
     )
