@@ -24,9 +24,10 @@ import pytest
 import torch
 
 from mask2former.config import NOT_READ, CfgNode, ConfigError, check_supported, get_cfg
-from mask2former.data import DatasetCatalog, MetadataCatalog
+from mask2former.data import MetadataCatalog
 from mask2former.engine import DefaultTrainer, default_setup
 from mask2former.modeling import build_model
+from tests.engine.engine_toy import register_first_images
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 
@@ -111,16 +112,6 @@ def test_recording_config_records_reads_clones_and_not_dumps():
 SUBSET_SIZE = 2
 
 
-def _subset(name: str) -> str:
-    """``name`` cut to its first images (same metadata), registered once."""
-    subset = f"{name}_first{SUBSET_SIZE}"
-    if subset not in DatasetCatalog:
-        DatasetCatalog.register(subset, lambda: DatasetCatalog.get(name)[:SUBSET_SIZE])
-        fields = {k: v for k, v in vars(MetadataCatalog.get(name)).items() if k != "name"}
-        MetadataCatalog.get(subset).set(**fields)
-    return subset
-
-
 #: Training / test datasets for each dataset mapper.
 SHAPES_FOR_MAPPER = {
     "mask_former_semantic": ("shapes_train_sem_seg", "shapes_val_sem_seg"),
@@ -187,7 +178,7 @@ def _shrink(cfg: CfgNode, output_dir: Path) -> dict[str, Any]:
         "MODEL.MASK_FORMER.NUM_OBJECT_QUERIES": 6,
         "MODEL.MASK_FORMER.TRAIN_NUM_POINTS": 64,
         "DATASETS.TRAIN": (train,),
-        "DATASETS.TEST": (_subset(test),),
+        "DATASETS.TEST": (register_first_images(test, SUBSET_SIZE),),
         "DATALOADER.NUM_WORKERS": 0,
         "INPUT.MIN_SIZE_TRAIN": (64,),
         "INPUT.MAX_SIZE_TRAIN": 64,
