@@ -319,13 +319,13 @@ def register_shapes(root: str) -> None:
         pan_json = os.path.join(base, "annotations", f"panoptic_{split}.json")
         ins_json = os.path.join(base, "annotations", f"instances_{split}.json")
         sem_root = os.path.join(base, f"panoptic_semseg_{split}")
-        files = dict(
-            image_root=image_root,
-            panoptic_root=pan_root,
-            panoptic_json=pan_json,
-            json_file=ins_json,
-            sem_seg_root=sem_root,
-        )
+        files = {
+            "image_root": image_root,
+            "panoptic_root": pan_root,
+            "panoptic_json": pan_json,
+            "json_file": ins_json,
+            "sem_seg_root": sem_root,
+        }
 
         def panoptic(pan_json=pan_json, image_root=image_root, pan_root=pan_root, sem=None):
             ensure_shapes_dataset(root)
