@@ -38,6 +38,7 @@ __all__ = [
     "read_image",
     "read_label_map",
     "semantic_from_panoptic",
+    "shortest_edge_resize",
     "transform_instance_annotations",
 ]
 
@@ -322,20 +323,22 @@ def filter_empty_instances(
     return (kept, keep) if return_mask else kept
 
 
-def build_augmentation(cfg, is_train: bool) -> list[Augmentation]:
-    """detectron2's default augmentation: shortest-edge resize (INPUT.MIN/MAX_SIZE_TRAIN with
-    MIN_SIZE_TRAIN_SAMPLING, or MIN/MAX_SIZE_TEST), plus INPUT.RANDOM_FLIP when training."""
+def shortest_edge_resize(cfg, is_train: bool) -> ResizeShortestEdge:
+    """The shortest-edge resize: INPUT.MIN/MAX_SIZE_TRAIN with MIN_SIZE_TRAIN_SAMPLING when
+    training, INPUT.MIN/MAX_SIZE_TEST ("choice") otherwise."""
     if is_train:
-        augmentations: list[Augmentation] = [
-            ResizeShortestEdge(
-                cfg.INPUT.MIN_SIZE_TRAIN,
-                cfg.INPUT.MAX_SIZE_TRAIN,
-                cfg.INPUT.MIN_SIZE_TRAIN_SAMPLING,
-            )
-        ]
-        flip = random_flip_from_config(cfg)
-        return augmentations + ([flip] if flip is not None else [])
-    return [ResizeShortestEdge(cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST, "choice")]
+        return ResizeShortestEdge(
+            cfg.INPUT.MIN_SIZE_TRAIN, cfg.INPUT.MAX_SIZE_TRAIN, cfg.INPUT.MIN_SIZE_TRAIN_SAMPLING
+        )
+    return ResizeShortestEdge(cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST, "choice")
+
+
+def build_augmentation(cfg, is_train: bool) -> list[Augmentation]:
+    """detectron2's default augmentation: the shortest-edge resize, plus INPUT.RANDOM_FLIP when
+    training."""
+    augmentations: list[Augmentation] = [shortest_edge_resize(cfg, is_train)]
+    flip = random_flip_from_config(cfg) if is_train else None
+    return augmentations + ([flip] if flip is not None else [])
 
 
 RANDOM_FLIP_MODES = ("horizontal", "vertical", "none")

@@ -9,7 +9,7 @@ import numpy as np
 
 from ...config import configurable
 from ...utils.panoptic_png import rgb2id
-from ..detection_utils import build_augmentation, image_to_tensor
+from ..detection_utils import image_to_tensor, shortest_edge_resize
 from ..transforms import (
     Augmentation,
     RandomCrop,
@@ -71,11 +71,11 @@ class DETRPanopticDatasetMapper:
                 ResizeShortestEdge(DETR_CROP_PRE_RESIZE, sample_style="choice"),
                 RandomCrop(cfg.INPUT.CROP.TYPE, cfg.INPUT.CROP.SIZE),
             ]
-        resize = build_augmentation(cfg, is_train)[0]
         return {
             "is_train": is_train,
             "crop_gen": crop_gen,
-            "tfm_gens": ([RandomFlip()] if is_train else []) + [resize],
+            "tfm_gens": ([RandomFlip()] if is_train else [])
+            + [shortest_edge_resize(cfg, is_train)],
             "image_format": cfg.INPUT.FORMAT,
         }
 

@@ -12,25 +12,17 @@ import torch.nn.functional as F
 
 from ...config import ConfigError
 from ..catalog import MetadataCatalog
-from ..detection_utils import check_image_size, read_image
+from ..detection_utils import check_image_size, read_image, shortest_edge_resize
 from ..transforms import (
     Augmentation,
     ColorAugSSDTransform,
     RandomCrop,
     RandomCrop_CategoryAreaConstraint,
     RandomFlip,
-    ResizeShortestEdge,
     Transform,
 )
 
 IMAGE_PAD_VALUE = 128
-
-
-def resize_from_config(cfg) -> ResizeShortestEdge:
-    """The training resize: INPUT.MIN_SIZE_TRAIN / MAX_SIZE_TRAIN / MIN_SIZE_TRAIN_SAMPLING."""
-    return ResizeShortestEdge(
-        cfg.INPUT.MIN_SIZE_TRAIN, cfg.INPUT.MAX_SIZE_TRAIN, cfg.INPUT.MIN_SIZE_TRAIN_SAMPLING
-    )
 
 
 def mask_former_augmentations(cfg, *, area_constraint: bool) -> list[Augmentation | Transform]:
@@ -39,7 +31,7 @@ def mask_former_augmentations(cfg, *, area_constraint: bool) -> list[Augmentatio
     ignored category MODEL.SEM_SEG_HEAD.IGNORE_VALUE), optional SSD colour jitter
     (INPUT.COLOR_AUG_SSD), then a horizontal flip with probability 1/2 (the published
     mappers always flip: INPUT.RANDOM_FLIP is not theirs to read)."""
-    augmentations: list[Augmentation | Transform] = [resize_from_config(cfg)]
+    augmentations: list[Augmentation | Transform] = [shortest_edge_resize(cfg, True)]
     crop = cfg.INPUT.CROP
     if crop.ENABLED and area_constraint:
         augmentations.append(
