@@ -33,8 +33,12 @@ from ..transforms import (
     apply_transform_gens,
 )
 from .build import register_dataset_mapper
-from .mapper_utils import ImageMapperBase, read_checked_image, refuse_unread_inputs
-from .mask_former_instance import check_mask_format
+from .mapper_utils import (
+    ImageMapperBase,
+    check_mask_format,
+    read_checked_image,
+    refuse_unread_inputs,
+)
 from .mask_former_panoptic import instances_from_panoptic
 
 __all__ = [

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from ...config import ConfigError
 from ..catalog import MetadataCatalog
-from ..detection_utils import check_image_size, read_image, shortest_edge_resize
+from ..detection_utils import MASK_FORMATS, check_image_size, read_image, shortest_edge_resize
 from ..transforms import (
     Augmentation,
     ColorAugSSDTransform,
@@ -86,6 +86,15 @@ def refuse_unread_inputs(cfg, mapper_name: str, expected: Mapping[str, Any]) -> 
                 f"{key}={value!r} has no effect with INPUT.DATASET_MAPPER_NAME {mapper_name!r} "
                 f"(the published mapper does not read it); set it to {value_expected!r}"
             )
+
+
+def check_mask_format(cfg) -> str:
+    """``INPUT.MASK_FORMAT``, "polygon" or "bitmask" (anything else is refused)."""
+    if cfg.INPUT.MASK_FORMAT not in MASK_FORMATS:
+        raise ConfigError(
+            f"INPUT.MASK_FORMAT must be one of {MASK_FORMATS}, got {cfg.INPUT.MASK_FORMAT!r}"
+        )
+    return cfg.INPUT.MASK_FORMAT
 
 
 def ignore_label_from_config(cfg) -> int:

@@ -10,7 +10,6 @@ import torch
 from ...config import configurable
 from ...structures import Instances, polygons_to_bitmask
 from ..detection_utils import (
-    MASK_FORMATS,
     BadSampleError,
     image_to_tensor,
     transform_instance_annotations,
@@ -21,24 +20,14 @@ from .mapper_utils import (
     IMAGE_PAD_VALUE,
     ImageMapperBase,
     check_is_train,
+    check_mask_format,
     mask_former_augmentations,
     pad_to_square,
     read_checked_image,
     refuse_unread_inputs,
 )
 
-__all__ = ["MaskFormerInstanceDatasetMapper", "check_mask_format"]
-
-
-def check_mask_format(cfg) -> str:
-    """``INPUT.MASK_FORMAT``, "polygon" or "bitmask" (anything else is refused)."""
-    if cfg.INPUT.MASK_FORMAT not in MASK_FORMATS:
-        from ...config import ConfigError
-
-        raise ConfigError(
-            f"INPUT.MASK_FORMAT must be one of {MASK_FORMATS}, got {cfg.INPUT.MASK_FORMAT!r}"
-        )
-    return cfg.INPUT.MASK_FORMAT
+__all__ = ["MaskFormerInstanceDatasetMapper"]
 
 
 @register_dataset_mapper("mask_former_instance")
