@@ -253,14 +253,8 @@ class DefaultTrainer:
         return result
 
     def _evaluate(self) -> OrderedDict | None:
-        """``test``, plus ``test_with_TTA`` when ``TEST.AUG.ENABLED`` (its results keyed
-        ``<name>_TTA``)."""
-        model = unwrap_model(self.model)
-        results = self.test(self.cfg, model)
-        if self.cfg.TEST.AUG.ENABLED:
-            results.update(self.test_with_TTA(self.cfg, model))
-        self._last_eval_results = results
-        return results
+        self._last_eval_results = self.evaluate(self.cfg, unwrap_model(self.model))
+        return self._last_eval_results
 
     def build_writers(self) -> list[EventWriter]:
         return default_writers(self.cfg.OUTPUT_DIR, self.max_iter)
@@ -343,6 +337,15 @@ class DefaultTrainer:
                 logger.info("Evaluation results for %s: %s", dataset_name, results[dataset_name])
         if len(results) == 1:
             return OrderedDict(next(iter(results.values())) or {})
+        return results
+
+    @classmethod
+    def evaluate(cls, cfg: CfgNode, model: nn.Module) -> OrderedDict:
+        """``test``, plus ``test_with_TTA`` when ``TEST.AUG.ENABLED`` (its results keyed
+        ``<name>_TTA``): what evaluation during training and ``--eval-only`` report."""
+        results = cls.test(cfg, model)
+        if cfg.TEST.AUG.ENABLED:
+            results.update(cls.test_with_TTA(cfg, model))
         return results
 
     @classmethod
