@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import copy
 
-import numpy as np
-
 from ...config import configurable
 from ..detection_utils import build_augmentation, image_to_tensor
 from ..transforms import AugInput, Augmentation, AugmentationList, Transform
@@ -52,18 +50,11 @@ class DatasetMapper(ImageMapperBase):
             "image_format": cfg.INPUT.FORMAT,
         }
 
-    def map_image(self, image: np.ndarray) -> dict:
-        """The model's input for an (H, W, 3) uint8 array already in INPUT.FORMAT: the resized
-        "image" (3, H', W') and the original "height" / "width"."""
-        aug_input = AugInput(image)
-        self.augmentations(aug_input)
-        height, width = image.shape[:2]
-        return {"image": image_to_tensor(aug_input.image), "height": height, "width": width}
-
     def __call__(self, dataset_dict: dict) -> dict:
         dataset_dict = copy.deepcopy(dataset_dict)
-        mapped = self.map_image(read_checked_image(dataset_dict, self.image_format))
-        dataset_dict["image"] = mapped["image"]
+        aug_input = AugInput(read_checked_image(dataset_dict, self.image_format))
+        self.augmentations(aug_input)
+        dataset_dict["image"] = image_to_tensor(aug_input.image)
         for key in ("annotations", "sem_seg_file_name", "pan_seg_file_name", "segments_info"):
             dataset_dict.pop(key, None)
         return dataset_dict
