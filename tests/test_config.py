@@ -1,12 +1,14 @@
 """Config: the published YAML files load; bad keys, types and YAML tags fail loudly."""
 
 import hashlib
+import re
 from pathlib import Path
 
 import pytest
 
-from mask2former.config import ConfigError, get_cfg
+from mask2former.config import ConfigError, ExpressionError, get_cfg, safe_eval_expression
 from mask2former.config import config as config_module
+from mask2former.config import expression as expression_module
 from tests.published import CONFIG_DIR, published_config_hashes, published_configs
 
 
@@ -216,3 +218,93 @@ def test_allow_unsafe_loads_what_the_safe_loader_refuses_as_fvcore_does(tmp_path
     )
     assert list(safe.INPUT.MIN_SIZE_TRAIN) == [int(x * 0.1 * 512) for x in range(5, 21)]
     assert len(warnings) == 2, "a file the safe loader reads is read safely"
+
+
+def _eval_yaml(tmp_path: Path, expression: str, allow_unsafe: bool = False) -> str:
+    """The ConfigError message of a file whose INPUT.MIN_SIZE_TRAIN[1] (line 3) is
+    ``expression``."""
+    text = (
+        f'INPUT:\n  MIN_SIZE_TRAIN:\n    - 1\n    - !!python/object/apply:eval ["{expression}"]\n'
+    )
+    path = _write(tmp_path, "bounds.yaml", text)
+    with pytest.raises(ConfigError) as info:
+        get_cfg().merge_from_file(str(path), allow_unsafe=allow_unsafe)
+    return str(info.value)
+
+
+# (expression, bound its message states); each is cheap for Python itself, only past the bound
+JUST_PAST_THE_BOUNDS = [
+    ("[x for x in range(10**6 + 1)]", "1000000 items"),
+    ("list(range(10**6 + 1))", "1000000 items"),
+    ("[0] * (10**6 + 1)", "1000000 items"),
+    ("'ab' * 500001", "1000000 items"),
+    ("2 ** 64", "64 bits"),
+    ("7 ** 100000", "64 bits"),
+    ("(2**40) * (2**40)", "64 bits"),
+    ("int(1e30)", "64 bits"),
+    ("round(5, -100000)", "64 digits"),
+    ("[[0] * 1000 for x in range(3000)]", "2000000 steps"),
+]
+# the issue's examples: without the bounds, 3.3 GB and rising, and a CPU spinning until killed
+FAR_PAST_THE_BOUNDS = [
+    ("[x for x in range(10**12)]", "1000000 items"),
+    ("(10**10)**(10**10)", "64 bits"),
+    ("[[0] * 10**6 for x in range(10**6)]", "2000000 steps"),
+    ("'a' * 10**12", "1000000 items"),
+]
+
+
+@pytest.mark.parametrize("expression, bound", JUST_PAST_THE_BOUNDS + FAR_PAST_THE_BOUNDS)
+def test_eval_past_a_bound_names_the_file_the_key_and_the_bound(tmp_path, expression, bound):
+    message = _eval_yaml(tmp_path, expression)
+    assert "bounds.yaml" in message and "INPUT.MIN_SIZE_TRAIN[1]" in message, message
+    assert "line 4" in message and f"over the bound of {bound}" in message, message
+
+
+def test_eval_past_a_bound_is_refused_even_with_allow_unsafe(tmp_path, monkeypatch):
+    """allow_unsafe reads what the restricted language lacks with yaml.unsafe_load; an
+    expression of the language past a bound would only exhaust the machine there."""
+    monkeypatch.setattr(config_module.yaml, "unsafe_load", pytest.fail)
+    message = _eval_yaml(tmp_path, "(10**10)**(10**10)", allow_unsafe=True)
+    assert "over the bound of 64 bits" in message
+
+
+@pytest.mark.parametrize(
+    "expression, error",
+    [
+        ("1 / 0", "ZeroDivisionError"),
+        ("[x for x in", "is not a Python expression"),
+        ("10 ** 400.0", "OverflowError"),
+        ("-" * 200 + "1", "over the bound of 100 levels"),
+        ("-" * 5000 + "1", "nested too deeply"),
+    ],
+)
+def test_eval_that_fails_is_a_config_error_naming_file_and_key(tmp_path, expression, error):
+    message = _eval_yaml(tmp_path, expression)
+    assert "bounds.yaml" in message and "INPUT.MIN_SIZE_TRAIN[1]" in message
+    assert error in message, message
+
+
+def test_eval_within_the_bounds():
+    assert safe_eval_expression("[0] * 10**6") == [0] * 10**6
+    assert safe_eval_expression("2 ** 63 + (2 ** 63 - 1)") == 2**64 - 1
+    assert safe_eval_expression("list(range(3)) + [1.5] + 2 * [7]") == [0, 1, 2, 1.5, 7, 7]
+    assert safe_eval_expression("(1, 'a' * 3)") == (1, "aaa")
+    assert safe_eval_expression("round(2.675, 2) - -1") == round(2.675, 2) + 1
+    with pytest.raises(ExpressionError, match="unsupported operands for Mod: str and int"):
+        safe_eval_expression("'%0999999999d' % 1")  # string formatting is not admitted
+    assert expression_module.MAX_SEQUENCE_LENGTH == 10**6
+
+
+def test_every_config_expression_evaluates_as_python_does():
+    """The !!python/object/apply:eval expressions of every file in configs/ (published and ours)
+    give what Python's eval gives, and every file loads."""
+    pattern = re.compile(r'!!python/object/apply:eval \["([^"]*)"\]')
+    expressions = set()
+    paths = sorted(CONFIG_DIR.rglob("*.yaml"))
+    for path in paths:
+        expressions.update(pattern.findall(path.read_text()))
+        get_cfg().merge_from_file(str(path))
+    assert len(paths) == 94 and len(expressions) == 5, (len(paths), expressions)
+    for expression in expressions:
+        assert safe_eval_expression(expression) == eval(expression), expression

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ast
 import functools
 import inspect
 import logging
@@ -13,6 +12,7 @@ import yaml
 from fvcore.common.config import CfgNode as _FvCfgNode
 
 from ..utils.file_io import PathManager
+from .expression import ExpressionError, UnsupportedExpression, safe_eval_expression
 
 BASE_KEY = "_BASE_"
 
@@ -24,90 +24,93 @@ class ConfigError(ValueError):
 
 
 # --------------------------------------------------------------------------- #
-# YAML loading. The published configs use ``!!python/object/apply:eval`` for
-# list comprehensions such as ``[int(x * 0.1 * 512) for x in range(5, 21)]``.
-# Instead of yaml.unsafe_load (arbitrary code), those expressions are evaluated
-# by a small interpreter that admits only literals, arithmetic, range/int/float
-# and list comprehensions.
+# YAML loading. The published configs use ``!!python/object/apply:eval`` for list
+# comprehensions such as ``[int(x * 0.1 * 512) for x in range(5, 21)]``. Instead of
+# yaml.unsafe_load (arbitrary code), those expressions are evaluated by the restricted,
+# bounded interpreter of ``expression.py``.
 # --------------------------------------------------------------------------- #
-_SAFE_CALLS = {"range": range, "int": int, "float": float, "round": round, "list": list}
-_BIN_OPS = {
-    ast.Add: lambda a, b: a + b,
-    ast.Sub: lambda a, b: a - b,
-    ast.Mult: lambda a, b: a * b,
-    ast.Div: lambda a, b: a / b,
-    ast.FloorDiv: lambda a, b: a // b,
-    ast.Pow: lambda a, b: a**b,
-    ast.Mod: lambda a, b: a % b,
-}
-
-
-def _eval_node(node: ast.AST, env: dict[str, Any]) -> Any:
-    if isinstance(node, ast.Expression):
-        return _eval_node(node.body, env)
-    if isinstance(node, ast.Constant) and isinstance(node.value, (int, float, str, bool)):
-        return node.value
-    if isinstance(node, (ast.List, ast.Tuple)):
-        items = [_eval_node(e, env) for e in node.elts]
-        return items if isinstance(node, ast.List) else tuple(items)
-    if isinstance(node, ast.Name) and node.id in env:
-        return env[node.id]
-    if isinstance(node, ast.BinOp) and type(node.op) in _BIN_OPS:
-        return _BIN_OPS[type(node.op)](_eval_node(node.left, env), _eval_node(node.right, env))
-    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
-        return -_eval_node(node.operand, env)
-    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and not node.keywords:
-        if node.func.id in _SAFE_CALLS:
-            return _SAFE_CALLS[node.func.id](*[_eval_node(a, env) for a in node.args])
-    if isinstance(node, ast.ListComp) and len(node.generators) == 1:
-        gen = node.generators[0]
-        if isinstance(gen.target, ast.Name) and not gen.ifs and not gen.is_async:
-            return [
-                _eval_node(node.elt, {**env, gen.target.id: value})
-                for value in _eval_node(gen.iter, env)
-            ]
-    raise ConfigError(f"unsupported expression in !!python/object/apply:eval: {ast.dump(node)}")
-
-
-def safe_eval_expression(expression: str) -> Any:
-    """Evaluate a config expression of literals, arithmetic and list comprehensions."""
-    return _eval_node(ast.parse(expression, mode="eval"), {})
-
-
 class _ConfigLoader(yaml.SafeLoader):
     pass
+
+
+class _ExpressionAtNode(Exception):
+    """An :class:`ExpressionError` raised while constructing the YAML ``node`` (the constructor
+    does not know the node's key; ``_read_yaml`` finds it in the document)."""
+
+    def __init__(self, error: ExpressionError, node: yaml.Node) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.node = node
 
 
 def _construct_eval(loader: yaml.SafeLoader, node: yaml.Node) -> Any:
     args = loader.construct_sequence(node)
     if len(args) != 1 or not isinstance(args[0], str):
-        raise ConfigError(f"!!python/object/apply:eval takes one string, got {args!r}")
-    return safe_eval_expression(args[0])
+        error = UnsupportedExpression(f"!!python/object/apply:eval takes one string, got {args!r}")
+        raise _ExpressionAtNode(error, node)
+    try:
+        return safe_eval_expression(args[0])
+    except ExpressionError as e:
+        raise _ExpressionAtNode(e, node) from e
 
 
 _ConfigLoader.add_constructor("tag:yaml.org,2002:python/object/apply:eval", _construct_eval)
 
 
+def _key_path(root: yaml.Node, target: yaml.Node) -> str:
+    """The dotted key (``SOLVER.STEPS``, ``A.B[2]``) of ``target`` in the document ``root``."""
+    stack: list[tuple[yaml.Node, str]] = [(root, "")]
+    seen: set[int] = set()
+    while stack:
+        node, path = stack.pop()
+        if node is target:
+            return path or "(top level)"
+        if id(node) in seen:  # an alias to an enclosing anchor
+            continue
+        seen.add(id(node))
+        if isinstance(node, yaml.MappingNode):
+            prefix = path + "." if path else ""
+            stack.extend((value, f"{prefix}{key.value}") for key, value in node.value)
+        elif isinstance(node, yaml.SequenceNode):
+            stack.extend((value, f"{path}[{i}]") for i, value in enumerate(node.value))
+    return "(unknown key)"
+
+
+def _read_yaml(filename: str) -> Any:
+    """The document in ``filename`` read with the safe loader; an expression it cannot evaluate
+    raises an :class:`ExpressionError` that names its key, line and column."""
+    with PathManager.open(filename, "r") as f:
+        loader = _ConfigLoader(f)
+        try:
+            root = loader.get_single_node()
+            try:
+                return None if root is None else loader.construct_document(root)
+            except _ExpressionAtNode as e:
+                mark = e.node.start_mark
+                where = f"line {mark.line + 1}, column {mark.column + 1}"
+                message = f"config key {_key_path(root, e.node)} ({where}): {e.error}"
+                raise type(e.error)(message) from e.error
+        finally:
+            loader.dispose()
+
+
 def _load_yaml(filename: str, allow_unsafe: bool = False) -> dict:
     """The mapping in ``filename``, read with the safe loader; a tag it refuses (a Python object,
-    an expression the restricted interpreter does not admit) is loaded with ``yaml.unsafe_load``
-    only when ``allow_unsafe``, after a warning, as fvcore does."""
+    an expression outside the restricted language) is loaded with ``yaml.unsafe_load`` only when
+    ``allow_unsafe``, after a warning, as fvcore does. An expression past the interpreter's
+    bounds, or one that fails (``1 / 0``), is refused either way."""
     try:
-        with PathManager.open(filename, "r") as f:
-            data = yaml.load(f, Loader=_ConfigLoader)
+        data = _read_yaml(filename)
     except FileNotFoundError as e:
         raise ConfigError(f"config file not found: {filename}") from e
-    except (yaml.constructor.ConstructorError, ConfigError) as e:
+    except ExpressionError as e:
+        if not (allow_unsafe and isinstance(e, UnsupportedExpression)):
+            raise ConfigError(f"{filename}: !!python/object/apply:eval at {e}") from e
+        data = _unsafe_load(filename, e)
+    except yaml.constructor.ConstructorError as e:
         if not allow_unsafe:
             raise ConfigError(f"{filename}: cannot parse YAML: {e}") from e
-        logger.warning(
-            "Loading config %s with yaml.unsafe_load (allow_unsafe=True): it can run any code "
-            "the file holds (%s)",
-            filename,
-            e,
-        )
-        with PathManager.open(filename, "r") as f:
-            data = yaml.unsafe_load(f)
+        data = _unsafe_load(filename, e)
     except yaml.YAMLError as e:
         raise ConfigError(f"{filename}: cannot parse YAML: {e}") from e
     if data is None:
@@ -115,6 +118,17 @@ def _load_yaml(filename: str, allow_unsafe: bool = False) -> dict:
     if not isinstance(data, dict):
         raise ConfigError(f"{filename}: top level must be a mapping, got {type(data).__name__}")
     return data
+
+
+def _unsafe_load(filename: str, refusal: Exception) -> Any:
+    logger.warning(
+        "Loading config %s with yaml.unsafe_load (allow_unsafe=True): it can run any code "
+        "the file holds (%s)",
+        filename,
+        refusal,
+    )
+    with PathManager.open(filename, "r") as f:
+        return yaml.unsafe_load(f)
 
 
 def _merge_dicts(base: dict, update: dict) -> None:
