@@ -155,10 +155,44 @@ def test_base_inheritance_chain_and_relative_paths(tmp_path):
     assert cfg.SOLVER.IMS_PER_BATCH == get_cfg().SOLVER.IMS_PER_BATCH  # untouched default
 
 
-def test_missing_base_file_is_named(tmp_path):
-    child = _write(tmp_path, "child.yaml", "_BASE_: does-not-exist.yaml\n")
-    with pytest.raises(ConfigError, match="does-not-exist.yaml"):
+def test_missing_base_file_is_named_with_the_file_that_names_it(tmp_path):
+    parent = _write(tmp_path, "parent.yaml", "_BASE_: does-not-exist.yaml\n")
+    child = _write(tmp_path, "child.yaml", "_BASE_: parent.yaml\n")
+    with pytest.raises(ConfigError) as info:
         get_cfg().merge_from_file(str(child))
+    message = str(info.value)
+    assert str(tmp_path / "does-not-exist.yaml") in message
+    assert f"the _BASE_ of {parent}" in message
+
+
+@pytest.mark.parametrize(
+    "files, cycle",
+    [
+        ({"self.yaml": "_BASE_: self.yaml\n"}, ["self.yaml", "self.yaml"]),
+        (
+            {"a.yaml": "_BASE_: b.yaml\n", "b.yaml": "_BASE_: [c.yaml, sub/../a.yaml]\n"},
+            ["a.yaml", "b.yaml", "sub/../a.yaml"],
+        ),
+    ],
+)
+def test_base_cycle_is_refused_naming_the_chain(tmp_path, files, cycle):
+    for name, text in files.items():
+        _write(tmp_path, name, text)
+    _write(tmp_path, "c.yaml", "SEED: 1\n")
+    with pytest.raises(ConfigError) as info:
+        get_cfg().merge_from_file(str(tmp_path / cycle[0]))
+    assert " -> ".join(str(tmp_path / name) for name in cycle) in str(info.value)
+    assert "cycle" in str(info.value)
+
+
+def test_a_base_shared_by_two_bases_is_no_cycle(tmp_path):
+    _write(tmp_path, "common.yaml", "SEED: 3\nSOLVER:\n  MAX_ITER: 10\n")
+    _write(tmp_path, "left.yaml", "_BASE_: common.yaml\nSOLVER:\n  BASE_LR: 0.5\n")
+    _write(tmp_path, "right.yaml", "_BASE_: common.yaml\nSOLVER:\n  MAX_ITER: 20\n")
+    child = _write(tmp_path, "child.yaml", "_BASE_: [left.yaml, right.yaml]\n")
+    cfg = get_cfg()
+    cfg.merge_from_file(str(child))
+    assert (cfg.SEED, cfg.SOLVER.BASE_LR, cfg.SOLVER.MAX_ITER) == (3, 0.5, 20)
 
 
 def test_key_value_overrides():

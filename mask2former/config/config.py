@@ -94,15 +94,17 @@ def _read_yaml(filename: str) -> Any:
             loader.dispose()
 
 
-def _load_yaml(filename: str, allow_unsafe: bool = False) -> dict:
+def _load_yaml(filename: str, allow_unsafe: bool = False, referrer: str | None = None) -> dict:
     """The mapping in ``filename``, read with the safe loader; a tag it refuses (a Python object,
     an expression outside the restricted language) is loaded with ``yaml.unsafe_load`` only when
     ``allow_unsafe``, after a warning, as fvcore does. An expression past the interpreter's
-    bounds, or one that fails (``1 / 0``), is refused either way."""
+    bounds, or one that fails (``1 / 0``), is refused either way. ``referrer``: the file whose
+    ``_BASE_`` names ``filename``, for the error when it does not exist."""
     try:
         data = _read_yaml(filename)
     except FileNotFoundError as e:
-        raise ConfigError(f"config file not found: {filename}") from e
+        named_in = f" (the {BASE_KEY} of {referrer})" if referrer else ""
+        raise ConfigError(f"config file not found: {filename}{named_in}") from e
     except ExpressionError as e:
         if not (allow_unsafe and isinstance(e, UnsupportedExpression)):
             raise ConfigError(f"{filename}: !!python/object/apply:eval at {e}") from e
@@ -131,6 +133,34 @@ def _unsafe_load(filename: str, refusal: Exception) -> Any:
         return yaml.unsafe_load(f)
 
 
+def _load_with_base(filename: str, allow_unsafe: bool, chain: tuple[str, ...]) -> dict:
+    """``CfgNode.load_yaml_with_base``; ``chain``: the files whose ``_BASE_`` led here."""
+    if _same_file_key(filename) in map(_same_file_key, chain):
+        cycle = " -> ".join((*chain, filename))
+        raise ConfigError(f"{BASE_KEY} files form a cycle: {cycle}")
+    data = _load_yaml(filename, allow_unsafe, referrer=chain[-1] if chain else None)
+    base_files = data.pop(BASE_KEY, None)
+    if base_files is None:
+        return data
+    if isinstance(base_files, str):
+        base_files = [base_files]
+    merged: dict = {}
+    for base in base_files:
+        if not isinstance(base, str):
+            raise ConfigError(f"{filename}: {BASE_KEY} must be a path, got {base!r}")
+        base = os.path.expanduser(base)
+        if not base.startswith(("/", "~")) and "://" not in base:
+            base = os.path.join(os.path.dirname(filename), base)
+        _merge_dicts(merged, _load_with_base(base, allow_unsafe, (*chain, filename)))
+    _merge_dicts(merged, data)
+    return merged
+
+
+def _same_file_key(filename: str) -> str:
+    """One spelling per local file (``a/../b.yaml`` and ``b.yaml`` are one file); URLs as given."""
+    return filename if "://" in filename else os.path.realpath(filename)
+
+
 def _merge_dicts(base: dict, update: dict) -> None:
     """Merge ``update`` into ``base`` in place, recursing into nested mappings."""
     for key, value in update.items():
@@ -153,22 +183,8 @@ class CfgNode(_FvCfgNode):
 
     @classmethod
     def load_yaml_with_base(cls, filename: str, allow_unsafe: bool = False) -> dict:
-        data = _load_yaml(filename, allow_unsafe)
-        base_files = data.pop(BASE_KEY, None)
-        if base_files is None:
-            return data
-        if isinstance(base_files, str):
-            base_files = [base_files]
-        merged: dict = {}
-        for base in base_files:
-            if not isinstance(base, str):
-                raise ConfigError(f"{filename}: {BASE_KEY} must be a path, got {base!r}")
-            base = os.path.expanduser(base)
-            if not base.startswith(("/", "~")) and "://" not in base:
-                base = os.path.join(os.path.dirname(filename), base)
-            _merge_dicts(merged, cls.load_yaml_with_base(base, allow_unsafe))
-        _merge_dicts(merged, data)
-        return merged
+        """The mapping in ``filename`` merged over those of its ``_BASE_`` files, recursively."""
+        return _load_with_base(filename, allow_unsafe, chain=())
 
     def merge_from_file(self, cfg_filename: str, allow_unsafe: bool = False) -> None:
         """Merge a YAML file and its ``_BASE_`` chain; see the class for ``allow_unsafe``."""
