@@ -17,7 +17,13 @@ import logging
 
 from mask2former.checkpoint import DetectionCheckpointer
 from mask2former.config import CfgNode, get_cfg
-from mask2former.engine import DefaultTrainer, default_argument_parser, default_setup, launch
+from mask2former.engine import (
+    DefaultTrainer,
+    default_argument_parser,
+    default_setup,
+    launch,
+    require_config_file,
+)
 from mask2former.evaluation import verify_results
 from mask2former.utils import comm
 
@@ -27,8 +33,7 @@ logger = logging.getLogger("mask2former")
 def setup(args) -> CfgNode:
     """The config from ``--config-file`` and the trailing overrides; logging and seeding."""
     cfg = get_cfg()
-    if args.config_file:
-        cfg.merge_from_file(args.config_file)
+    cfg.merge_from_file(require_config_file(args))
     cfg.merge_from_list(args.opts)
     cfg.freeze()
     default_setup(cfg, args)
@@ -53,6 +58,7 @@ def main(args):
 
 if __name__ == "__main__":
     args = default_argument_parser().parse_args()
+    require_config_file(args)  # before launch starts any worker process
     launch(
         main,
         args.num_gpus,

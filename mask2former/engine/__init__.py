@@ -8,6 +8,7 @@ from .defaults import (
     default_argument_parser,
     default_setup,
     default_writers,
+    require_config_file,
 )
 from .hooks import (
     EvalHook,
@@ -41,4 +42,5 @@ __all__ = [
     "default_writers",
     "hooks",
     "launch",
+    "require_config_file",
 ]

@@ -59,6 +59,7 @@ __all__ = [
     "default_argument_parser",
     "default_setup",
     "default_writers",
+    "require_config_file",
 ]
 
 
@@ -89,6 +90,19 @@ def default_argument_parser(epilog: str | None = None) -> argparse.ArgumentParse
         help="config overrides as KEY VALUE pairs, e.g. SOLVER.MAX_ITER 100",
     )
     return parser
+
+
+def require_config_file(args: argparse.Namespace) -> str:
+    """``args.config_file``, which a run of ``tools/train_net.py`` needs (training, ``--resume``
+    and ``--eval-only`` alike): the defaults alone describe no complete model. The parser keeps
+    detectron2's empty default, so scripts that build their config in code still use it."""
+    if not args.config_file:
+        raise ConfigError(
+            "no config file: pass --config-file FILE (e.g. --config-file "
+            "configs/shapes/mask2former_R18_quickstart.yaml); the defaults alone describe no "
+            "complete model"
+        )
+    return args.config_file
 
 
 def _write_text(path: str, text: str) -> None:
