@@ -3,6 +3,7 @@
 import logging
 import os
 import pickle
+import re
 import runpy
 import sys
 from collections import OrderedDict
@@ -205,13 +206,79 @@ def test_unreadable_files_name_the_file(tmp_path):
 # --------------------------------------------------------------------------- #
 # Exact matching
 # --------------------------------------------------------------------------- #
-def test_shape_mismatch_names_the_key_and_both_shapes(tmp_path):
-    state = TinyModel().state_dict()
-    state["head.weight"] = torch.zeros(3, 4)
-    path = str(tmp_path / "bad.pth")
-    save_weights(state, path)
-    with pytest.raises(CheckpointError, match=r"head\.weight.*\(3, 4\).*\(2, 4\)"):
-        DetectionCheckpointer(TinyModel()).load(path)
+class TinyClassifier(TinyModel):
+    """TinyModel with ``num_classes`` outputs: the head is what fine-tuning changes."""
+
+    def __init__(self, num_classes: int):
+        super().__init__()
+        self.head = nn.Linear(4, num_classes)
+
+
+def test_weights_of_another_shape_are_skipped_and_listed_with_both_shapes(tmp_path, caplog):
+    source, target = _randomised(TinyClassifier(3)), TinyClassifier(2)
+    head_before = {k: v.clone() for k, v in target.head.state_dict().items()}
+    path = str(tmp_path / "three_classes.pth")
+    save_weights(source.state_dict(), path)
+    with caplog.at_level(logging.WARNING, logger="mask2former.checkpoint"):
+        result = load_state_dict_exact(target, read_checkpoint(path)["model"], path)
+    assert result.incorrect_shapes == [
+        ("head.weight", (3, 4), (2, 4)),
+        ("head.bias", (3,), (2,)),
+    ]
+    assert sorted(result.missing_keys) == ["head.bias", "head.weight"]
+    assert result.unexpected_keys == []
+    assert re.search(r"three_classes\.pth", caplog.text)
+    assert re.search(r"head\.weight\s*\|\s*\(3, 4\)\s*\|\s*\(2, 4\)", caplog.text)
+    assert re.search(r"head\.bias\s*\|\s*\(3,\)\s*\|\s*\(2,\)", caplog.text)
+    _assert_same_state(source.backbone, target.backbone)
+    for key, value in target.head.state_dict().items():
+        assert torch.equal(value, head_before[key]), key
+
+
+def test_fine_tuning_to_another_number_of_classes_loads_the_rest(tmp_path, caplog):
+    """A tiny Mask2Former trained for 4 classes, loaded as the trainer loads MODEL.WEIGHTS
+    into one for 3: the classifier and the criterion's class weights keep their
+    initialisation (they are derived from NUM_CLASSES), every other weight loads."""
+    source = build_tiny_model("mask2former", seed=0)
+    target = build_tiny_model("mask2former", seed=1, MODEL__SEM_SEG_HEAD__NUM_CLASSES=3)
+    initial = {k: v.clone() for k, v in target.state_dict().items()}
+    path = tmp_path / "model_final.pth"
+    DetectionCheckpointer(source, str(tmp_path)).save("model_final")
+    out = tmp_path / "finetune"
+    with caplog.at_level(logging.WARNING, logger="mask2former.checkpoint"):
+        DetectionCheckpointer(target, str(out)).resume_or_load(str(path), resume=False)
+    skipped = {
+        "sem_seg_head.predictor.class_embed.weight": ((5, 32), (4, 32)),
+        "sem_seg_head.predictor.class_embed.bias": ((5,), (4,)),
+        "criterion.empty_weight": ((5,), (4,)),
+    }
+    for key, (ckpt_shape, model_shape) in skipped.items():
+        assert re.search(rf"{re.escape(key)}\s*\|\s*{re.escape(str(ckpt_shape))}", caplog.text)
+        assert re.search(
+            rf"{re.escape(str(ckpt_shape))}\s*\|\s*{re.escape(str(model_shape))}", caplog.text
+        )
+    loaded, saved = target.state_dict(), source.state_dict()
+    for key in loaded:
+        expected = initial[key] if key in skipped else saved[key]
+        assert torch.equal(loaded[key], expected), key
+
+
+def test_an_older_layout_key_of_another_shape_is_skipped_under_its_new_name():
+    """``static_query`` (decoder version 1) is renamed to ``query_feat`` on load; with
+    another number of queries it is skipped, not refused by torch."""
+    source = build_tiny_model("mask2former", seed=0)
+    target = build_tiny_model("mask2former", seed=1, MODEL__MASK_FORMER__NUM_OBJECT_QUERIES=4)
+    query_feat = "sem_seg_head.predictor.query_feat."
+    old = OrderedDict(
+        (k.replace(query_feat, "sem_seg_head.predictor.static_query."), v)
+        for k, v in source.state_dict().items()
+    )
+    old._metadata = source.state_dict()._metadata
+    old._metadata["sem_seg_head.predictor"] = {"version": 1}
+    result = load_state_dict_exact(target, old, "old.pkl")
+    assert (query_feat + "weight", (6, 32), (4, 32)) in result.incorrect_shapes
+    assert query_feat + "weight" in result.missing_keys
+    assert result.unexpected_keys == []
 
 
 def test_missing_and_unexpected_keys_are_reported_as_a_table(tmp_path, caplog):

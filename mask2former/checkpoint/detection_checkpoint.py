@@ -27,8 +27,9 @@ class DetectionCheckpointer(Checkpointer):
     checkpointable>: ..., **extra}`` atomically, then the ``last_checkpoint`` tag.
     ``load(path)`` reads ``.pkl`` / ``.pth`` / ``.safetensors`` (see
     :func:`mask2former.checkpoint.read_checkpoint`) and copies weights by exact key names
-    (:func:`mask2former.checkpoint.load_state_dict_exact`). Extra entries saved with the
-    checkpoint must be tensors, containers or numbers: ``.pth`` is read with
+    (:func:`mask2former.checkpoint.load_state_dict_exact`), skipping weights whose shape
+    differs from the model's (fine-tuning to another number of classes). Extra entries
+    saved with the checkpoint must be tensors, containers or numbers: ``.pth`` is read with
     ``weights_only=True``.
     """
 
