@@ -6,9 +6,11 @@ import pickle
 import re
 import runpy
 import sys
+import traceback
 from collections import OrderedDict
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -184,9 +186,13 @@ def test_pth_with_reduce_payload_is_refused_and_never_runs(tmp_path):
     marker = tmp_path / "pwned"
     path = tmp_path / "evil.pth"
     torch.save({"model": {"w": torch.zeros(1)}, "x": _Payload(marker)}, str(path))
-    with pytest.raises(UnsafeCheckpointError, match="evil.pth"):
+    with pytest.raises(UnsafeCheckpointError, match="evil.pth") as info:
         read_checkpoint(str(path))
     assert not marker.exists()
+    assert "GLOBAL io.open" in str(info.value)  # torch's reason is kept
+    # torch's advice to retry with weights_only=False (which would run the payload) is not
+    shown = "".join(traceback.format_exception(info.value))
+    assert "weights_only" not in shown and "safe_globals" not in shown
 
 
 def test_unreadable_files_name_the_file(tmp_path):
@@ -588,3 +594,59 @@ def test_safetensors_with_a_broken_version_header_names_the_file(tmp_path):
     save_file({"head.bias": torch.zeros(2)}, str(path), metadata={"_metadata": "{not json"})
     with pytest.raises(CheckpointError, match=r"bad\.safetensors.*_metadata.*not JSON"):
         read_checkpoint(str(path))
+
+
+# --------------------------------------------------------------------------- #
+# Files that are not checkpoints
+# --------------------------------------------------------------------------- #
+def _jpeg_bytes() -> bytes:
+    ok, data = cv2.imencode(".jpg", np.zeros((8, 8, 3), np.uint8))
+    assert ok
+    return data.tobytes()
+
+
+NOT_CHECKPOINTS = {
+    "text": (b"hello world\nthis is a text file\n", r"starts with 'hello world' \(text\)"),
+    "html": (
+        b"<html><head><title>404 Not Found</title></head><body>gone</body></html>\n",
+        r"starts with '<html><head><title>404 Not Found</title>' \(an HTML page",
+    ),
+    "jpeg": (None, r"holds JPEG data"),
+    "empty": (b"", r"is empty"),
+}
+
+
+@pytest.mark.parametrize("ext", [".pth", ".pkl"])
+@pytest.mark.parametrize("kind", list(NOT_CHECKPOINTS))
+def test_a_file_that_is_not_a_checkpoint_says_so_and_what_it_holds(tmp_path, ext, kind):
+    content, description = NOT_CHECKPOINTS[kind]
+    path = tmp_path / f"model_final{ext}"
+    path.write_bytes(_jpeg_bytes() if content is None else content)
+    with pytest.raises(CheckpointError) as info:
+        DetectionCheckpointer(TinyModel()).load(str(path))
+    message = str(info.value)
+    assert message.startswith(f"not a checkpoint: {path}: ")
+    assert re.search(description, message), message
+    assert "weights_only" not in "".join(traceback.format_exception(info.value))
+
+
+@pytest.mark.parametrize("protocol", range(pickle.HIGHEST_PROTOCOL + 1))
+@pytest.mark.parametrize("container", [dict, OrderedDict])
+def test_pkl_of_every_pickle_protocol_is_still_read(tmp_path, protocol, container):
+    """The format check admits what a pickled dict starts with in each protocol."""
+    source = _randomised(TinyModel())
+    arrays = container((k, v.numpy()) for k, v in source.state_dict().items())
+    path = tmp_path / "weights.pkl"
+    path.write_bytes(pickle.dumps(arrays, protocol=protocol))
+    target = TinyModel()
+    DetectionCheckpointer(target).load(str(path))
+    _assert_same_state(source, target)
+
+
+def test_pth_in_torch_legacy_format_is_still_read(tmp_path):
+    source = _randomised(TinyModel())
+    path = tmp_path / "legacy.pth"
+    torch.save({"model": source.state_dict()}, path, _use_new_zipfile_serialization=False)
+    target = TinyModel()
+    DetectionCheckpointer(target).load(str(path))
+    _assert_same_state(source, target)
