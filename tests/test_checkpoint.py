@@ -650,3 +650,27 @@ def test_pth_in_torch_legacy_format_is_still_read(tmp_path):
     target = TinyModel()
     DetectionCheckpointer(target).load(str(path))
     _assert_same_state(source, target)
+
+
+# --------------------------------------------------------------------------- #
+# Files of the checkpoint directory
+# --------------------------------------------------------------------------- #
+def test_partial_files_of_killed_saves_are_removed_at_the_next_save(tmp_path, caplog):
+    partial = [".model_0000009.pth.k3x_9a0q.tmp", ".last_checkpoint.abcdefgh.tmp"]
+    unrelated = [
+        ".model_0000009.pth.tmp",  # no random part: not an atomic_write name
+        ".model_0000009.pth.ABCDEFGH.tmp",  # not mkstemp's alphabet
+        ".metrics.json.abcdefgh.tmp",  # another writer's file, not a checkpoint's
+        "model_0000009.pth.abcdefgh.tmp",  # no leading dot
+        ".model_0000009.pth.abcdefgh.tmp.bak",
+    ]
+    for name in partial + unrelated:
+        (tmp_path / name).write_bytes(b"partial")
+    checkpointer = DetectionCheckpointer(TinyModel(), str(tmp_path))
+    assert sorted(os.listdir(tmp_path)) == sorted(partial + unrelated)  # not at creation
+    with caplog.at_level(logging.INFO, logger="fvcore.common.checkpoint"):
+        checkpointer.save("model_0000019")
+    assert sorted(os.listdir(tmp_path)) == sorted(
+        unrelated + ["model_0000019.pth", "last_checkpoint"]
+    )
+    assert all(name in caplog.text for name in partial)
