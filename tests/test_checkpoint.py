@@ -5,6 +5,7 @@ import os
 import pickle
 import re
 import runpy
+import stat
 import sys
 import traceback
 from collections import OrderedDict
@@ -655,6 +656,16 @@ def test_pth_in_torch_legacy_format_is_still_read(tmp_path):
 # --------------------------------------------------------------------------- #
 # Files of the checkpoint directory
 # --------------------------------------------------------------------------- #
+def test_checkpoints_get_a_plain_files_permissions(tmp_path):
+    old = os.umask(0o022)
+    try:
+        DetectionCheckpointer(TinyModel(), str(tmp_path)).save("model_0000009")
+    finally:
+        os.umask(old)
+    for name in ("model_0000009.pth", "last_checkpoint"):
+        assert stat.S_IMODE(os.stat(tmp_path / name).st_mode) == 0o644, name
+
+
 def test_partial_files_of_killed_saves_are_removed_at_the_next_save(tmp_path, caplog):
     partial = [".model_0000009.pth.k3x_9a0q.tmp", ".last_checkpoint.abcdefgh.tmp"]
     unrelated = [
