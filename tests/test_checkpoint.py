@@ -3,11 +3,15 @@
 import logging
 import os
 import pickle
+import re
 import runpy
+import stat
 import sys
+import traceback
 from collections import OrderedDict
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -183,9 +187,13 @@ def test_pth_with_reduce_payload_is_refused_and_never_runs(tmp_path):
     marker = tmp_path / "pwned"
     path = tmp_path / "evil.pth"
     torch.save({"model": {"w": torch.zeros(1)}, "x": _Payload(marker)}, str(path))
-    with pytest.raises(UnsafeCheckpointError, match="evil.pth"):
+    with pytest.raises(UnsafeCheckpointError, match="evil.pth") as info:
         read_checkpoint(str(path))
     assert not marker.exists()
+    assert "GLOBAL io.open" in str(info.value)  # torch's reason is kept
+    # torch's advice to retry with weights_only=False (which would run the payload) is not
+    shown = "".join(traceback.format_exception(info.value))
+    assert "weights_only" not in shown and "safe_globals" not in shown
 
 
 def test_unreadable_files_name_the_file(tmp_path):
@@ -205,13 +213,79 @@ def test_unreadable_files_name_the_file(tmp_path):
 # --------------------------------------------------------------------------- #
 # Exact matching
 # --------------------------------------------------------------------------- #
-def test_shape_mismatch_names_the_key_and_both_shapes(tmp_path):
-    state = TinyModel().state_dict()
-    state["head.weight"] = torch.zeros(3, 4)
-    path = str(tmp_path / "bad.pth")
-    save_weights(state, path)
-    with pytest.raises(CheckpointError, match=r"head\.weight.*\(3, 4\).*\(2, 4\)"):
-        DetectionCheckpointer(TinyModel()).load(path)
+class TinyClassifier(TinyModel):
+    """TinyModel with ``num_classes`` outputs: the head is what fine-tuning changes."""
+
+    def __init__(self, num_classes: int):
+        super().__init__()
+        self.head = nn.Linear(4, num_classes)
+
+
+def test_weights_of_another_shape_are_skipped_and_listed_with_both_shapes(tmp_path, caplog):
+    source, target = _randomised(TinyClassifier(3)), TinyClassifier(2)
+    head_before = {k: v.clone() for k, v in target.head.state_dict().items()}
+    path = str(tmp_path / "three_classes.pth")
+    save_weights(source.state_dict(), path)
+    with caplog.at_level(logging.WARNING, logger="mask2former.checkpoint"):
+        result = load_state_dict_exact(target, read_checkpoint(path)["model"], path)
+    assert result.incorrect_shapes == [
+        ("head.weight", (3, 4), (2, 4)),
+        ("head.bias", (3,), (2,)),
+    ]
+    assert sorted(result.missing_keys) == ["head.bias", "head.weight"]
+    assert result.unexpected_keys == []
+    assert re.search(r"three_classes\.pth", caplog.text)
+    assert re.search(r"head\.weight\s*\|\s*\(3, 4\)\s*\|\s*\(2, 4\)", caplog.text)
+    assert re.search(r"head\.bias\s*\|\s*\(3,\)\s*\|\s*\(2,\)", caplog.text)
+    _assert_same_state(source.backbone, target.backbone)
+    for key, value in target.head.state_dict().items():
+        assert torch.equal(value, head_before[key]), key
+
+
+def test_fine_tuning_to_another_number_of_classes_loads_the_rest(tmp_path, caplog):
+    """A tiny Mask2Former trained for 4 classes, loaded as the trainer loads MODEL.WEIGHTS
+    into one for 3: the classifier and the criterion's class weights keep their
+    initialisation (they are derived from NUM_CLASSES), every other weight loads."""
+    source = build_tiny_model("mask2former", seed=0)
+    target = build_tiny_model("mask2former", seed=1, MODEL__SEM_SEG_HEAD__NUM_CLASSES=3)
+    initial = {k: v.clone() for k, v in target.state_dict().items()}
+    path = tmp_path / "model_final.pth"
+    DetectionCheckpointer(source, str(tmp_path)).save("model_final")
+    out = tmp_path / "finetune"
+    with caplog.at_level(logging.WARNING, logger="mask2former.checkpoint"):
+        DetectionCheckpointer(target, str(out)).resume_or_load(str(path), resume=False)
+    skipped = {
+        "sem_seg_head.predictor.class_embed.weight": ((5, 32), (4, 32)),
+        "sem_seg_head.predictor.class_embed.bias": ((5,), (4,)),
+        "criterion.empty_weight": ((5,), (4,)),
+    }
+    for key, (ckpt_shape, model_shape) in skipped.items():
+        assert re.search(rf"{re.escape(key)}\s*\|\s*{re.escape(str(ckpt_shape))}", caplog.text)
+        assert re.search(
+            rf"{re.escape(str(ckpt_shape))}\s*\|\s*{re.escape(str(model_shape))}", caplog.text
+        )
+    loaded, saved = target.state_dict(), source.state_dict()
+    for key in loaded:
+        expected = initial[key] if key in skipped else saved[key]
+        assert torch.equal(loaded[key], expected), key
+
+
+def test_an_older_layout_key_of_another_shape_is_skipped_under_its_new_name():
+    """``static_query`` (decoder version 1) is renamed to ``query_feat`` on load; with
+    another number of queries it is skipped, not refused by torch."""
+    source = build_tiny_model("mask2former", seed=0)
+    target = build_tiny_model("mask2former", seed=1, MODEL__MASK_FORMER__NUM_OBJECT_QUERIES=4)
+    query_feat = "sem_seg_head.predictor.query_feat."
+    old = OrderedDict(
+        (k.replace(query_feat, "sem_seg_head.predictor.static_query."), v)
+        for k, v in source.state_dict().items()
+    )
+    old._metadata = source.state_dict()._metadata
+    old._metadata["sem_seg_head.predictor"] = {"version": 1}
+    result = load_state_dict_exact(target, old, "old.pkl")
+    assert (query_feat + "weight", (6, 32), (4, 32)) in result.incorrect_shapes
+    assert query_feat + "weight" in result.missing_keys
+    assert result.unexpected_keys == []
 
 
 def test_missing_and_unexpected_keys_are_reported_as_a_table(tmp_path, caplog):
@@ -521,3 +595,93 @@ def test_safetensors_with_a_broken_version_header_names_the_file(tmp_path):
     save_file({"head.bias": torch.zeros(2)}, str(path), metadata={"_metadata": "{not json"})
     with pytest.raises(CheckpointError, match=r"bad\.safetensors.*_metadata.*not JSON"):
         read_checkpoint(str(path))
+
+
+# --------------------------------------------------------------------------- #
+# Files that are not checkpoints
+# --------------------------------------------------------------------------- #
+def _jpeg_bytes() -> bytes:
+    ok, data = cv2.imencode(".jpg", np.zeros((8, 8, 3), np.uint8))
+    assert ok
+    return data.tobytes()
+
+
+NOT_CHECKPOINTS = {
+    "text": (b"hello world\nthis is a text file\n", r"starts with 'hello world' \(text\)"),
+    "html": (
+        b"<html><head><title>404 Not Found</title></head><body>gone</body></html>\n",
+        r"starts with '<html><head><title>404 Not Found</title>' \(an HTML page",
+    ),
+    "jpeg": (None, r"holds JPEG data"),
+    "empty": (b"", r"is empty"),
+}
+
+
+@pytest.mark.parametrize("ext", [".pth", ".pkl"])
+@pytest.mark.parametrize("kind", list(NOT_CHECKPOINTS))
+def test_a_file_that_is_not_a_checkpoint_says_so_and_what_it_holds(tmp_path, ext, kind):
+    content, description = NOT_CHECKPOINTS[kind]
+    path = tmp_path / f"model_final{ext}"
+    path.write_bytes(_jpeg_bytes() if content is None else content)
+    with pytest.raises(CheckpointError) as info:
+        DetectionCheckpointer(TinyModel()).load(str(path))
+    message = str(info.value)
+    assert message.startswith(f"not a checkpoint: {path}: ")
+    assert re.search(description, message), message
+    assert "weights_only" not in "".join(traceback.format_exception(info.value))
+
+
+@pytest.mark.parametrize("protocol", range(pickle.HIGHEST_PROTOCOL + 1))
+@pytest.mark.parametrize("container", [dict, OrderedDict])
+def test_pkl_of_every_pickle_protocol_is_still_read(tmp_path, protocol, container):
+    """The format check admits what a pickled dict starts with in each protocol."""
+    source = _randomised(TinyModel())
+    arrays = container((k, v.numpy()) for k, v in source.state_dict().items())
+    path = tmp_path / "weights.pkl"
+    path.write_bytes(pickle.dumps(arrays, protocol=protocol))
+    target = TinyModel()
+    DetectionCheckpointer(target).load(str(path))
+    _assert_same_state(source, target)
+
+
+def test_pth_in_torch_legacy_format_is_still_read(tmp_path):
+    source = _randomised(TinyModel())
+    path = tmp_path / "legacy.pth"
+    torch.save({"model": source.state_dict()}, path, _use_new_zipfile_serialization=False)
+    target = TinyModel()
+    DetectionCheckpointer(target).load(str(path))
+    _assert_same_state(source, target)
+
+
+# --------------------------------------------------------------------------- #
+# Files of the checkpoint directory
+# --------------------------------------------------------------------------- #
+def test_checkpoints_get_a_plain_files_permissions(tmp_path):
+    old = os.umask(0o022)
+    try:
+        DetectionCheckpointer(TinyModel(), str(tmp_path)).save("model_0000009")
+    finally:
+        os.umask(old)
+    for name in ("model_0000009.pth", "last_checkpoint"):
+        assert stat.S_IMODE(os.stat(tmp_path / name).st_mode) == 0o644, name
+
+
+def test_partial_files_of_killed_saves_are_removed_at_the_next_save(tmp_path, caplog):
+    partial = [".model_0000009.pth.k3x_9a0q.tmp", ".last_checkpoint.abcdefgh.tmp"]
+    unrelated = [
+        ".model_0000009.pth.tmp",  # no random part: not an atomic_write name
+        ".model_0000009.pth.ABCDEFGH.tmp",  # not mkstemp's alphabet
+        ".metrics.json.abcdefgh.tmp",  # another writer's file, not a checkpoint's
+        "model_0000009.pth.abcdefgh.tmp",  # no leading dot
+        ".model_0000009.pth.abcdefgh.tmp.bak",
+    ]
+    for name in partial + unrelated:
+        (tmp_path / name).write_bytes(b"partial")
+    checkpointer = DetectionCheckpointer(TinyModel(), str(tmp_path))
+    assert sorted(os.listdir(tmp_path)) == sorted(partial + unrelated)  # not at creation
+    with caplog.at_level(logging.INFO, logger="fvcore.common.checkpoint"):
+        checkpointer.save("model_0000019")
+    assert sorted(os.listdir(tmp_path)) == sorted(
+        unrelated + ["model_0000019.pth", "last_checkpoint"]
+    )
+    assert all(name in caplog.text for name in partial)

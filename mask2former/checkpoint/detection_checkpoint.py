@@ -9,7 +9,7 @@ import torch
 from fvcore.common.checkpoint import Checkpointer
 
 from mask2former.utils import comm
-from mask2former.utils.file_io import Detectron2Handler, PathManager
+from mask2former.utils.file_io import Detectron2Handler, PathManager, atomic_write_temporaries
 
 from .io import atomic_write, read_checkpoint
 from .matching import IncompatibleKeys, load_state_dict_exact
@@ -24,11 +24,13 @@ class DetectionCheckpointer(Checkpointer):
     """Save and load a model with its training state (optimizer, scheduler, ...).
 
     ``save(name, **extra)`` writes ``<save_dir>/<name>.pth`` = ``{"model": ..., <each
-    checkpointable>: ..., **extra}`` atomically, then the ``last_checkpoint`` tag.
+    checkpointable>: ..., **extra}`` atomically, then the ``last_checkpoint`` tag; before
+    writing, it removes the partial files that a killed save of either left behind.
     ``load(path)`` reads ``.pkl`` / ``.pth`` / ``.safetensors`` (see
     :func:`mask2former.checkpoint.read_checkpoint`) and copies weights by exact key names
-    (:func:`mask2former.checkpoint.load_state_dict_exact`). Extra entries saved with the
-    checkpoint must be tensors, containers or numbers: ``.pth`` is read with
+    (:func:`mask2former.checkpoint.load_state_dict_exact`), skipping weights whose shape
+    differs from the model's (fine-tuning to another number of classes). Extra entries
+    saved with the checkpoint must be tensors, containers or numbers: ``.pth`` is read with
     ``weights_only=True``.
     """
 
@@ -87,11 +89,35 @@ class DetectionCheckpointer(Checkpointer):
         if os.path.basename(basename) != basename:
             raise ValueError(f"checkpoint name must be a file name, got {name!r}")
         os.makedirs(self.save_dir, exist_ok=True)
+        self._remove_partial_saves()
         filename = os.path.join(self.save_dir, basename)
         self.logger.info("Saving checkpoint to %s", filename)
         with atomic_write(filename) as f:
             torch.save(data, f)
         self.tag_last_checkpoint(basename)
+
+    def _remove_partial_saves(self) -> None:
+        """Remove ``save_dir``'s temporary files of checkpoints and ``last_checkpoint`` (see
+        :func:`mask2former.utils.file_io.atomic_write`), left by a save that was killed.
+
+        Done when saving, not when the checkpointer is created: an evaluation run on the
+        same directory (``--eval-only``) must not remove a running training's file in
+        progress. This process's own saves run one at a time.
+        """
+        temporaries = atomic_write_temporaries(self.save_dir)
+        stale = [
+            name
+            for name, target in temporaries.items()
+            if target == LAST_CHECKPOINT or target.endswith(".pth")
+        ]
+        for name in stale:
+            os.remove(os.path.join(self.save_dir, name))
+        if stale:
+            self.logger.info(
+                "Removed partial files of interrupted checkpoint saves from %s: %s",
+                self.save_dir,
+                ", ".join(stale),
+            )
 
     def tag_last_checkpoint(self, last_filename_basename: str) -> None:
         """Atomically write ``<save_dir>/last_checkpoint`` naming the latest checkpoint."""

@@ -18,6 +18,8 @@ import json
 import logging
 import os
 import pickle
+import re
+import struct
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from typing import Any, BinaryIO
@@ -195,25 +197,128 @@ def _normalise(data: Any, filename: str) -> dict[str, Any]:
     )
 
 
+#: How a file of each format begins. ``.pth``: torch.save's zip archive, or the pickle of its
+#: legacy format (protocol 2: PROTO, 0x80). ``.pkl``: a pickle whose top level is a dict:
+#: PROTO from protocol 2 on; in protocols 0 and 1, MARK + DICT, EMPTY_DICT, or the GLOBAL
+#: ``collections.OrderedDict``. ``.safetensors``: an 8-byte header length, then JSON.
+_ZIP = b"PK\x03\x04"
+_PICKLE_DICT_STARTS = (b"\x80", b"(d", b"}", b"ccollections\nOrderedDict\n")
+_FORMATS = {
+    ".pkl": (_PICKLE_DICT_STARTS, "a pickled dict"),
+    ".pth": ((_ZIP, b"\x80"), "a zip archive or a pickle written by torch.save"),
+    ".pt": ((_ZIP, b"\x80"), "a zip archive or a pickle written by torch.save"),
+    ".safetensors": ((), "an 8-byte header length followed by a JSON header"),
+}
+#: What a file often is when it was saved under a checkpoint's name by mistake.
+_OTHER_FORMATS = (
+    (b"\xff\xd8\xff", "JPEG data"),
+    (b"\x89PNG\r\n\x1a\n", "PNG data"),
+    (b"GIF8", "GIF data"),
+    (b"%PDF", "a PDF document"),
+    (b"\x1f\x8b", "gzip data"),
+    (_ZIP, "a zip archive"),
+)
+_HTML_STARTS = ("<!doctype html", "<html", "<head", "<body")
+
+
+def _starts_as(ext: str, head: bytes) -> bool:
+    if ext == ".safetensors":
+        return head[8:9] == b"{"
+    return head.startswith(_FORMATS[ext][0])
+
+
+def _as_text(head: bytes) -> str | None:
+    """``head`` decoded when it is printable UTF-8 text (a character cut at the end allowed)."""
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError as e:
+        if e.start < len(head) - 3:
+            return None
+        text = head[: e.start].decode("utf-8")
+    text = text.lstrip("\ufeff")
+    return text if all(c.isprintable() or c in "\t\n\r" for c in text) else None
+
+
+def _describe_start(head: bytes) -> str:
+    """What the first bytes of a file say it is, in words: "it is empty", "it holds JPEG
+    data", "it starts with '<html>...' (an HTML page ...)", or the bytes themselves."""
+    if not head:
+        return "it is empty"
+    for magic, what in _OTHER_FORMATS:
+        if head.startswith(magic):
+            return f"it holds {what}"
+    text = _as_text(head)
+    if text is None:
+        return f"it starts with the bytes {head[:16]!r}"
+    first = (text.strip().splitlines() or [""])[0][:40]
+    if first.lower().startswith(_HTML_STARTS):
+        return (
+            f"it starts with {first!r} (an HTML page: often a server's error page saved in "
+            "place of a download)"
+        )
+    return f"it starts with {first!r} (text)"
+
+
+def _check_format(filename: str, ext: str, source: str) -> None:
+    """Raise :class:`CheckpointError` unless ``filename`` begins as an ``ext`` file does."""
+    with open(filename, "rb") as f:
+        head = f.read(64)
+    if not _starts_as(ext, head):
+        name = source if source == filename else f"{source} (fetched to {filename})"
+        raise CheckpointError(
+            f"not a checkpoint: {name}: {_describe_start(head)}; a {ext} checkpoint is "
+            f"{_FORMATS[ext][1]}"
+        )
+
+
 def _read_pkl(filename: str) -> Any:
     with open(filename, "rb") as f:
         try:
             return RestrictedUnpickler(f, filename).load()
         except UnsafeCheckpointError:
             raise
-        except (pickle.UnpicklingError, EOFError, AttributeError, ValueError) as e:
-            raise CheckpointError(f"{filename}: not a readable weights pickle: {e}") from e
+        except (
+            pickle.UnpicklingError,
+            EOFError,
+            AttributeError,
+            ValueError,
+            KeyError,
+            IndexError,
+            TypeError,
+            struct.error,
+        ) as e:
+            raise CheckpointError(
+                f"{filename}: not a readable weights pickle: {type(e).__name__}: {e}"
+            ) from e
+
+
+def _torch_refusal_reason(error: Exception) -> str:
+    """The reason in torch's weights-only error, without its advice.
+
+    torch wraps the reason in advice to retry with ``weights_only=False`` (which runs any
+    code the file holds) or to allow-list globals; every line of that advice is dropped.
+    """
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(error)).replace("WeightsUnpickler error:", "\n")
+    lines = []
+    for line in text.splitlines():
+        line = line.strip().split(" Please use ")[0]
+        advice = ("weights_only", "Weights only load failed", "safe_globals")
+        if line and not any(word in line for word in advice):
+            lines.append(line)
+    return " ".join(lines) or "no reason given"
 
 
 def _read_pth(filename: str) -> Any:
     try:
         return torch.load(filename, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
+        # from None: torch's own message, chained, would advise weights_only=False
         raise UnsafeCheckpointError(
-            f"{filename}: torch.load(weights_only=True) refused it (it holds more than "
-            f"tensors, containers and numbers): {e}"
-        ) from e
-    except (RuntimeError, EOFError) as e:
+            f"{filename}: refused by torch's weights-only reader ({_torch_refusal_reason(e)}); "
+            "nothing in it was run. A .pth checkpoint may hold only tensors, containers, "
+            "numbers and strings"
+        ) from None
+    except (RuntimeError, EOFError, struct.error) as e:
         raise CheckpointError(f"{filename}: not a readable torch file: {e}") from e
 
 
@@ -254,9 +359,11 @@ def read_checkpoint(filename: str) -> dict[str, Any]:
     The state dict keeps the file's module versions (``_metadata``) when it has them; they
     are checked to be ``{module prefix: {"version": int}}``. ``filename`` is a local path or
     a URL the package's ``PathManager`` resolves (``https://``, ``detectron2://``), read from
-    its local copy.
+    its local copy. A file that does not begin as its format does (a text file, an HTML error
+    page, an image under a checkpoint's name) raises :class:`CheckpointError` saying "not a
+    checkpoint" and what the file holds, before any reader sees it.
     """
-    filename = _local_file(filename)
+    source, filename = filename, _local_file(filename)
     readers = {
         ".pkl": _read_pkl,
         ".pth": _read_pth,
@@ -266,6 +373,7 @@ def read_checkpoint(filename: str) -> dict[str, Any]:
     ext = os.path.splitext(filename)[1].lower()
     if ext not in readers:
         raise CheckpointError(f"{filename}: unknown weights format {ext!r}; use {WEIGHT_FORMATS}")
+    _check_format(filename, ext, source)
     return _normalise(readers[ext](filename), filename)
 
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict, defaultdict
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import NamedTuple
 
 import torch
@@ -15,6 +16,7 @@ from .io import CheckpointError, state_dict_metadata, with_metadata
 
 __all__ = [
     "IncompatibleKeys",
+    "ShapeMismatch",
     "add_backbone_prefix_if_backbone_only",
     "load_state_dict_exact",
     "replace_key_prefix",
@@ -30,13 +32,21 @@ DDP_PREFIX = "module."
 _STEP_COUNTER = "num_batches_tracked"
 
 
+#: (key, shape in the checkpoint, shape in the model)
+ShapeMismatch = tuple[str, tuple[int, ...], tuple[int, ...]]
+
+
 class IncompatibleKeys(NamedTuple):
-    """Model keys the checkpoint lacks and checkpoint keys the model lacks (as torch's
-    ``load_state_dict`` reports them). fvcore's version also lists keys with other shapes;
-    here a shape mismatch raises :class:`CheckpointError` instead."""
+    """What did not load, as fvcore's ``Checkpointer._load_model`` reports it.
+
+    ``missing_keys``: model keys not loaded, those of ``incorrect_shapes`` included;
+    ``unexpected_keys``: checkpoint keys the model lacks; ``incorrect_shapes``: keys present
+    in both with different shapes (skipped: the model keeps its value).
+    """
 
     missing_keys: list[str]
     unexpected_keys: list[str]
+    incorrect_shapes: list[ShapeMismatch]
 
 
 def replace_key_prefix(state_dict: Mapping, old: str, new: str) -> OrderedDict:
@@ -131,13 +141,64 @@ def format_incompatible_keys(missing: list[str], unexpected: list[str]) -> str:
     return tabulate(rows, headers=["kind", "keys"], tablefmt="pipe")
 
 
-def _check_shapes(state_dict: Mapping[str, torch.Tensor], model_state: Mapping, source: str):
-    for key, value in state_dict.items():
-        if key in model_state and tuple(value.shape) != tuple(model_state[key].shape):
-            raise CheckpointError(
-                f"{source}: shape mismatch for {key}: checkpoint has "
-                f"{tuple(value.shape)}, model has {tuple(model_state[key].shape)}"
-            )
+def format_incorrect_shapes(incorrect_shapes: list[ShapeMismatch]) -> str:
+    """A three-column table: key, its shape in the checkpoint, its shape in the model."""
+    return tabulate(
+        incorrect_shapes, headers=["key", "checkpoint shape", "model shape"], tablefmt="pipe"
+    )
+
+
+@contextmanager
+def _skipping_shape_mismatches(
+    model: nn.Module, model_state: Mapping[str, torch.Tensor]
+) -> Iterator[list[ShapeMismatch]]:
+    """While active, ``model.load_state_dict`` skips entries whose shape differs from the
+    model's, and appends each as (key, checkpoint shape, model shape) to the yielded list.
+
+    The check runs in each module's load pre-hook, so it sees the keys after the renames of
+    older layouts (:mod:`mask2former.modeling.checkpoint_compat`), which happen in a parent's
+    ``_load_from_state_dict`` before its children load. A skipped key is then reported
+    missing by torch, as fvcore reports it.
+    """
+    skipped: list[ShapeMismatch] = []
+
+    def skip_mismatches(module, state_dict, prefix, *args) -> None:
+        own = [*module.named_parameters(recurse=False), *module.named_buffers(recurse=False)]
+        for name, value in own:
+            key = prefix + name
+            if key not in state_dict or key not in model_state:  # not persistent
+                continue
+            if isinstance(value, nn.parameter.UninitializedParameter):
+                continue  # a lazy module takes its shape from the checkpoint
+            if tuple(state_dict[key].shape) != tuple(value.shape):
+                skipped.append((key, tuple(state_dict.pop(key).shape), tuple(value.shape)))
+
+    handles = [m.register_load_state_dict_pre_hook(skip_mismatches) for m in model.modules()]
+    try:
+        yield skipped
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def _log_result(source: str, result: IncompatibleKeys, loaded: int, total: int) -> None:
+    logger.info("Loaded %d of %d model entries from %s", loaded, total, source)
+    if result.incorrect_shapes:
+        logger.warning(
+            "Skipped %d weights of %s whose shapes differ from the model's; the model keeps "
+            "their initial values:\n%s",
+            len(result.incorrect_shapes),
+            source,
+            format_incorrect_shapes(result.incorrect_shapes),
+        )
+    skipped = {key for key, _, _ in result.incorrect_shapes}
+    missing = [k for k in result.missing_keys if k not in skipped]
+    if missing or result.unexpected_keys:
+        logger.warning(
+            "Keys of %s that did not match the model:\n%s",
+            source,
+            format_incompatible_keys(missing, result.unexpected_keys),
+        )
 
 
 def load_state_dict_exact(
@@ -151,27 +212,24 @@ def load_state_dict_exact(
     carries (``_metadata``) go to the modules, which rename older key layouts by them (see
     :mod:`mask2former.modeling.checkpoint_compat`); a weight given in both an older and the
     current layout raises :class:`CheckpointError`. A key present in both with different
-    shapes raises :class:`CheckpointError` naming the key and both shapes. Missing and
-    unexpected keys are logged as a table and returned.
+    shapes (a classifier trained for another number of classes) is skipped, as fvcore
+    skips it: the model keeps its value, and the key is reported in ``incorrect_shapes``
+    and ``missing_keys``. Skipped, missing and unexpected keys are logged as tables.
     """
     model_state = model.state_dict()
     state_dict = strip_prefix_if_present(state_dict, DDP_PREFIX, set(model_state))
     state_dict = add_backbone_prefix_if_backbone_only(state_dict, set(model_state))
-    _check_shapes(state_dict, model_state, source)
-    try:
-        result = model.load_state_dict(state_dict, strict=False)
-    except ValueError as e:  # an older-layout key clashing with its current name
-        raise CheckpointError(f"{source}: {e}") from e
+    with _skipping_shape_mismatches(model, model_state) as incorrect_shapes:
+        try:
+            result = model.load_state_dict(state_dict, strict=False)
+        except ValueError as e:  # an older-layout key clashing with its current name
+            raise CheckpointError(f"{source}: {e}") from e
     missing = [k for k in result.missing_keys if not k.endswith(_STEP_COUNTER)]
-    unexpected = list(result.unexpected_keys)
-    loaded = len(set(state_dict) & set(model_state))
-    logger.info("Loaded %d of %d model entries from %s", loaded, len(model_state), source)
-    if missing or unexpected:
-        logger.warning(
-            "Keys of %s that did not match the model:\n%s",
-            source,
-            format_incompatible_keys(missing, unexpected),
-        )
+    incompatible = IncompatibleKeys(missing, list(result.unexpected_keys), incorrect_shapes)
+    # step counters are not weights: BatchNorm adds a missing one as 0
+    weights = {k for k in model_state if not k.endswith(_STEP_COUNTER)}
+    loaded = len(weights - set(missing))
+    _log_result(source, incompatible, loaded, len(weights))
     if loaded == 0 and len(state_dict) > 0:
         logger.warning("%s: no key matched the model; nothing was loaded", source)
-    return IncompatibleKeys(missing, unexpected)
+    return incompatible

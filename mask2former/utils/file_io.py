@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from typing import IO, Any
@@ -21,7 +22,14 @@ from typing import IO, Any
 from iopath.common.file_io import HTTPURLHandler, PathHandler
 from iopath.common.file_io import PathManager as _PathManager
 
-__all__ = ["Detectron2Handler", "PathManager", "atomic_write", "load_json", "save_json"]
+__all__ = [
+    "Detectron2Handler",
+    "PathManager",
+    "atomic_write",
+    "atomic_write_temporaries",
+    "load_json",
+    "save_json",
+]
 
 
 class Detectron2Handler(PathHandler):
@@ -83,6 +91,20 @@ def _umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
+
+
+#: The name :func:`atomic_write` gives its temporary file: "." + the target's basename + "."
+#: + mkstemp's 8 random characters (a-z, 0-9, _) + ".tmp".
+_TEMPORARY_NAME = re.compile(r"\.(?P<target>.+)\.[a-z0-9_]{8}\.tmp")
+
+
+def atomic_write_temporaries(directory: str) -> dict[str, str]:
+    """The temporary files of :func:`atomic_write` in ``directory``: {file name: basename of
+    the file it was to replace}. A write killed before its rename leaves one behind; a write
+    in progress has one too, so remove them only where no write can be under way."""
+    names = sorted(os.listdir(directory)) if os.path.isdir(directory) else []
+    matches = (_TEMPORARY_NAME.fullmatch(name) for name in names)
+    return {m.group(0): m.group("target") for m in matches if m}
 
 
 @contextlib.contextmanager

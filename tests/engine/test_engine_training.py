@@ -140,6 +140,15 @@ def test_sigkill_during_checkpoint_write_keeps_previous_loadable(tmp_path):
     assert not (tmp_path / "model_0000003.pth").exists()
     checkpointer = DetectionCheckpointer(torch.nn.Linear(200, 200), str(tmp_path))
     assert checkpointer.resume_or_load("", resume=True)["iteration"] == 1
+    # the killed write's partial file stays until the next save removes it
+    (partial,) = [name for name in os.listdir(tmp_path) if name.endswith(".tmp")]
+    assert partial.startswith(".model_0000003.pth.")
+    checkpointer.save("model_0000004", iteration=4)
+    assert sorted(os.listdir(tmp_path)) == [
+        "last_checkpoint",
+        "model_0000001.pth",
+        "model_0000004.pth",
+    ]
 
 
 @pytest.mark.slow

@@ -164,3 +164,18 @@ def test_atomic_write_gives_a_plain_files_permissions(tmp_path):
         os.umask(old)
     mode_a = stat.S_IMODE(os.stat(tmp_path / "a.bin").st_mode)
     assert mode_a == stat.S_IMODE(os.stat(tmp_path / "b.bin").st_mode) == 0o640
+
+
+def test_atomic_write_temporaries_names_the_files_of_writes_not_finished(tmp_path):
+    from mask2former.utils.file_io import atomic_write_temporaries
+
+    (tmp_path / "model.pth").write_bytes(b"done")
+    (tmp_path / ".model.pth.tmp").write_bytes(b"someone else's")
+    with atomic_write(str(tmp_path / "model.pth")) as f, atomic_write(str(tmp_path / "a.b.c")):
+        f.write(b"x")
+        temporaries = atomic_write_temporaries(str(tmp_path))
+        # this is what a write killed now would leave behind
+        assert sorted(temporaries.values()) == ["a.b.c", "model.pth"]
+        assert all(os.path.isfile(tmp_path / name) for name in temporaries)
+    assert atomic_write_temporaries(str(tmp_path)) == {}
+    assert atomic_write_temporaries(str(tmp_path / "absent")) == {}
