@@ -183,13 +183,32 @@ def build_batch_data_loader(
     )
 
 
+#: Appended to the error of a bad sample (missing or corrupt file) in the training loader.
+TRAIN_BAD_SAMPLE_ADVICE = (
+    "fix or remove the file, or set DATALOADER.SKIP_BAD_SAMPLES True (skip_bad_samples=True) "
+    "to train on with a warning for each bad sample"
+)
+#: Appended to the error of a bad sample in the test loader, which never skips: a metric
+#: over fewer images than the dataset's is not comparable to published numbers.
+TEST_BAD_SAMPLE_ADVICE = (
+    "evaluation does not skip bad samples (DATALOADER.SKIP_BAD_SAMPLES is for training only: "
+    "a metric over fewer images is not comparable); fix or replace the file, or remove the "
+    "image from the dataset's annotations to evaluate without it"
+)
+
+
 def _mapped(
-    dataset: list | data.Dataset, mapper: Callable[[Any], Any], skip_bad_samples: bool = False
+    dataset: list | data.Dataset,
+    mapper: Callable[[Any], Any],
+    skip_bad_samples: bool = False,
+    bad_sample_advice: str = "",
 ) -> MapDataset:
     """``dataset`` (a list of dicts or a Dataset) with ``mapper`` applied to each item."""
     if isinstance(dataset, list):
         dataset = DatasetFromList(dataset, copy=False)
-    return MapDataset(dataset, mapper, skip_bad_samples=skip_bad_samples)
+    return MapDataset(
+        dataset, mapper, skip_bad_samples=skip_bad_samples, bad_sample_advice=bad_sample_advice
+    )
 
 
 def _default_mapper(cfg, mapper: Callable | None, is_train: bool) -> Callable:
@@ -237,7 +256,7 @@ def build_detection_train_loader(
     ``build_detection_train_loader(cfg, mapper=None)`` reads DATASETS.TRAIN, the mapper named
     by INPUT.DATASET_MAPPER_NAME, SOLVER.IMS_PER_BATCH (over all processes) and DATALOADER.*.
     """
-    dataset = _mapped(dataset, mapper, skip_bad_samples)
+    dataset = _mapped(dataset, mapper, skip_bad_samples, TRAIN_BAD_SAMPLE_ADVICE)
     if sampler is None:
         sampler = TrainingSampler(len(dataset))
     return build_batch_data_loader(
@@ -270,8 +289,9 @@ def build_detection_test_loader(
 ) -> data.DataLoader:
     """A loader visiting this process's shard of ``dataset`` once, in order, in batches
     (lists of mapped dicts). ``build_detection_test_loader(cfg, dataset_name, mapper=None)``
-    uses the test mapper."""
-    dataset = _mapped(dataset, mapper)
+    uses the test mapper. A bad sample (missing or corrupt file) is an error, never skipped:
+    see :data:`TEST_BAD_SAMPLE_ADVICE`."""
+    dataset = _mapped(dataset, mapper, bad_sample_advice=TEST_BAD_SAMPLE_ADVICE)
     if sampler is None:
         sampler = InferenceSampler(len(dataset))
     return data.DataLoader(

@@ -183,9 +183,25 @@ def test_all_bad_samples_give_up_with_the_error(tmp_path):
         skip_bad_samples=True,
         max_consecutive_skips=5,
     )
-    with pytest.raises(BadSampleError, match="gone.png"):
+    with pytest.raises(BadSampleError, match="gone.png.*the 5 samples tried before it were bad"):
         dataset[0]
     assert dataset.num_skipped == 5
+
+
+def test_corrupt_training_image_names_the_file_and_the_option_that_skips_it(tmp_path):
+    good = semantic_sample(tmp_path, "good")
+    corrupt = tmp_path / "corrupt.png"
+    corrupt.write_bytes(open(good["file_name"], "rb").read()[:100])  # a truncated download
+    register("pipeline_test_corrupt", [{**good, "file_name": str(corrupt), "image_id": "bad"}])
+    cfg = get_cfg()
+    cfg.DATASETS.TRAIN = ("pipeline_test_corrupt",)
+    cfg.SOLVER.IMS_PER_BATCH, cfg.DATALOADER.NUM_WORKERS = 1, 0
+    with pytest.raises(BadSampleError) as info:
+        next(iter(build_detection_train_loader(cfg)))
+    message = str(info.value)
+    assert message.startswith(f"{corrupt}: cannot decode the image"), message
+    assert "set DATALOADER.SKIP_BAD_SAMPLES True" in message
+    assert info.value.file_name == str(corrupt)
 
 
 def test_unexpected_mapper_error_names_the_file():
