@@ -173,7 +173,8 @@ _C.DATALOADER.NUM_WORKERS = 4  # loader worker processes per training process
 _C.DATALOADER.ASPECT_RATIO_GROUPING = True  # batch images of like aspect ratio together
 _C.DATALOADER.SAMPLER_TRAIN = "TrainingSampler"  # training sampler name
 _C.DATALOADER.FILTER_EMPTY_ANNOTATIONS = True  # drop training images without annotations
-# (extension) skip an unreadable sample with a warning; False fails on it, as officially
+# (extension) skip an unreadable training sample with a warning; False fails on it, as
+# officially. Training only: evaluation always fails on one (skipping would change the metric)
 _C.DATALOADER.SKIP_BAD_SAMPLES = False
 
 # ---------------------------------------------------------------------------- #

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import ctypes
 import logging
+import multiprocessing
+import os
 import random
+import signal
+import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -24,6 +29,7 @@ __all__ = [
     "build_batch_data_loader",
     "build_detection_test_loader",
     "build_detection_train_loader",
+    "exit_with_parent",
     "filter_images_with_only_crowd_annotations",
     "get_detection_dataset_dicts",
     "trivial_batch_collator",
@@ -89,6 +95,52 @@ def worker_init_reset_seed(worker_id: int) -> None:
     torch.manual_seed(seed)
 
 
+_PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+
+
+def exit_with_parent() -> None:
+    """Have the kernel SIGKILL this process (a loader worker) as soon as its parent dies.
+
+    Without it a worker outlives a ``kill -9`` of the trainer: torch's own watchdog only
+    notices a dead parent between samples, every few seconds, and never while the worker is
+    blocked inside the dataset. Linux only (``prctl(PR_SET_PDEATHSIG)``); elsewhere this does
+    nothing. A worker holds nothing of ours that needs a clean exit, hence SIGKILL.
+
+    Linux ties the signal to the *thread* that started the worker: ``DataLoader`` starts its
+    workers in the thread that calls ``iter(loader)``, so iterate a loader in a thread that
+    outlives the iteration. Under the "forkserver" start method the parent is the fork
+    server, which itself exits when the trainer dies.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0) != 0:
+        errno = ctypes.get_errno()
+        raise OSError(errno, f"prctl(PR_SET_PDEATHSIG) failed: {os.strerror(errno)}")
+    parent = multiprocessing.parent_process()
+    if parent is not None and os.getppid() != parent.pid and not _pid_exists(parent.pid):
+        os.kill(os.getpid(), signal.SIGKILL)  # the parent died before prctl took effect
+
+
+def _pid_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, as another user's process
+        pass
+    return True
+
+
+def _train_worker_init(worker_id: int) -> None:
+    exit_with_parent()
+    worker_init_reset_seed(worker_id)
+
+
+def _test_worker_init(worker_id: int) -> None:
+    exit_with_parent()
+
+
 def _per_process_batch_size(total_batch_size: int) -> int:
     world_size = comm.get_world_size()
     if total_batch_size <= 0 or total_batch_size % world_size:
@@ -117,7 +169,7 @@ def build_batch_data_loader(
             batch_size=None,
             num_workers=num_workers,
             collate_fn=trivial_batch_collator,
-            worker_init_fn=worker_init_reset_seed,
+            worker_init_fn=_train_worker_init,
         )
         grouped = AspectRatioGroupedDataset(loader, batch_size)
         return grouped if collate_fn is None else map(collate_fn, grouped)
@@ -127,17 +179,36 @@ def build_batch_data_loader(
         drop_last=True,
         num_workers=num_workers,
         collate_fn=collate_fn or trivial_batch_collator,
-        worker_init_fn=worker_init_reset_seed,
+        worker_init_fn=_train_worker_init,
     )
 
 
+#: Appended to the error of a bad sample (missing or corrupt file) in the training loader.
+TRAIN_BAD_SAMPLE_ADVICE = (
+    "fix or remove the file, or set DATALOADER.SKIP_BAD_SAMPLES True (skip_bad_samples=True) "
+    "to train on with a warning for each bad sample"
+)
+#: Appended to the error of a bad sample in the test loader, which never skips: a metric
+#: over fewer images than the dataset's is not comparable to published numbers.
+TEST_BAD_SAMPLE_ADVICE = (
+    "evaluation does not skip bad samples (DATALOADER.SKIP_BAD_SAMPLES is for training only: "
+    "a metric over fewer images is not comparable); fix or replace the file, or remove the "
+    "image from the dataset's annotations to evaluate without it"
+)
+
+
 def _mapped(
-    dataset: list | data.Dataset, mapper: Callable[[Any], Any], skip_bad_samples: bool = False
+    dataset: list | data.Dataset,
+    mapper: Callable[[Any], Any],
+    skip_bad_samples: bool = False,
+    bad_sample_advice: str = "",
 ) -> MapDataset:
     """``dataset`` (a list of dicts or a Dataset) with ``mapper`` applied to each item."""
     if isinstance(dataset, list):
         dataset = DatasetFromList(dataset, copy=False)
-    return MapDataset(dataset, mapper, skip_bad_samples=skip_bad_samples)
+    return MapDataset(
+        dataset, mapper, skip_bad_samples=skip_bad_samples, bad_sample_advice=bad_sample_advice
+    )
 
 
 def _default_mapper(cfg, mapper: Callable | None, is_train: bool) -> Callable:
@@ -185,7 +256,7 @@ def build_detection_train_loader(
     ``build_detection_train_loader(cfg, mapper=None)`` reads DATASETS.TRAIN, the mapper named
     by INPUT.DATASET_MAPPER_NAME, SOLVER.IMS_PER_BATCH (over all processes) and DATALOADER.*.
     """
-    dataset = _mapped(dataset, mapper, skip_bad_samples)
+    dataset = _mapped(dataset, mapper, skip_bad_samples, TRAIN_BAD_SAMPLE_ADVICE)
     if sampler is None:
         sampler = TrainingSampler(len(dataset))
     return build_batch_data_loader(
@@ -218,8 +289,9 @@ def build_detection_test_loader(
 ) -> data.DataLoader:
     """A loader visiting this process's shard of ``dataset`` once, in order, in batches
     (lists of mapped dicts). ``build_detection_test_loader(cfg, dataset_name, mapper=None)``
-    uses the test mapper."""
-    dataset = _mapped(dataset, mapper)
+    uses the test mapper. A bad sample (missing or corrupt file) is an error, never skipped:
+    see :data:`TEST_BAD_SAMPLE_ADVICE`."""
+    dataset = _mapped(dataset, mapper, bad_sample_advice=TEST_BAD_SAMPLE_ADVICE)
     if sampler is None:
         sampler = InferenceSampler(len(dataset))
     return data.DataLoader(
@@ -229,4 +301,5 @@ def build_detection_test_loader(
         drop_last=False,
         num_workers=num_workers,
         collate_fn=collate_fn or trivial_batch_collator,
+        worker_init_fn=_test_worker_init,
     )

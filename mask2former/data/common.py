@@ -50,12 +50,22 @@ def _file_name(item: Any) -> str:
     return item.get("file_name", "<no file_name>") if isinstance(item, dict) else repr(item)[:200]
 
 
+def _add_advice(error: BadSampleError, advice: str) -> None:
+    """Append ``advice`` (what the user can do about it) to ``error``'s message, in place, so
+    that it is raised again with its own traceback."""
+    if error.problem:
+        error.problem = f"{error.problem}; {advice}"
+    error.args = (f"{error.args[0]}; {advice}",)
+
+
 class MapDataset(data.Dataset):
     """``map_func(dataset[i])``. A failure names the sample's file.
 
     With ``skip_bad_samples``, a :class:`BadSampleError` is logged as a warning naming the
     file, counted in ``num_skipped``, and a random other sample is mapped instead (up to
-    ``max_consecutive_skips`` in a row, then the error is raised).
+    ``max_consecutive_skips`` in a row, then the error is raised). Without it, the error is
+    raised with ``bad_sample_advice`` appended: what the user can do (the loaders name the
+    option that skips bad samples, or say why evaluation does not skip).
     """
 
     def __init__(
@@ -65,11 +75,13 @@ class MapDataset(data.Dataset):
         *,
         skip_bad_samples: bool = False,
         max_consecutive_skips: int = 100,
+        bad_sample_advice: str = "",
     ):
         self._dataset = dataset
         self._map_func = map_func
         self._skip_bad_samples = skip_bad_samples
         self._max_consecutive_skips = max_consecutive_skips
+        self._bad_sample_advice = bad_sample_advice
         self._rng = random.Random(42)
         self.num_skipped = 0
 
@@ -82,7 +94,12 @@ class MapDataset(data.Dataset):
             try:
                 return self._map_func(item)
             except BadSampleError as e:
-                if not self._skip_bad_samples or attempt >= self._max_consecutive_skips:
+                if not self._skip_bad_samples:
+                    if self._bad_sample_advice:
+                        _add_advice(e, self._bad_sample_advice)
+                    raise
+                if attempt >= self._max_consecutive_skips:
+                    _add_advice(e, f"the {attempt} samples tried before it were bad too; giving up")
                     raise
                 self.num_skipped += 1
                 logger.warning(

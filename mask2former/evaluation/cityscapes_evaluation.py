@@ -4,6 +4,8 @@ Predictions are written in the Cityscapes result formats to a temporary folder s
 all processes; the main process then runs cityscapesScripts' own evaluation on the ground
 truth under the dataset's ``gt_dir`` (``<gt_dir>/<city>/*_gtFine_{labelIds,instanceIds}.png``).
 Only the ground-truth images of processed inputs are scored, so a subset can be evaluated.
+The temporary folder is removed after ``evaluate``, or, when an evaluation fails half-way,
+once the evaluator is garbage-collected or Python exits.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import logging
 import os
 import shutil
 import tempfile
+import weakref
 from collections import OrderedDict
 from typing import Any, Callable, Optional
 
@@ -91,6 +94,7 @@ class _CityscapesEvaluator(DatasetEvaluator):
     def __init__(self, dataset_name: str):
         self._metadata = MetadataCatalog.get(dataset_name)
         self._temp_dir: Optional[str] = None
+        self._remove_temp_dir: Optional[weakref.finalize] = None
         self._frames: list[str] = []
 
     def reset(self) -> None:
@@ -99,11 +103,13 @@ class _CityscapesEvaluator(DatasetEvaluator):
         self._temp_dir = comm.all_gather(own)[0]
         if self._temp_dir != own:
             os.rmdir(own)
+        else:  # runs once: from _cleanup, or when self is collected or Python exits
+            self._remove_temp_dir = weakref.finalize(self, shutil.rmtree, own, ignore_errors=True)
         self._frames = []
 
     def _cleanup(self) -> None:
-        if self._temp_dir and comm.is_main_process() and os.path.isdir(self._temp_dir):
-            shutil.rmtree(self._temp_dir)
+        if self._remove_temp_dir is not None:
+            self._remove_temp_dir()
 
     def _cityscapes_args(self, cs_eval):
         """cityscapesScripts' module-level ``args``, pointed at this evaluator's predictions."""

@@ -4,7 +4,9 @@ Each image is scored as it is processed (the ground-truth PNG is read then and t
 prediction is matched in memory by :func:`image_pq_stat`); only per-category sums travel
 between processes. With ``output_dir`` the predictions are also written in the COCO panoptic
 format (``panoptic_seg_predictions.json`` + ``panoptic_seg_predictions/*.png``) so that
-:func:`pq_compute` or panopticapi can score them again.
+:func:`pq_compute` or panopticapi can score them again: each image's PNG is encoded as it is
+processed and kept in memory (tens of kB an image), and the main process writes the folder
+and the JSON whole at the end, so an evaluation that fails half-way leaves no partial files.
 """
 
 from __future__ import annotations
@@ -21,12 +23,12 @@ from mask2former.data.catalog import MetadataCatalog
 from mask2former.evaluation.evaluator import DatasetEvaluator, gather_on_main
 from mask2former.evaluation.panoptic_quality import (
     PQStat,
+    encode_panoptic_png,
     image_pq_stat,
     pq_results,
     read_panoptic_png,
-    write_panoptic_png,
 )
-from mask2former.utils.file_io import load_json, save_json
+from mask2former.utils.file_io import atomic_directory, load_json, save_json
 
 logger = logging.getLogger(__name__)
 
@@ -101,7 +103,7 @@ class COCOPanopticEvaluator(DatasetEvaluator):
 
     def reset(self) -> None:
         self._stat = PQStat.zeros(self._category_ids)
-        self._annotations: list[dict] = []
+        self._predictions: list[dict] = []  # with output_dir: annotation + "png" bytes
 
     def process(self, inputs: list[dict], outputs: list[dict]) -> None:
         for inp, out in zip(inputs, outputs):
@@ -117,7 +119,7 @@ class COCOPanopticEvaluator(DatasetEvaluator):
                 gt_ids, gt_ann["segments_info"], ids, segments, self._category_ids, image_id
             )
             if self._output_dir:
-                self._annotations.append(self._write_png(inp, ids, segments))
+                self._predictions.append(_prediction_record(inp, ids, segments))
 
     def _prediction(self, out: dict, image_id: Any) -> tuple[np.ndarray, list[dict]]:
         if "panoptic_seg" not in out:
@@ -151,23 +153,15 @@ class COCOPanopticEvaluator(DatasetEvaluator):
             category = mapping[category]
         return {"id": int(segment["id"]), "category_id": category, "isthing": bool(isthing)}
 
-    def _write_png(self, inp: dict, ids: np.ndarray, segments: list[dict]) -> dict:
-        folder = os.path.join(self._output_dir, PREDICTIONS_NAME)
-        os.makedirs(folder, exist_ok=True)
-        name = os.path.splitext(os.path.basename(inp["file_name"]))[0] + ".png"
-        write_panoptic_png(os.path.join(folder, name), ids)
-        return {"image_id": inp["image_id"], "file_name": name, "segments_info": segments}
-
     def evaluate(self) -> Optional[dict[str, dict[str, float]]]:
-        gathered = gather_on_main((self._stat, self._annotations), self._distributed)
+        gathered = gather_on_main((self._stat, self._predictions), self._distributed)
         if gathered is None:
             return {}
         stat = PQStat.zeros(self._category_ids)
         for part, _ in gathered:
             stat += part
-        annotations = [a for _, anns in gathered for a in anns]
         if self._output_dir:
-            self._write_json(annotations)
+            self._write_predictions([p for _, predictions in gathered for p in predictions])
         isthing = {cid: bool(c["isthing"]) for cid, c in self._categories.items()}
         results = pq_results(stat, isthing)
         _log_pq_table(results)
@@ -184,13 +178,29 @@ class COCOPanopticEvaluator(DatasetEvaluator):
                 res[f"{metric.upper()}-{name}"] = 100 * values[metric]
         return res
 
-    def _write_json(self, annotations: list[dict]) -> None:
+    def _write_predictions(self, predictions: list[dict]) -> None:
+        """The PNG folder (written whole, replacing an earlier one), then the JSON."""
         gt = load_json(self._metadata.panoptic_json, "panoptic_json")
         data = {"images": gt.get("images", []), "categories": gt["categories"]}
-        data["annotations"] = annotations
-        path = os.path.join(self._output_dir, PREDICTIONS_NAME + ".json")
-        save_json(data, path)
-        logger.info("Wrote panoptic predictions to %s", path)
+        folder = os.path.join(self._output_dir, PREDICTIONS_NAME)
+        with atomic_directory(folder) as tmp:
+            for prediction in predictions:
+                with open(os.path.join(tmp, prediction["file_name"]), "wb") as f:
+                    f.write(prediction["png"])
+        data["annotations"] = [{k: v for k, v in p.items() if k != "png"} for p in predictions]
+        save_json(data, folder + ".json")
+        logger.info("Wrote %d panoptic predictions to %s(.json)", len(predictions), folder)
+
+
+def _prediction_record(inp: dict, ids: np.ndarray, segments: list[dict]) -> dict:
+    """An image's annotation in the COCO panoptic format, with its PNG's bytes as "png"."""
+    name = os.path.splitext(os.path.basename(inp["file_name"]))[0] + ".png"
+    return {
+        "image_id": inp["image_id"],
+        "file_name": name,
+        "segments_info": segments,
+        "png": encode_panoptic_png(ids),
+    }
 
 
 def _reverse(mapping: Optional[dict[int, int]]) -> Optional[dict[int, int]]:

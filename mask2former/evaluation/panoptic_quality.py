@@ -79,11 +79,19 @@ def _check_png_header(data: bytes, path: str) -> None:
         )
 
 
+def encode_panoptic_png(ids: np.ndarray) -> bytes:
+    """(H, W) integer segment ids as the bytes of a COCO panoptic PNG."""
+    bgr = cv2.cvtColor(id2rgb(np.asarray(ids)), cv2.COLOR_RGB2BGR)
+    ok, png = cv2.imencode(".png", bgr)
+    if not ok:
+        raise ValueError(f"cannot encode a panoptic PNG of shape {np.shape(ids)}")
+    return png.tobytes()
+
+
 def write_panoptic_png(path: str, ids: np.ndarray) -> None:
     """Write (H, W) integer segment ids as a COCO panoptic PNG."""
-    bgr = cv2.cvtColor(id2rgb(np.asarray(ids)), cv2.COLOR_RGB2BGR)
-    if not cv2.imwrite(path, bgr):
-        raise OSError(f"cannot write panoptic PNG {path!r}")
+    with open(path, "wb") as f:
+        f.write(encode_panoptic_png(ids))
 
 
 # ----------------------------------------------------------------------------- statistics

@@ -6,7 +6,7 @@ URL (downloaded once into iopath's cache) or a ``detectron2://`` name of detectr
 server, as the published configs' ``MODEL.WEIGHTS`` use. Readers that hand a file name to
 another library (OpenCV, pycocotools, torch) pass ``PathManager.get_local_path(path)``;
 readers of a stream use ``PathManager.open``. Writers write local files, whole, with
-:func:`atomic_write` or :func:`save_json`.
+:func:`atomic_write` or :func:`save_json`, folders whole with :func:`atomic_directory`.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import tempfile
 from collections.abc import Iterator
 from typing import IO, Any
@@ -25,6 +26,7 @@ from iopath.common.file_io import PathManager as _PathManager
 __all__ = [
     "Detectron2Handler",
     "PathManager",
+    "atomic_directory",
     "atomic_write",
     "atomic_write_temporaries",
     "load_json",
@@ -142,3 +144,29 @@ def save_json(data: Any, filename: str) -> None:
     os.makedirs(os.path.dirname(os.path.abspath(filename)), exist_ok=True)
     with atomic_write(filename, "w") as f:
         json.dump(data, f)
+
+
+@contextlib.contextmanager
+def atomic_directory(dirname: str) -> Iterator[str]:
+    """Write the folder ``dirname`` whole or not at all.
+
+    Yields the path of a new empty folder beside ``dirname``, named
+    ``.<basename>.<random>.tmp``, to fill. When the block ends normally it is given the
+    permissions a plain ``os.makedirs`` would (0777 less the umask) and takes the place of
+    ``dirname``; a previous ``dirname`` is renamed aside first and then removed. On an
+    exception it is removed and ``dirname`` is left as it was. Creates the parent folder.
+    """
+    parent = os.path.dirname(os.path.abspath(dirname))
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(dirname)}.", suffix=".tmp")
+    try:
+        yield tmp
+        os.chmod(tmp, 0o777 & ~_umask())
+        old = tmp + ".old"
+        if os.path.isdir(dirname):
+            os.rename(dirname, old)
+        os.rename(tmp, dirname)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    shutil.rmtree(old, ignore_errors=True)

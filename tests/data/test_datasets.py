@@ -22,7 +22,7 @@ from mask2former.data.datasets import (
     load_sem_seg,
 )
 from mask2former.structures import BoxMode
-from tests.published import CONFIG_DIR, DATASETS_DATA_DIR, METADATA_DIR
+from tests.published import CONFIG_DIR, DATASETS_DATA_DIR, METADATA_DIR, REPO_ROOT
 
 
 # ----------------------------------------------------------------------------- COCO instance
@@ -462,21 +462,48 @@ def test_published_evaluator_types():
 
 
 def test_builtin_roots_follow_detectron2_datasets(tmp_path, monkeypatch):
-    from mask2former.data.catalog import _DatasetCatalog, _MetadataCatalog
     from mask2former.data.datasets import builtin
 
     monkeypatch.setenv("DETECTRON2_DATASETS", str(tmp_path))
-    datasets, metadata = _DatasetCatalog(), _MetadataCatalog()
-    for module in (builtin, *_register_modules()):
-        monkeypatch.setattr(module, "DatasetCatalog", datasets, raising=False)
-        monkeypatch.setattr(module, "MetadataCatalog", metadata, raising=False)
-    builtin.register_all(builtin.datasets_root())
+    datasets, metadata = _fresh_builtin_catalogs(monkeypatch, builtin.datasets_root())
     assert metadata.get("coco_2017_val_panoptic").panoptic_json == str(
         tmp_path / "coco/annotations/panoptic_val2017.json"
     )
     assert list(tmp_path.iterdir()) == []  # registering reads and writes nothing
     with pytest.raises(FileNotFoundError, match=re.escape(str(tmp_path / "ADEChallengeData2016"))):
         datasets.get("ade20k_sem_seg_val")
+
+
+def _fresh_builtin_catalogs(monkeypatch, root):
+    """(DatasetCatalog, MetadataCatalog) of only the builtin datasets registered under ``root``."""
+    from mask2former.data.catalog import _DatasetCatalog, _MetadataCatalog
+    from mask2former.data.datasets import builtin
+
+    datasets, metadata = _DatasetCatalog(), _MetadataCatalog()
+    for module in (builtin, *_register_modules()):
+        monkeypatch.setattr(module, "DatasetCatalog", datasets, raising=False)
+        monkeypatch.setattr(module, "MetadataCatalog", metadata, raising=False)
+    builtin.register_all(root)
+    return datasets, metadata
+
+
+def test_missing_builtin_files_point_to_the_readme_section(tmp_path, monkeypatch):
+    from mask2former.data.datasets.builtin import readme_section
+
+    datasets, _ = _fresh_builtin_catalogs(monkeypatch, str(tmp_path))
+    readme = (REPO_ROOT / "datasets" / "README.md").read_text()
+    sections = set(re.findall(r"^## (.+)$", readme, re.MULTILINE))
+    without = {n for n in datasets if readme_section(n) is None}
+    assert without and all(n.startswith("shapes_") for n in without)  # generated, not fetched
+    for name in sorted(set(datasets) - without):
+        assert readme_section(name) in sections, name
+        with pytest.raises(FileNotFoundError) as info:
+            datasets.get(name)
+        message = str(info.value)
+        assert str(tmp_path) in message.splitlines()[0], message  # the missing path comes first
+        for part in ("$DETECTRON2_DATASETS", "datasets/README.md", f'"{readme_section(name)}"'):
+            assert part in message, (name, message)
+    assert list(tmp_path.iterdir()) == []
 
 
 def _register_modules():

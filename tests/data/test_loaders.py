@@ -2,6 +2,12 @@
 
 import itertools
 import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,6 +27,8 @@ from mask2former.data import (
 from mask2former.data.dataset_mappers import DatasetMapper
 from mask2former.utils import comm
 from tests.data._pipeline_samples import semantic_sample
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def records(n=12):
@@ -175,9 +183,25 @@ def test_all_bad_samples_give_up_with_the_error(tmp_path):
         skip_bad_samples=True,
         max_consecutive_skips=5,
     )
-    with pytest.raises(BadSampleError, match="gone.png"):
+    with pytest.raises(BadSampleError, match="gone.png.*the 5 samples tried before it were bad"):
         dataset[0]
     assert dataset.num_skipped == 5
+
+
+def test_corrupt_training_image_names_the_file_and_the_option_that_skips_it(tmp_path):
+    good = semantic_sample(tmp_path, "good")
+    corrupt = tmp_path / "corrupt.png"
+    corrupt.write_bytes(open(good["file_name"], "rb").read()[:100])  # a truncated download
+    register("pipeline_test_corrupt", [{**good, "file_name": str(corrupt), "image_id": "bad"}])
+    cfg = get_cfg()
+    cfg.DATASETS.TRAIN = ("pipeline_test_corrupt",)
+    cfg.SOLVER.IMS_PER_BATCH, cfg.DATALOADER.NUM_WORKERS = 1, 0
+    with pytest.raises(BadSampleError) as info:
+        next(iter(build_detection_train_loader(cfg)))
+    message = str(info.value)
+    assert message.startswith(f"{corrupt}: cannot decode the image"), message
+    assert "set DATALOADER.SKIP_BAD_SAMPLES True" in message
+    assert info.value.file_name == str(corrupt)
 
 
 def test_unexpected_mapper_error_names_the_file():
@@ -194,7 +218,9 @@ def test_error_in_a_worker_names_the_file(tmp_path):
         bad_dicts(tmp_path), mapper=DatasetMapper(get_cfg(), False), num_workers=1
     )
     batches = iter(loader)
-    with pytest.raises(BadSampleError, match=r"gone\.png: file not found"):
+    with pytest.raises(
+        BadSampleError, match=r"gone\.png: file not found.*evaluation does not skip"
+    ):
         next(batches)
     batches._shutdown_workers()  # now: a later garbage collection would wait 5 s for it
 
@@ -211,3 +237,64 @@ def test_train_loader_skips_bad_samples_when_configured(tmp_path):
     cfg.DATALOADER.SKIP_BAD_SAMPLES = False
     with pytest.raises(BadSampleError, match="gone.png"):
         list(itertools.islice(iter(build_detection_train_loader(cfg)), 3))
+
+
+# --------------------------------------------------------------------------- orphan workers
+_BLOCKING_LOADER = """
+import os, sys, time
+from mask2former.data import build_detection_test_loader, build_detection_train_loader
+
+kind, pid_file = sys.argv[1:]
+
+def blocking_mapper(d):  # a worker stuck inside the dataset, where torch's watchdog never looks
+    with open(pid_file + ".tmp", "w") as f:
+        f.write(str(os.getpid()))
+    os.replace(pid_file + ".tmp", pid_file)
+    time.sleep(600)
+
+records = [{"file_name": "x.jpg", "height": 1, "width": 1}]
+if kind == "train":
+    loader = build_detection_train_loader(
+        records, mapper=blocking_mapper, total_batch_size=1, num_workers=1
+    )
+else:
+    loader = build_detection_test_loader(records, mapper=blocking_mapper, num_workers=1)
+next(iter(loader))
+"""
+
+
+def _process_state(pid: int):
+    """The state letter of ``pid`` ("S", "R", "Z"...), None when it is gone (Linux /proc)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return None
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+@pytest.mark.parametrize("kind", ["train", "test"])
+def test_loader_workers_die_with_a_killed_parent(tmp_path, kind):
+    script, pid_file = tmp_path / "loader.py", tmp_path / "worker.pid"
+    script.write_text(_BLOCKING_LOADER)
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    parent = subprocess.Popen([sys.executable, str(script), kind, str(pid_file)], env=env)
+    try:
+        deadline = time.monotonic() + 60
+        while not pid_file.exists():
+            assert parent.poll() is None, f"the loader process exited with {parent.returncode}"
+            assert time.monotonic() < deadline, "the loader's worker never started"
+            time.sleep(0.05)
+        worker = int(pid_file.read_text())
+        assert _process_state(worker) not in (None, "Z")
+    finally:
+        parent.kill()
+        parent.wait()
+    deadline = time.monotonic() + 3
+    while _process_state(worker) not in (None, "Z") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    state = _process_state(worker)
+    if state not in (None, "Z"):
+        os.kill(worker, signal.SIGKILL)
+    assert state in (None, "Z"), f"worker {worker} outlived its killed parent by 3 s"

@@ -1,5 +1,8 @@
 """Cityscapes evaluators on a two-image fake Cityscapes layout, scored by cityscapesScripts."""
 
+import gc
+import os
+
 import cv2
 import numpy as np
 import pytest
@@ -95,3 +98,15 @@ def test_missing_ground_truth_is_a_clear_error(cityscapes):
     ev.process(_inputs("bremen_000000_000019"), [{"sem_seg": torch.zeros(19, 64, 128)}])
     with pytest.raises(FileNotFoundError, match="bremen_000000_000019"):
         ev.evaluate()
+
+
+def test_temporary_folder_is_removed_after_a_failed_evaluation(cityscapes):
+    name, _ = cityscapes
+    ev = CityscapesSemSegEvaluator(name)
+    ev.reset()
+    ev.process(_inputs(FRAMES[0]), [{"sem_seg": torch.zeros(19, 64, 128)}])
+    temp_dir = ev._temp_dir
+    assert os.listdir(temp_dir) == [f"{FRAMES[0]}_pred.png"]
+    del ev  # the evaluation stopped here (say, on a corrupt image): evaluate() never ran
+    gc.collect()
+    assert not os.path.exists(temp_dir)

@@ -1,5 +1,6 @@
 """Two processes (gloo on CPU) give the same metrics as one."""
 
+import json
 import math
 import os
 
@@ -61,7 +62,7 @@ def _evaluate(meta, coco_meta, coco_gt, root, rank, world):
     evaluator = DatasetEvaluators(
         [
             SemSegEvaluator(meta["name"]),
-            COCOPanopticEvaluator(meta["name"]),
+            COCOPanopticEvaluator(meta["name"], root["out"]),
             _COCOByIndex(coco_meta["name"]),
         ]
     )
@@ -90,6 +91,15 @@ def _worker(rank, world, init_file, args, result_file):
         dist.destroy_process_group()
 
 
+def _panoptic_predictions(output_dir):
+    """{PNG name: (its bytes, its annotation)} of a COCOPanopticEvaluator's output_dir."""
+    with open(output_dir / "panoptic_seg_predictions.json") as f:
+        annotations = {a["file_name"]: a for a in json.load(f)["annotations"]}
+    folder = output_dir / "panoptic_seg_predictions"
+    assert sorted(os.listdir(folder)) == sorted(annotations)
+    return {n: ((folder / n).read_bytes(), a) for n, a in annotations.items()}
+
+
 def _assert_same(a, b):
     assert a.keys() == b.keys()
     for task in a:
@@ -110,14 +120,17 @@ def test_two_processes_match_one(tmp_path, coco_instance_dataset):
         coco_meta = dict(MetadataCatalog.get(coco_name).as_dict(), name=coco_name)
         root = {"dir": str(tmp_path), "pred_json": files[1], "pred_folder": files[3]}
         gt_list = [coco_gt[i] for i in sorted(coco_gt)]
-        args = (meta, coco_meta, gt_list, root)
         _semantic_set(str(tmp_path), write=True)
-        single = _evaluate(*args, 0, 1)
+        single = _evaluate(meta, coco_meta, gt_list, {**root, "out": str(tmp_path / "1")}, 0, 1)
         result_file = str(tmp_path / "results.pt")
+        args = (meta, coco_meta, gt_list, {**root, "out": str(tmp_path / "2")})
         mp.spawn(_worker, args=(2, str(tmp_path / "init"), args, result_file), nprocs=2)
         double = torch.load(result_file, weights_only=False)
     finally:
         MetadataCatalog.remove(name)
     _assert_same(single, double)
+    # the main process writes every process's panoptic predictions
+    written = [_panoptic_predictions(tmp_path / out) for out in ("1", "2")]
+    assert written[0] == written[1] and len(written[0]) == 4
     assert 0 < single["panoptic_seg"]["PQ"] < 100 and 0 < single["segm"]["AP"] < 100
     assert 0 < single["sem_seg"]["mIoU"] < 100

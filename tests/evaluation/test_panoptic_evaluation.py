@@ -7,9 +7,13 @@ import numpy as np
 import pytest
 import torch
 from panoptic_reference import reference_pq_compute
+from PIL import Image
 
+from mask2former.config import get_cfg
+from mask2former.data import BadSampleError, build_detection_test_loader
 from mask2former.data.catalog import MetadataCatalog
-from mask2former.evaluation import COCOPanopticEvaluator, pq_compute
+from mask2former.data.dataset_mappers import DatasetMapper
+from mask2former.evaluation import COCOPanopticEvaluator, inference_on_dataset, pq_compute
 from mask2former.evaluation.panoptic_quality import read_panoptic_png
 
 
@@ -71,6 +75,41 @@ def test_in_memory_equals_reference_and_written_files(panoptic_dataset, tmp_path
     written = pq_compute(files[0], str(tmp_path / "panoptic_seg_predictions.json"), files[2])
     assert 100 * written["All"]["pq"] == pytest.approx(res["PQ"], abs=1e-9)
     assert res["PQ-thing0"] == pytest.approx(100 * ref["per_class"][1]["pq"], abs=1e-9)
+    assert not [p for p in os.listdir(tmp_path) if p.startswith(".")]  # no temporary left
+
+
+class _GroundTruthModel(torch.nn.Module):
+    """Returns the ground truth of each input's image_id as its panoptic prediction."""
+
+    def __init__(self, inputs, outputs):
+        super().__init__()
+        self.outputs = {inp["image_id"]: out for inp, out in zip(inputs, outputs)}
+
+    def forward(self, batch):
+        return [self.outputs[d["image_id"]] for d in batch]
+
+
+def test_failed_evaluation_names_the_image_and_leaves_no_partial_files(panoptic_dataset, tmp_path):
+    name, (gt_json, _, gt_folder, _) = panoptic_dataset
+    inputs, outputs = model_outputs(name, gt_json, gt_folder)
+    records = []
+    for inp in inputs:
+        path = tmp_path / os.path.basename(inp["file_name"])
+        Image.fromarray(np.zeros((60, 80, 3), np.uint8)).save(path, format="JPEG")
+        records.append({**inp, "file_name": str(path), "height": 60, "width": 80})
+    corrupt = records[2]["file_name"]
+    with open(corrupt, "wb") as f:
+        f.write(b"\xff\xd8 truncated")
+    output_dir = tmp_path / "inference" / name  # as DefaultTrainer.build_evaluator names it
+    loader = build_detection_test_loader(records, mapper=DatasetMapper(get_cfg(), False))
+    evaluator = COCOPanopticEvaluator(name, str(output_dir), distributed=False)
+    with pytest.raises(BadSampleError) as info:
+        inference_on_dataset(_GroundTruthModel(inputs, outputs), loader, evaluator)
+    message = str(info.value)
+    assert message.startswith(f"{corrupt}: cannot decode the image"), message
+    assert "evaluation does not skip" in message and "DATALOADER.SKIP_BAD_SAMPLES" in message
+    # two images were evaluated before the bad one; none of their predictions was written
+    assert not output_dir.exists() or not any(output_dir.rglob("*"))
 
 
 def test_malformed_outputs_give_clear_errors(panoptic_dataset):

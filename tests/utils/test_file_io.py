@@ -15,6 +15,7 @@ from mask2former.data.detection_utils import read_image
 from mask2former.utils.file_io import (
     Detectron2Handler,
     PathManager,
+    atomic_directory,
     atomic_write,
     load_json,
     save_json,
@@ -52,6 +53,29 @@ def test_atomic_write_error_leaves_no_partial_file(tmp_path):
         f.write(b"half")
         raise RuntimeError("interrupted")
     assert os.listdir(tmp_path) == []  # neither the final name nor a temporary
+
+
+def test_atomic_directory_replaces_the_folder_whole_or_not_at_all(tmp_path):
+    final = tmp_path / "out" / "pngs"
+    old_umask = os.umask(0o027)
+    try:
+        with atomic_directory(str(final)) as tmp:
+            (tmp_path / "out" / "x").write_text("")  # the parent was created
+            open(os.path.join(tmp, "a.png"), "w").write("1")
+            assert not final.exists()
+    finally:
+        os.umask(old_umask)
+    assert sorted(p.name for p in final.iterdir()) == ["a.png"]
+    assert final.stat().st_mode & 0o777 == 0o750  # as os.makedirs gives (mkdtemp: 0o700)
+    with pytest.raises(RuntimeError, match="half-way"):
+        with atomic_directory(str(final)) as tmp:
+            open(os.path.join(tmp, "b.png"), "w").write("2")
+            raise RuntimeError("failed half-way")
+    assert sorted(p.name for p in final.iterdir()) == ["a.png"]  # as it was
+    with atomic_directory(str(final)) as tmp:
+        open(os.path.join(tmp, "c.png"), "w").write("3")
+    assert sorted(p.name for p in final.iterdir()) == ["c.png"]  # replaced, not merged
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["pngs", "x"]  # no temporary
 
 
 def test_atomic_write_refuses_other_modes(tmp_path):

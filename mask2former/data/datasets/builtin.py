@@ -1,12 +1,16 @@
 """Registration of the builtin datasets under ``$DETECTRON2_DATASETS`` (default "datasets").
 
 Names, splits and directory layouts are the published ones (see datasets/README.md). Only
-names and metadata are registered here; no file is read until ``DatasetCatalog.get``.
+names and metadata are registered here; no file is read until ``DatasetCatalog.get``. A
+missing file of a builtin dataset raises FileNotFoundError naming it, followed by where the
+dataset is looked for and the section of datasets/README.md that says how to prepare it.
 """
 
 from __future__ import annotations
 
+import functools
 import os
+from typing import Callable, Optional
 
 from ..catalog import DatasetCatalog, MetadataCatalog
 from . import builtin_meta as M
@@ -20,7 +24,7 @@ from .coco_panoptic import register_coco_panoptic, register_coco_panoptic_with_s
 from .sem_seg import register_sem_seg
 from .shapes import register_shapes
 
-__all__ = ["datasets_root", "register_all"]
+__all__ = ["datasets_root", "readme_section", "register_all"]
 
 # COCO-format instance annotations: (image dir, json file, metadata)
 _COCO_INSTANCE = {
@@ -73,6 +77,16 @@ _COCO_STUFF_10K = {
     "coco_2017_train_stuff_10k_sem_seg": "train",
     "coco_2017_test_stuff_10k_sem_seg": "test",
 }
+# (dataset name prefix, the "## " section of datasets/README.md on getting and preparing it);
+# the first prefix that matches wins. shapes is generated, not downloaded.
+_README_SECTIONS = (
+    *((name, "COCO-Stuff-10K") for name in _COCO_STUFF_10K),
+    ("coco_", "COCO (instance, panoptic)"),
+    ("ade20k_full_", "ADE20K-full (847 classes)"),
+    ("ade20k_", "ADE20K (SceneParsing 150: semantic, panoptic, instance)"),
+    ("cityscapes_", "Cityscapes"),
+    ("mapillary_vistas_", "Mapillary Vistas (v1.2)"),
+)
 
 
 def datasets_root() -> str:
@@ -202,11 +216,39 @@ def _register_cityscapes(root: str) -> None:
         )
 
 
+def readme_section(name: str) -> Optional[str]:
+    """The section of datasets/README.md on preparing the builtin dataset ``name``; None for a
+    dataset that has none (shapes, which is generated, or a user's own)."""
+    return next((section for prefix, section in _README_SECTIONS if name.startswith(prefix)), None)
+
+
+def _explain_missing_files(load: Callable[[], list[dict]], name: str, root: str) -> Callable:
+    """``load``, whose FileNotFoundError also says where to get and how to prepare ``name``."""
+    hint = (
+        f"builtin dataset {name!r} is looked for under {os.path.abspath(root)!r} (the directory "
+        f"in $DETECTRON2_DATASETS, ./datasets when unset); datasets/README.md, section "
+        f'"{readme_section(name)}", says where to download it and how to prepare it'
+    )
+
+    @functools.wraps(load)
+    def load_or_explain() -> list[dict]:
+        try:
+            return load()
+        except FileNotFoundError as e:
+            raise FileNotFoundError(f"{e}\n{hint}") from e
+
+    return load_or_explain
+
+
 def register_all(root: str) -> None:
     """Register every builtin dataset with its files under ``root``."""
+    before = set(DatasetCatalog)
     _register_coco(root)
     _register_sem_seg(root)
     _register_ade20k(root)
     _register_mapillary_panoptic(root)
     _register_cityscapes(root)
     register_shapes(root)
+    for name in set(DatasetCatalog) - before:
+        if readme_section(name) is not None:  # replaces the loader registered just above
+            DatasetCatalog[name] = _explain_missing_files(DatasetCatalog[name], name, root)
