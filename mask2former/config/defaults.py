@@ -221,6 +221,10 @@ _C.TEST = CN()
 _C.TEST.EXPECTED_RESULTS = []  # [[task, metric, value, tolerance], ...] checked after evaluation
 _C.TEST.EVAL_PERIOD = 0  # iterations between evaluations during training (0: only at the end)
 _C.TEST.DETECTIONS_PER_IMAGE = 100  # instance inference: keep the top-k (query, class) pairs
+# (extension) inference runs each image of a batch alone (padded to its own size), so its
+# results do not depend on the other images; False: the published batched inference, where
+# padding to the largest image of the batch reaches every image's features
+_C.TEST.BATCH_INDEPENDENT = False
 
 _C.TEST.AUG = CN()
 _C.TEST.AUG.ENABLED = False  # semantic test-time augmentation

@@ -19,13 +19,16 @@ class LogitsModel(nn.Module):
     ``(pred_logits (N, Q, K + 1), pred_masks (N, Q, H / 4, W / 4))``.
     """
 
+    #: The attributes of the meta-architecture the module uses.
+    REQUIRED: tuple[str, ...] = ("backbone", "sem_seg_head", "pixel_mean", "pixel_std")
+
     def __init__(self, model: nn.Module):
         super().__init__()
-        for name in ("backbone", "sem_seg_head", "pixel_mean", "pixel_std"):
+        for name in self.REQUIRED:
             if not hasattr(model, name):
                 raise TypeError(
-                    f"LogitsModel needs a MaskFormer meta-architecture; {type(model).__name__} "
-                    f"has no {name!r}"
+                    f"{type(self).__name__} needs a MaskFormer meta-architecture; "
+                    f"{type(model).__name__} has no {name!r}"
                 )
         self.model = model
 

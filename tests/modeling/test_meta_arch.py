@@ -165,3 +165,47 @@ def test_batch_of_two_sizes_gives_what_each_gives_alone(name):
         got_inst, want_inst = got["instances"], want["instances"]
         torch.testing.assert_close(got_inst.scores, want_inst.scores, atol=1e-4, rtol=1e-4)
     assert batched[1]["sem_seg"].shape == (NUM_CLASSES, 75, 60)
+
+
+def _same_result(a: dict, b: dict) -> bool:
+    """Bit-equal outputs: sem_seg, panoptic_seg (ids and infos), instances (every field)."""
+    if set(a) != set(b) or not torch.equal(a["sem_seg"], b["sem_seg"]):
+        return False
+    if "panoptic_seg" in a:
+        (seg_a, info_a), (seg_b, info_b) = a["panoptic_seg"], b["panoptic_seg"]
+        if not torch.equal(seg_a, seg_b) or info_a != info_b:
+            return False
+    if "instances" in a:
+        fields_a, fields_b = a["instances"].get_fields(), b["instances"].get_fields()
+        if set(fields_a) != set(fields_b):
+            return False
+        for key, value in fields_a.items():
+            other = fields_b[key]
+            if hasattr(value, "tensor"):  # Boxes
+                value, other = value.tensor, other.tensor
+            if not torch.equal(value, other):
+                return False
+    return True
+
+
+@pytest.mark.parametrize("name", MASK_FORMER_CONFIGS + ["per_pixel"])
+def test_batch_independent_inference_gives_exactly_what_each_image_gives_alone(name):
+    """TEST.BATCH_INDEPENDENT: a batch of three sizes gives, bit for bit, each image's own
+    results; the published batched inference (the default) does not on this batch, since
+    SIZE_DIVISIBILITY 32 pads 64x64 and 50x50 alone to 64x64 but to 64x96 beside 40x96."""
+    inputs = [
+        {"image": make_image(64, 64, seed=0)},
+        {"image": make_image(40, 96, seed=1), "height": 60, "width": 144},
+        {"image": make_image(50, 50, seed=2)},
+    ]
+    published = build_tiny_model(name, MODEL__MASK_FORMER__SIZE_DIVISIBILITY=32)
+    independent = build_tiny_model(
+        name, MODEL__MASK_FORMER__SIZE_DIVISIBILITY=32, TEST__BATCH_INDEPENDENT=True
+    )
+    with torch.no_grad():
+        alone = [published([x])[0] for x in inputs]
+        got = independent(inputs)
+        batched = published(inputs)
+    assert len(got) == len(inputs)
+    assert all(_same_result(g, a) for g, a in zip(got, alone))
+    assert not all(_same_result(b, a) for b, a in zip(batched, alone))

@@ -38,6 +38,8 @@ class MaskFormer(nn.Module):
 
     Like the published model, the head sees no padding mask: for a batch whose images
     are padded to different sizes the padding reaches the features (see the tests).
+    ``batch_independent`` (``TEST.BATCH_INDEPENDENT``) runs inference on each image alone
+    instead, so each result is what the image gives in a batch of one.
     """
 
     @configurable
@@ -57,6 +59,7 @@ class MaskFormer(nn.Module):
         panoptic_on: bool,
         instance_on: bool,
         test_topk_per_image: int,
+        batch_independent: bool = False,
         thing_ids: Sequence[int] | None = None,
     ):
         super().__init__()
@@ -76,6 +79,7 @@ class MaskFormer(nn.Module):
         self.panoptic_on = panoptic_on
         self.instance_on = instance_on
         self.test_topk_per_image = test_topk_per_image
+        self.batch_independent = batch_independent
         self.thing_ids = None if thing_ids is None else [int(t) for t in thing_ids]
         if not (semantic_on or panoptic_on or instance_on):
             raise ValueError(
@@ -104,6 +108,7 @@ class MaskFormer(nn.Module):
             "instance_on": test.INSTANCE_ON,
             "panoptic_on": test.PANOPTIC_ON,
             "test_topk_per_image": cfg.TEST.DETECTIONS_PER_IMAGE,
+            "batch_independent": cfg.TEST.BATCH_INDEPENDENT,
         }
 
     @property
@@ -111,6 +116,9 @@ class MaskFormer(nn.Module):
         return self.pixel_mean.device
 
     def forward(self, batched_inputs: list[dict]):
+        if self.batch_independent and not self.training and len(batched_inputs) > 1:
+            # each image alone, padded to its own size: no other image's padding reaches it
+            return [self.forward([x])[0] for x in batched_inputs]
         images = normalize_and_pad(
             batched_inputs, self.pixel_mean, self.pixel_std, self.size_divisibility
         )

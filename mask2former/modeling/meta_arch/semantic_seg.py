@@ -21,7 +21,9 @@ class SemanticSegmentor(nn.Module):
 
     Training needs ``"sem_seg"`` (H, W) long labels per input, padded with the head's
     ``ignore_value``. Inference returns ``{"sem_seg": (K, height, width) logits}`` per image,
-    padding cropped before resizing.
+    padding cropped before resizing. With ``batch_independent`` (``TEST.BATCH_INDEPENDENT``)
+    inference runs on each image alone, padded to its own size, so a result does not depend
+    on the other images of the batch.
     """
 
     @configurable
@@ -32,12 +34,14 @@ class SemanticSegmentor(nn.Module):
         sem_seg_head: nn.Module,
         pixel_mean: Sequence[float],
         pixel_std: Sequence[float],
+        batch_independent: bool = False,
     ):
         super().__init__()
         self.backbone = backbone
         self.sem_seg_head = sem_seg_head
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
         self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
+        self.batch_independent = batch_independent
 
     @classmethod
     def from_config(cls, cfg) -> dict:
@@ -47,6 +51,7 @@ class SemanticSegmentor(nn.Module):
             "sem_seg_head": build_sem_seg_head(cfg, backbone.output_shape()),
             "pixel_mean": cfg.MODEL.PIXEL_MEAN,
             "pixel_std": cfg.MODEL.PIXEL_STD,
+            "batch_independent": cfg.TEST.BATCH_INDEPENDENT,
         }
 
     @property
@@ -54,6 +59,9 @@ class SemanticSegmentor(nn.Module):
         return self.pixel_mean.device
 
     def forward(self, batched_inputs: list[dict]):
+        if self.batch_independent and not self.training and len(batched_inputs) > 1:
+            # each image alone, padded to its own size: no other image's padding reaches it
+            return [self.forward([x])[0] for x in batched_inputs]
         divisibility = self.backbone.size_divisibility
         images = normalize_and_pad(batched_inputs, self.pixel_mean, self.pixel_std, divisibility)
         features = self.backbone(images.tensor)
