@@ -155,6 +155,24 @@ def test_float16_amp_skips_inf_gradients_bfloat16_stops(tmp_path, monkeypatch):
         _train_in_process(tmp_path / "bf16", *bf16)
 
 
+def test_checkpointer_refuses_non_finite_model_and_keeps_last_checkpoint(tmp_path):
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.BatchNorm1d(2))
+    checkpointer = DetectionCheckpointer(model, str(tmp_path))
+    checkpointer.save("model_0000001", iteration=1)
+    before = (tmp_path / "model_0000001.pth").read_bytes()
+    with torch.no_grad():
+        model[0].weight[1, 0] = float("inf")
+    model[1].running_var[0] = float("nan")
+    with pytest.raises(
+        FloatingPointError,
+        match=r"model_0000003\.pth \(iteration 3\): 2 of 7 model tensors .*0\.weight, 1\.running_var",
+    ):
+        checkpointer.save("model_0000003", iteration=3)
+    assert sorted(os.listdir(tmp_path)) == ["last_checkpoint", "model_0000001.pth"]
+    assert (tmp_path / "last_checkpoint").read_text() == "model_0000001.pth"
+    assert (tmp_path / "model_0000001.pth").read_bytes() == before
+
+
 # --------------------------------------------------------------------------- #
 # Checkpoint contents and atomic writes
 # --------------------------------------------------------------------------- #
