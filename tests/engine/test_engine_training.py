@@ -155,6 +155,32 @@ def test_float16_amp_skips_inf_gradients_bfloat16_stops(tmp_path, monkeypatch):
         _train_in_process(tmp_path / "bf16", *bf16)
 
 
+def test_diverging_lr_keeps_finite_checkpoint_and_resumes_at_a_sane_lr(tmp_path):
+    """LR 1e8 after a 4-iteration warm-up at 0.01: the run stops at the first non-finite
+    gradient; the last checkpoint is finite and a resumed run uses the lower SOLVER.BASE_LR.
+
+    Before: the step of iteration 5 made 5 tensors NaN, model_0000005 saved them, the loss of
+    iteration 6 was NaN, and a resume kept the checkpoint's LR of 1e8.
+    """
+    diverging = ["SOLVER.BASE_LR", 1e8, "SOLVER.WARMUP_METHOD", "constant"]
+    diverging += ["SOLVER.WARMUP_FACTOR", 1e-10, "SOLVER.WARMUP_ITERS", 4]
+    with pytest.raises(FloatingPointError, match=r"iteration 5 .*loss_l1=.*loss_mse="):
+        _train_in_process(tmp_path, *diverging)
+    last = (tmp_path / "last_checkpoint").read_text()
+    assert last == "model_0000003.pth"
+    _assert_finite_checkpoint(tmp_path / last)
+
+    torch.manual_seed(0)
+    trainer = ToyTrainer(toy_cfg(str(tmp_path), ["SOLVER.BASE_LR", 0.01]))
+    trainer.resume_or_load(resume=True)
+    assert trainer.start_iter == 4
+    trainer.train()
+    lrs = [lr for lr, _ in trainer.storage.history("lr").values()]
+    assert lrs == pytest.approx([0.01, 0.001, 0.001, 0.001])  # iterations 4..7, step at 5
+    assert (tmp_path / "last_checkpoint").read_text() == "model_final.pth"
+    _assert_finite_checkpoint(tmp_path / "model_final.pth")
+
+
 def test_checkpointer_refuses_non_finite_model_and_keeps_last_checkpoint(tmp_path):
     model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.BatchNorm1d(2))
     checkpointer = DetectionCheckpointer(model, str(tmp_path))
