@@ -10,6 +10,7 @@ from fvcore.common.checkpoint import Checkpointer
 
 from mask2former.utils import comm
 from mask2former.utils.file_io import Detectron2Handler, PathManager, atomic_write_temporaries
+from mask2former.utils.finite import nonfinite_names
 
 from .io import atomic_write, read_checkpoint
 from .matching import IncompatibleKeys, load_state_dict_exact
@@ -78,10 +79,20 @@ class DetectionCheckpointer(Checkpointer):
         return load_state_dict_exact(self.model, state_dict, source)
 
     def save(self, name: str, **extra: Any) -> None:
-        """Write ``<save_dir>/<name>.pth`` atomically and tag it as the last checkpoint."""
-        if not self.save_dir or not self.save_to_disk:
+        """Write ``<save_dir>/<name>.pth`` atomically and tag it as the last checkpoint.
+
+        Raises ``FloatingPointError`` and writes nothing if a model tensor has a NaN or inf
+        entry: the last good checkpoint and ``last_checkpoint`` are left as they were.
+        """
+        if not self.save_dir:
             return
         data = {"model": self.model.state_dict()}
+        # every process checks (a diverged model is the same on all), so all stop together
+        _check_finite(
+            data["model"], os.path.join(self.save_dir, f"{name}.pth"), extra.get("iteration")
+        )
+        if not self.save_to_disk:
+            return
         for key, obj in self.checkpointables.items():
             data[key] = obj.state_dict()
         data.update(extra)
@@ -123,3 +134,15 @@ class DetectionCheckpointer(Checkpointer):
         """Atomically write ``<save_dir>/last_checkpoint`` naming the latest checkpoint."""
         with atomic_write(os.path.join(self.save_dir, LAST_CHECKPOINT)) as f:
             f.write(last_filename_basename.encode("utf-8"))
+
+
+def _check_finite(state_dict: dict[str, torch.Tensor], filename: str, iteration: Any) -> None:
+    bad = nonfinite_names(state_dict.items())
+    if not bad:
+        return
+    at = f" (iteration {iteration})" if iteration is not None else ""
+    raise FloatingPointError(
+        f"Not saving checkpoint {filename}{at}: {len(bad)} of {len(state_dict)} model tensors "
+        f"have NaN or inf values, e.g. {', '.join(bad[:5])}; the model has diverged. The "
+        f"previous checkpoint and {LAST_CHECKPOINT} are left as they were."
+    )

@@ -208,10 +208,14 @@ class DefaultTrainer:
     # ------------------------------------------------------------------ #
     def resume_or_load(self, resume: bool = True) -> None:
         """``resume`` and a checkpoint in ``OUTPUT_DIR``: load everything from the last one and
-        continue after its iteration. Otherwise load only the model from ``MODEL.WEIGHTS``."""
+        continue after its iteration, with the LR schedule of this run's config (a lower
+        ``SOLVER.BASE_LR`` after a divergence applies). Otherwise load only the model from
+        ``MODEL.WEIGHTS``."""
+        configured_lrs = list(self.scheduler.base_lrs)
         checkpoint = self.checkpointer.resume_or_load(self.cfg.MODEL.WEIGHTS, resume=resume)
         if resume and self.checkpointer.has_checkpoint():
             self.start_iter = checkpoint.get("iteration", -1) + 1
+            self._restore_configured_lrs(configured_lrs)
             rng_states = checkpoint.get("rng_states")
             if rng_states is not None and len(rng_states) == comm.get_world_size():
                 set_rng_states(rng_states[comm.get_rank()])
@@ -222,6 +226,27 @@ class DefaultTrainer:
                     comm.get_world_size(),
                 )
             logger.info("Resuming at iteration %d", self.start_iter)
+
+    def _restore_configured_lrs(self, configured: list[float]) -> None:
+        """Replace the base LRs loaded with the optimizer and scheduler state by ``configured``.
+
+        The loaded state holds the base LRs of the run that wrote the checkpoint; keeping them
+        (as detectron2 does) would silently ignore a changed ``SOLVER.BASE_LR``. Each group's
+        current LR is rescaled, so the schedule continues at the loaded iteration.
+        """
+        loaded = list(self.scheduler.base_lrs)
+        if loaded == configured:
+            return
+        logger.info(
+            "Resuming with this config's learning rates (largest base LR %g) instead of the "
+            "checkpoint's (%g)",
+            max(configured),
+            max(loaded),
+        )
+        self.scheduler.base_lrs = configured
+        for group, old, new in zip(self.optimizer.param_groups, loaded, configured):
+            group["initial_lr"] = new
+            group["lr"] = group["lr"] * new / old if old else new
 
     def train(self) -> OrderedDict | None:
         """Run training; returns the last evaluation results (main process) or None."""

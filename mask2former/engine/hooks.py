@@ -144,7 +144,9 @@ class PeriodicCheckpointer(HookBase):
 
     A checkpoint taken after iteration ``i`` stores ``iteration=i`` and, per process, the
     random generator states, so a resumed run starts at ``i + 1`` where this one would have.
-    Nothing is saved for a step that raised (e.g. a NaN loss), so the last good checkpoint stays.
+    Nothing is saved for a step that raised (a NaN loss or gradient), and nothing on the way out
+    of a crash; :class:`DetectionCheckpointer` refuses NaN / inf weights (``FloatingPointError``),
+    so ``last_checkpoint`` always names a finite model.
     """
 
     def __init__(

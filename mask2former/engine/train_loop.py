@@ -1,7 +1,9 @@
 """The training loop: ``TrainerBase`` runs hooks around ``run_step``; two step implementations.
 
-``SimpleTrainer`` does forward, loss check, backward and optimizer step in float32;
-``AMPTrainer`` runs the forward under autocast (float16 with a ``GradScaler``, or bfloat16).
+``SimpleTrainer`` does forward, loss check, backward, gradient check and optimizer step in
+float32; ``AMPTrainer`` runs the forward under autocast (float16 with a ``GradScaler``, or
+bfloat16). A NaN or inf loss or gradient stops training with a ``FloatingPointError`` before
+the optimizer step, so the weights (and the checkpoints) stay finite.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from torch import nn
 
 from ..utils import comm
 from ..utils.events import EventStorage, get_event_storage
+from ..utils.finite import nonfinite_names
 
 logger = logging.getLogger(__name__)
 
@@ -105,20 +108,58 @@ class TrainerBase:
         return {"iteration": self.iter}
 
 
+#: What the errors of a diverging run suggest.
+DIVERGENCE_HINT = (
+    "If the losses were growing, training diverged: try a lower SOLVER.BASE_LR, gradient "
+    "clipping (SOLVER.CLIP_GRADIENTS.ENABLED True) or a longer warm-up (SOLVER.WARMUP_ITERS), "
+    "then continue from the last checkpoint with --resume."
+)
+
+
+def _format_losses(loss_dict: Mapping[str, torch.Tensor]) -> str:
+    values = torch.stack([v.detach().float() for v in loss_dict.values()]).tolist()
+    return ", ".join(f"{k}={v:.6g}" for k, v in sorted(zip(loss_dict, values)))
+
+
 def check_losses_finite(loss_dict: Mapping[str, torch.Tensor], iteration: int) -> None:
-    """Raise ``FloatingPointError`` naming the iteration and every loss term if any is NaN/inf."""
-    values = {k: float(v.detach()) for k, v in loss_dict.items()}
-    if all(np.isfinite(v) for v in values.values()):
+    """Raise ``FloatingPointError`` naming the iteration and every loss term if any is NaN/inf.
+
+    One device-to-host copy when all are finite.
+    """
+    losses = torch.stack([v.detach().float() for v in loss_dict.values()])
+    if bool(torch.isfinite(losses).all()):
         return
-    terms = ", ".join(f"{k}={v:.6g}" for k, v in sorted(values.items()))
     raise FloatingPointError(
         f"Loss became infinite or NaN at iteration {iteration}; training stopped before the "
-        f"optimizer step (no checkpoint written for this iteration). Loss terms: {terms}"
+        f"optimizer step (no checkpoint written for this iteration). Loss terms: "
+        f"{_format_losses(loss_dict)}. {DIVERGENCE_HINT}"
+    )
+
+
+def check_grads_finite(
+    model: nn.Module, loss_dict: Mapping[str, torch.Tensor], iteration: int, max_names: int = 5
+) -> None:
+    """Raise ``FloatingPointError`` if a parameter's gradient has a NaN or inf entry.
+
+    The message names the iteration, the loss terms and the first ``max_names`` parameters
+    with non-finite gradients. One fused check and one host sync when all are finite.
+    """
+    grads = [(name, p.grad) for name, p in model.named_parameters() if p.grad is not None]
+    bad = nonfinite_names(grads)
+    if not bad:
+        return
+    more = f", ... ({len(bad)} of {len(grads)})" if len(bad) > max_names else ""
+    raise FloatingPointError(
+        f"Gradients became infinite or NaN at iteration {iteration} (the loss terms are "
+        f"finite); training stopped before the optimizer step (no checkpoint written for this "
+        f"iteration). Parameters with non-finite gradients: {', '.join(bad[:max_names])}{more}. "
+        f"Loss terms: {_format_losses(loss_dict)}. {DIVERGENCE_HINT}"
     )
 
 
 class SimpleTrainer(TrainerBase):
-    """One step: next batch, ``loss_dict = model(batch)``, check finite, backward, step.
+    """One step: next batch, ``loss_dict = model(batch)``, check finite, backward, check the
+    gradients finite, step.
 
     ``model(batch)`` in training mode must return a dict of scalar loss tensors (already
     weighted); their sum is minimised.
@@ -147,7 +188,13 @@ class SimpleTrainer(TrainerBase):
         return data, time.perf_counter() - start
 
     def _forward(self, data: Any) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-        loss_dict = self.model(data)
+        try:
+            loss_dict = self.model(data)
+        except FloatingPointError as e:  # e.g. the matcher, given non-finite predictions
+            raise FloatingPointError(
+                f"Iteration {self.iter}: {e} Training stopped before the optimizer step (no "
+                f"checkpoint written for this iteration). {DIVERGENCE_HINT}"
+            ) from e
         if isinstance(loss_dict, torch.Tensor):
             loss_dict = {"total_loss": loss_dict}
         check_losses_finite(loss_dict, self.iter)
@@ -161,6 +208,7 @@ class SimpleTrainer(TrainerBase):
         losses.backward()
         self._call("after_backward")
         self.write_metrics(loss_dict, data_time)
+        check_grads_finite(self.model, loss_dict, self.iter)
         self.optimizer.step()
 
     def write_metrics(self, loss_dict: Mapping[str, torch.Tensor], data_time: float) -> None:
@@ -191,7 +239,8 @@ class AMPTrainer(SimpleTrainer):
     """``SimpleTrainer`` with the forward under ``torch.autocast``.
 
     ``precision=torch.float16`` scales the loss with ``grad_scaler`` (steps whose gradients
-    overflow are skipped by the scaler); ``torch.bfloat16`` needs no scaler.
+    overflow are skipped by the scaler, so inf gradients are not an error there);
+    ``torch.bfloat16`` needs no scaler, and its gradients are checked as in ``SimpleTrainer``.
     """
 
     def __init__(
@@ -225,6 +274,7 @@ class AMPTrainer(SimpleTrainer):
         self._call("after_backward")
         self.write_metrics(loss_dict, data_time)
         if self.grad_scaler is None:
+            check_grads_finite(self.model, loss_dict, self.iter)
             self.optimizer.step()
         else:
             self.grad_scaler.step(self.optimizer)

@@ -78,8 +78,16 @@ class HungarianMatcher(nn.Module):
     def forward(
         self, outputs: Outputs, targets: Targets, point_coords: torch.Tensor | None = None
     ) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """Match; ``point_coords`` (B, P, 2) overrides the random points of the "point" mode."""
-        costs = self.cost_matrices(outputs, targets, point_coords)
+        """Match; ``point_coords`` (B, P, 2) overrides the random points of the "point" mode.
+
+        Raises ``FloatingPointError`` when a cost is NaN or inf: the predictions are non-finite
+        (or too large to score), i.e. the model's weights have diverged.
+        """
+        cost, counts = self._batched_cost(outputs, targets, point_coords)
+        cost = cost.cpu()  # one copy for the batch; the assignment runs on the host
+        costs = [c[:, :n] for c, n in zip(cost, counts)]
+        if not all(bool(torch.isfinite(c).all()) for c in costs):
+            raise FloatingPointError(_nonfinite_cost_message(outputs))
         return [_assign(c) for c in costs]
 
     @torch.no_grad()
@@ -87,10 +95,26 @@ class HungarianMatcher(nn.Module):
         self, outputs: Outputs, targets: Targets, point_coords: torch.Tensor | None = None
     ) -> list[torch.Tensor]:
         """Per image the (Q, n_i) cost matrix, computed batched."""
-        pred_masks = outputs["pred_masks"].float()
-        counts = [len(t["labels"]) for t in targets]
+        cost, counts = self._batched_cost(outputs, targets, point_coords)
+        return [c[:, :n] for c, n in zip(cost, counts)]
+
+    def _batched_cost(
+        self, outputs: Outputs, targets: Targets, point_coords: torch.Tensor | None
+    ) -> tuple[torch.Tensor, list[int]]:
+        """(B, Q, N_max) costs, targets padded to the largest count, and the counts n_i."""
+        pred_masks = outputs["pred_masks"]
         if len(targets) != pred_masks.shape[0]:
             raise ValueError(f"{len(targets)} targets for a batch of {pred_masks.shape[0]}")
+        # float32 under any autocast (as the official matcher): in float16 the sums over
+        # thousands of points overflow to inf
+        with torch.autocast(pred_masks.device.type, enabled=False):
+            return self._float32_cost(
+                outputs["pred_logits"].float(), pred_masks.float(), targets, point_coords
+            )
+
+    def _float32_cost(self, pred_logits, pred_masks, targets, point_coords):
+        """``_batched_cost`` of float32 (B, Q, K + 1) logits and (B, Q, h, w) mask logits."""
+        counts = [len(t["labels"]) for t in targets]
         if self.mask_loss == "point":
             if point_coords is None:
                 point_coords = self.sample_points(pred_masks.shape[0], pred_masks.device)
@@ -101,11 +125,11 @@ class HungarianMatcher(nn.Module):
             mask_cost = pairwise_sigmoid_focal_cost(pred, tgt, self.focal_alpha, self.focal_gamma)
         labels = _pad_stack([t["labels"] for t in targets], max(counts, default=0))
         cost = (
-            self.cost_class * class_cost(outputs["pred_logits"].float(), labels)
+            self.cost_class * class_cost(pred_logits, labels)
             + self.cost_mask * mask_cost
             + self.cost_dice * pairwise_dice_cost(pred, tgt)
         )
-        return [c[:, :n] for c, n in zip(cost, counts)]
+        return cost, counts
 
     def _point_values(self, pred_masks, targets, point_coords):
         """(B, Q, P) prediction and (B, N_max, P) target values at each image's points."""
@@ -147,9 +171,22 @@ def _pad_stack(tensors: list[torch.Tensor], length: int) -> torch.Tensor:
     return out
 
 
+def _nonfinite_cost_message(outputs: Outputs) -> str:
+    """Why the costs are not finite: which predictions have NaN / inf, or how large they are."""
+    nonfinite = [k for k in ("pred_logits", "pred_masks") if not torch.isfinite(outputs[k]).all()]
+    if nonfinite:
+        found = f"the model's predictions are non-finite (NaN or inf in {', '.join(nonfinite)})"
+    else:
+        largest = max(float(outputs[k].detach().abs().max()) for k in ("pred_logits", "pred_masks"))
+        found = f"the model's predictions are too large to score (largest |value| {largest:.3g})"
+    return (
+        f"HungarianMatcher: the cost matrix has NaN or inf entries: {found}, so the model's "
+        "weights have probably diverged."
+    )
+
+
 def _assign(cost: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Minimum-cost assignment of a (Q, n) cost matrix: (query_idx, target_idx), int64."""
-    if not torch.isfinite(cost).all():
-        raise ValueError("HungarianMatcher: the cost matrix has NaN or inf entries")
-    rows, cols = linear_sum_assignment(cost.cpu().numpy())
+    """Minimum-cost assignment of a finite (Q, n) cost matrix on the CPU: (query_idx,
+    target_idx), int64."""
+    rows, cols = linear_sum_assignment(cost.numpy())
     return torch.as_tensor(rows, dtype=torch.int64), torch.as_tensor(cols, dtype=torch.int64)

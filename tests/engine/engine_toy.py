@@ -3,7 +3,8 @@
 Run as ``python engine_toy.py [--num-gpus N --num-machines M --machine-rank R --dist-url U]
 [--resume] KEY VALUE ...``. Failure injection for the reliability tests through environment
 variables: ``TOY_FAIL_RANK``/``TOY_FAIL_ITER`` (raise there), ``TOY_KILL_ITER`` (SIGKILL itself
-before that iteration), ``TOY_NAN_ITER`` (loss becomes NaN at that iteration).
+before that iteration), ``TOY_NAN_ITER`` (loss becomes NaN at that iteration),
+``TOY_NAN_GRAD_ITER`` (the loss stays finite, the gradient of ``query_embed.weight`` is NaN).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ class EngineToyModel(nn.Module):
         self.head = nn.Sequential(nn.Linear(16, 16), nn.LayerNorm(16), nn.ReLU(), nn.Linear(16, 1))
         self.query_embed = nn.Embedding(1, 1)
         self.nan_at_iter = int(os.environ.get("TOY_NAN_ITER", "-1"))
+        self.nan_grad_at_iter = int(os.environ.get("TOY_NAN_GRAD_ITER", "-1"))
 
     def forward(self, batch: list[dict]) -> dict[str, torch.Tensor]:
         x = torch.stack([d["x"] for d in batch])
@@ -48,6 +50,9 @@ class EngineToyModel(nn.Module):
         losses = {"loss_mse": ((pred - y) ** 2).mean(), "loss_l1": 0.1 * (pred - y).abs().mean()}
         if any(d["iteration"] == self.nan_at_iter for d in batch):
             losses["loss_mse"] = losses["loss_mse"] * float("nan")
+        if any(d["iteration"] == self.nan_grad_at_iter for d in batch):
+            # adds 0 to the loss; its gradient 0 * (d sqrt / dx at 0 = inf) * 0 is NaN
+            losses["loss_mse"] = losses["loss_mse"] + 0 * (0 * self.query_embed.weight).sqrt().sum()
         return losses
 
 

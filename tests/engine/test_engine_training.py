@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from mask2former.checkpoint import DetectionCheckpointer
-from mask2former.engine.train_loop import check_losses_finite
+from mask2former.engine.train_loop import check_grads_finite, check_losses_finite
 from tests.engine.engine_toy import ToyTrainer, toy_cfg
 
 REPO = Path(__file__).resolve().parents[2]
@@ -74,6 +74,129 @@ def test_nan_loss_stops_training_and_keeps_last_good_checkpoint(tmp_path, monkey
     trainer = ToyTrainer(toy_cfg(str(tmp_path)))
     trainer.resume_or_load(resume=True)
     assert trainer.start_iter == 4
+
+
+def _assert_finite_checkpoint(path):
+    model = torch.load(path, weights_only=False)["model"]
+    bad = [k for k, v in model.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    assert not bad, f"{path}: non-finite {bad}"
+
+
+def test_check_grads_finite_names_iteration_parameters_and_losses():
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Linear(2, 1))
+    losses = {"loss_ce": torch.tensor(2.5), "loss_mask": torch.tensor(1e30)}
+    check_grads_finite(model, losses, 3)  # no gradients yet
+    for p in model.parameters():
+        p.grad = torch.full_like(p, 3e38)  # finite, though a 2-norm of them overflows
+    check_grads_finite(model, losses, 3)
+    model[1].weight.grad[0, 1] = float("-inf")
+    model[0].bias.grad[0] = float("nan")
+    with pytest.raises(
+        FloatingPointError,
+        match=r"iteration 7.*non-finite gradients: 0\.bias, 1\.weight\..*"
+        r"loss_ce=2\.5, loss_mask=1e\+30.*SOLVER\.BASE_LR.*SOLVER\.CLIP_GRADIENTS.*WARMUP_ITERS",
+    ):
+        check_grads_finite(model, losses, 7)
+
+
+def test_matcher_error_in_forward_names_the_iteration():
+    """Diverged weights give non-finite predictions: the matcher raises before any loss."""
+    from mask2former.engine.train_loop import SimpleTrainer
+    from mask2former.modeling.matcher import HungarianMatcher
+
+    class Diverged(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.logit = torch.nn.Parameter(torch.tensor(float("nan")))
+
+        def forward(self, batch):
+            outputs = {
+                "pred_logits": self.logit.expand(1, 2, 3),
+                "pred_masks": self.logit.expand(1, 2, 4, 4),
+            }
+            targets = [{"labels": torch.tensor([0]), "masks": torch.ones(1, 4, 4)}]
+            HungarianMatcher(num_points=16)(outputs, targets)
+            return {"loss": self.logit}
+
+    model = Diverged()
+    trainer = SimpleTrainer(model, [None] * 10, torch.optim.SGD(model.parameters(), lr=0.1))
+    with pytest.raises(
+        FloatingPointError,
+        match=r"^Iteration 4: HungarianMatcher: .*predictions are non-finite.*diverged.*"
+        r"Training stopped before the optimizer step.*SOLVER\.BASE_LR",
+    ):
+        trainer.train(4, 6)
+
+
+def test_nan_gradient_stops_before_the_step_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
+    """The loss is finite at iteration 5 but a gradient is NaN: without the check the step
+    made the weights NaN and the checkpoint taken after iteration 5 saved them."""
+    monkeypatch.setenv("TOY_NAN_GRAD_ITER", "5")
+    with pytest.raises(
+        FloatingPointError, match=r"Gradients .* iteration 5 .*query_embed\.weight.*loss_l1="
+    ):
+        _train_in_process(tmp_path)
+    assert (tmp_path / "last_checkpoint").read_text() == "model_0000003.pth"
+    assert not (tmp_path / "model_0000005.pth").exists()
+    _assert_finite_checkpoint(tmp_path / "model_0000003.pth")
+
+
+def test_float16_amp_skips_inf_gradients_bfloat16_stops(tmp_path, monkeypatch):
+    """With a GradScaler, non-finite gradients are expected: the scaler skips that step."""
+    fp16 = ["SOLVER.AMP.ENABLED", True, "SOLVER.AMP.PRECISION", "float16"]
+    clean, _ = _train_in_process(tmp_path / "clean", *fp16)
+    monkeypatch.setenv("TOY_NAN_GRAD_ITER", "5")
+    injected, _ = _train_in_process(tmp_path / "fp16", *fp16)
+    # one more skipped step than the same run without the NaN gradient: the scale halved once
+    assert injected._trainer.grad_scaler.get_scale() == clean._trainer.grad_scaler.get_scale() / 2
+    _assert_finite_checkpoint(tmp_path / "fp16" / "model_final.pth")
+    bf16 = ["SOLVER.AMP.ENABLED", True, "SOLVER.AMP.PRECISION", "bfloat16"]
+    with pytest.raises(FloatingPointError, match=r"Gradients .* iteration 5 "):
+        _train_in_process(tmp_path / "bf16", *bf16)
+
+
+def test_diverging_lr_keeps_finite_checkpoint_and_resumes_at_a_sane_lr(tmp_path):
+    """LR 1e8 after a 4-iteration warm-up at 0.01: the run stops at the first non-finite
+    gradient; the last checkpoint is finite and a resumed run uses the lower SOLVER.BASE_LR.
+
+    Before: the step of iteration 5 made 5 tensors NaN, model_0000005 saved them, the loss of
+    iteration 6 was NaN, and a resume kept the checkpoint's LR of 1e8.
+    """
+    diverging = ["SOLVER.BASE_LR", 1e8, "SOLVER.WARMUP_METHOD", "constant"]
+    diverging += ["SOLVER.WARMUP_FACTOR", 1e-10, "SOLVER.WARMUP_ITERS", 4]
+    with pytest.raises(FloatingPointError, match=r"iteration 5 .*loss_l1=.*loss_mse="):
+        _train_in_process(tmp_path, *diverging)
+    last = (tmp_path / "last_checkpoint").read_text()
+    assert last == "model_0000003.pth"
+    _assert_finite_checkpoint(tmp_path / last)
+
+    torch.manual_seed(0)
+    trainer = ToyTrainer(toy_cfg(str(tmp_path), ["SOLVER.BASE_LR", 0.01]))
+    trainer.resume_or_load(resume=True)
+    assert trainer.start_iter == 4
+    trainer.train()
+    lrs = [lr for lr, _ in trainer.storage.history("lr").values()]
+    assert lrs == pytest.approx([0.01, 0.001, 0.001, 0.001])  # iterations 4..7, step at 5
+    assert (tmp_path / "last_checkpoint").read_text() == "model_final.pth"
+    _assert_finite_checkpoint(tmp_path / "model_final.pth")
+
+
+def test_checkpointer_refuses_non_finite_model_and_keeps_last_checkpoint(tmp_path):
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.BatchNorm1d(2))
+    checkpointer = DetectionCheckpointer(model, str(tmp_path))
+    checkpointer.save("model_0000001", iteration=1)
+    before = (tmp_path / "model_0000001.pth").read_bytes()
+    with torch.no_grad():
+        model[0].weight[1, 0] = float("inf")
+    model[1].running_var[0] = float("nan")
+    with pytest.raises(
+        FloatingPointError,
+        match=r"model_0000003\.pth \(iteration 3\): 2 of 7 model tensors .*0\.weight, 1\.running_var",
+    ):
+        checkpointer.save("model_0000003", iteration=3)
+    assert sorted(os.listdir(tmp_path)) == ["last_checkpoint", "model_0000001.pth"]
+    assert (tmp_path / "last_checkpoint").read_text() == "model_0000001.pth"
+    assert (tmp_path / "model_0000001.pth").read_bytes() == before
 
 
 # --------------------------------------------------------------------------- #

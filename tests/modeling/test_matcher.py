@@ -140,7 +140,30 @@ def test_bad_input_is_rejected():
         HungarianMatcher(mask_loss="pixels")
     with pytest.raises(ValueError, match="all costs are 0"):
         HungarianMatcher(cost_class=0, cost_mask=0, cost_dice=0)
-    outputs = _outputs(1, 3, 2)
-    outputs["pred_masks"][0, 0, 0, 0] = float("nan")
-    with pytest.raises(ValueError, match="NaN"):
-        HungarianMatcher(mask_loss="full")(outputs, _targets([1], 2))
+
+
+@pytest.mark.parametrize("mode", ["point", "full"])
+def test_non_finite_predictions_raise_floating_point_error_naming_them(mode):
+    outputs = _outputs(2, 3, 2)
+    outputs["pred_masks"][1, 0, 0, 0] = float("nan")
+    outputs["pred_logits"][0, 2, 1] = float("inf")
+    with pytest.raises(
+        FloatingPointError, match=r"non-finite \(NaN or inf in pred_logits, pred_masks\).*diverged"
+    ):
+        HungarianMatcher(mask_loss=mode, num_points=64 * 64)(outputs, _targets([1, 2], 2))
+
+
+def test_costs_are_float32_under_float16_autocast():
+    """A sum over thousands of points overflows float16: the costs stay float32, as without
+    autocast, so confident predictions are matched instead of raising."""
+    outputs, targets = _outputs(2, 4, 3), _targets([2, 3], 3)
+    outputs["pred_masks"] = outputs["pred_masks"] * 10  # |logit| up to ~100
+    coords = torch.rand(2, 12544, 2, generator=torch.Generator().manual_seed(2))
+    matcher = HungarianMatcher(num_points=12544)
+    expected = matcher.cost_matrices(outputs, targets, coords)
+    with torch.autocast("cpu", dtype=torch.float16):
+        costs = matcher.cost_matrices(outputs, targets, coords)
+        matcher(outputs, targets, coords)
+    for cost, reference in zip(costs, expected):
+        assert cost.dtype == torch.float32
+        torch.testing.assert_close(cost, reference)
