@@ -146,7 +146,9 @@ def create_ddp_model(model: nn.Module) -> nn.Module:
     """Wrap in ``DistributedDataParallel`` when there is more than one process."""
     if comm.get_world_size() == 1:
         return model
-    device_ids = [comm.get_local_rank()] if next(model.parameters()).is_cuda else None
+    # the device the launcher selected: the local rank, or the only GPU a SLURM task sees
+    device = next(model.parameters()).device
+    device_ids = [device.index] if device.type == "cuda" else None
     return DistributedDataParallel(model, device_ids=device_ids, broadcast_buffers=False)
 
 
