@@ -10,12 +10,14 @@ from .defaults import (
     default_writers,
 )
 from .hooks import (
+    BestCheckpointer,
     EvalHook,
     IterationTimer,
     LRScheduler,
     PeriodicCheckpointer,
     PeriodicWriter,
     PreciseBN,
+    ValidationLoss,
 )
 from .launch import launch
 from .test_time_augmentation import SemanticSegmentorWithTTA
@@ -23,6 +25,7 @@ from .train_loop import AMPTrainer, HookBase, SimpleTrainer, TrainerBase, check_
 
 __all__ = [
     "AMPTrainer",
+    "BestCheckpointer",
     "DefaultPredictor",
     "DefaultTrainer",
     "EvalHook",
@@ -35,6 +38,7 @@ __all__ = [
     "SemanticSegmentorWithTTA",
     "SimpleTrainer",
     "TrainerBase",
+    "ValidationLoss",
     "check_losses_finite",
     "default_argument_parser",
     "default_setup",
