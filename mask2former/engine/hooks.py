@@ -355,20 +355,24 @@ class ValidationLoss(HookBase):
     def compute(self) -> dict[str, float]:
         """``{"val_<term>": mean, ..., "val_total_loss": sum of the means}``, the same on
         every process."""
-        num_batches = self._num_batches()
         sums: dict[str, float] = {}
+        count = 0
         with isolated_rng(self._seed), loss_mode(self._model) as model:
-            for batch in itertools.islice(self._data_loader, num_batches):
+            for batch in itertools.islice(self._data_loader, self._num_batches()):
                 loss_dict = model(batch)
                 if isinstance(loss_dict, torch.Tensor):
                     loss_dict = {"total_loss": loss_dict}
                 for name, value in loss_dict.items():
                     sums[name] = sums.get(name, 0.0) + float(value)
+                count += 1
+        gathered = comm.all_gather((sums, count))
+        count = sum(process_count for _, process_count in gathered)
+        if count == 0:
+            raise ValueError("ValidationLoss: the validation loader gave no batch")
         totals: dict[str, float] = {}
-        for process_sums in comm.all_gather(sums):
+        for process_sums, _ in gathered:
             for name, value in process_sums.items():
                 totals[name] = totals.get(name, 0.0) + value
-        count = num_batches * comm.get_world_size()
         means = {f"{self.PREFIX}{name}": value / count for name, value in sorted(totals.items())}
         means[f"{self.PREFIX}total_loss"] = sum(means.values())
         logger.info(
