@@ -1,5 +1,6 @@
 """hooks.BestCheckpointer: detectron2's hook (same arguments), and SOLVER.BEST_CHECKPOINTER."""
 
+import inspect
 import itertools
 import logging
 import math
@@ -34,7 +35,9 @@ class RecordingCheckpointer:
         self.saves.append((name, extra))
 
 
-def train_with_metrics(metrics, mode, checkpointer, period=10, max_iter=40, name="metric"):
+def train_with_metrics(
+    metrics, mode, checkpointer, period=10, max_iter=40, name="metric", **best_kwargs
+):
     """Train ``max_iter`` steps; the evaluation every ``period`` iterations (and after the
     last) puts the next of ``metrics`` as ``name``; a BestCheckpointer watches ``metric``."""
     model = OneWeight()
@@ -45,7 +48,13 @@ def train_with_metrics(metrics, mode, checkpointer, period=10, max_iter=40, name
     trainer.register_hooks(
         [
             hooks.EvalHook(period, lambda: {name: next(values)}),
-            hooks.BestCheckpointer(period, checkpointer, "metric", mode=mode),
+            hooks.BestCheckpointer(
+                eval_period=period,
+                checkpointer=checkpointer,
+                val_metric="metric",
+                mode=mode,
+                **best_kwargs,
+            ),
         ]
     )
     trainer.train(0, max_iter)
@@ -77,6 +86,22 @@ def test_a_missing_metric_logs_a_warning_naming_it(caplog):
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 4 and all("'metric' is not in the event storage" in w for w in warnings)
     assert "metrics there: data_time, other, total_loss" in warnings[0]
+
+
+def test_signature_is_detectron2s():
+    """Official-style code: hooks.BestCheckpointer(eval_period, checkpointer, val_metric,
+    mode="max", file_prefix="model_best"), by position or keyword."""
+    parameters = inspect.signature(hooks.BestCheckpointer).parameters
+    assert [(p.name, p.default) for p in parameters.values()] == [
+        ("eval_period", inspect.Parameter.empty),
+        ("checkpointer", inspect.Parameter.empty),
+        ("val_metric", inspect.Parameter.empty),
+        ("mode", "max"),
+        ("file_prefix", "model_best"),
+    ]
+    checkpointer = RecordingCheckpointer()
+    train_with_metrics([2.0, 1.0], "min", checkpointer, max_iter=20, file_prefix="best")
+    assert checkpointer.saves == [("best", {"iteration": 9}), ("best", {"iteration": 19})]
 
 
 def test_unknown_mode_is_refused():
