@@ -203,6 +203,11 @@ def _slurm_task(
             f"--num-machines {num_machines} --machine-rank {machine_rank} disagree with SLURM "
             f"({machines} machines, this one {rank}); leave them out under srun"
         )
+    _log_slurm_task(task)
+    return task
+
+
+def _log_slurm_task(task: SlurmTask) -> None:
     if "SLURM_STEP_ID" not in os.environ:
         logger.warning(
             "SLURM_NTASKS=%d but SLURM_STEP_ID is not set: a process not started by srun (a "
@@ -221,7 +226,6 @@ def _slurm_task(
         task.num_nodes,
         task.dist_url,
     )
-    return task
 
 
 def _slurm_device(local_rank: int) -> int:
