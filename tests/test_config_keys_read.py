@@ -132,6 +132,12 @@ WALK: dict[str, dict[str, Any]] = {
         "SOLVER.LR_SCHEDULER_NAME": "WarmupCosineLR",
         "SOLVER.CLIP_GRADIENTS.ENABLED": True,
         "SOLVER.CLIP_GRADIENTS.CLIP_TYPE": "norm",
+        # validation loss, and the best checkpoint by it
+        "TEST.VAL_LOSS.PERIOD": 1,
+        "TEST.VAL_LOSS.NUM_ITER": 1,
+        "SOLVER.BEST_CHECKPOINTER.ENABLED": True,
+        "SOLVER.BEST_CHECKPOINTER.METRIC": "val_total_loss",
+        "SOLVER.BEST_CHECKPOINTER.MODE": "min",
     },
     # LSJ mappers, multi-step LR, full-model clipping, AMP
     # (shapes stores instances as RLE: the LSJ mapper needs INPUT.MASK_FORMAT bitmask for them)
@@ -258,6 +264,13 @@ EXTENSION_KEYS = {
     "SOLVER.AMP.PRECISION": "float16",  # the official AMP
     "DATALOADER.SKIP_BAD_SAMPLES": False,  # a bad sample fails, as officially
     "TEST.BATCH_INDEPENDENT": False,  # batched inference pads to the largest image, as officially
+    # features the official code lacks, off by default
+    "TEST.VAL_LOSS.PERIOD": 0,
+    "TEST.VAL_LOSS.DATASETS": (),
+    "TEST.VAL_LOSS.NUM_ITER": 0,
+    "SOLVER.BEST_CHECKPOINTER.ENABLED": False,
+    "SOLVER.BEST_CHECKPOINTER.METRIC": "",
+    "SOLVER.BEST_CHECKPOINTER.MODE": "max",
 }
 
 
@@ -282,6 +295,7 @@ def check_each_walked_config_reads_its_own_branch(keys_read: dict[str, set[str]]
     quick = keys_read["shapes/mask2former_R18_quickstart.yaml"]
     assert {"TEST.PRECISE_BN.NUM_ITER", "SOLVER.MOMENTUM", "SOLVER.BASE_LR_END"} <= quick
     assert "SOLVER.CLIP_GRADIENTS.NORM_TYPE" in quick
+    assert {"TEST.VAL_LOSS.DATASETS", "SOLVER.BEST_CHECKPOINTER.MODE"} <= quick
     swin = keys_read["coco/panoptic-segmentation/swin/maskformer2_swin_tiny_bs16_50ep.yaml"]
     assert "MODEL.SWIN.WINDOW_SIZE" in swin and "MODEL.RESNETS.DEPTH" not in swin
     deeplab = keys_read["maskformer/ade20k-150/maskformer_R101c_bs16_160k.yaml"]

@@ -7,9 +7,10 @@
     python tools/train_net.py --config-file CONFIG --resume          # continue in OUTPUT_DIR
 
 Several machines: run the same command on each with ``--num-machines N --machine-rank R
---dist-url tcp://HOST0:PORT``. Also runs under ``torchrun``. The dataset mapper and
-evaluators are chosen from the config (``INPUT.DATASET_MAPPER_NAME``, the test datasets'
-``evaluator_type`` metadata) by the data and evaluation packages. With ``TEST.AUG.ENABLED``
+--dist-url tcp://HOST0:PORT``. Also runs under ``torchrun``, and under SLURM's ``srun`` (one
+task per GPU; rank, world size and rendezvous from SLURM's variables, see README.md). The
+dataset mapper and evaluators are chosen from the config (``INPUT.DATASET_MAPPER_NAME``, the
+test datasets' ``evaluator_type`` metadata) by the data and evaluation packages. With ``TEST.AUG.ENABLED``
 the evaluation also runs with semantic test-time augmentation (results ``<task>_TTA``).
 """
 

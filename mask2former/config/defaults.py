@@ -9,7 +9,8 @@ official one (detectron2's ``get_cfg()`` with ``add_deeplab_config`` and
   (``MODEL.META_ARCHITECTURE`` GeneralizedRCNN, ``MODEL.SEM_SEG_HEAD.NAME`` SemSegFPNHead,
   ``IN_FEATURES`` p2..p5) default to the Mask2Former ones; every published config sets them;
 - ``MODEL.MASK_FORMER.TRANSFORMER_DECODER_NAME``, see its comment;
-- three extension keys, marked "(extension)", whose default reproduces the official behaviour.
+- extension keys, marked "(extension)", whose default reproduces the official behaviour (or, for
+  a feature the official code lacks, leaves it off).
 
 Every key is read by the code or listed in ``supported.NOT_READ`` (refused unless it keeps its
 default); ``tests/test_config_keys_read.py`` checks it.
@@ -214,6 +215,15 @@ _C.SOLVER.AMP.ENABLED = False  # mixed-precision training
 # (extension) autocast dtype: "float16" with a grad scaler (the official AMP) or "bfloat16"
 _C.SOLVER.AMP.PRECISION = "float16"
 
+# (extension) keep OUTPUT_DIR/model_best.pth: detectron2's hooks.BestCheckpointer, which
+# detectron2 leaves to user code, wired from the config. After each evaluation (of METRIC from
+# the evaluators, e.g. "sem_seg/mIoU", at TEST.EVAL_PERIOD) or validation loss (METRIC "val_*",
+# at TEST.VAL_LOSS.PERIOD) and after the last iteration, a better value saves the checkpoint
+_C.SOLVER.BEST_CHECKPOINTER = CN()
+_C.SOLVER.BEST_CHECKPOINTER.ENABLED = False  # (extension) keep the best checkpoint
+_C.SOLVER.BEST_CHECKPOINTER.METRIC = ""  # (extension) "task/metric" or "val_<loss term>"
+_C.SOLVER.BEST_CHECKPOINTER.MODE = "max"  # (extension) "max" or "min": which value is best
+
 # ---------------------------------------------------------------------------- #
 # Test
 # ---------------------------------------------------------------------------- #
@@ -237,6 +247,15 @@ _C.TEST.PRECISE_BN = CN()
 # of the BatchNorm layers in training mode (none: no effect) on batches of a second train loader
 _C.TEST.PRECISE_BN.ENABLED = False  # precise BN on or off (see above)
 _C.TEST.PRECISE_BN.NUM_ITER = 200  # batches the statistics are computed on
+
+# (extension) every PERIOD iterations and after the last one, the training losses on validation
+# images (training mapper, no gradients, BatchNorm / dropout in eval mode, fixed seed), averaged
+# over batches and processes, logged as val_<term> and val_total_loss (hooks.ValidationLoss);
+# the writers write every 20 iterations the latest value of each: use a PERIOD of 20 or more
+_C.TEST.VAL_LOSS = CN()
+_C.TEST.VAL_LOSS.PERIOD = 0  # (extension) iterations between validation losses; 0: off
+_C.TEST.VAL_LOSS.DATASETS = ()  # (extension) registered dataset names; empty: DATASETS.TEST
+_C.TEST.VAL_LOSS.NUM_ITER = 0  # (extension) batches per process at most; 0: all of them
 
 # ---------------------------------------------------------------------------- #
 # Misc

@@ -11,12 +11,14 @@ from .defaults import (
     require_config_file,
 )
 from .hooks import (
+    BestCheckpointer,
     EvalHook,
     IterationTimer,
     LRScheduler,
     PeriodicCheckpointer,
     PeriodicWriter,
     PreciseBN,
+    ValidationLoss,
 )
 from .launch import launch
 from .test_time_augmentation import SemanticSegmentorWithTTA
@@ -24,6 +26,7 @@ from .train_loop import AMPTrainer, HookBase, SimpleTrainer, TrainerBase, check_
 
 __all__ = [
     "AMPTrainer",
+    "BestCheckpointer",
     "DefaultPredictor",
     "DefaultTrainer",
     "EvalHook",
@@ -36,6 +39,7 @@ __all__ = [
     "SemanticSegmentorWithTTA",
     "SimpleTrainer",
     "TrainerBase",
+    "ValidationLoss",
     "check_losses_finite",
     "default_argument_parser",
     "default_setup",

@@ -160,7 +160,9 @@ def create_ddp_model(model: nn.Module) -> nn.Module:
     """Wrap in ``DistributedDataParallel`` when there is more than one process."""
     if comm.get_world_size() == 1:
         return model
-    device_ids = [comm.get_local_rank()] if next(model.parameters()).is_cuda else None
+    # the device the launcher selected: the local rank, or the only GPU a SLURM task sees
+    device = next(model.parameters()).device
+    device_ids = [device.index] if device.type == "cuda" else None
     return DistributedDataParallel(model, device_ids=device_ids, broadcast_buffers=False)
 
 
@@ -171,6 +173,9 @@ def unwrap_model(model: nn.Module) -> nn.Module:
 class DefaultTrainer:
     """Trainer with the standard parts and hooks, all built from ``cfg``.
 
+    Hooks: timer, LR scheduler, precise BN (``TEST.PRECISE_BN``), periodic checkpoints,
+    validation loss (``TEST.VAL_LOSS``), evaluation, best checkpoint
+    (``SOLVER.BEST_CHECKPOINTER``, ``model_best.pth``) and the metric writers, in that order.
     Checkpoints (``OUTPUT_DIR/model_<iter>.pth``, ``model_final.pth``) hold ``model``,
     ``optimizer``, ``scheduler``, ``grad_scaler`` (float16 AMP), ``iteration`` and each
     process's random generator states.
@@ -285,11 +290,55 @@ class DefaultTrainer:
         ]
         # on every process: all take part in gathering the RNG states; rank 0 writes
         result.append(hooks.PeriodicCheckpointer(self.checkpointer, cfg.SOLVER.CHECKPOINT_PERIOD))
+        result.append(self._build_validation_loss())
         result.append(hooks.EvalHook(cfg.TEST.EVAL_PERIOD, self._evaluate))
         if comm.is_main_process():
+            # after the hooks that put its metric (evaluation results are on rank 0 only)
+            result.append(self._build_best_checkpointer())
             # last, so that it writes the final evaluation's metrics too
             result.append(hooks.PeriodicWriter(self.build_writers(), period=20))
         return result
+
+    def _build_validation_loss(self) -> hooks.ValidationLoss | None:
+        """``TEST.VAL_LOSS``: None when ``PERIOD`` is 0."""
+        val_loss = self.cfg.TEST.VAL_LOSS
+        if val_loss.PERIOD < 0 or val_loss.NUM_ITER < 0:
+            raise ConfigError(
+                f"TEST.VAL_LOSS.PERIOD ({val_loss.PERIOD}) and NUM_ITER ({val_loss.NUM_ITER}) "
+                "must be >= 0 (PERIOD 0: off; NUM_ITER 0: every batch)"
+            )
+        if val_loss.PERIOD == 0:
+            return None
+        loader = self.build_val_loss_loader(self.cfg)
+        model = unwrap_model(self.model)
+        return hooks.ValidationLoss(val_loss.PERIOD, model, loader, val_loss.NUM_ITER)
+
+    def _build_best_checkpointer(self) -> hooks.BestCheckpointer | None:
+        """``SOLVER.BEST_CHECKPOINTER``: None unless ``ENABLED``. A validation-loss metric
+        (``val_*``) is compared every ``TEST.VAL_LOSS.PERIOD``, others every
+        ``TEST.EVAL_PERIOD``, and both after the last iteration."""
+        best = self.cfg.SOLVER.BEST_CHECKPOINTER
+        if not best.ENABLED:
+            return None
+        if not best.METRIC:
+            raise ConfigError(
+                "SOLVER.BEST_CHECKPOINTER.ENABLED needs SOLVER.BEST_CHECKPOINTER.METRIC: an "
+                "evaluation metric such as 'sem_seg/mIoU' or a validation loss such as "
+                "'val_total_loss'"
+            )
+        if best.MODE not in ("max", "min"):
+            raise ConfigError(
+                f"SOLVER.BEST_CHECKPOINTER.MODE must be 'max' or 'min', got {best.MODE!r}"
+            )
+        period = self.cfg.TEST.EVAL_PERIOD
+        if best.METRIC.startswith(hooks.ValidationLoss.PREFIX):
+            period = self.cfg.TEST.VAL_LOSS.PERIOD
+            if period == 0:
+                raise ConfigError(
+                    f"SOLVER.BEST_CHECKPOINTER.METRIC {best.METRIC!r} is a validation loss, but "
+                    "TEST.VAL_LOSS.PERIOD is 0 (off)"
+                )
+        return hooks.BestCheckpointer(period, self.checkpointer, best.METRIC, mode=best.MODE)
 
     def _evaluate(self) -> OrderedDict | None:
         self._last_eval_results = self.evaluate(self.cfg, unwrap_model(self.model))
@@ -321,6 +370,23 @@ class DefaultTrainer:
     def build_train_loader(cls, cfg: CfgNode) -> Iterable:
         """``build_detection_train_loader`` with the mapper ``cfg`` names."""
         return build_detection_train_loader(cfg, mapper=build_dataset_mapper(cfg, True))
+
+    @classmethod
+    def build_val_loss_loader(cls, cfg: CfgNode) -> Iterable:
+        """Batches for the validation loss: ``TEST.VAL_LOSS.DATASETS`` (empty: ``DATASETS.TEST``)
+        through the training mapper (targets and training augmentations), each process its
+        shard once in order, in batches of the training's images per process."""
+        names = tuple(cfg.TEST.VAL_LOSS.DATASETS) or tuple(cfg.DATASETS.TEST)
+        if not names:
+            raise ConfigError(
+                "TEST.VAL_LOSS.PERIOD > 0 needs datasets: TEST.VAL_LOSS.DATASETS or DATASETS.TEST"
+            )
+        return build_detection_test_loader(
+            cfg,
+            names,
+            mapper=build_dataset_mapper(cfg, True),
+            batch_size=cfg.SOLVER.IMS_PER_BATCH // comm.get_world_size(),
+        )
 
     @classmethod
     def build_test_loader(cls, cfg: CfgNode, dataset_name: str) -> Iterable:
@@ -428,9 +494,9 @@ def auto_scale_workers(cfg: CfgNode, num_workers: int) -> CfgNode:
     """Rescale a config written for ``SOLVER.REFERENCE_WORLD_SIZE`` processes to ``num_workers``.
 
     Keeps the images per process: the total batch and the LR scale by ``num_workers / ref``,
-    iteration counts (max, warm-up, steps, checkpoint and eval periods) by the inverse, so the
-    number of epochs is the same (linear scaling rule). Returns a new config; ``cfg`` when
-    ``REFERENCE_WORLD_SIZE`` is 0 or already equal.
+    iteration counts (max, warm-up, steps, checkpoint, eval and validation-loss periods) by the
+    inverse, so the number of epochs is the same (linear scaling rule). Returns a new config;
+    ``cfg`` when ``REFERENCE_WORLD_SIZE`` is 0 or already equal.
     """
     old_world_size = cfg.SOLVER.REFERENCE_WORLD_SIZE
     if old_world_size == 0 or old_world_size == num_workers:
@@ -452,6 +518,8 @@ def auto_scale_workers(cfg: CfgNode, num_workers: int) -> CfgNode:
     solver.STEPS = tuple(round(s / scale) for s in solver.STEPS)
     solver.CHECKPOINT_PERIOD = max(round(solver.CHECKPOINT_PERIOD / scale), 1)
     cfg.TEST.EVAL_PERIOD = round(cfg.TEST.EVAL_PERIOD / scale)
+    if cfg.TEST.VAL_LOSS.PERIOD > 0:  # stays on
+        cfg.TEST.VAL_LOSS.PERIOD = max(round(cfg.TEST.VAL_LOSS.PERIOD / scale), 1)
     solver.REFERENCE_WORLD_SIZE = num_workers
     logger.info(
         "Auto-scaled the config to %d processes: batch %d, LR %g, %d iterations",

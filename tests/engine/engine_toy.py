@@ -112,6 +112,14 @@ class ToyTrainer(DefaultTrainer):
         all_errors = [e for errs in comm.all_gather(errors) for e in errs]
         return OrderedDict(toy={"mse": sum(all_errors) / len(all_errors), "count": len(all_errors)})
 
+    @classmethod
+    def build_val_loss_loader(cls, cfg):
+        """This process's share of the toy samples in batches of 2 (every process the same
+        number of batches, so the validation loss is the same for any number of processes)."""
+        samples = toy_samples()[comm.get_rank() :: comm.get_world_size()]
+        batches = [samples[i : i + 2] for i in range(0, len(samples), 2)]
+        return [[{**s, "iteration": None} for s in batch] for batch in batches]
+
     def build_hooks(self):
         return [FailureInjection()] + super().build_hooks()
 

@@ -339,11 +339,13 @@ def test_auto_scale_workers_linear_scaling_rule():
     cfg.SOLVER.STEPS = (600, 800)
     cfg.SOLVER.WARMUP_ITERS = 10
     cfg.TEST.EVAL_PERIOD = 100
+    cfg.TEST.VAL_LOSS.PERIOD = 50
     cfg.freeze()
     scaled = auto_scale_workers(cfg, 2)
     assert scaled.SOLVER.IMS_PER_BATCH == 4  # still 2 images per process
     assert scaled.SOLVER.BASE_LR == pytest.approx(0.000025)
     assert scaled.SOLVER.MAX_ITER == 4000 and scaled.SOLVER.STEPS == (2400, 3200)
     assert scaled.SOLVER.WARMUP_ITERS == 40 and scaled.TEST.EVAL_PERIOD == 400
+    assert scaled.TEST.VAL_LOSS.PERIOD == 200
     assert scaled.is_frozen() and cfg.SOLVER.MAX_ITER == 1000  # the input is untouched
     assert auto_scale_workers(cfg, 8) is cfg
