@@ -1,5 +1,10 @@
 """Install mask2former. The deformable-attention kernels in ops/ are built when possible.
 
+Torch must be importable here to build them: `pip install --no-build-isolation -e .` after
+installing torch. A plain `pip install -e .` builds in an isolated environment without torch and
+installs no extension; the package then compiles the same sources on first use into a cache
+(mask2former/ops/_jit.py), which is why the sources also ship inside the package.
+
 The extension ``mask2former._C`` holds the C++ CPU kernel (always attempted) and the CUDA kernel
 (built when torch is a CUDA build and a CUDA toolkit is found, or when FORCE_CUDA=1, for the
 architectures in TORCH_CUDA_ARCH_LIST). Environment variables:
@@ -41,6 +46,7 @@ INSTALL_REQUIRES = [
     "safetensors>=0.4",
     "PyYAML>=5.4",
     "tabulate>=0.8",  # checkpoint.matching's table of unmatched keys
+    "ninja>=1.11",  # compiles the kernels on first use when the install built none
 ]
 
 EXTRAS_REQUIRE = {
@@ -54,12 +60,14 @@ EXTRAS_REQUIRE = {
         "onnxruntime>=1.17",
         "black>=24",
         "ruff>=0.5",
+        "vermin>=1.6",  # .ci/run: nothing newer than python_requires
     ],
     "export": ["onnx>=1.15", "onnxscript", "onnxruntime>=1.17"],
     "dev": ["black>=24", "isort", "ruff>=0.5"],
 }
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
+KERNEL_SOURCES = "mask2former.ops.csrc"  # ops/, as package data
 BUILD_ERRORS = (CompileError, LinkError, OSError, RuntimeError, subprocess.CalledProcessError)
 
 
@@ -141,8 +149,10 @@ def _extension_build():
         if _env_flag("FORCE_CUDA", "0"):
             raise RuntimeError(f"FORCE_CUDA=1 but torch is not importable: {exc}") from exc
         warnings.warn(
-            f"torch is not importable at build time ({exc}); mask2former._C is not built. "
-            "Install torch first and use `pip install --no-build-isolation -e .`"
+            f"torch is not importable at build time ({exc}), as in pip's default isolated build: "
+            "mask2former._C is not built, and the package compiles its kernels on first use "
+            "(about 1 min, once). To build them now, against the torch already installed: "
+            "`pip install --no-build-isolation -e .`"
         )
         return [], {}
 
@@ -189,9 +199,16 @@ setup(
     name="mask2former",
     version="0.1.0",
     description="Mask2Former and MaskFormer: universal image segmentation on PyTorch",
-    packages=find_packages(exclude=("tests", "tests.*", "tools", "demo", "benchmarks")),
-    package_data={"mask2former": ["data/datasets/metadata/*.json"]},
-    python_requires=">=3.9",
+    packages=find_packages(exclude=("tests", "tests.*", "tools", "demo", "benchmarks"))
+    + [KERNEL_SOURCES],
+    # the kernel sources go into the package too, for compiling on first use after an install
+    # that built no extension (mask2former/ops/_jit.py finds them there)
+    package_dir={KERNEL_SOURCES: "ops"},
+    package_data={
+        "mask2former": ["data/datasets/metadata/*.json"],
+        KERNEL_SOURCES: ["*.cpp", "*.h", "cpu/*.cpp", "cpu/*.h", "cuda/*.cu"],
+    },
+    python_requires=">=3.10",  # X | Y is evaluated at import; .ci/run checks nothing needs more
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS_REQUIRE,
     ext_modules=EXT_MODULES,

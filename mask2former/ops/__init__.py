@@ -1,7 +1,8 @@
 """Multi-scale deformable attention: Python front of the compiled kernels in ``ops/``.
 
-The kernels live in the optional extension ``mask2former._C``; without it every call uses the
-pure-PyTorch reference, and the choice is logged once per device.
+The kernels live in the extension ``mask2former._C`` built at install time; without it they are
+compiled on first use into a cache (``_jit``), and only if that fails does every call use the
+pure-PyTorch reference, with a warning. The choice is logged once per device.
 """
 
 from ._extension import (

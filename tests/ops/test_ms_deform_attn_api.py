@@ -123,7 +123,8 @@ def test_package_runs_without_extension_and_logs_it(tmp_path):
     uses the kernel where it is built)."""
     result_file = tmp_path / "result.pt"
     repo_root = str(PACKAGE_DIR.parent)
-    env = {**os.environ, "PYTHONPATH": repo_root}
+    # MASK2FORMER_NO_JIT=1: no compiling on first use (tests/ops/test_ms_deform_attn_jit.py)
+    env = {**os.environ, "PYTHONPATH": repo_root, "MASK2FORMER_NO_JIT": "1"}
     env.pop(FORCE_REFERENCE_ENV, None)
     proc = subprocess.run(
         [sys.executable, "-c", NO_EXTENSION_SCRIPT, str(result_file), repo_root],
