@@ -22,11 +22,12 @@ at::Tensor ms_deform_attn_forward_cpu(const at::Tensor& value, const at::Tensor&
                                       const at::Tensor& sampling_locations,
                                       const at::Tensor& attention_weights);
 
-// Returns {grad_value, grad_sampling_locations, grad_attention_weights}.
+// Returns {grad_value, grad_sampling_locations, grad_attention_weights}. With `deterministic`
+// the gradients are the same bits on every run and for any number of threads.
 std::vector<at::Tensor> ms_deform_attn_backward_cpu(
     const at::Tensor& value, const at::Tensor& spatial_shapes,
     const at::Tensor& level_start_index, const at::Tensor& sampling_locations,
-    const at::Tensor& attention_weights, const at::Tensor& grad_output);
+    const at::Tensor& attention_weights, const at::Tensor& grad_output, bool deterministic);
 
 #ifdef WITH_CUDA
 // value and attention_weights in float32, float16, bfloat16 or float64; sampling_locations in
@@ -37,10 +38,12 @@ at::Tensor ms_deform_attn_forward_cuda(const at::Tensor& value, const at::Tensor
                                        const at::Tensor& sampling_locations,
                                        const at::Tensor& attention_weights);
 
+// Without `deterministic` grad_value is summed with float atomics, in an order that varies from
+// run to run; with it, each grad_value row is summed in a fixed order (slower, more memory).
 std::vector<at::Tensor> ms_deform_attn_backward_cuda(
     const at::Tensor& value, const at::Tensor& spatial_shapes,
     const at::Tensor& level_start_index, const at::Tensor& sampling_locations,
-    const at::Tensor& attention_weights, const at::Tensor& grad_output);
+    const at::Tensor& attention_weights, const at::Tensor& grad_output, bool deterministic);
 #endif
 
 // Checks shared by the backends: dimensions, sizes, dtypes, contiguity and devices.

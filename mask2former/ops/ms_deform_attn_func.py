@@ -23,6 +23,15 @@ float64) with float32 accumulation; under ``torch.autocast("cuda")`` ``value`` a
 ``attention_weights`` are first cast to the autocast dtype. On CPU the op computes in float32
 (float64 for float64 input) and returns ``value``'s dtype. Sampling locations are always used in
 float32 or better, since a bfloat16 coordinate is off by up to half a pixel on a 128-wide level.
+
+Determinism: the forward is deterministic everywhere. The default CUDA backward sums the value
+gradient with float atomics, so its last bits vary from run to run. Under
+``torch.use_deterministic_algorithms(True)`` (read at each backward) every path gives the same
+gradient bits on every run: the CUDA kernel sums each value gradient in a fixed order, the CPU
+kernel never splits the queries between threads (so its bits do not depend on the number of
+threads either), and the reference replaces grid_sample's CUDA backward, which torch refuses in
+that mode, by gathers and ``index_add_`` (:mod:`mask2former.ops.bilinear`), in the op's backward
+and, on CUDA, under autograd on the forced reference path.
 """
 
 import contextlib
@@ -32,7 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from . import _extension
+from . import _extension, bilinear
 from ._extension import KernelPath
 
 __all__ = [
@@ -69,27 +78,54 @@ def static_shapes(spatial_shapes: Tensor | Sequence[Sequence[int]]) -> list[tupl
 
 
 def _per_level(
-    value: Tensor, shapes: list[tuple[int, int]], grids: Tensor
+    value: Tensor, shapes: list[tuple[int, int]], locations: Tensor
 ) -> Iterator[tuple[int, int, Tensor, Tensor]]:
-    """Per level: ``(h, w, values (N*M, D, h, w), grid (N*M, Lq, P, 2))``.
+    """Per level: ``(h, w, values (N*M, D, h, w), locations (N*M, Lq, P, 2))``.
 
-    value: (N, S, M, D); grids: (N, Lq, M, L, P, 2) sampling locations in [-1, 1].
+    value: (N, S, M, D); locations: (N, Lq, M, L, P, 2).
     """
     n, _, m, d = value.shape
-    _, lq, _, _, n_points, _ = grids.shape
+    _, lq, _, _, n_points, _ = locations.shape
     value_per_level = value.split([h * w for h, w in shapes], dim=1)
     for level, (h, w) in enumerate(shapes):
         # (N, H*W, M, D) -> (N*M, D, H, W)
         level_value = value_per_level[level].permute(0, 2, 3, 1).reshape(n * m, d, h, w)
         # (N, Lq, M, P, 2) -> (N*M, Lq, P, 2)
-        level_grid = grids[:, :, :, level].transpose(1, 2).reshape(n * m, lq, n_points, 2)
-        yield h, w, level_value, level_grid
+        level_loc = locations[:, :, :, level].transpose(1, 2).reshape(n * m, lq, n_points, 2)
+        yield h, w, level_value, level_loc
 
 
-def _sample(level_value: Tensor, level_grid: Tensor) -> Tensor:
-    """Bilinear samples, zero outside: (N*M, D, h, w) at (N*M, Lq, P, 2) -> (N*M, D, Lq, P)."""
+def _grid(level_loc: Tensor, dtype: torch.dtype) -> Tensor:
+    """grid_sample's grid: (x, y) in [-1, 1], in ``dtype``."""
+    return (2 * level_loc - 1).to(dtype)
+
+
+def _grid_sample_backward_would_raise(level_value: Tensor, level_loc: Tensor) -> bool:
+    """True where autograd would run grid_sample's CUDA backward in deterministic mode, which
+    torch refuses (it sums with float atomics)."""
+    return (
+        torch.are_deterministic_algorithms_enabled()
+        and level_value.device.type == "cuda"
+        and torch.is_grad_enabled()
+        and (level_value.requires_grad or level_loc.requires_grad)
+    )
+
+
+def _sample(level_value: Tensor, level_loc: Tensor) -> Tensor:
+    """Bilinear samples, zero outside: (N*M, D, h, w) at (N*M, Lq, P, 2) -> (N*M, D, Lq, P).
+
+    grid_sample, or where its backward would be refused in deterministic mode the same sampling
+    by corner gathers (:func:`mask2former.ops.bilinear.sample`)."""
+    if _grid_sample_backward_would_raise(level_value, level_loc):
+        b, lq, n_points, _ = level_loc.shape
+        locations = level_loc.to(level_value.dtype).reshape(b, lq * n_points, 2)
+        return bilinear.sample(level_value, locations).view(b, -1, lq, n_points)
     return F.grid_sample(
-        level_value, level_grid, mode="bilinear", padding_mode="zeros", align_corners=False
+        level_value,
+        _grid(level_loc, level_value.dtype),
+        mode="bilinear",
+        padding_mode="zeros",
+        align_corners=False,
     )
 
 
@@ -108,10 +144,8 @@ def ms_deform_attn_reference(
     """
     n, _, m, d = value.shape
     lq = sampling_locations.shape[1]
-    # grid_sample takes (x, y) in [-1, 1]
-    grids = (2 * sampling_locations - 1).to(value.dtype)
-    levels = _per_level(value, static_shapes(spatial_shapes), grids)
-    sampled = [_sample(level_value, level_grid) for _, _, level_value, level_grid in levels]
+    levels = _per_level(value, static_shapes(spatial_shapes), sampling_locations)
+    sampled = [_sample(level_value, level_loc) for _, _, level_value, level_loc in levels]
     # (N, Lq, M, L, P) -> (N*M, 1, Lq, L*P)
     weights = attention_weights.to(value.dtype).transpose(1, 2).reshape(n * m, 1, lq, -1)
     # (N*M, D, Lq, L, P) -> (N*M, D, Lq, L*P), weighted sum over levels and points
@@ -257,16 +291,17 @@ def _ms_deform_attn_backward_op(
     v, loc, attn = _kernel_inputs(path, value, sampling_locations, attention_weights)
     grad = grad_output.to(v.dtype).contiguous()
     shapes, starts = spatial_shapes.contiguous(), level_start_index.contiguous()
+    deterministic = torch.are_deterministic_algorithms_enabled()
     if path is KernelPath.CUDA:
         grads = _extension.extension().ms_deform_attn_backward_cuda(
-            v, shapes, starts, loc, attn, grad
+            v, shapes, starts, loc, attn, grad, deterministic=deterministic
         )
     elif path is KernelPath.CPU:
         grads = _extension.extension().ms_deform_attn_backward_cpu(
-            v, shapes, starts, loc, attn, grad
+            v, shapes, starts, loc, attn, grad, deterministic=deterministic
         )
     else:
-        grads = _reference_backward(v, shapes, starts, loc, attn, grad)
+        grads = _reference_backward(v, shapes, starts, loc, attn, grad, deterministic)
     grad_value, grad_loc, grad_attn = grads
     return (
         grad_value.to(value.dtype),
@@ -291,31 +326,40 @@ def _reference_backward(
     sampling_locations: Tensor,
     attention_weights: Tensor,
     grad_output: Tensor,
+    deterministic: bool,
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """Gradients of :func:`ms_deform_attn_reference` from grid_sample's own backward (autograd
-    is unavailable inside a custom op). All inputs in one dtype; returns grads of value,
-    sampling_locations and attention_weights."""
+    """Gradients of :func:`ms_deform_attn_reference` (autograd is unavailable inside a custom
+    op): from grid_sample's own backward, or with ``deterministic`` from
+    :func:`mask2former.ops.bilinear.sample_backward`, which sums grad_value in a fixed order on
+    every device (grid_sample's CUDA backward does not, and torch refuses it in deterministic
+    mode). All inputs in one dtype; returns grads of value, sampling_locations and
+    attention_weights."""
     n, _, m, d = value.shape
     _, lq, _, n_levels, n_points, _ = sampling_locations.shape
-    grids = 2 * sampling_locations - 1
     # (N, Lq, M*D) -> (N*M, D, Lq, 1); (N, Lq, M, L, P) -> (N*M, 1, Lq, L, P)
     grad = grad_output.view(n, lq, m, d).permute(0, 2, 3, 1).reshape(n * m, d, lq, 1)
     weights = attention_weights.transpose(1, 2).reshape(n * m, 1, lq, n_levels, n_points)
-    grad_values, grad_grids, grad_weights = [], [], []
-    levels = _per_level(value, static_shapes(spatial_shapes), grids)
-    for level, (h, w, level_value, level_grid) in enumerate(levels):
-        sampled = _sample(level_value, level_grid)  # (N*M, D, Lq, P)
+    grad_values, grad_locs, grad_weights = [], [], []
+    levels = _per_level(value, static_shapes(spatial_shapes), sampling_locations)
+    for level, (h, w, level_value, level_loc) in enumerate(levels):
+        sampled = _sample(level_value, level_loc)  # (N*M, D, Lq, P)
         grad_weights.append((grad * sampled).sum(1))  # (N*M, Lq, P)
-        # interpolation_mode 0 = bilinear, padding_mode 0 = zeros
-        grad_level_value, grad_level_grid = torch.ops.aten.grid_sampler_2d_backward(
-            grad * weights[:, :, :, level], level_value, level_grid, 0, 0, False, [True, True]
-        )
+        grad_sampled = grad * weights[:, :, :, level]  # (N*M, D, Lq, P)
+        if deterministic:
+            grad_level_value, grad_level_loc = bilinear.sample_backward(
+                grad_sampled.flatten(2), level_value, level_loc.flatten(1, 2)
+            )
+        else:
+            # interpolation_mode 0 = bilinear, padding_mode 0 = zeros
+            grad_level_value, grad_level_grid = torch.ops.aten.grid_sampler_2d_backward(
+                grad_sampled, level_value, _grid(level_loc, value.dtype), 0, 0, False, [True, True]
+            )
+            grad_level_loc = 2 * grad_level_grid  # d grid / d location = 2
         # (N*M, D, H, W) -> (N, H*W, M, D); (N*M, Lq, P, 2) -> (N, Lq, M, P, 2)
-        grad_values.append(grad_level_value.view(n, m, d, h * w).permute(0, 3, 1, 2))
-        grad_grids.append(grad_level_grid.view(n, m, lq, n_points, 2).transpose(1, 2))
+        grad_values.append(grad_level_value.reshape(n, m, d, h * w).permute(0, 3, 1, 2))
+        grad_locs.append(grad_level_loc.reshape(n, m, lq, n_points, 2).transpose(1, 2))
     grad_value = torch.cat(grad_values, dim=1)
-    # d grid / d location = 2
-    grad_loc = 2 * torch.stack(grad_grids, dim=3)
+    grad_loc = torch.stack(grad_locs, dim=3)
     # (N*M, Lq, L*P) -> (N, Lq, M, L, P)
     grad_attn = torch.stack(grad_weights, dim=2).view(n, m, lq, n_levels, n_points).transpose(1, 2)
     return grad_value.contiguous(), grad_loc.contiguous(), grad_attn.contiguous()

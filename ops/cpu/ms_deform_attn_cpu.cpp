@@ -4,7 +4,8 @@
 // partitions the work by batch element and group of heads: each task owns the grad_value rows
 // of its heads, so no atomics are needed; when that gives fewer tasks than threads the queries
 // are split as well and each split accumulates into a private copy of grad_value, summed at the
-// end.
+// end. In deterministic mode the queries are never split, so the gradients are the same bits for
+// any number of threads (without it they are the same bits run to run for one thread count).
 // Both passes work on a head-major copy of value, (N, M, S, D): the D channels of one head at
 // neighbouring pixels are then adjacent in memory. In the (N, S, M, D) input they are M * D
 // apart, a power of two, and the four corners of every sample fall into the same few cache sets.
@@ -89,13 +90,14 @@ void forward_all(const at::Tensor& value, const at::Tensor& spatial_shapes,
 }
 
 // How backward splits the work: each task owns batch element n's heads of one group (all
-// queries) or, when that gives fewer tasks than threads, also a share of the queries with a
-// private copy of grad_value.
+// queries) or, when that gives fewer tasks than threads and `split_queries` allows it, also a
+// share of the queries with a private copy of grad_value. The head grouping never changes the
+// result; splitting the queries changes the order in which grad_value is summed.
 struct BackwardSplit {
   int64_t head_groups, query_splits;
 };
 
-BackwardSplit backward_split(int64_t batch, int64_t heads, int64_t threads) {
+BackwardSplit backward_split(int64_t batch, int64_t heads, int64_t threads, bool split_queries) {
   // smallest divisor of M giving at least one task per thread, in a multiple of the threads
   for (int64_t groups = 1; groups <= heads; ++groups) {
     if (heads % groups == 0 && batch * groups >= threads && (batch * groups) % threads == 0) {
@@ -103,7 +105,8 @@ BackwardSplit backward_split(int64_t batch, int64_t heads, int64_t threads) {
     }
   }
   const int64_t tasks = batch * heads;
-  return {heads, tasks >= threads ? 1 : (threads + tasks - 1) / tasks};
+  if (!split_queries || tasks >= threads) return {heads, 1};
+  return {heads, (threads + tasks - 1) / tasks};
 }
 
 template <typename scalar_t, typename Sizes, typename BackwardFn>
@@ -222,7 +225,7 @@ at::Tensor ms_deform_attn_forward_cpu(const at::Tensor& value, const at::Tensor&
 std::vector<at::Tensor> ms_deform_attn_backward_cpu(
     const at::Tensor& value, const at::Tensor& spatial_shapes,
     const at::Tensor& level_start_index, const at::Tensor& sampling_locations,
-    const at::Tensor& attention_weights, const at::Tensor& grad_output) {
+    const at::Tensor& attention_weights, const at::Tensor& grad_output, bool deterministic) {
   check_ms_deform_attn_inputs(value, spatial_shapes, level_start_index, sampling_locations,
                               attention_weights, at::kCPU);
   check_cpu_dtypes(value, sampling_locations, attention_weights);
@@ -232,7 +235,8 @@ std::vector<at::Tensor> ms_deform_attn_backward_cpu(
               "ms_deform_attn: grad_output must be a contiguous (N, Lq, M*D) tensor of value's "
               "dtype, got ", grad_output.sizes());
   const at::Tensor heads_major = value.transpose(1, 2).contiguous();
-  const BackwardSplit split = backward_split(s.batch, s.heads, at::get_num_threads());
+  const BackwardSplit split =
+      backward_split(s.batch, s.heads, at::get_num_threads(), /*split_queries=*/!deterministic);
   std::vector<at::Tensor> grad_value_copies;
   for (int64_t i = 0; i < split.query_splits; ++i) {
     grad_value_copies.push_back(at::empty_like(heads_major));  // zeroed by backward_all

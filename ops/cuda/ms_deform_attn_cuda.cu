@@ -6,6 +6,10 @@
 // Backward reduces the per-sample dot products (for the attention and location gradients) with
 // warp shuffles and scatters grad_value with atomicAdd into an opmath-typed buffer, which is
 // cast to value's dtype at the end, so half-precision gradients are not summed in half precision.
+// The order of those float atomics varies from run to run, and so do the last bits of grad_value.
+// The deterministic backward (torch.use_deterministic_algorithms) instead gathers: every
+// (sample, corner) pair becomes an entry keyed by the grad_value row (n, s, m) it adds to; a
+// stable sort groups each row's entries in a fixed order, and one warp per row sums them.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
@@ -14,6 +18,8 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 
+#include <optional>
+#include <tuple>
 #include <vector>
 
 #include "../ms_deform_attn.h"
@@ -104,8 +110,9 @@ __global__ void forward_kernel(const scalar_t* __restrict__ value,
   }
 }
 
-// Gradients for each warp = one (n, q, m) triple; grad_value is accumulated atomically.
-template <typename scalar_t, typename acc_t>
+// Gradients for each warp = one (n, q, m) triple; grad_value is accumulated atomically when
+// kScatterValue, else left to the deterministic gather below (grad_value is then unused).
+template <typename scalar_t, typename acc_t, bool kScatterValue>
 __global__ void backward_kernel(const scalar_t* __restrict__ value,
                                 const int64_t* __restrict__ spatial_shapes,
                                 const int64_t* __restrict__ level_start_index,
@@ -136,7 +143,7 @@ __global__ void backward_kernel(const scalar_t* __restrict__ value,
         for (int k = 0; k < 4; ++k) {
           const int64_t at = level_offset + f.position[k] * stride + d;
           v[k] = f.position[k] >= 0 ? static_cast<acc_t>(value[at]) : acc_t(0);
-          if (f.position[k] >= 0) atomicAdd(grad_value + at, a * f.weight[k] * gd);
+          if (kScatterValue && f.position[k] >= 0) atomicAdd(grad_value + at, a * f.weight[k] * gd);
         }
         const acc_t top = v[0] + f.fx * (v[1] - v[0]), bottom = v[2] + f.fx * (v[3] - v[2]);
         d_attn += gd * (top + f.fy * (bottom - top));
@@ -156,6 +163,61 @@ __global__ void backward_kernel(const scalar_t* __restrict__ value,
   }
 }
 
+// One thread per sample (n, q, m, l, p): its four grad_value entries. Entry 4 * sample + k gets
+// key = the row (n * S + s) * M + m of (N, S, M, D) grad_value that corner k adds to, or
+// `absent` (= N * S * M, sorted last) when the corner is outside the level, and the coefficient
+// attention * bilinear weight of grad_output[(n, q, m), :] in that row.
+template <typename scalar_t, typename acc_t>
+__global__ void value_entries_kernel(const int64_t* __restrict__ spatial_shapes,
+                                     const int64_t* __restrict__ level_start_index,
+                                     const acc_t* __restrict__ loc,
+                                     const scalar_t* __restrict__ attn,
+                                     int64_t* __restrict__ keys, acc_t* __restrict__ coefs,
+                                     Sizes s) {
+  const int64_t sample = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  const int64_t samples = s.levels * s.points;
+  if (sample >= s.batch * s.queries * s.heads * samples) return;
+  const int64_t triple = sample / samples, l = (sample % samples) / s.points;
+  const int64_t n = triple / (s.queries * s.heads), m = triple % s.heads;
+  const int64_t h = spatial_shapes[2 * l], w = spatial_shapes[2 * l + 1];
+  const int64_t absent = s.batch * s.num_values * s.heads;
+  Footprint<acc_t> f;
+  const bool any = bilinear_footprint(loc[2 * sample], loc[2 * sample + 1], h, w, f);
+  const acc_t a = static_cast<acc_t>(attn[sample]);
+#pragma unroll
+  for (int k = 0; k < 4; ++k) {
+    const bool inside = any && f.position[k] >= 0;
+    const int64_t position = n * s.num_values + level_start_index[l] + (inside ? f.position[k] : 0);
+    keys[4 * sample + k] = inside ? position * s.heads + m : absent;
+    coefs[4 * sample + k] = inside ? a * f.weight[k] : acc_t(0);
+  }
+}
+
+// One warp per grad_value row r = (n, s, m), lanes over the D channels: the sum over the row's
+// entries, in sorted order order[row_begin[r]] .. order[row_begin[r + 1] - 1], of
+// coefficient * grad_output[(n, q, m), d]. Every row is written once, so no atomics.
+template <typename scalar_t, typename acc_t>
+__global__ void gather_value_grad_kernel(const int64_t* __restrict__ row_begin,
+                                         const int64_t* __restrict__ order,
+                                         const acc_t* __restrict__ coefs,
+                                         const scalar_t* __restrict__ grad_output,
+                                         scalar_t* __restrict__ grad_value, Sizes s) {
+  const int64_t row = (blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x) / kWarp;
+  const int lane = threadIdx.x % kWarp;
+  if (row >= s.batch * s.num_values * s.heads) return;
+  const int64_t samples = s.levels * s.points;
+  const int64_t begin = row_begin[row], end = row_begin[row + 1];
+  for (int64_t d = lane; d < s.channels; d += kWarp) {
+    acc_t sum = 0;
+    for (int64_t j = begin; j < end; ++j) {
+      const int64_t entry = order[j];
+      const int64_t triple = entry / (4 * samples);
+      sum += coefs[entry] * static_cast<acc_t>(grad_output[triple * s.channels + d]);
+    }
+    grad_value[row * s.channels + d] = static_cast<scalar_t>(sum);
+  }
+}
+
 Sizes sizes_of(const at::Tensor& value, const at::Tensor& sampling_locations) {
   return {value.size(0),
           value.size(1),
@@ -166,10 +228,13 @@ Sizes sizes_of(const at::Tensor& value, const at::Tensor& sampling_locations) {
           sampling_locations.size(4)};
 }
 
-int64_t num_blocks(const Sizes& s) {
-  const int64_t warps_per_block = kThreads / kWarp;
-  return (s.batch * s.queries * s.heads + warps_per_block - 1) / warps_per_block;
+// Blocks of kThreads threads for `items` work items of `threads_per_item` threads each.
+int64_t blocks_for(int64_t items, int64_t threads_per_item) {
+  const int64_t items_per_block = kThreads / threads_per_item;
+  return (items + items_per_block - 1) / items_per_block;
 }
+
+int64_t num_blocks(const Sizes& s) { return blocks_for(s.batch * s.queries * s.heads, kWarp); }
 
 void check_cuda_dtypes(const at::Tensor& value, const at::Tensor& sampling_locations,
                        const at::Tensor& attention_weights) {
@@ -212,10 +277,84 @@ at::Tensor ms_deform_attn_forward_cuda(const at::Tensor& value, const at::Tensor
   return output;
 }
 
+namespace {
+
+// grad_value (N, S, M, D) in value's dtype, each element summed in a fixed order (see the top).
+// Temporary memory: about 44 bytes per (sample, corner) entry, N * Lq * M * L * P * 4 entries
+// (key, coefficient, the sorted keys and order, and the sort's scratch).
+at::Tensor deterministic_value_grad(const at::Tensor& value, const at::Tensor& spatial_shapes,
+                                    const at::Tensor& level_start_index,
+                                    const at::Tensor& sampling_locations,
+                                    const at::Tensor& attention_weights,
+                                    const at::Tensor& grad_output, const Sizes& s) {
+  const int64_t samples = s.batch * s.queries * s.heads * s.levels * s.points;
+  const int64_t entries = 4 * samples;
+  const int64_t rows = s.batch * s.num_values * s.heads;
+  if (entries == 0 || value.numel() == 0) return at::zeros_like(value);
+  const auto acc_dtype = value.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  at::Tensor keys = at::empty({entries}, value.options().dtype(at::kLong));
+  at::Tensor coefs = at::empty({entries}, value.options().dtype(acc_dtype));
+  at::Tensor grad_value = at::empty_like(value);
+  const auto stream = c10::cuda::getCurrentCUDAStream();
+  AT_DISPATCH_FLOATING_TYPES_AND2(
+      at::kHalf, at::kBFloat16, value.scalar_type(), "ms_deform_attn_value_entries", [&] {
+        using acc_t = at::opmath_type<scalar_t>;
+        value_entries_kernel<scalar_t, acc_t><<<blocks_for(samples, 1), kThreads, 0, stream>>>(
+            spatial_shapes.const_data_ptr<int64_t>(), level_start_index.const_data_ptr<int64_t>(),
+            sampling_locations.const_data_ptr<acc_t>(),
+            attention_weights.const_data_ptr<scalar_t>(), keys.data_ptr<int64_t>(),
+            coefs.data_ptr<acc_t>(), s);
+        C10_CUDA_KERNEL_LAUNCH_CHECK();
+      });
+  // stable: the entries of one row keep their (n, q, m, l, p, corner) order. The optional is
+  // spelled out: a plain `true` would pick the overload sort(self, dim, descending).
+  const auto sorted = at::sort(keys, /*stable=*/std::optional<bool>(true), /*dim=*/0,
+                               /*descending=*/false);
+  const at::Tensor& sorted_keys = std::get<0>(sorted);
+  const at::Tensor& order = std::get<1>(sorted);
+  // row_begin[r]: the first sorted entry of row r; rows + 1 values, the last ends the final row
+  const at::Tensor row_begin = at::searchsorted(sorted_keys, at::arange(rows + 1, keys.options()));
+  AT_DISPATCH_FLOATING_TYPES_AND2(
+      at::kHalf, at::kBFloat16, value.scalar_type(), "ms_deform_attn_gather_value_grad", [&] {
+        using acc_t = at::opmath_type<scalar_t>;
+        gather_value_grad_kernel<scalar_t, acc_t><<<blocks_for(rows, kWarp), kThreads, 0, stream>>>(
+            row_begin.const_data_ptr<int64_t>(), order.const_data_ptr<int64_t>(),
+            coefs.const_data_ptr<acc_t>(), grad_output.const_data_ptr<scalar_t>(),
+            grad_value.data_ptr<scalar_t>(), s);
+        C10_CUDA_KERNEL_LAUNCH_CHECK();
+      });
+  return grad_value;
+}
+
+// Gradients of the sampling locations and attention weights, and (kScatterValue) grad_value
+// accumulated atomically into `grad_value` (opmath dtype; unused otherwise).
+template <bool kScatterValue>
+void launch_backward(const at::Tensor& value, const at::Tensor& spatial_shapes,
+                     const at::Tensor& level_start_index, const at::Tensor& sampling_locations,
+                     const at::Tensor& attention_weights, const at::Tensor& grad_output,
+                     at::Tensor& grad_value, at::Tensor& grad_loc, at::Tensor& grad_attn,
+                     const Sizes& s) {
+  const auto stream = c10::cuda::getCurrentCUDAStream();
+  AT_DISPATCH_FLOATING_TYPES_AND2(
+      at::kHalf, at::kBFloat16, value.scalar_type(), "ms_deform_attn_backward_cuda", [&] {
+        using acc_t = at::opmath_type<scalar_t>;
+        backward_kernel<scalar_t, acc_t, kScatterValue><<<num_blocks(s), kThreads, 0, stream>>>(
+            value.const_data_ptr<scalar_t>(), spatial_shapes.const_data_ptr<int64_t>(),
+            level_start_index.const_data_ptr<int64_t>(),
+            sampling_locations.const_data_ptr<acc_t>(),
+            attention_weights.const_data_ptr<scalar_t>(), grad_output.const_data_ptr<scalar_t>(),
+            kScatterValue ? grad_value.data_ptr<acc_t>() : nullptr, grad_loc.data_ptr<acc_t>(),
+            grad_attn.data_ptr<scalar_t>(), s);
+        C10_CUDA_KERNEL_LAUNCH_CHECK();
+      });
+}
+
+}  // namespace
+
 std::vector<at::Tensor> ms_deform_attn_backward_cuda(
     const at::Tensor& value, const at::Tensor& spatial_shapes,
     const at::Tensor& level_start_index, const at::Tensor& sampling_locations,
-    const at::Tensor& attention_weights, const at::Tensor& grad_output) {
+    const at::Tensor& attention_weights, const at::Tensor& grad_output, bool deterministic) {
   check_ms_deform_attn_inputs(value, spatial_shapes, level_start_index, sampling_locations,
                               attention_weights, at::kCUDA);
   check_cuda_dtypes(value, sampling_locations, attention_weights);
@@ -226,24 +365,24 @@ std::vector<at::Tensor> ms_deform_attn_backward_cuda(
               "ms_deform_attn: grad_output must be a contiguous CUDA (N, Lq, M*D) tensor of "
               "value's dtype, got ", grad_output.sizes());
   const c10::cuda::CUDAGuard guard(value.device());
-  const auto acc_dtype = value.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
-  at::Tensor grad_value = at::zeros(value.sizes(), value.options().dtype(acc_dtype));
   at::Tensor grad_loc = at::zeros_like(sampling_locations);
   at::Tensor grad_attn = at::zeros_like(attention_weights);
+  if (deterministic) {
+    if (grad_output.numel() > 0) {
+      at::Tensor unused;
+      launch_backward<false>(value, spatial_shapes, level_start_index, sampling_locations,
+                             attention_weights, grad_output, unused, grad_loc, grad_attn, s);
+    }
+    at::Tensor grad_value = deterministic_value_grad(value, spatial_shapes, level_start_index,
+                                                     sampling_locations, attention_weights,
+                                                     grad_output, s);
+    return {grad_value, grad_loc, grad_attn};
+  }
+  const auto acc_dtype = value.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  at::Tensor grad_value = at::zeros(value.sizes(), value.options().dtype(acc_dtype));
   if (grad_output.numel() > 0) {
-    const auto stream = c10::cuda::getCurrentCUDAStream();
-    AT_DISPATCH_FLOATING_TYPES_AND2(
-        at::kHalf, at::kBFloat16, value.scalar_type(), "ms_deform_attn_backward_cuda", [&] {
-          using acc_t = at::opmath_type<scalar_t>;
-          backward_kernel<scalar_t, acc_t><<<num_blocks(s), kThreads, 0, stream>>>(
-              value.const_data_ptr<scalar_t>(), spatial_shapes.const_data_ptr<int64_t>(),
-              level_start_index.const_data_ptr<int64_t>(),
-              sampling_locations.const_data_ptr<acc_t>(),
-              attention_weights.const_data_ptr<scalar_t>(),
-              grad_output.const_data_ptr<scalar_t>(), grad_value.data_ptr<acc_t>(),
-              grad_loc.data_ptr<acc_t>(), grad_attn.data_ptr<scalar_t>(), s);
-          C10_CUDA_KERNEL_LAUNCH_CHECK();
-        });
+    launch_backward<true>(value, spatial_shapes, level_start_index, sampling_locations,
+                          attention_weights, grad_output, grad_value, grad_loc, grad_attn, s);
   }
   return {grad_value.to(value.scalar_type()), grad_loc, grad_attn};
 }
