@@ -12,6 +12,7 @@ import numpy as np
 import pycocotools.mask as mask_util
 import torch
 
+from mask2former.config import CfgNode
 from mask2former.data.catalog import MetadataCatalog
 from mask2former.evaluation.evaluator import DatasetEvaluator, gather_on_main
 from mask2former.evaluation.rle import encode_masks
@@ -141,8 +142,19 @@ class YTVISEvaluator(DatasetEvaluator):
     required_outputs = ("pred_scores", "pred_labels", "pred_masks")
 
     def __init__(
-        self, dataset_name: str, distributed: bool = True, output_dir: Optional[str] = None
+        self,
+        dataset_name: str,
+        tasks: Any = None,
+        distributed: bool = True,
+        output_dir: Optional[str] = None,
     ):
+        """The published argument order (``YTVISEvaluator(name, cfg, True, output_folder)`` in
+        its ``train_net_video.py``): ``tasks`` None, ("segm",) or a config, which is not read
+        (the published evaluator ignores it too); the task is always "segm"."""
+        if isinstance(tasks, CfgNode):
+            logger.warning("YTVISEvaluator does not read the config given as its tasks")
+        elif tasks is not None and tuple(tasks) != ("segm",):
+            raise ValueError(f"YouTube-VIS is scored on masks only: tasks ('segm',), got {tasks!r}")
         self._dataset_name = dataset_name
         self._metadata = MetadataCatalog.get(dataset_name)
         self._distributed = distributed

@@ -302,6 +302,16 @@ def test_ground_truth_fed_back_scores_100_and_writes_results_json(ytvis_dataset,
     assert [r["category_id"] for r in results] == [7, 4, 4, 7]  # dataset ids
 
 
+def test_published_call_and_tasks(ytvis_dataset, tmp_path):
+    files, _ = ytvis_dataset
+    # train_net_video.py: YTVISEvaluator(dataset_name, cfg, True, output_folder)
+    evaluator = YTVISEvaluator(files["gt"], get_cfg(), True, str(tmp_path))
+    assert evaluator._output_dir == str(tmp_path) and evaluator._distributed is True
+    YTVISEvaluator(files["gt"], ("segm",))
+    with pytest.raises(ValueError, match="tasks"):
+        YTVISEvaluator(files["gt"], ("bbox",))
+
+
 def test_test_split_only_writes_results_json(ytvis_dataset, tmp_path):
     files, truth = ytvis_dataset
     evaluator = YTVISEvaluator(files["test"], distributed=False, output_dir=str(tmp_path / "o"))

@@ -41,6 +41,12 @@ __all__ = ["YTVISDatasetMapper", "clip_instances", "sample_frame_indices", "ytvi
 
 _SIZE_SAMPLING = ("choice", "range", "choice_by_clip", "range_by_clip")
 _FLIPS = ("none", "horizontal", "vertical", "flip_by_clip")
+_VIDEO_KEYS = (
+    "SAMPLING_FRAME_NUM",
+    "SAMPLING_FRAME_RANGE",
+    "SAMPLING_FRAME_SHUFFLE",
+    "AUGMENTATIONS",
+)
 
 
 def sample_frame_indices(length: int, num_frames: int, frame_range: int, shuffle: bool) -> list:
@@ -207,7 +213,7 @@ class YTVISDatasetMapper(ImageMapperBase):
 
     @classmethod
     def from_config(cls, cfg, is_train: bool = True) -> dict:
-        missing = [k for k in ("SAMPLING_FRAME_NUM", "SAMPLING_FRAME_RANGE") if k not in cfg.INPUT]
+        missing = [k for k in _VIDEO_KEYS if k not in cfg.INPUT]
         if missing:
             raise ConfigError(
                 f"the video mapper reads INPUT.{missing[0]}, which this config lacks: build the "
