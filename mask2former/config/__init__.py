@@ -4,6 +4,7 @@ from .compat import add_mask_former_config, add_maskformer2_config, add_missing_
 from .config import BASE_KEY, CfgNode, ConfigError, configurable, get_cfg
 from .expression import ExpressionError, safe_eval_expression
 from .supported import NOT_READ, check_supported
+from .video import add_maskformer2_video_config, add_video_config
 
 __all__ = [
     "BASE_KEY",
@@ -13,7 +14,9 @@ __all__ = [
     "ExpressionError",
     "add_mask_former_config",
     "add_maskformer2_config",
+    "add_maskformer2_video_config",
     "add_missing_keys",
+    "add_video_config",
     "check_supported",
     "configurable",
     "get_cfg",

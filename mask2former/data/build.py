@@ -37,9 +37,16 @@ __all__ = [
 ]
 
 
+def _has_non_crowd(annotations: list) -> bool:
+    """Whether an image's annotations (or a video's, one list per frame) hold a non-crowd one."""
+    return any(
+        _has_non_crowd(a) if isinstance(a, list) else a.get("iscrowd", 0) == 0 for a in annotations
+    )
+
+
 def filter_images_with_only_crowd_annotations(dataset_dicts: list[dict]) -> list[dict]:
-    """Keep the dicts with at least one non-crowd annotation."""
-    kept = [d for d in dataset_dicts if any(a.get("iscrowd", 0) == 0 for a in d["annotations"])]
+    """Keep the dicts (images, or videos) with at least one non-crowd annotation."""
+    kept = [d for d in dataset_dicts if _has_non_crowd(d["annotations"])]
     logger.info("removed %d images without (non-crowd) annotations", len(dataset_dicts) - len(kept))
     return kept
 

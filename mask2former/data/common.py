@@ -47,7 +47,12 @@ class DatasetFromList(data.Dataset):
 
 
 def _file_name(item: Any) -> str:
-    return item.get("file_name", "<no file_name>") if isinstance(item, dict) else repr(item)[:200]
+    """The file of an image dict, the first frame of a video dict."""
+    if not isinstance(item, dict):
+        return repr(item)[:200]
+    if "file_name" not in item and item.get("file_names"):
+        return f"{item['file_names'][0]} (first frame of {len(item['file_names'])})"
+    return item.get("file_name", "<no file_name>")
 
 
 def _add_advice(error: BadSampleError, advice: str) -> None:
@@ -134,7 +139,8 @@ class ToIterableDataset(data.IterableDataset):
 class AspectRatioGroupedDataset(data.IterableDataset):
     """Batches of ``batch_size`` samples that are all landscape (w >= h) or all portrait.
 
-    Takes an iterable of mapped dicts (with "width" and "height"); yields lists of dicts.
+    Takes an iterable of mapped dicts (with "width" and "height"); yields lists of dicts. A
+    video's mapped dict (a list of frames in "image") goes by its first frame.
     """
 
     def __init__(self, dataset: Iterable[dict], batch_size: int):
@@ -145,6 +151,8 @@ class AspectRatioGroupedDataset(data.IterableDataset):
         buckets: list[list[dict]] = [[], []]
         for item in self.dataset:
             image = item.get("image")
+            if isinstance(image, list):
+                image = image[0] if image else None
             h, w = image.shape[-2:] if image is not None else (item["height"], item["width"])
             bucket = buckets[0 if w >= h else 1]
             bucket.append(item)

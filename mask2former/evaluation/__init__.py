@@ -21,6 +21,8 @@ from mask2former.evaluation.panoptic_quality import pq_compute
 from mask2former.evaluation.rle import encode_masks
 from mask2former.evaluation.sem_seg_evaluation import SemSegEvaluator
 from mask2former.evaluation.testing import verify_results
+from mask2former.evaluation.video_ap import evaluate_video_ap
+from mask2former.evaluation.ytvis_evaluation import YTVISEvaluator
 
 __all__ = [
     "EVALUATOR_REGISTRY",
@@ -42,4 +44,6 @@ __all__ = [
     "encode_masks",
     "SemSegEvaluator",
     "verify_results",
+    "evaluate_video_ap",
+    "YTVISEvaluator",
 ]

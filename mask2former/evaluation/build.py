@@ -24,6 +24,7 @@ from mask2former.evaluation.evaluator import DatasetEvaluator, DatasetEvaluators
 from mask2former.evaluation.lvis_evaluation import LVISEvaluator
 from mask2former.evaluation.panoptic_evaluation import COCOPanopticEvaluator
 from mask2former.evaluation.sem_seg_evaluation import SemSegEvaluator
+from mask2former.evaluation.ytvis_evaluation import YTVISEvaluator
 from mask2former.utils.registry import lookup
 
 EVALUATOR_REGISTRY = Registry("EVALUATOR")
@@ -99,6 +100,11 @@ def cityscapes_panoptic_seg(cfg, name: str, out: Optional[str]) -> list[DatasetE
 @EVALUATOR_REGISTRY.register()
 def lvis(cfg, name: str, out: Optional[str]) -> list[DatasetEvaluator]:
     return [LVISEvaluator(name, output_dir=out)]
+
+
+@EVALUATOR_REGISTRY.register()
+def ytvis(cfg, name: str, out: Optional[str]) -> list[DatasetEvaluator]:
+    return [YTVISEvaluator(name, output_dir=out)]
 
 
 def build_evaluator(

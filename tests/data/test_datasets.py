@@ -334,7 +334,7 @@ def test_cityscapes_panoptic_naming_and_train_ids(tmp_path):
 # ----------------------------------------------------------------------------- metadata tables
 def test_package_tables_equal_the_reference():
     paths = sorted(METADATA_DIR.glob("*.json"))
-    assert len(paths) == 7, paths  # the published tables listed in tests/reference/README.md
+    assert len(paths) == 9, paths  # the published tables listed in tests/reference/README.md
     for path in paths:
         assert json.loads(path.read_text()) == M.load_table(path.stem), path.name
 
@@ -433,6 +433,12 @@ EVALUATOR_TYPES = {
     "shapes_val_panoptic": "coco_panoptic_seg",
     "shapes_val_instance": "coco",
     "shapes_val_sem_seg": "sem_seg",
+    "ytvis_2019_train": "ytvis",
+    "ytvis_2019_val": "ytvis",
+    "ytvis_2019_test": "ytvis",
+    "ytvis_2021_train": "ytvis",
+    "ytvis_2021_val": "ytvis",
+    "ytvis_shapes_val": "ytvis",
 }
 
 
@@ -494,7 +500,8 @@ def test_missing_builtin_files_point_to_the_readme_section(tmp_path, monkeypatch
     readme = (REPO_ROOT / "datasets" / "README.md").read_text()
     sections = set(re.findall(r"^## (.+)$", readme, re.MULTILINE))
     without = {n for n in datasets if readme_section(n) is None}
-    assert without and all(n.startswith("shapes_") for n in without)  # generated, not fetched
+    # generated, not fetched
+    assert without and all(n.startswith(("shapes_", "ytvis_shapes_")) for n in without)
     for name in sorted(set(datasets) - without):
         assert readme_section(name) in sections, name
         with pytest.raises(FileNotFoundError) as info:
@@ -507,6 +514,6 @@ def test_missing_builtin_files_point_to_the_readme_section(tmp_path, monkeypatch
 
 
 def _register_modules():
-    from mask2former.data.datasets import coco, coco_panoptic, sem_seg, shapes
+    from mask2former.data.datasets import coco, coco_panoptic, sem_seg, shapes, ytvis, ytvis_shapes
 
-    return (coco, coco_panoptic, sem_seg, shapes)
+    return (coco, coco_panoptic, sem_seg, shapes, ytvis, ytvis_shapes)

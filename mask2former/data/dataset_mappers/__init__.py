@@ -2,7 +2,7 @@
 
 Each takes ``(cfg, is_train)`` as the published ones do; the class names are the published
 Mask2Former / MaskFormer names (the LSJ mappers also under their ``*LSJDatasetMapper``
-aliases).
+aliases). ``YTVISDatasetMapper`` maps YouTube-VIS videos to clips, for training and testing.
 """
 
 from .build import DATASET_MAPPER_REGISTRY, build_dataset_mapper, register_dataset_mapper
@@ -18,6 +18,7 @@ from .mask_former_instance import MaskFormerInstanceDatasetMapper
 from .mask_former_panoptic import MaskFormerPanopticDatasetMapper
 from .mask_former_semantic import MaskFormerSemanticDatasetMapper
 from .tta_mapper import DatasetMapperTTA
+from .ytvis import YTVISDatasetMapper
 
 __all__ = [
     "DATASET_MAPPER_REGISTRY",
@@ -31,6 +32,7 @@ __all__ = [
     "MaskFormerInstanceDatasetMapper",
     "MaskFormerPanopticDatasetMapper",
     "MaskFormerSemanticDatasetMapper",
+    "YTVISDatasetMapper",
     "build_dataset_mapper",
     "register_dataset_mapper",
 ]

@@ -15,6 +15,10 @@ dataset dict (the catalog's format); it returns a new dict with "image" (3, H, W
 INPUT.FORMAT, "instances" (gt_classes (n,) int64, gt_masks (n, H, W) bool), "sem_seg" (H, W)
 int64 where the mapper makes one, and the input's "file_name", "image_id", "height", "width".
 It raises ``BadSampleError`` (naming the file) for an unusable sample.
+
+A video mapper (``YTVISDatasetMapper``, "ytvis") returns lists instead, one entry per frame of
+the clip: "image" (T tensors), "instances" (T Instances), "file_names". A class whose
+``maps_test_samples`` is True maps test samples too, as ``cls(cfg, False)``.
 """
 
 
@@ -30,10 +34,14 @@ def register_dataset_mapper(name: str) -> Callable[[type], type]:
 
 def build_dataset_mapper(cfg, is_train: bool) -> Callable[[dict], dict]:
     """The training mapper named by ``cfg.INPUT.DATASET_MAPPER_NAME``, or (``is_train``
-    False) the test mapper ``DatasetMapper(cfg, False)``, as the published recipes use."""
+    False) the test mapper, as the published recipes use: ``DatasetMapper(cfg, False)``, or
+    the named mapper itself when it maps test samples (``maps_test_samples``: videos)."""
+    name = cfg.INPUT.DATASET_MAPPER_NAME
     if not is_train:
         from .dataset_mapper import DatasetMapper
 
+        named = DATASET_MAPPER_REGISTRY.get(name) if name in DATASET_MAPPER_REGISTRY else None
+        if getattr(named, "maps_test_samples", False):
+            return named(cfg, False)
         return DatasetMapper(cfg, False)
-    name = cfg.INPUT.DATASET_MAPPER_NAME
     return lookup(DATASET_MAPPER_REGISTRY, name, "INPUT.DATASET_MAPPER_NAME")(cfg, True)

@@ -23,6 +23,8 @@ from .coco import register_coco_instances
 from .coco_panoptic import register_coco_panoptic, register_coco_panoptic_with_sem_seg
 from .sem_seg import register_sem_seg
 from .shapes import register_shapes
+from .ytvis import register_ytvis_instances
+from .ytvis_shapes import register_ytvis_shapes
 
 __all__ = ["datasets_root", "readme_section", "register_all"]
 
@@ -77,8 +79,27 @@ _COCO_STUFF_10K = {
     "coco_2017_train_stuff_10k_sem_seg": "train",
     "coco_2017_test_stuff_10k_sem_seg": "test",
 }
+# YouTube-VIS: (frame directory, json file, metadata), the published layout
+_YTVIS = {
+    **{
+        f"ytvis_2019_{split}": (
+            f"ytvis_2019/{dirname}/JPEGImages",
+            f"ytvis_2019/{dirname}.json",
+            M.ytvis_2019_meta,
+        )
+        for split, dirname in (("train", "train"), ("val", "valid"), ("test", "test"))
+    },
+    **{
+        f"ytvis_2021_{split}": (
+            f"ytvis_2021/{dirname}/JPEGImages",
+            f"ytvis_2021/{dirname}.json",
+            M.ytvis_2021_meta,
+        )
+        for split, dirname in (("train", "train"), ("val", "valid"), ("test", "test"))
+    },
+}
 # (dataset name prefix, the "## " section of datasets/README.md on getting and preparing it);
-# the first prefix that matches wins. shapes is generated, not downloaded.
+# the first prefix that matches wins. shapes and ytvis_shapes are generated, not downloaded.
 _README_SECTIONS = (
     *((name, "COCO-Stuff-10K") for name in _COCO_STUFF_10K),
     ("coco_", "COCO (instance, panoptic)"),
@@ -86,6 +107,8 @@ _README_SECTIONS = (
     ("ade20k_", "ADE20K (SceneParsing 150: semantic, panoptic, instance)"),
     ("cityscapes_", "Cityscapes"),
     ("mapillary_vistas_", "Mapillary Vistas (v1.2)"),
+    ("ytvis_2019_", "YouTube-VIS (2019, 2021)"),
+    ("ytvis_2021_", "YouTube-VIS (2019, 2021)"),
 )
 
 
@@ -216,9 +239,16 @@ def _register_cityscapes(root: str) -> None:
         )
 
 
+def _register_ytvis(root: str) -> None:
+    for name, (image_dir, json_file, meta) in _YTVIS.items():
+        register_ytvis_instances(
+            name, meta(), os.path.join(root, json_file), os.path.join(root, image_dir)
+        )
+
+
 def readme_section(name: str) -> Optional[str]:
     """The section of datasets/README.md on preparing the builtin dataset ``name``; None for a
-    dataset that has none (shapes, which is generated, or a user's own)."""
+    dataset that has none (shapes and ytvis_shapes, which are generated, or a user's own)."""
     return next((section for prefix, section in _README_SECTIONS if name.startswith(prefix)), None)
 
 
@@ -248,7 +278,9 @@ def register_all(root: str) -> None:
     _register_ade20k(root)
     _register_mapillary_panoptic(root)
     _register_cityscapes(root)
+    _register_ytvis(root)
     register_shapes(root)
+    register_ytvis_shapes(root)
     for name in set(DatasetCatalog) - before:
         if readme_section(name) is not None:  # replaces the loader registered just above
             DatasetCatalog[name] = _explain_missing_files(DatasetCatalog[name], name, root)

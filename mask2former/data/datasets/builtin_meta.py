@@ -28,6 +28,8 @@ __all__ = [
     "load_table",
     "mapillary_vistas_meta",
     "mapillary_vistas_sem_seg_meta",
+    "ytvis_2019_meta",
+    "ytvis_2021_meta",
 ]
 
 
@@ -161,3 +163,25 @@ def mapillary_vistas_meta() -> dict[str, Any]:
         if c["name"] != "void--unlabeled"
     ]
     return _panoptic_fields(cats)
+
+
+def _ytvis_fields(table: str) -> dict[str, Any]:
+    """YouTube-VIS: 40 thing classes, dataset ids 1..40, contiguous id = position in the table."""
+    cats = load_table(table)
+    return {
+        "thing_classes": [c["name"] for c in cats],
+        "thing_colors": [c["color"] for c in cats],
+        "thing_dataset_id_to_contiguous_id": {c["id"]: i for i, c in enumerate(cats)},
+    }
+
+
+def ytvis_2019_meta() -> dict[str, Any]:
+    """YouTube-VIS 2019: 40 classes (person, giant_panda, ..., tennis_racket)."""
+    return _ytvis_fields("ytvis_2019_40")
+
+
+def ytvis_2021_meta() -> dict[str, Any]:
+    """YouTube-VIS 2021: 40 classes in alphabetical order (airplane, bear, ..., zebra). Not the
+    2019 table: it has bird, car, flying_disc, squirrel and whale instead of ape, eagle, hand,
+    owl and sedan, and no class keeps its 2019 id."""
+    return _ytvis_fields("ytvis_2021_40")

@@ -18,28 +18,12 @@ from .common import (
     require_dir,
     require_files,
     require_keys,
+    thing_id_map,
 )
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["load_coco_json", "register_coco_instances"]
-
-
-def _thing_id_map(categories: list[dict], json_file: str, meta: Metadata) -> dict[int, int]:
-    """The metadata's ``thing_dataset_id_to_contiguous_id``; derived from the file when unset.
-
-    When the metadata has no map (a user's own dataset registered with ``{}``), categories are
-    numbered in id order and ``thing_classes`` is set from their names, as detectron2 does.
-    """
-    id_map = meta.get("thing_dataset_id_to_contiguous_id")
-    if id_map is not None:
-        return id_map
-    for i, cat in enumerate(categories):
-        require_keys(cat, ("id", "name"), json_file, f"categories[{i}]")
-    cats = sorted(categories, key=lambda c: c["id"])
-    id_map = {c["id"]: i for i, c in enumerate(cats)}
-    meta.set(thing_classes=[c["name"] for c in cats], thing_dataset_id_to_contiguous_id=id_map)
-    return id_map
 
 
 def _convert_segmentation(segm: Any, json_file: str, image: str) -> Any:
@@ -87,7 +71,7 @@ def load_coco_json(
     require_keys(data, ("images", "annotations", "categories"), json_file, "the top level")
     require_dir(image_root, f"image root of {json_file}")
     meta = MetadataCatalog.get(dataset_name) if dataset_name else Metadata(name=json_file)
-    id_map = _thing_id_map(data["categories"], json_file, meta)
+    id_map = thing_id_map(data["categories"], json_file, meta)
 
     annos_per_image: dict[Any, list[dict]] = {}
     for anno in data["annotations"]:

@@ -11,6 +11,7 @@ import torch
 
 from ...structures import masks_to_boxes
 from ...utils import file_io
+from ..catalog import Metadata
 
 
 class DatasetFormatError(ValueError):
@@ -58,6 +59,27 @@ def require_files(paths: list[str], what: str, listed_in: str) -> None:
         raise FileNotFoundError(
             f"{len(missing)} {what}(s) listed in {listed_in} do not exist, first: {missing[0]}"
         )
+
+
+def thing_id_map(categories: list[dict], json_file: str, meta: Metadata) -> dict[int, int]:
+    """The metadata's ``thing_dataset_id_to_contiguous_id``; derived from the file when unset.
+
+    When the metadata has no map (a user's own dataset registered with ``{}``), categories are
+    numbered in id order and ``thing_classes`` is set from their names, as detectron2 does.
+    """
+    id_map = meta.get("thing_dataset_id_to_contiguous_id")
+    if id_map is not None:
+        return id_map
+    if not isinstance(categories, list):
+        raise DatasetFormatError(
+            f"{json_file}: 'categories' should be a list, got {type(categories).__name__}"
+        )
+    for i, cat in enumerate(categories):
+        require_keys(cat, ("id", "name"), json_file, f"categories[{i}]")
+    cats = sorted(categories, key=lambda c: c["id"])
+    id_map = {c["id"]: i for i, c in enumerate(cats)}
+    meta.set(thing_classes=[c["name"] for c in cats], thing_dataset_id_to_contiguous_id=id_map)
+    return id_map
 
 
 def contiguous_category(

@@ -12,18 +12,14 @@ formats so that everything downstream goes through the same loaders as COCO::
         annotations/panoptic_{train,val}.json     COCO panoptic
         VERSION                                   written last: the generator version
 
-Generation happens in a temporary directory renamed into place, so several processes may
-start at once: the first rename wins and the others use its result.
+Generation happens in a temporary directory renamed into place (``generated.py``), so several
+processes may start at once: the first rename wins and the others use its result.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import os
-import shutil
-import tempfile
-import time
 from typing import Any, Optional
 
 import cv2
@@ -36,9 +32,8 @@ from ..catalog import DatasetCatalog, MetadataCatalog
 from .coco import load_coco_json
 from .coco_panoptic import load_coco_panoptic_json
 from .common import bbox_xywh
+from .generated import ensure_generated, write_version
 from .sem_seg import load_sem_seg
-
-logger = logging.getLogger(__name__)
 
 __all__ = ["SHAPES_CATEGORIES", "ensure_shapes_dataset", "generate_shapes", "register_shapes"]
 
@@ -237,58 +232,14 @@ def generate_shapes(out_dir: str, seed: int = 0, splits: Optional[dict[str, int]
     os.makedirs(os.path.join(out_dir, "annotations"))
     for split, count in (splits or SPLITS).items():
         _generate_split(out_dir, split, count, seed)
-    with open(os.path.join(out_dir, "VERSION"), "w") as f:
-        f.write(GENERATOR_VERSION + "\n")
+    write_version(out_dir, GENERATOR_VERSION)
 
 
 # ----------------------------------------------------------------------------- on-disk cache
-def _is_complete(path: str) -> bool:
-    marker = os.path.join(path, "VERSION")
-    if not os.path.isfile(marker):
-        return False
-    with open(marker) as f:
-        return f.read().strip() == GENERATOR_VERSION
-
-
-def _move_aside_if_stale(final: str) -> None:
-    """Rename an incomplete or outdated ``final`` out of the way (readers keep their files)."""
-    if not os.path.isdir(final) or _is_complete(final):
-        return
-    stale = f"{final}.stale-{os.getpid()}-{int(time.time())}"
-    try:
-        os.rename(final, stale)
-    except FileNotFoundError:  # another process moved it first
-        return
-    logger.warning("Moved an incomplete or outdated %s to %s", final, stale)
-
-
 def ensure_shapes_dataset(root: str) -> str:
-    """Return ``<root>/shapes``, generating it first unless a complete current copy is there.
-
-    Safe under concurrency: each process generates into its own temporary directory and
-    renames it into place; a process that loses the race discards its copy. A stale or
-    incomplete directory (other or missing VERSION) is moved aside, then replaced.
-    """
-    final = os.path.join(root, "shapes")
-    if _is_complete(final):
-        return final
-    os.makedirs(root, exist_ok=True)
-    start = time.perf_counter()
-    tmp = tempfile.mkdtemp(prefix=".shapes-tmp-", dir=root)
-    try:
-        generate_shapes(os.path.join(tmp, "shapes"))
-        _move_aside_if_stale(final)
-        try:
-            os.rename(os.path.join(tmp, "shapes"), final)
-            logger.info(
-                "Generated the shapes dataset in %s (%.1f s)", final, time.perf_counter() - start
-            )
-        except OSError:
-            if not _is_complete(final):  # the rename failed for another reason than a race
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return final
+    """Return ``<root>/shapes``, generating it first unless a complete current copy is there
+    (safe under concurrency, see :func:`~.generated.ensure_generated`)."""
+    return ensure_generated(root, "shapes", GENERATOR_VERSION, lambda out: generate_shapes(out))
 
 
 # ----------------------------------------------------------------------------- registration

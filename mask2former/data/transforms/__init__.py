@@ -24,6 +24,7 @@ from .augmentation_impl import (
     ResizeScale,
     ResizeShortestEdge,
 )
+from .clip_augmentation import ByClip, apply_augmentations_to_clip
 from .transform import (
     BlendTransform,
     ColorAugSSDTransform,
@@ -42,6 +43,7 @@ __all__ = [
     "Augmentation",
     "AugmentationList",
     "BlendTransform",
+    "ByClip",
     "ColorAugSSDTransform",
     "CropTransform",
     "FixedSizeCrop",
@@ -62,5 +64,6 @@ __all__ = [
     "TransformList",
     "VFlipTransform",
     "apply_augmentations",
+    "apply_augmentations_to_clip",
     "apply_transform_gens",
 ]
