@@ -6,9 +6,16 @@ from pathlib import Path
 
 import pytest
 
-from mask2former.config import ConfigError, ExpressionError, get_cfg, safe_eval_expression
+from mask2former.config import (
+    ConfigError,
+    ExpressionError,
+    add_maskformer2_video_config,
+    get_cfg,
+    safe_eval_expression,
+)
 from mask2former.config import config as config_module
 from mask2former.config import expression as expression_module
+from mask2former.config.compat import VIDEO_KEYS
 from tests.published import (
     CONFIG_DIR,
     published_config_hashes,
@@ -54,6 +61,21 @@ def test_video_config_keys_have_the_official_defaults():
     assert cfg.INPUT.SAMPLING_FRAME_NUM == 2 and cfg.INPUT.SAMPLING_FRAME_RANGE == 20
     assert cfg.INPUT.SAMPLING_FRAME_SHUFFLE is False and cfg.INPUT.AUGMENTATIONS == []
     assert cfg.MODEL.MASK_ON is False
+    for key in ("SAMPLING_FRAME_NUM", "SAMPLING_FRAME_SHUFFLE", "AUGMENTATIONS"):
+        del cfg.INPUT[key]
+    cfg.INPUT.SAMPLING_FRAME_RANGE = 5  # set before the call: kept
+    add_maskformer2_video_config(cfg)
+    assert cfg.INPUT.SAMPLING_FRAME_NUM == 2 and cfg.INPUT.SAMPLING_FRAME_RANGE == 5
+    assert cfg.INPUT.SAMPLING_FRAME_SHUFFLE is False and cfg.INPUT.AUGMENTATIONS == []
+    assert set(VIDEO_KEYS) == {
+        f"INPUT.{k}"
+        for k in (
+            "SAMPLING_FRAME_NUM",
+            "SAMPLING_FRAME_RANGE",
+            "SAMPLING_FRAME_SHUFFLE",
+            "AUGMENTATIONS",
+        )
+    }
 
 
 def test_every_published_config_loads():
