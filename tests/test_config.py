@@ -6,10 +6,29 @@ from pathlib import Path
 
 import pytest
 
-from mask2former.config import ConfigError, ExpressionError, get_cfg, safe_eval_expression
+from mask2former.config import (
+    ConfigError,
+    ExpressionError,
+    add_maskformer2_video_config,
+    get_cfg,
+    safe_eval_expression,
+)
 from mask2former.config import config as config_module
 from mask2former.config import expression as expression_module
-from tests.published import CONFIG_DIR, published_config_hashes, published_configs
+from mask2former.config.compat import VIDEO_KEYS
+from tests.published import (
+    CONFIG_DIR,
+    published_config_hashes,
+    published_configs,
+    published_video_config_hashes,
+)
+
+
+def _assert_shipped_unchanged(hashes: dict[str, str]) -> None:
+    for relative, digest in hashes.items():
+        path = CONFIG_DIR / relative
+        assert path.is_file(), f"published config missing from configs/: {relative}"
+        assert hashlib.sha256(path.read_bytes()).hexdigest() == digest, f"changed: {relative}"
 
 
 def test_shipped_configs_are_the_published_files():
@@ -17,10 +36,46 @@ def test_shipped_configs_are_the_published_files():
     hashes = published_config_hashes()
     assert len(hashes) == 93
     assert sum(r.startswith("maskformer/") for r in hashes) == 36
-    for relative, digest in hashes.items():
-        path = CONFIG_DIR / relative
-        assert path.is_file(), f"published config missing from configs/: {relative}"
-        assert hashlib.sha256(path.read_bytes()).hexdigest() == digest, f"changed: {relative}"
+    _assert_shipped_unchanged(hashes)
+
+
+def test_shipped_video_configs_are_the_published_files():
+    """configs/youtubevis_20{19,21} hold the published video configs unchanged (7 files each)."""
+    hashes = published_video_config_hashes()
+    assert len(hashes) == 14
+    assert sum(r.startswith("youtubevis_2019/") for r in hashes) == 7
+    _assert_shipped_unchanged(hashes)
+    for relative in hashes:
+        cfg = get_cfg()
+        cfg.merge_from_file(str(CONFIG_DIR / relative))
+        assert cfg.INPUT.MIN_SIZE_TRAIN_SAMPLING == "choice_by_clip", relative
+        assert cfg.INPUT.RANDOM_FLIP == "flip_by_clip" and cfg.MODEL.MASK_ON is True, relative
+        if "Base-" not in relative:
+            assert cfg.MODEL.META_ARCHITECTURE == "VideoMaskFormer", relative
+            assert cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES == 40, relative
+
+
+def test_video_config_keys_have_the_official_defaults():
+    """add_maskformer2_video_config (mask2former_video/config.py) and detectron2's MASK_ON."""
+    cfg = get_cfg()
+    assert cfg.INPUT.SAMPLING_FRAME_NUM == 2 and cfg.INPUT.SAMPLING_FRAME_RANGE == 20
+    assert cfg.INPUT.SAMPLING_FRAME_SHUFFLE is False and cfg.INPUT.AUGMENTATIONS == []
+    assert cfg.MODEL.MASK_ON is False
+    for key in ("SAMPLING_FRAME_NUM", "SAMPLING_FRAME_SHUFFLE", "AUGMENTATIONS"):
+        del cfg.INPUT[key]
+    cfg.INPUT.SAMPLING_FRAME_RANGE = 5  # set before the call: kept
+    add_maskformer2_video_config(cfg)
+    assert cfg.INPUT.SAMPLING_FRAME_NUM == 2 and cfg.INPUT.SAMPLING_FRAME_RANGE == 5
+    assert cfg.INPUT.SAMPLING_FRAME_SHUFFLE is False and cfg.INPUT.AUGMENTATIONS == []
+    assert set(VIDEO_KEYS) == {
+        f"INPUT.{k}"
+        for k in (
+            "SAMPLING_FRAME_NUM",
+            "SAMPLING_FRAME_RANGE",
+            "SAMPLING_FRAME_SHUFFLE",
+            "AUGMENTATIONS",
+        )
+    }
 
 
 def test_every_published_config_loads():
@@ -339,6 +394,7 @@ def test_every_config_expression_evaluates_as_python_does():
     for path in paths:
         expressions.update(pattern.findall(path.read_text()))
         get_cfg().merge_from_file(str(path))
-    assert len(paths) == 94 and len(expressions) == 5, (len(paths), expressions)
+    # 93 published image configs, 14 video configs, the shapes quick start
+    assert len(paths) == 108 and len(expressions) == 5, (len(paths), expressions)
     for expression in expressions:
         assert safe_eval_expression(expression) == eval(expression), expression

@@ -1,6 +1,11 @@
 """Configuration: detectron2-compatible ``CfgNode`` with every Mask2Former key."""
 
-from .compat import add_mask_former_config, add_maskformer2_config, add_missing_keys
+from .compat import (
+    add_mask_former_config,
+    add_maskformer2_config,
+    add_maskformer2_video_config,
+    add_missing_keys,
+)
 from .config import BASE_KEY, CfgNode, ConfigError, configurable, get_cfg
 from .expression import ExpressionError, safe_eval_expression
 from .supported import NOT_READ, check_supported

@@ -15,7 +15,22 @@ from collections.abc import Iterable
 
 from .config import CfgNode, ConfigError, get_cfg
 
-__all__ = ["add_mask_former_config", "add_maskformer2_config", "add_missing_keys"]
+__all__ = [
+    "VIDEO_KEYS",
+    "add_mask_former_config",
+    "add_maskformer2_config",
+    "add_maskformer2_video_config",
+    "add_missing_keys",
+]
+
+#: The keys of official Mask2Former's ``add_maskformer2_video_config``
+#: (``mask2former_video/config.py``).
+VIDEO_KEYS = (
+    "INPUT.SAMPLING_FRAME_NUM",
+    "INPUT.SAMPLING_FRAME_RANGE",
+    "INPUT.SAMPLING_FRAME_SHUFFLE",
+    "INPUT.AUGMENTATIONS",
+)
 
 
 def _leaf_keys(node: CfgNode, prefix: str = "") -> list[str]:
@@ -81,3 +96,10 @@ def add_maskformer2_config(cfg: CfgNode) -> None:
 
 add_mask_former_config = add_maskformer2_config
 """Official MaskFormer's name of :func:`add_maskformer2_config` (same keys)."""
+
+
+def add_maskformer2_video_config(cfg: CfgNode) -> None:
+    """Official Mask2Former's ``add_maskformer2_video_config``: make sure ``cfg`` has the video
+    keys (:data:`VIDEO_KEYS`), with our defaults (the official ones) for the missing ones.
+    Existing values are kept (the official function resets them)."""
+    add_missing_keys(cfg, get_cfg(), VIDEO_KEYS)

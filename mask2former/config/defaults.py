@@ -30,6 +30,9 @@ _C.MODEL.META_ARCHITECTURE = "MaskFormer"  # name in META_ARCH_REGISTRY
 _C.MODEL.WEIGHTS = ""  # checkpoint to initialise from: .pkl, .pth or .safetensors
 _C.MODEL.PIXEL_MEAN = [103.530, 116.280, 123.675]  # per-channel mean, in INPUT.FORMAT order, 0-255
 _C.MODEL.PIXEL_STD = [1.0, 1.0, 1.0]  # per-channel std, in INPUT.FORMAT order, 0-255
+# detectron2's key: load instance masks. The YouTube-VIS mapper reads it (published video
+# configs set True); the image mappers always load the masks they need.
+_C.MODEL.MASK_ON = False
 
 _C.MODEL.BACKBONE = CN()
 _C.MODEL.BACKBONE.NAME = "build_resnet_backbone"  # name in BACKBONE_REGISTRY
@@ -137,12 +140,15 @@ _C.MODEL.MASK_FORMER.TEST.SEM_SEG_POSTPROCESSING_BEFORE_INFERENCE = False  # res
 # ---------------------------------------------------------------------------- #
 _C.INPUT = CN()
 _C.INPUT.MIN_SIZE_TRAIN = (800,)  # shortest-edge sizes for training resize
-_C.INPUT.MIN_SIZE_TRAIN_SAMPLING = "choice"  # "choice" of MIN_SIZE_TRAIN or "range" between two
+# "choice" of MIN_SIZE_TRAIN or "range" between two; video mappers also take "choice_by_clip" /
+# "range_by_clip" (one size for all frames of a clip)
+_C.INPUT.MIN_SIZE_TRAIN_SAMPLING = "choice"
 _C.INPUT.MAX_SIZE_TRAIN = 1333  # longest-edge limit for training resize
 _C.INPUT.MIN_SIZE_TEST = 800  # shortest-edge size at test time (0 disables resizing)
 _C.INPUT.MAX_SIZE_TEST = 1333  # longest-edge limit at test time
 # Flip of the LSJ mappers and of DatasetMapper: "horizontal", "vertical" or "none". The
 # mask_former_* and detr mappers always flip horizontally (as published): they refuse others.
+# Video mappers also take "flip_by_clip" (horizontal, the same for all frames of a clip).
 _C.INPUT.RANDOM_FLIP = "horizontal"
 _C.INPUT.FORMAT = "BGR"  # channel order the model takes: "BGR" or "RGB"
 # Instance masks of the LSJ mapper: "polygon" (published; polygon annotations only) or
@@ -155,6 +161,14 @@ _C.INPUT.SIZE_DIVISIBILITY = -1
 _C.INPUT.IMAGE_SIZE = 1024  # large-scale jitter: target size
 _C.INPUT.MIN_SCALE = 0.1  # large-scale jitter: smallest scale
 _C.INPUT.MAX_SCALE = 2.0  # large-scale jitter: largest scale
+
+# Video (add_maskformer2_video_config): a training clip is SAMPLING_FRAME_NUM frames of one
+# video, drawn within SAMPLING_FRAME_RANGE frames of a random reference frame
+_C.INPUT.SAMPLING_FRAME_NUM = 2  # frames per training clip
+_C.INPUT.SAMPLING_FRAME_RANGE = 20  # largest distance of a clip's frames from its reference frame
+_C.INPUT.SAMPLING_FRAME_SHUFFLE = False  # shuffle the clip's frames instead of keeping their order
+# video mappers: extra training augmentations, of "brightness", "contrast", "saturation", "rotation"
+_C.INPUT.AUGMENTATIONS = []
 
 _C.INPUT.CROP = CN()
 _C.INPUT.CROP.ENABLED = False  # random crop during training

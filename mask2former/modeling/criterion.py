@@ -13,6 +13,11 @@ decoder's class says which one its predictions are trained with (``mask_loss_fam
   random candidates and the rest uniform;
 - ``"full"`` (MaskFormer v1): sigmoid focal + dice on full-resolution masks, predictions
   upsampled (bilinear) to the target size.
+
+Video (Mask2Former for video instance segmentation): a prediction and a target are a mask
+through a clip, ``(T, h, w)`` and ``(T, H, W)``. The matcher compares whole clips; the mask
+losses, as published, take each frame of a matched pair as a mask of its own (points drawn
+per frame) and still divide by the number of target *clips* ``num_masks``.
 """
 
 from __future__ import annotations
@@ -85,6 +90,7 @@ class SetCriterion(nn.Module):
     ``targets`` a list of B dicts {"labels": (n_i,) long in [0, K), "masks": (n_i, H, W)
     binary}. Returns {loss name: weighted scalar}; every key of ``weight_dict`` exactly
     (losses of auxiliary outputs that have no weight are computed, as officially, then dropped).
+    For clips of T frames the masks are (B, Q, T, h, w) and (n_i, T, H, W) (module docstring).
     """
 
     @configurable
@@ -162,14 +168,16 @@ class SetCriterion(nn.Module):
         return {"loss_ce": loss}
 
     def loss_masks(self, outputs, targets, indices: Indices, num_masks: float):
-        """Mask loss (BCE or focal) and dice loss on matched masks."""
+        """Mask loss (BCE or focal) and dice loss on matched masks (of clips: on every frame)."""
         batch_idx, query_idx = _prediction_index(indices)
-        pred = outputs["pred_masks"][batch_idx, query_idx]  # (M, h, w)
-        target = _matched_target_masks(targets, indices).to(pred)  # (M, H, W)
+        pred = outputs["pred_masks"][batch_idx, query_idx]  # (M, h, w) or (M, T, h, w)
+        target = _matched_target_masks(targets, indices).to(pred)  # (M, H, W) or (M, T, H, W)
         if len(pred) == 0:
             # Nothing matched: zero losses that still depend on the predictions.
             zero = outputs["pred_masks"].sum() * 0.0
             return {"loss_mask": zero, "loss_dice": zero.clone()}
+        # each frame of a clip is a mask of the losses: (M, T, h, w) -> (M*T, h, w)
+        pred, target = pred.flatten(0, -3), target.flatten(0, -3)
         if self.mask_loss == "point":
             pred, target = self._point_values(pred, target)
             mask = sigmoid_ce_loss(pred, target, num_masks)
@@ -204,7 +212,7 @@ class SetCriterion(nn.Module):
 
     # ----------------------------------------------------------------- forward
     def forward(self, outputs: dict, targets: list[dict[str, torch.Tensor]]):
-        _check_targets(targets, self.num_classes)
+        _check_targets(targets, self.num_classes, outputs["pred_masks"].shape[2:-2])
         num_masks = self.num_masks(targets, outputs["pred_logits"].device)
         predictions = [outputs] + list(outputs.get("aux_outputs", []))
         suffixes = [""] + [f"_{i}" for i in range(len(predictions) - 1)]
@@ -264,8 +272,8 @@ def _prediction_index(indices: Indices) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _matched_target_masks(targets, indices: Indices) -> torch.Tensor:
-    """(M, H, W) target masks in the order of :func:`_prediction_index`, zero-padded at the
-    bottom and right to the largest target size of the batch."""
+    """(M, H, W) target masks (clips: (M, T, H, W)) in the order of :func:`_prediction_index`,
+    zero-padded at the bottom and right to the largest target size of the batch."""
     height = max(t["masks"].shape[-2] for t in targets)
     width = max(t["masks"].shape[-1] for t in targets)
     matched = []
@@ -276,13 +284,18 @@ def _matched_target_masks(targets, indices: Indices) -> torch.Tensor:
     return torch.cat(matched)
 
 
-def _check_targets(targets: list[dict[str, torch.Tensor]], num_classes: int) -> None:
-    """Raise on targets whose labels are out of range or whose counts disagree."""
+def _check_targets(
+    targets: list[dict[str, torch.Tensor]], num_classes: int, frames: tuple[int, ...] = ()
+) -> None:
+    """Raise on targets whose labels are out of range or whose counts disagree, or whose masks
+    are not (n, H, W), or for clips of ``frames`` = (T,) not (n, T, H, W)."""
+    expected = "(n, " + "".join(f"{t}, " for t in frames) + "H, W)"
     for i, t in enumerate(targets):
         labels, masks = t["labels"], t["masks"]
-        if masks.dim() != 3 or len(masks) != len(labels):
+        shape_ok = masks.dim() == 3 + len(frames) and tuple(masks.shape[1:-2]) == tuple(frames)
+        if not shape_ok or len(masks) != len(labels):
             raise ValueError(
-                f"target {i}: 'masks' must be (n, H, W) with n = len(labels) = {len(labels)}, "
+                f"target {i}: 'masks' must be {expected} with n = len(labels) = {len(labels)}, "
                 f"got shape {tuple(masks.shape)}"
             )
         if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):

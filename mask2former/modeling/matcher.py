@@ -12,6 +12,11 @@ costs, the same as the criterion's mask losses:
 
 Costs are computed for the whole batch at once (targets padded to the largest count); the
 assignment is solved per image.
+
+Video (Mask2Former for video instance segmentation): predictions ``(B, Q, T, h, w)`` and
+targets ``(n_i, T, H, W)`` are masks through a clip, matched once per clip: a mask's points are
+those of every frame (the same ``num_points`` points in each, so ``T * num_points`` values), and
+the full grid is every frame's.
 """
 
 from __future__ import annotations
@@ -34,9 +39,9 @@ __all__ = ["MASK_LOSS_FAMILIES", "HungarianMatcher"]
 #: The two ways masks are compared, by the matcher and by the criterion's losses.
 MASK_LOSS_FAMILIES = ("point", "full")
 
-#: {"pred_logits": (B, Q, K + 1), "pred_masks": (B, Q, h, w)}
+#: {"pred_logits": (B, Q, K + 1), "pred_masks": (B, Q, h, w) or clips (B, Q, T, h, w)}
 Outputs = dict[str, torch.Tensor]
-#: B dicts {"labels": (n_i,) long, "masks": (n_i, H, W)}
+#: B dicts {"labels": (n_i,) long, "masks": (n_i, H, W) or clips (n_i, T, H, W)}
 Targets = list[dict[str, torch.Tensor]]
 
 
@@ -46,7 +51,8 @@ class HungarianMatcher(nn.Module):
     ``forward(outputs, targets)`` takes ``outputs`` {"pred_logits": (B, Q, K + 1),
     "pred_masks": (B, Q, h, w) logits} and ``targets``, a list of B dicts {"labels": (n_i,)
     long, "masks": (n_i, H, W)}, and returns B pairs ``(query_idx, target_idx)`` of int64
-    tensors of length ``min(Q, n_i)``, ``target_idx`` in the order of ``query_idx``.
+    tensors of length ``min(Q, n_i)``, ``target_idx`` in the order of ``query_idx``. For clips
+    the masks are (B, Q, T, h, w) and (n_i, T, H, W) (see the module docstring).
     """
 
     def __init__(
@@ -132,16 +138,18 @@ class HungarianMatcher(nn.Module):
         return cost, counts
 
     def _point_values(self, pred_masks, targets, point_coords):
-        """(B, Q, P) prediction and (B, N_max, P) target values at each image's points."""
-        pred = point_sample(pred_masks, point_coords)
+        """(B, Q, P) prediction and (B, N_max, P) target values at each image's points; for
+        clips (B, Q, T*P) and (B, N_max, T*P), the same points in every frame."""
+        pred = _sample_masks(pred_masks, point_coords)
         sampled = [
-            point_sample(t["masks"].to(pred.dtype)[None], coords[None])[0]
+            _sample_masks(t["masks"].to(pred.dtype)[None], coords[None])[0]
             for t, coords in zip(targets, point_coords)
         ]
         return pred, _pad_stack(sampled, max(len(s) for s in sampled))
 
     def _grid_values(self, pred_masks, targets):
-        """(B, Q, h*w) predictions and (B, N_max, h*w) targets resized (nearest) to h x w."""
+        """(B, Q, h*w) predictions and (B, N_max, h*w) targets resized (nearest) to h x w (for
+        clips (B, Q, T*h*w) and (B, N_max, T*h*w))."""
         resized = [
             _resize_nearest(t["masks"].to(pred_masks), pred_masks.shape[-2:]) for t in targets
         ]
@@ -156,11 +164,26 @@ class HungarianMatcher(nn.Module):
         )
 
 
+def _sample_masks(masks: torch.Tensor, point_coords: torch.Tensor) -> torch.Tensor:
+    """Values of masks at one set of points per batch element, each mask's frames in a row.
+
+    masks: (B, M, H, W), or clips (B, M, T, H, W); point_coords: (B, P, 2) -> (B, M, P), or
+    (B, M, T*P) with every frame sampled at the same points.
+    """
+    # every mask and frame is a channel of the sampling: (B, M, T, H, W) -> (B, M*T, H, W)
+    values = point_sample(masks.flatten(1, -3), point_coords)
+    # (B, M*T, P) -> (B, M, T, P) -> (B, M, T*P); sizes spelt out, as M may be 0
+    return values.view(*masks.shape[:-2], values.shape[-1]).flatten(2)
+
+
 def _resize_nearest(masks: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """(n, H, W) masks resized (nearest) to (n, *size); ``n`` may be 0."""
+    """(n, H, W) masks, or clips (n, T, H, W), resized (nearest) to (n, [T,] *size); ``n`` may
+    be 0."""
     if len(masks) == 0:
-        return masks.new_zeros((0, *size))
-    return F.interpolate(masks[None], size=size, mode="nearest")[0]
+        return masks.new_zeros((*masks.shape[:-2], *size))
+    # every frame is a channel of the resize: (n, T, H, W) -> (1, n*T, H, W)
+    resized = F.interpolate(masks.flatten(0, -3)[None], size=size, mode="nearest")[0]
+    return resized.view(*masks.shape[:-2], *size)
 
 
 def _pad_stack(tensors: list[torch.Tensor], length: int) -> torch.Tensor:

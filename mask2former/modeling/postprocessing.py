@@ -1,7 +1,7 @@
 """Post-processing of MaskFormer predictions: pure functions over one image's tensors.
 
 Inputs are one image's class logits ``mask_cls: (Q, K+1)`` (last column: no-object) and
-mask logits ``mask_pred: (Q, H, W)``.
+mask logits ``mask_pred: (Q, H, W)``; for a video, ``mask_pred: (Q, T, H, W)``.
 """
 
 from collections.abc import Sequence
@@ -170,3 +170,46 @@ def instance_inference(
     result.pred_classes = labels[order]
     result.pred_boxes = BitMasks(result.pred_masks).get_bounding_boxes()
     return result
+
+
+def video_instance_inference(
+    mask_cls: Tensor,
+    mask_pred: Tensor,
+    *,
+    padded_size: tuple[int, int],
+    image_size: tuple[int, int],
+    output_size: tuple[int, int],
+    topk: int = 10,
+) -> dict:
+    """Video instances: the top ``topk`` (query, class) pairs of a video by class probability.
+
+    As published (Mask2Former's ``VideoMaskFormer.inference_video``): each pair's mask is its
+    query's mask in every frame, upsampled (bilinear) to the padded input size, cropped to the
+    image inside the padding, resized to ``output_size`` and thresholded at logit 0; its score
+    is the class probability alone. Only the top pairs' masks are resized (the published code
+    resizes all Q first: the same values, in Q / topk times the memory). Pairs are sorted by
+    decreasing score (the published order is topk's unsorted one).
+
+    mask_cls: (Q, K+1) logits; mask_pred: (Q, T, h, w) logits. Returns ``{"image_size":
+    output_size, "pred_scores": [float], "pred_labels": [int], "pred_masks": [(T, *output_size)
+    bool CPU tensor]}``, one entry per pair.
+    """
+    num_queries, num_classes = mask_cls.shape[0], mask_cls.shape[1] - 1
+    class_probs = F.softmax(mask_cls, dim=-1)[:, :-1]
+    # (Q, K) -> (Q*K,): index q * K + c is query q with class c
+    scores, flat_indices = class_probs.flatten().topk(min(topk, num_queries * num_classes))
+    labels = flat_indices % num_classes
+    query_indices = torch.div(flat_indices, num_classes, rounding_mode="floor")
+    # frames are channels of the resizes: (k, T, h, w) -> (k, T, H_pad, W_pad)
+    masks = F.interpolate(
+        mask_pred[query_indices], size=padded_size, mode="bilinear", align_corners=False
+    )
+    # (k, T, ...) -> (k*T, ...) -> (k*T, height, width) -> (k, T, height, width)
+    masks = sem_seg_postprocess(masks.flatten(0, 1), image_size, *output_size)
+    masks = masks.unflatten(0, (len(query_indices), mask_pred.shape[1]))
+    return {
+        "image_size": tuple(output_size),
+        "pred_scores": scores.tolist(),
+        "pred_labels": labels.tolist(),
+        "pred_masks": list((masks > 0).cpu()),
+    }

@@ -30,6 +30,7 @@ from tests.data._pipeline_samples import (
     panoptic_sample,
     semantic_sample,
 )
+from tests.published import published_video_config_hashes
 
 SEEDS = range(8)
 PAD_RGB = (128, 128, 128)
@@ -361,7 +362,10 @@ CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 
 def test_every_shipped_config_builds_its_mappers():
-    paths = sorted(CONFIGS.rglob("*.yaml"))
+    # Video configs are left to the video data: their mapper comes with it.
+    video = {CONFIGS / relative for relative in published_video_config_hashes()}
+    paths = sorted(set(CONFIGS.rglob("*.yaml")) - video)
+    assert len(paths) == 94
     for path in paths:
         cfg = get_cfg()
         cfg.merge_from_file(str(path))

@@ -314,3 +314,55 @@ def test_decoder_without_a_loss_family_needs_an_explicit_mask_loss():
     with pytest.raises(ConfigError, match="mask_loss_family"):
         mask_loss_family("auto", name)
     assert mask_loss_family("point", name) == "point"
+
+
+# --------------------------------------------------------------------------- video
+def _clip_batch(counts=(2, 1), queries=4, frames=3, num_classes=4, seed=20):
+    """Clip outputs (B, Q, T, 16, 16) and targets (n, T, 16, 16)."""
+    g = torch.Generator().manual_seed(seed)
+    outputs = {
+        "pred_logits": torch.randn(len(counts), queries, num_classes + 1, generator=g),
+        "pred_masks": torch.randn(len(counts), queries, frames, 16, 16, generator=g),
+    }
+    targets = [
+        {
+            "labels": torch.randint(0, num_classes, (n,), generator=g),
+            "masks": torch.rand(n, frames, 16, 16, generator=g) > 0.5,
+        }
+        for n in counts
+    ]
+    return outputs, targets
+
+
+@pytest.mark.parametrize("mode", ["point", "full"])
+def test_clip_mask_losses_sum_over_frames_divided_by_clips(mode, monkeypatch):
+    """As published (VideoSetCriterion.loss_masks): each frame of a matched clip pair is a mask of
+    the losses, and the sum is divided by the number of target clips. The frames of the clips,
+    taken as images with the same matches, give the same losses."""
+    outputs, targets = _clip_batch()
+    criterion = _criterion(mode)
+    _fix_points(criterion, monkeypatch)
+    indices = criterion.matcher(outputs, targets)
+    clip_losses = criterion.loss_masks(outputs, targets, indices, num_masks=3.0)
+    frames = outputs["pred_masks"].shape[2]
+    image_outputs = {"pred_masks": outputs["pred_masks"].transpose(1, 2).flatten(0, 1)}
+    image_targets = [
+        {"labels": t["labels"], "masks": t["masks"][:, f]} for t in targets for f in range(frames)
+    ]
+    image_indices = [i for i in indices for _ in range(frames)]
+    image_losses = criterion.loss_masks(image_outputs, image_targets, image_indices, num_masks=3.0)
+    for name in ("loss_mask", "loss_dice"):
+        torch.testing.assert_close(clip_losses[name], image_losses[name])
+
+
+def test_clip_losses_are_finite_and_shapes_are_checked():
+    outputs, targets = _clip_batch(counts=(0, 2))
+    outputs["pred_masks"].requires_grad_(True)
+    losses = _criterion("point")(outputs, targets)
+    sum(losses.values()).backward()
+    assert all(torch.isfinite(v) for v in losses.values())
+    assert torch.isfinite(outputs["pred_masks"].grad).all()
+    assert outputs["pred_masks"].grad[1].abs().sum() > 0
+    targets[1]["masks"] = targets[1]["masks"][:, :2]  # two frames for a three-frame clip
+    with pytest.raises(ValueError, match=r"target 1: 'masks' must be \(n, 3, H, W\)"):
+        _criterion("point")(outputs, targets)

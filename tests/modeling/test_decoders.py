@@ -3,6 +3,10 @@
 import pytest
 import torch
 
+from mask2former.modeling.transformer_decoder import (
+    MultiScaleMaskedTransformerDecoder,
+    VideoMultiScaleMaskedTransformerDecoder,
+)
 from mask2former.modeling.transformer_decoder.mask2former_transformer_decoder import (
     attention_mask_from_masks,
 )
@@ -96,3 +100,98 @@ def test_masked_cross_attention_ignores_keys_outside_the_predicted_mask():
     foreground[..., 0, 0] += 5.0
     torch.testing.assert_close(query0_after_cross_attention(background), base)
     assert not torch.allclose(query0_after_cross_attention(foreground), base)
+
+
+# --------------------------------------------------------------------------- video
+def video_decoder(seed: int = 0) -> VideoMultiScaleMaskedTransformerDecoder:
+    torch.manual_seed(seed)
+    return VideoMultiScaleMaskedTransformerDecoder(
+        16,
+        num_classes=3,
+        hidden_dim=16,
+        num_queries=5,
+        nheads=2,
+        dim_feedforward=32,
+        dec_layers=3,
+        pre_norm=False,
+        mask_dim=16,
+        enforce_input_project=False,
+    ).eval()
+
+
+def clip_inputs(frames: int, seed: int = 0) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """Multi-scale features (frames, 16, s, s) for s = 2, 4, 8 and mask features at 16 x 16."""
+    g = torch.Generator().manual_seed(seed)
+    levels = [torch.randn(frames, 16, s, s, generator=g) for s in (2, 4, 8)]
+    return levels, torch.randn(frames, 16, 16, 16, generator=g)
+
+
+def test_video_decoder_predicts_one_class_and_one_mask_per_frame_per_query():
+    decoder = video_decoder()
+    x, mask_features = clip_inputs(2 * 3)  # two clips of three frames
+    with torch.no_grad():
+        out = decoder(x, mask_features, num_frames=3)
+    assert out["pred_logits"].shape == (2, 5, 4)
+    assert out["pred_masks"].shape == (2, 5, 3, 16, 16)
+    assert len(out["aux_outputs"]) == 2
+    assert all(a["pred_masks"].shape == (2, 5, 3, 16, 16) for a in out["aux_outputs"])
+    with pytest.raises(ValueError, match="6 frames do not make clips of num_frames=4"):
+        decoder(x, mask_features, num_frames=4)
+    with pytest.raises(TypeError, match="num_frames"):
+        decoder(x, mask_features)
+
+
+def test_video_decoder_queries_see_every_frame_of_their_clip_only():
+    """Changing frame 1 of clip 0 changes clip 0's class and frame-0 mask predictions (one set
+    of queries attends to all frames), and leaves clip 1 as it is: a batch of clips gives what
+    each clip gives alone."""
+    decoder = video_decoder()
+    x, mask_features = clip_inputs(4)
+    with torch.no_grad():
+        both = decoder(x, mask_features, num_frames=2)
+        alone = [
+            decoder(
+                [level[2 * c : 2 * c + 2] for level in x],
+                mask_features[2 * c : 2 * c + 2],
+                num_frames=2,
+            )
+            for c in (0, 1)
+        ]
+        changed = [level.clone() for level in x]
+        for level in changed:
+            level[1] += 1.0
+        after = decoder(changed, mask_features, num_frames=2)
+    for c in (0, 1):
+        torch.testing.assert_close(both["pred_masks"][c], alone[c]["pred_masks"][0])
+        torch.testing.assert_close(both["pred_logits"][c], alone[c]["pred_logits"][0])
+    assert not torch.allclose(after["pred_logits"][0], both["pred_logits"][0])
+    assert not torch.allclose(after["pred_masks"][0, :, 0], both["pred_masks"][0, :, 0])
+    torch.testing.assert_close(after["pred_masks"][1], both["pred_masks"][1])
+
+
+def test_video_decoder_has_the_image_decoders_weights():
+    """Same parameter names and shapes, and version, as the image decoder: an image
+    checkpoint's decoder loads strictly, and an old one's static_query becomes query_feat."""
+    video = video_decoder()
+    torch.manual_seed(1)
+    image = MultiScaleMaskedTransformerDecoder(
+        16,
+        num_classes=3,
+        hidden_dim=16,
+        num_queries=5,
+        nheads=2,
+        dim_feedforward=32,
+        dec_layers=3,
+        pre_norm=False,
+        mask_dim=16,
+        enforce_input_project=False,
+    )
+    state = image.state_dict()
+    assert state._metadata[""]["version"] == video.state_dict()._metadata[""]["version"] == 2
+    video.load_state_dict(state, strict=True)
+    for key, value in state.items():
+        assert torch.equal(video.state_dict()[key], value), key
+    old = {k.replace("query_feat", "static_query"): v for k, v in state.items()}  # no versions
+    fresh = video_decoder(seed=2)
+    fresh.load_state_dict(old, strict=True)
+    assert torch.equal(fresh.query_feat.weight, image.query_feat.weight)

@@ -167,3 +167,94 @@ def test_costs_are_float32_under_float16_autocast():
     for cost, reference in zip(costs, expected):
         assert cost.dtype == torch.float32
         torch.testing.assert_close(cost, reference)
+
+
+# --------------------------------------------------------------------------- video
+def _clips(counts, queries, classes, frames=3, seed=8):
+    """Outputs with clip masks (B, Q, T, 8, 8) and targets (n, T, 16, 16)."""
+    g = torch.Generator().manual_seed(seed)
+    outputs = {
+        "pred_logits": torch.randn(len(counts), queries, classes + 1, generator=g),
+        "pred_masks": torch.randn(len(counts), queries, frames, 8, 8, generator=g) * 3,
+    }
+    targets = [
+        {
+            "labels": torch.randint(0, classes, (n,), generator=g),
+            "masks": torch.rand(n, frames, 16, 16, generator=g) > 0.5,
+        }
+        for n in counts
+    ]
+    return outputs, targets
+
+
+@pytest.mark.parametrize("mode", ["point", "full"])
+def test_clip_costs_compare_every_frame_at_once(mode):
+    """A clip's mask and dice costs are over the values of all its frames together: the same
+    points in every frame (published VideoHungarianMatcher), or every frame's grid."""
+    counts, queries, classes, frames = [2, 0, 3], 4, 3, 3
+    outputs, targets = _clips(counts, queries, classes, frames)
+    matcher = HungarianMatcher(
+        cost_class=2.0, cost_mask=5.0, cost_dice=3.0, mask_loss=mode, num_points=20
+    )
+    coords = torch.rand(3, 20, 2, generator=torch.Generator().manual_seed(9))
+    costs = matcher.cost_matrices(outputs, targets, coords)
+    for b, n in enumerate(counts):
+        if mode == "point":
+            # (Q, T, h, w) sampled frame by frame at the clip's points -> (Q, T*P)
+            pred = torch.cat(
+                [
+                    point_sample(outputs["pred_masks"][b : b + 1, :, t], coords[b : b + 1])[0]
+                    for t in range(frames)
+                ],
+                dim=1,
+            )
+            tgt = torch.cat(
+                [
+                    point_sample(targets[b]["masks"][None, :, t].float(), coords[b : b + 1])[0]
+                    for t in range(frames)
+                ],
+                dim=1,
+            )
+        else:
+            pred = outputs["pred_masks"][b].flatten(1)
+            tgt = targets[b]["masks"][..., ::2, ::2].float().flatten(1)
+        naive = _naive_cost(
+            outputs["pred_logits"][b],
+            pred,
+            targets[b]["labels"],
+            tgt,
+            2.0,
+            5.0,
+            3.0,
+            mode == "full",
+        )
+        assert costs[b].shape == (queries, n)
+        torch.testing.assert_close(costs[b].double(), naive, rtol=1e-4, atol=1e-5)
+
+
+def test_one_frame_clips_match_like_images():
+    outputs, targets = _clips([2, 3], 5, 4, frames=1, seed=10)
+    images = {"pred_logits": outputs["pred_logits"], "pred_masks": outputs["pred_masks"][:, :, 0]}
+    image_targets = [{"labels": t["labels"], "masks": t["masks"][:, 0]} for t in targets]
+    coords = torch.rand(2, 30, 2)
+    matcher = HungarianMatcher(num_points=30)
+    for clip, image in zip(
+        matcher.cost_matrices(outputs, targets, coords),
+        matcher.cost_matrices(images, image_targets, coords),
+    ):
+        torch.testing.assert_close(clip, image)
+
+
+def test_a_track_is_matched_by_its_whole_clip():
+    """Query 1 fits the target in frame 0 only, query 2 in both frames: the clip goes to 2."""
+    targets = _clips([1], 3, 2, frames=2, seed=11)[1]
+    target = targets[0]["masks"][0].float()  # (2, 16, 16)
+    masks = torch.full((1, 3, 2, 16, 16), -20.0)
+    masks[0, 1, 0] = target[0] * 40 - 20
+    masks[0, 1, 1] = (1 - target[1]) * 40 - 20
+    masks[0, 2] = target * 40 - 20
+    logits = torch.zeros(1, 3, 3)
+    ((rows, cols),) = HungarianMatcher(num_points=200)(
+        {"pred_logits": logits, "pred_masks": masks}, targets
+    )
+    assert rows.tolist() == [2] and cols.tolist() == [0]

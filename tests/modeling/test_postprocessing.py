@@ -11,6 +11,7 @@ from mask2former.modeling.postprocessing import (
     panoptic_inference,
     sem_seg_postprocess,
     semantic_inference,
+    video_instance_inference,
 )
 
 BIG = 20.0  # a logit whose sigmoid/softmax is 1 to float precision
@@ -266,3 +267,54 @@ def test_sem_seg_postprocess_same_size_equals_bilinear_identity():
         result[None, :, :10, :13], size=(10, 13), mode="bilinear", align_corners=False
     )[0]
     assert torch.equal(out, expected)
+
+
+# --------------------------------------------------------------------------- video
+def published_video_inference(mask_cls, mask_pred, padded_size, image_size, output_size, topk):
+    """The published order (VideoMaskFormer.forward / inference_video): every query's masks
+    upsampled to the padded size, top-k pairs chosen, cropped, resized, thresholded."""
+    num_classes = mask_cls.shape[-1] - 1
+    upsampled = F.interpolate(mask_pred, size=padded_size, mode="bilinear", align_corners=False)
+    scores = F.softmax(mask_cls, dim=-1)[:, :-1]
+    labels = torch.arange(num_classes).repeat(len(mask_cls))
+    top_scores, top = scores.flatten().topk(topk, sorted=False)
+    masks = upsampled[top // num_classes][:, :, : image_size[0], : image_size[1]]
+    masks = F.interpolate(masks, size=output_size, mode="bilinear", align_corners=False)
+    return top_scores, labels[top], masks > 0
+
+
+def test_video_instance_inference_is_the_published_one_in_less_memory():
+    g = torch.Generator().manual_seed(0)
+    mask_cls = torch.randn(7, 5, generator=g) * 3  # 7 queries, 4 classes
+    mask_pred = torch.randn(7, 3, 6, 8, generator=g) * 4  # 3 frames at 1/4 of 24 x 32
+    out = video_instance_inference(
+        mask_cls, mask_pred, padded_size=(24, 32), image_size=(21, 30), output_size=(42, 61)
+    )
+    assert set(out) == {"image_size", "pred_scores", "pred_labels", "pred_masks"}
+    assert out["image_size"] == (42, 61) and len(out["pred_masks"]) == 10
+    assert out["pred_scores"] == sorted(out["pred_scores"], reverse=True)
+    assert all(m.shape == (3, 42, 61) and m.dtype == torch.bool for m in out["pred_masks"])
+    scores, labels, masks = published_video_inference(
+        mask_cls, mask_pred, (24, 32), (21, 30), (42, 61), 10
+    )
+    published = sorted(zip(scores.tolist(), labels.tolist(), masks), key=lambda r: -r[0])
+    for score, label, mask, (p_score, p_label, p_mask) in zip(
+        out["pred_scores"], out["pred_labels"], out["pred_masks"], published
+    ):
+        assert (score, label) == (p_score, p_label)
+        assert torch.equal(mask, p_mask)
+
+
+def test_video_instance_inference_keeps_at_most_every_pair():
+    """Fewer (query, class) pairs than top-k: all of them, each query's class probabilities."""
+    mask_cls = class_logits([0, 1], num_classes=2)  # query 0 is class 0, query 1 class 1
+    mask_pred = torch.full((2, 2, 4, 4), -BIG)
+    mask_pred[0, 1] = BIG  # query 0: frame 1 only
+    out = video_instance_inference(
+        mask_cls, mask_pred, padded_size=(4, 4), image_size=(4, 4), output_size=(4, 4)
+    )
+    assert len(out["pred_scores"]) == 4
+    assert out["pred_scores"][:2] == pytest.approx([1.0, 1.0])
+    assert sorted(out["pred_labels"][:2]) == [0, 1]
+    first = out["pred_labels"].index(0)
+    assert not out["pred_masks"][first][0].any() and out["pred_masks"][first][1].all()

@@ -15,8 +15,10 @@ from mask2former.config import get_cfg
 from mask2former.modeling import META_ARCH_REGISTRY
 from tests.published import (
     PARAMS_M2F_R50_COCO_PANOPTIC,
+    PARAMS_M2F_R50_YTVIS_2019,
     PARAMS_M2F_SWIN_L_200_QUERIES_COCO_PANOPTIC,
     PARAMS_MASKFORMER_R50_ADE20K_150,
+    published_video_config_hashes,
 )
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
@@ -124,6 +126,59 @@ def test_mask2former_swin_large_coco_panoptic_is_the_published_model():
     assert model.sem_seg_head.predictor.query_feat.weight.shape == (200, 256)
 
 
+def test_mask2former_r50_youtubevis_2019_is_the_published_model():
+    model, _ = build_on_meta("youtubevis_2019/video_maskformer2_R50_bs16_8ep.yaml")
+    assert type(model).__name__ == "VideoMaskFormer"
+    assert type(model.sem_seg_head.predictor).__name__ == "VideoMultiScaleMaskedTransformerDecoder"
+    assert sum(p.numel() for p in model.parameters()) == PARAMS_M2F_R50_YTVIS_2019
+    expected = mask2former_head_keys(enc_layers=6, dec_layers=10) | {"criterion.empty_weight"}
+    assert non_backbone_keys(model) == expected
+    assert model.criterion.mask_loss == "point"
+    assert model.sem_seg_head.predictor.class_embed.out_features == 41  # 40 classes + no-object
+
+
+#: The COCO instance model (Mask2Former MODEL_ZOO.md) each published video config's
+#: MODEL.WEIGHTS names, by its file name, and the shipped config of that model.
+VIDEO_WEIGHTS_FROM = {
+    "model_final_3c8ec9.pkl": "coco/instance-segmentation/maskformer2_R50_bs16_50ep.yaml",
+    "model_final_eba159.pkl": "coco/instance-segmentation/maskformer2_R101_bs16_50ep.yaml",
+    "model_final_86143f.pkl": "coco/instance-segmentation/swin/maskformer2_swin_tiny_bs16_50ep.yaml",
+    "model_final_1e7f22.pkl": "coco/instance-segmentation/swin/maskformer2_swin_small_bs16_50ep.yaml",
+    "model_final_83d103.pkl": (
+        "coco/instance-segmentation/swin/maskformer2_swin_base_IN21k_384_bs16_50ep.yaml"
+    ),
+    "model_final_e5f453.pkl": (
+        "coco/instance-segmentation/swin/maskformer2_swin_large_IN21k_384_bs16_100ep.yaml"
+    ),
+}
+#: What a 40-class video model lacks of an 80-class COCO one: 40 rows of the class head.
+COCO_TO_YTVIS_PARAMS = 40 * (256 + 1)
+
+
+def video_configs() -> list[str]:
+    return sorted(r for r in published_video_config_hashes() if "/Base-" not in r)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("config", video_configs())
+def test_every_video_config_is_its_coco_instance_model_with_40_classes(config):
+    """Same parameter names and shapes as the COCO instance model its MODEL.WEIGHTS name, but
+    the 40-class head: loading that checkpoint skips exactly the class head and the no-object
+    weights (shape mismatch), as detectron2's checkpointer does for the published model."""
+    video, cfg = build_on_meta(config)
+    image, _ = build_on_meta(VIDEO_WEIGHTS_FROM[cfg.MODEL.WEIGHTS])
+    video_shapes = {k: tuple(v.shape) for k, v in video.state_dict().items()}
+    image_shapes = {k: tuple(v.shape) for k, v in image.state_dict().items()}
+    assert video_shapes.keys() == image_shapes.keys()
+    differ = {k for k in video_shapes if video_shapes[k] != image_shapes[k]}
+    head = "sem_seg_head.predictor.class_embed"
+    assert differ == {f"{head}.weight", f"{head}.bias", "criterion.empty_weight"}
+    video_params = sum(p.numel() for p in video.parameters())
+    assert video_params == sum(p.numel() for p in image.parameters()) - COCO_TO_YTVIS_PARAMS
+    if "R50" in config:
+        assert video_params == PARAMS_M2F_R50_YTVIS_2019
+
+
 def shipped_configs() -> list[str]:
     paths = sorted(CONFIG_DIR.rglob("*.yaml"))
     return [str(p.relative_to(CONFIG_DIR)) for p in paths if not p.name.startswith("Base-")]
@@ -134,7 +189,12 @@ def shipped_configs() -> list[str]:
 def test_every_shipped_config_builds_its_model_family(config):
     model, cfg = build_on_meta(config)
     head = model.sem_seg_head
-    if config.startswith("maskformer/"):
+    if config.startswith("youtubevis_"):
+        assert type(model).__name__ == "VideoMaskFormer"
+        assert type(head.predictor).__name__ == "VideoMultiScaleMaskedTransformerDecoder"
+        assert type(head.pixel_decoder).__name__ == "MSDeformAttnPixelDecoder"
+        assert model.criterion.mask_loss == "point"
+    elif config.startswith("maskformer/"):
         # MaskFormer v1 YAMLs name no transformer decoder: the default builds the v1 model,
         # trained with the v1 (full-mask focal + dice) losses.
         assert cfg.MODEL.MASK_FORMER.TRANSFORMER_DECODER_NAME == "StandardTransformerDecoder"

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from mask2former.modeling.position_encoding import PositionEmbeddingSine
+from mask2former.modeling.position_encoding import PositionEmbeddingSine, PositionEmbeddingSine3D
 from mask2former.modeling.transformer_blocks import (
     MLP,
     CrossAttentionLayer,
@@ -107,6 +107,53 @@ def test_sine_position_embedding_normalises_over_the_unpadded_region():
     padded = layer(torch.zeros(1, 1, 4, 6), mask)[..., :3, :4]
     alone = layer(torch.zeros(1, 1, 3, 4))
     torch.testing.assert_close(padded, alone)
+
+
+def test_sine_3d_position_embedding_formula():
+    """Each frame's (y, x) embedding plus the frame index's over all channels, the frame index
+    normalised like y and x and its frequencies spread over twice the channels (published
+    PositionEmbeddingSine3D)."""
+    feats, frames, h, w = 4, 3, 2, 5
+    layer = PositionEmbeddingSine3D(feats, normalize=True)
+    pos = layer(torch.zeros(2, frames, 7, h, w))
+    assert pos.shape == (2, frames, 2 * feats, h, w)
+    spatial = PositionEmbeddingSine(feats, normalize=True)(torch.zeros(1, 1, h, w))[0]
+    for t in range(frames):
+        z = (t + 1) / (frames + 1e-6) * 2 * math.pi
+        for k in range(2 * feats):
+            fn = math.sin if k % 2 == 0 else math.cos
+            temporal = fn(z / 10000 ** (2 * (k // 2) / (2 * feats)))
+            expected = spatial[k] + temporal
+            torch.testing.assert_close(pos[1, t, k], expected, atol=1e-5, rtol=0)
+
+
+def test_sine_3d_position_embedding_normalises_over_the_unpadded_frames():
+    layer = PositionEmbeddingSine3D(4, normalize=True)
+    mask = torch.zeros(1, 3, 4, 6, dtype=torch.bool)
+    mask[:, 2] = True  # the last frame is padding
+    mask[:, :, 3:, :] = True
+    padded = layer(torch.zeros(1, 3, 1, 4, 6), mask)[:, :2, :, :3, :]
+    alone = layer(torch.zeros(1, 2, 1, 3, 6))
+    torch.testing.assert_close(padded, alone)
+    with pytest.raises(ValueError, match=r"\(N, T, C, H, W\)"):
+        layer(torch.zeros(1, 1, 4, 6))
+
+
+def test_attention_mask_of_clips_spans_every_frame():
+    """(N, Q, T, H, W) -> (N*heads, Q, T*h*w), frame after frame; a query is freed only when it
+    is blocked in every frame of its clip."""
+    logits = torch.full((1, 3, 2, 4, 4), -5.0)
+    logits[0, 0, 0, :2, :2] = 5.0  # query 0: top-left of frame 0
+    logits[0, 0, 1, 2:, 2:] = 5.0  # and bottom-right of frame 1
+    logits[0, 1, 1] = 5.0  # query 1: all of frame 1, nothing of frame 0
+    mask = attention_mask_from_masks(logits, (2, 2), num_heads=2)
+    assert mask.shape == (2, 3, 8)
+    per_frame = [attention_mask_from_masks(logits[:, :, t], (2, 2), 2) for t in range(2)]
+    assert mask[:, 0].tolist() == torch.cat([f[:, 0] for f in per_frame], -1).tolist()
+    assert mask[0, 0].tolist() == [False, True, True, True, True, True, True, False]
+    # query 1 keeps frame 0 blocked (the image rule would free an empty frame on its own)
+    assert mask[0, 1].tolist() == [True] * 4 + [False] * 4
+    assert not mask[:, 2].any()  # blocked everywhere: attends everywhere
 
 
 def test_attention_mask_blocks_background_and_frees_empty_rows():

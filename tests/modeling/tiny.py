@@ -19,6 +19,9 @@ NUM_CLASSES = 4
 THING_IDS = (0, 1)
 IMAGE_SIZE = 64
 
+#: The video model (VideoMaskFormer); built by :func:`tiny_video_cfg`, not :func:`tiny_cfg`.
+VIDEO_CONFIG = "youtubevis_2019/video_maskformer2_R50_bs16_8ep.yaml"
+
 #: One representative config per meta-arch / pixel decoder / transformer decoder combination.
 CONFIGS = {
     "mask2former": "coco/panoptic-segmentation/maskformer2_R50_bs16_50ep.yaml",
@@ -103,3 +106,49 @@ def training_input(height: int = IMAGE_SIZE, width: int = IMAGE_SIZE, seed: int 
         "instances": make_instances([1, 2], masks),
         "sem_seg": sem_seg.long(),
     }
+
+
+def tiny_video_cfg(**extra):
+    """``VIDEO_CONFIG`` with ``TINY_OVERRIDES`` (instance output only), three predictions (two
+    decoder layers), six queries, one encoder layer (and ``extra``, dots as ``__``)."""
+    cfg = get_cfg()
+    cfg.merge_from_file(str(CONFIG_DIR / VIDEO_CONFIG))
+    overrides = {
+        **TINY_OVERRIDES,
+        "MODEL.MASK_FORMER.TEST.SEMANTIC_ON": False,
+        "MODEL.MASK_FORMER.TEST.PANOPTIC_ON": False,
+        "MODEL.MASK_FORMER.DEC_LAYERS": 3,
+        "MODEL.MASK_FORMER.NUM_OBJECT_QUERIES": 6,
+        "MODEL.SEM_SEG_HEAD.TRANSFORMER_ENC_LAYERS": 1,
+        "MODEL.WEIGHTS": "",
+    }
+    overrides.update({k.replace("__", "."): v for k, v in extra.items()})
+    cfg.merge_from_list([item for kv in overrides.items() for item in kv])
+    return cfg
+
+
+def build_tiny_video_model(seed: int = 0, **extra):
+    """A tiny ``VideoMaskFormer`` in eval mode, deterministic given ``seed``."""
+    cfg = tiny_video_cfg(**extra)
+    torch.manual_seed(seed)
+    return build_model(cfg).eval()
+
+
+def video_training_input(
+    num_frames: int = 2, height: int = IMAGE_SIZE, width: int = IMAGE_SIZE, seed: int = 0
+) -> dict:
+    """A video in the YouTube-VIS mapper's format with two tracks: a box moving right by
+    ``width // 8`` per frame (class 1), and a second box (class 3) present in frame 0 only
+    (``gt_ids`` -1 and an empty mask elsewhere)."""
+    frames, instances = [], []
+    for t in range(num_frames):
+        masks = torch.zeros((2, height, width), dtype=torch.bool)
+        left = width // 8 * (1 + t)
+        masks[0, height // 4 : height // 2, left : left + width // 4] = True
+        if t == 0:
+            masks[1, height // 2 :, : width // 4] = True
+        inst = make_instances([1, 3], masks)
+        inst.gt_ids = torch.tensor([7, 9 if t == 0 else -1])
+        frames.append(make_image(height, width, seed * 100 + t))
+        instances.append(inst)
+    return {"image": frames, "instances": instances, "height": height, "width": width}

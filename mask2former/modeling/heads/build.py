@@ -2,7 +2,8 @@
 
 A registered class is called as ``cls(cfg, input_shape)`` with ``input_shape`` the
 backbone's ``{name: ShapeSpec}``. For ``MaskFormerHead``, ``forward(features, mask=None)``
-returns the transformer decoder's output dict ("pred_logits", "pred_masks", "aux_outputs");
+returns the transformer decoder's output dict ("pred_logits", "pred_masks", "aux_outputs"; a
+video decoder's also needs ``num_frames=T``, which the head passes on);
 the per-pixel baselines return per-pixel class logits (and losses in training).
 """
 

@@ -69,8 +69,10 @@ def predictor_input(
 class MaskFormerHead(PixelDecoderHeadLayout, nn.Module):
     """Pixel decoder (``pixel_decoder``) + transformer decoder (``predictor``).
 
-    ``forward(features: {name: (N, C, h, w)}, mask=None)`` returns the predictor's dict:
-    ``{"pred_logits": (N, Q, K+1), "pred_masks": (N, Q, H/4, W/4), "aux_outputs": [...]}``.
+    ``forward(features: {name: (N, C, h, w)}, mask=None, **predictor_kwargs)`` returns the
+    predictor's dict: ``{"pred_logits": (N, Q, K+1), "pred_masks": (N, Q, H/4, W/4),
+    "aux_outputs": [...]}``. ``predictor_kwargs`` go to the transformer decoder as they are
+    (a video decoder takes ``num_frames``; the image decoders take none).
     """
 
     @configurable
@@ -97,6 +99,8 @@ class MaskFormerHead(PixelDecoderHeadLayout, nn.Module):
             "transformer_in_feature": cfg.MODEL.MASK_FORMER.TRANSFORMER_IN_FEATURE,
         }
 
-    def forward(self, features: dict[str, Tensor], mask: Tensor | None = None) -> dict:
+    def forward(
+        self, features: dict[str, Tensor], mask: Tensor | None = None, **predictor_kwargs: int
+    ) -> dict:
         x, mask_features = decode_pixels(self.pixel_decoder, self.transformer_in_feature, features)
-        return self.predictor(x, mask_features, mask)
+        return self.predictor(x, mask_features, mask, **predictor_kwargs)

@@ -4,6 +4,8 @@ A registered class is called as ``cls(cfg)`` and returns an ``nn.Module`` taking
 ``list[dict]`` in detectron2's format (each with "image": (C, H, W) uint8/float tensor in
 ``INPUT.FORMAT``, optional "height"/"width", and for training "instances" / "sem_seg").
 Training returns a dict of weighted scalar losses; inference a list of per-image dicts.
+A video model (``VideoMaskFormer``) takes one dict per video instead, with "image" a list of
+frames and "instances" a list of per-frame ``Instances`` (see its docstring).
 """
 
 import torch

@@ -4,7 +4,10 @@ A registered class is called as ``cls(cfg, in_channels, mask_classification=True
 its ``forward(x, mask_features, mask=None)`` returns ``{"pred_logits": (N, Q, K+1),
 "pred_masks": (N, Q, H/4, W/4), "aux_outputs": [{"pred_logits", "pred_masks"}, ...]}``.
 For ``MultiScaleMaskedTransformerDecoder`` ``x`` is the list of multi-scale features;
-for ``StandardTransformerDecoder`` it is one feature map. The class attribute
+for ``StandardTransformerDecoder`` it is one feature map. A video decoder
+(``VideoMultiScaleMaskedTransformerDecoder``) also takes ``num_frames=T``: its N*T input frames
+are N clips of T frames, and it returns one class per query and clip and masks
+"pred_masks": (N, Q, T, H/4, W/4). The class attribute
 ``mask_loss_family`` ("point" or "full") names the mask losses the criterion trains its
 predictions with when ``MODEL.MASK_FORMER.MASK_LOSS`` is "auto" (a subclass inherits it).
 """

@@ -39,8 +39,11 @@ def input_projection(in_channels: int, hidden_dim: int, enforce: bool) -> nn.Mod
 def predict_masks(mask_embed: Tensor, mask_features: Tensor) -> Tensor:
     """Mask logits as dot products of query and pixel embeddings.
 
-    mask_embed: (..., N, Q, C); mask_features: (N, C, H, W) -> (..., N, Q, H, W).
+    mask_embed: (..., N, Q, C); mask_features: (N, C, H, W) -> (..., N, Q, H, W), or clips of
+    frames (N, T, C, H, W) -> (..., N, Q, T, H, W): one query, one mask through the clip.
     """
+    if mask_features.dim() == 5:
+        return torch.einsum("...bqc,btchw->...bqthw", mask_embed, mask_features)
     return torch.einsum("...bqc,bchw->...bqhw", mask_embed, mask_features)
 
 

@@ -15,12 +15,17 @@ from .common import aux_outputs, decoder_config, input_projection, predict_masks
 def attention_mask_from_masks(mask_logits: Tensor, size: tuple[int, int], num_heads: int) -> Tensor:
     """Masked attention's mask: True where a query may NOT look.
 
-    mask_logits: (N, Q, H, W) -> (N * num_heads, Q, h * w) bool at ``size`` = (h, w):
-    blocked where the bilinearly resized prediction has sigmoid < 0.5. A query whose row
-    would be blocked everywhere attends everywhere instead. No gradient flows through it.
+    mask_logits: (N, Q, H, W) -> (N * num_heads, Q, h * w) bool at ``size`` = (h, w), or for
+    clips (N, Q, T, H, W) -> (N * num_heads, Q, T * h * w), frame after frame: blocked where
+    the bilinearly resized prediction has sigmoid < 0.5. A query whose row would be blocked
+    everywhere (in every frame) attends everywhere instead. No gradient flows through it.
     """
-    resized = F.interpolate(mask_logits, size=size, mode="bilinear", align_corners=False)
-    blocked = resized.sigmoid().flatten(2) < 0.5
+    n, q = mask_logits.shape[:2]
+    # each frame is resized on its own: (N, Q, T, H, W) -> (N, Q*T, H, W); images keep their shape
+    resized = F.interpolate(
+        mask_logits.flatten(1, -3), size=size, mode="bilinear", align_corners=False
+    )
+    blocked = resized.sigmoid().view(n, q, -1) < 0.5
     # fully blocked rows are the same for every head: unblock them before repeating
     blocked[blocked.all(-1)] = False
     blocked = blocked.unsqueeze(1).repeat(1, num_heads, 1, 1).flatten(0, 1)
@@ -56,6 +61,8 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
     #: The criterion's mask losses for these predictions under MASK_LOSS "auto": point-sampled
     #: BCE + dice (see mask2former.modeling.criterion).
     mask_loss_family = "point"
+    #: The position embedding of the memory's pixels (``pe_layer``; it has no parameters).
+    position_embedding: type[PositionEmbeddingSine] = PositionEmbeddingSine
 
     @configurable
     def __init__(
@@ -87,7 +94,7 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
         self.num_queries = num_queries
         self.num_feature_levels = num_feature_levels
         self.deep_supervision = deep_supervision
-        self.pe_layer = PositionEmbeddingSine(hidden_dim // 2, normalize=True)
+        self.pe_layer = self.position_embedding(hidden_dim // 2, normalize=True)
         self.transformer_self_attention_layers = nn.ModuleList(
             SelfAttentionLayer(hidden_dim, nheads, dropout, pre_norm)
             for _ in range(self.num_layers)
@@ -129,17 +136,22 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
             sizes.append(tuple(x[lvl].shape[-2:]))
             # (N, C, h, w) -> (hw, N, C)
             pos.append(self.pe_layer(x[lvl]).flatten(2).permute(2, 0, 1))
-            src = (
-                self.input_proj[lvl](x[lvl]).flatten(2)
-                + self.level_embed.weight[lvl][None, :, None]
-            )
-            srcs.append(src.permute(2, 0, 1))
+            srcs.append(self._project(x[lvl], lvl).permute(2, 0, 1))
         return srcs, pos, sizes
+
+    def _project(self, feature: Tensor, lvl: int) -> Tensor:
+        """(N, C_in, h, w) -> (N, C, hw): the input projection plus the level embedding."""
+        return (
+            self.input_proj[lvl](feature).flatten(2) + self.level_embed.weight[lvl][None, :, None]
+        )
 
     def forward_prediction_heads(
         self, output: Tensor, mask_features: Tensor, attn_mask_target_size: tuple[int, int]
     ) -> tuple[Tensor, Tensor, Tensor]:
-        """Queries (Q, N, C) -> class logits (N, Q, K+1), mask logits (N, Q, H, W), next attn mask."""
+        """Queries (Q, N, C) -> class logits (N, Q, K+1), mask logits (N, Q, H, W), next attn mask.
+
+        With clips, ``mask_features`` (N, T, C, H, W) gives mask logits (N, Q, T, H, W).
+        """
         decoded = self.decoder_norm(output).transpose(0, 1)
         outputs_class = self.class_embed(decoded)
         outputs_mask = predict_masks(self.mask_embed(decoded), mask_features)
@@ -149,13 +161,20 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
     def forward(
         self, x: list[Tensor], mask_features: Tensor, mask: Tensor | None = None
     ) -> dict[str, object]:
+        self._check_inputs(x, mask)
+        srcs, pos, sizes = self._flatten_levels(x)
+        return self._decode(srcs, pos, sizes, mask_features)
+
+    def _check_inputs(self, x: list[Tensor], mask: Tensor | None) -> None:
         if len(x) != self.num_feature_levels:
             raise ValueError(f"expected {self.num_feature_levels} feature levels, got {len(x)}")
         if mask is not None:
-            raise ValueError(
-                "MultiScaleMaskedTransformerDecoder takes no padding mask (as published)"
-            )
-        srcs, pos, sizes = self._flatten_levels(x)
+            raise ValueError(f"{type(self).__name__} takes no padding mask (as published)")
+
+    def _decode(
+        self, srcs: list[Tensor], pos: list[Tensor], sizes: list, mask_features: Tensor
+    ) -> dict[str, object]:
+        """The layers over the flattened levels (``_flatten_levels``); N = ``srcs[l].shape[1]``."""
         n = srcs[0].shape[1]
         # (Q, C) -> (Q, N, C)
         query_embed = self.query_embed.weight.unsqueeze(1).repeat(1, n, 1)

@@ -1,0 +1,207 @@
+"""``VideoMaskFormer``: Mask2Former for video instance segmentation (YouTube-VIS)."""
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from mask2former.config import ConfigError, configurable
+from mask2former.structures import ImageList, Instances
+
+from ..backbone.build import build_backbone
+from ..criterion import build_criterion
+from ..heads.build import build_sem_seg_head
+from ..postprocessing import video_instance_inference
+from .build import META_ARCH_REGISTRY
+from .images import normalize_and_pad_images
+
+#: Instances kept per video at inference, as published.
+TOPK_PER_VIDEO = 10
+
+
+@META_ARCH_REGISTRY.register()
+class VideoMaskFormer(nn.Module):
+    """Backbone and pixel decoder per frame, one set of queries per clip, video instance output.
+
+    Takes the batched videos of the YouTube-VIS dataset mapper: per video a dict with
+    ``"image"``: list of T (C, H, W) frames (in ``INPUT.FORMAT``, all of one size),
+    optional ``"height"``/``"width"`` (the output size), and for training ``"instances"``: list
+    of T per-frame :class:`Instances`, each listing the same tracks in the same order, with
+    ``gt_classes`` (n,), ``gt_masks`` (n, H, W) and ``gt_ids`` (n,) (-1 where the track is
+    absent from the frame). The transformer decoder must take ``num_frames`` (e.g.
+    ``VideoMultiScaleMaskedTransformerDecoder``).
+
+    Training: every video of the batch has the same number of frames T (the mapper samples
+    ``INPUT.SAMPLING_FRAME_NUM``), each is one clip; returns the criterion's weighted losses
+    on clip masks (see :meth:`prepare_targets`). Inference: one video per call, all its frames
+    one clip; returns the dict of :func:`video_instance_inference` (top 10 instances, masks in
+    every frame at the output size), as published (not a list).
+
+    Like the published model, it reads none of ``MODEL.MASK_FORMER.TEST``'s thresholds
+    (``OBJECT_MASK_THRESHOLD``, ``OVERLAP_THRESHOLD``: the published one stores and never uses
+    them) and gives instances only: ``from_config`` refuses ``SEMANTIC_ON``/``PANOPTIC_ON`` or
+    ``INSTANCE_ON`` False instead of ignoring them.
+    """
+
+    @configurable
+    def __init__(
+        self,
+        *,
+        backbone: nn.Module,
+        sem_seg_head: nn.Module,
+        criterion: nn.Module | None,
+        size_divisibility: int,
+        pixel_mean: Sequence[float],
+        pixel_std: Sequence[float],
+        test_topk_per_video: int = TOPK_PER_VIDEO,
+    ):
+        super().__init__()
+        self.backbone = backbone
+        self.sem_seg_head = sem_seg_head
+        self.criterion = criterion
+        # Negative: the backbone's own divisibility; 0: no padding beyond the batch's max size.
+        self.size_divisibility = (
+            backbone.size_divisibility if size_divisibility < 0 else size_divisibility
+        )
+        self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
+        self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
+        self.test_topk_per_video = test_topk_per_video
+
+    @classmethod
+    def from_config(cls, cfg) -> dict:
+        _check_video_outputs(cfg)
+        backbone = build_backbone(cfg)
+        return {
+            "backbone": backbone,
+            "sem_seg_head": build_sem_seg_head(cfg, backbone.output_shape()),
+            "criterion": build_criterion(cfg),
+            "size_divisibility": cfg.MODEL.MASK_FORMER.SIZE_DIVISIBILITY,
+            "pixel_mean": cfg.MODEL.PIXEL_MEAN,
+            "pixel_std": cfg.MODEL.PIXEL_STD,
+        }
+
+    @property
+    def device(self) -> torch.device:
+        return self.pixel_mean.device
+
+    def forward(self, batched_inputs: list[dict]):
+        if self.training:
+            return self.losses(batched_inputs)
+        if len(batched_inputs) != 1:
+            raise ValueError(
+                f"VideoMaskFormer inference takes one video per batch, got {len(batched_inputs)}"
+            )
+        return self.inference(batched_inputs[0])
+
+    def preprocess(self, frames: list[Tensor]) -> ImageList:
+        """Frames (C, H, W) normalised and padded to one size: (len(frames), C, H_pad, W_pad)."""
+        return normalize_and_pad_images(
+            frames, self.pixel_mean, self.pixel_std, self.size_divisibility
+        )
+
+    def forward_clips(self, images: Tensor, num_frames: int) -> dict:
+        """The network on N clips of ``num_frames`` consecutive frames.
+
+        images: (N*T, C, H, W) normalised frames -> the decoder's ``{"pred_logits": (N, Q, K+1),
+        "pred_masks": (N, Q, T, H/4, W/4), "aux_outputs": [...]}``.
+        """
+        features = self.backbone(images)
+        return self.sem_seg_head(features, num_frames=num_frames)
+
+    def losses(self, batched_inputs: list[dict]) -> dict[str, Tensor]:
+        """Weighted losses of a batch of clips, one per video."""
+        if self.criterion is None:
+            raise RuntimeError("VideoMaskFormer was built without a criterion and cannot train")
+        num_frames = _clip_length(batched_inputs)
+        images = self.preprocess([frame for video in batched_inputs for frame in video["image"]])
+        outputs = self.forward_clips(images.tensor, num_frames)
+        targets = self.prepare_targets(batched_inputs, images)
+        return self.criterion(outputs, targets)
+
+    def prepare_targets(self, batched_inputs: list[dict], images: ImageList) -> list[dict]:
+        """Per video the targets of :func:`clip_targets`, masks zero-padded to the batch size."""
+        padded_size = tuple(images.tensor.shape[-2:])
+        targets = []
+        for i, video in enumerate(batched_inputs):
+            if "instances" not in video:
+                raise KeyError(f"VideoMaskFormer training needs 'instances' in video {i}")
+            if len(video["instances"]) != len(video["image"]):
+                raise ValueError(
+                    f"video {i}: {len(video['image'])} frames but {len(video['instances'])} "
+                    "'instances' (one per frame)"
+                )
+            frames = [inst.to(self.device) for inst in video["instances"]]
+            try:
+                targets.append(clip_targets(frames, padded_size))
+            except ValueError as e:
+                raise ValueError(f"video {i}: {e}") from e
+        return targets
+
+    def inference(self, video: dict) -> dict:
+        """One video's instances (see :func:`video_instance_inference`)."""
+        frames = video["image"]
+        if len({tuple(f.shape[-2:]) for f in frames}) != 1:
+            raise ValueError("VideoMaskFormer inference needs the frames of a video at one size")
+        images = self.preprocess(frames)
+        outputs = self.forward_clips(images.tensor, num_frames=len(frames))
+        image_size = images.image_sizes[0]
+        return video_instance_inference(
+            outputs["pred_logits"][0],
+            outputs["pred_masks"][0],
+            padded_size=tuple(images.tensor.shape[-2:]),
+            image_size=image_size,
+            output_size=(video.get("height", image_size[0]), video.get("width", image_size[1])),
+            topk=self.test_topk_per_video,
+        )
+
+
+def clip_targets(frames: list[Instances], padded_size: tuple[int, int]) -> dict[str, Tensor]:
+    """The targets of one clip from its per-frame instances (all listing the same tracks).
+
+    Returns ``{"labels": (n,) long, "ids": (n, T) long, "masks": (n, T, H_pad, W_pad) float}``
+    for the n tracks present (``gt_ids`` not -1) in at least one frame, each frame's masks
+    zero-padded at the bottom and right. A track's label is its class in the frames where it
+    is present (they must agree). The published model takes the last frame's, which is the
+    mapper's placeholder class (K) where the track is absent from that frame.
+    """
+    counts = [len(f) for f in frames]
+    if len(set(counts)) != 1:
+        raise ValueError(f"the frames' instances must list the same tracks, got counts {counts}")
+    if not all(f.has("gt_ids") for f in frames):
+        raise ValueError("every frame's instances need gt_ids (the track of each instance)")
+    ids = torch.stack([f.gt_ids for f in frames], dim=1)  # (n, T)
+    classes = torch.stack([f.gt_classes for f in frames], dim=1)  # (n, T)
+    masks = classes.new_zeros((counts[0], len(frames), *padded_size), dtype=torch.bool)
+    for t, frame in enumerate(frames):
+        frame_masks = frame.gt_masks
+        frame_masks = frame_masks.tensor if hasattr(frame_masks, "tensor") else frame_masks
+        masks[:, t, : frame_masks.shape[-2], : frame_masks.shape[-1]] = frame_masks
+    present = ids != -1
+    keep = present.any(dim=1)
+    # the class in the first frame each track is present in
+    labels = classes.gather(1, present.int().argmax(dim=1, keepdim=True))[:, 0]
+    if (present & (classes != labels[:, None])).any():
+        raise ValueError("a track's gt_classes differ between the frames it is present in")
+    return {"labels": labels[keep], "ids": ids[keep], "masks": masks[keep].float()}
+
+
+def _clip_length(batched_inputs: list[dict]) -> int:
+    """The number of frames of every video of a training batch (one clip each)."""
+    lengths = [len(video["image"]) for video in batched_inputs]
+    if not lengths or len(set(lengths)) != 1 or lengths[0] < 1:
+        raise ValueError(
+            f"VideoMaskFormer training needs videos of one number of frames, got {lengths}"
+        )
+    return lengths[0]
+
+
+def _check_video_outputs(cfg) -> None:
+    """Video inference gives instances only: refuse a config asking for other outputs."""
+    test = cfg.MODEL.MASK_FORMER.TEST
+    wanted = {"SEMANTIC_ON": False, "PANOPTIC_ON": False, "INSTANCE_ON": True}
+    for key, value in wanted.items():
+        if test[key] != value:
+            raise ConfigError(
+                f"MODEL.MASK_FORMER.TEST.{key} = {test[key]} is not supported by VideoMaskFormer "
+                f"(video instance segmentation only); it must be {value}"
+            )
