@@ -250,6 +250,17 @@ _C.TEST.DETECTIONS_PER_IMAGE = 100  # instance inference: keep the top-k (query,
 # padding to the largest image of the batch reaches every image's features
 _C.TEST.BATCH_INDEPENDENT = False
 
+# (extension) sliding-window inference for large images: each image, at the network input size
+# (after the INPUT.MIN_SIZE_TEST resize; 0 keeps the original size), is run tile by tile and the
+# tiles' sem_seg (mean over overlapping tiles) and panoptic_seg (stitched) are merged, so memory
+# is one tile's plus a few full-size buffers (modeling/sliding_window.py). One tile covering the
+# image gives exactly whole-image inference. Images are run alone, whatever BATCH_INDEPENDENT
+# says; instances are not merged (INSTANCE_ON must be False)
+_C.TEST.SLIDING_WINDOW = CN()
+_C.TEST.SLIDING_WINDOW.ENABLED = False  # (extension) tile by tile inference; False: whole images
+_C.TEST.SLIDING_WINDOW.TILE_SIZE = (512, 512)  # (extension) (height, width) of a tile, pixels
+_C.TEST.SLIDING_WINDOW.OVERLAP = (128, 128)  # (extension) pixels neighbouring tiles share (h, w)
+
 _C.TEST.AUG = CN()
 _C.TEST.AUG.ENABLED = False  # semantic test-time augmentation
 _C.TEST.AUG.MIN_SIZES = (400, 500, 600, 700, 800, 900, 1000, 1100, 1200)  # shortest-edge sizes

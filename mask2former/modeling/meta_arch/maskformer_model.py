@@ -18,6 +18,7 @@ from ..postprocessing import (
     sem_seg_postprocess,
     semantic_inference,
 )
+from ..sliding_window import SlidingWindow, build_sliding_window, sliding_window_inference
 from .build import META_ARCH_REGISTRY
 from .images import normalize_and_pad
 
@@ -40,6 +41,11 @@ class MaskFormer(nn.Module):
     are padded to different sizes the padding reaches the features (see the tests).
     ``batch_independent`` (``TEST.BATCH_INDEPENDENT``) runs inference on each image alone
     instead, so each result is what the image gives in a batch of one.
+
+    With ``sliding_window`` (``TEST.SLIDING_WINDOW``) inference runs each image tile by tile
+    and merges the tiles' ``"sem_seg"`` and ``"panoptic_seg"`` (``modeling/sliding_window.py``);
+    each image is run alone then, whatever ``batch_independent`` says, and instances are not
+    available.
     """
 
     @configurable
@@ -60,6 +66,7 @@ class MaskFormer(nn.Module):
         instance_on: bool,
         test_topk_per_image: int,
         batch_independent: bool = False,
+        sliding_window: SlidingWindow | None = None,
         thing_ids: Sequence[int] | None = None,
     ):
         super().__init__()
@@ -80,10 +87,16 @@ class MaskFormer(nn.Module):
         self.instance_on = instance_on
         self.test_topk_per_image = test_topk_per_image
         self.batch_independent = batch_independent
+        self.sliding_window = sliding_window
         self.thing_ids = None if thing_ids is None else [int(t) for t in thing_ids]
         if not (semantic_on or panoptic_on or instance_on):
             raise ValueError(
                 "MaskFormer: switch on at least one of SEMANTIC_ON, INSTANCE_ON, PANOPTIC_ON"
+            )
+        if sliding_window is not None and instance_on:
+            raise ValueError(
+                "TEST.SLIDING_WINDOW.ENABLED gives sem_seg and panoptic_seg only: set "
+                "MODEL.MASK_FORMER.TEST.INSTANCE_ON False (tiles' instances are not merged)"
             )
 
     @classmethod
@@ -109,6 +122,7 @@ class MaskFormer(nn.Module):
             "panoptic_on": test.PANOPTIC_ON,
             "test_topk_per_image": cfg.TEST.DETECTIONS_PER_IMAGE,
             "batch_independent": cfg.TEST.BATCH_INDEPENDENT,
+            "sliding_window": build_sliding_window(cfg),
         }
 
     @property
@@ -116,6 +130,12 @@ class MaskFormer(nn.Module):
         return self.pixel_mean.device
 
     def forward(self, batched_inputs: list[dict]):
+        if self.sliding_window is not None and not self.training:
+            # each image alone, tile by tile, each tile padded to its own size
+            return [
+                sliding_window_inference(x, self.sliding_window, self.whole_image_inference)
+                for x in batched_inputs
+            ]
         if self.batch_independent and not self.training and len(batched_inputs) > 1:
             # each image alone, padded to its own size: no other image's padding reaches it
             return [self.forward([x])[0] for x in batched_inputs]
@@ -130,6 +150,12 @@ class MaskFormer(nn.Module):
             targets = self.prepare_targets(batched_inputs, images)
             return self.criterion(outputs, targets)
         return self.inference(outputs, batched_inputs, images)
+
+    def whole_image_inference(self, x: dict) -> dict:
+        """One image's outputs, computed on the whole image (padded to its own size)."""
+        images = normalize_and_pad([x], self.pixel_mean, self.pixel_std, self.size_divisibility)
+        outputs = self.sem_seg_head(self.backbone(images.tensor))
+        return self.inference(outputs, [x], images)[0]
 
     def prepare_targets(self, batched_inputs: list[dict], images: ImageList) -> list[dict]:
         """Per image ``{"labels": (n,), "masks": (n, H_pad, W_pad)}``, masks zero-padded."""
