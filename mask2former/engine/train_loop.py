@@ -4,11 +4,16 @@
 float32; ``AMPTrainer`` runs the forward under autocast (float16 with a ``GradScaler``, or
 bfloat16). A NaN or inf loss or gradient stops training with a ``FloatingPointError`` before
 the optimizer step, so the weights (and the checkpoints) stay finite.
+
+Each step reads the device twice beyond the model's own reads: the loss terms, copied to the
+host once for the finiteness check and the logged metrics together, and one fused gradient
+norm (not under a float16 ``GradScaler``, which checks the gradients itself).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import time
 import weakref
 from collections.abc import Iterable, Mapping
@@ -116,33 +121,45 @@ DIVERGENCE_HINT = (
 )
 
 
-def _format_losses(loss_dict: Mapping[str, torch.Tensor]) -> str:
-    values = torch.stack([v.detach().float() for v in loss_dict.values()]).tolist()
-    return ", ".join(f"{k}={v:.6g}" for k, v in sorted(zip(loss_dict, values)))
+def _format_losses(losses: Mapping[str, float | torch.Tensor]) -> str:
+    return ", ".join(f"{k}={float(v):.6g}" for k, v in sorted(losses.items()))
 
 
-def check_losses_finite(loss_dict: Mapping[str, torch.Tensor], iteration: int) -> None:
-    """Raise ``FloatingPointError`` naming the iteration and every loss term if any is NaN/inf.
+def loss_values(loss_dict: Mapping[str, torch.Tensor]) -> dict[str, float]:
+    """The scalar loss terms as Python floats, copied to the host together (one transfer)."""
+    if not loss_dict:
+        return {}
+    # float64 holds every float16 / bfloat16 / float32 / float64 loss exactly
+    values = torch.stack([v.detach().to(torch.float64) for v in loss_dict.values()]).tolist()
+    return dict(zip(loss_dict, values))
 
-    One device-to-host copy when all are finite.
+
+def check_losses_finite(loss_dict: Mapping[str, torch.Tensor], iteration: int) -> dict[str, float]:
+    """Raise ``FloatingPointError`` naming the iteration and every loss term if any is NaN/inf;
+    else return the terms as Python floats (:func:`loss_values`: one copy to the host, which
+    the trainer logs too).
     """
-    losses = torch.stack([v.detach().float() for v in loss_dict.values()])
-    if bool(torch.isfinite(losses).all()):
-        return
+    values = loss_values(loss_dict)
+    if all(math.isfinite(v) for v in values.values()):
+        return values
     raise FloatingPointError(
         f"Loss became infinite or NaN at iteration {iteration}; training stopped before the "
         f"optimizer step (no checkpoint written for this iteration). Loss terms: "
-        f"{_format_losses(loss_dict)}. {DIVERGENCE_HINT}"
+        f"{_format_losses(values)}. {DIVERGENCE_HINT}"
     )
 
 
 def check_grads_finite(
-    model: nn.Module, loss_dict: Mapping[str, torch.Tensor], iteration: int, max_names: int = 5
+    model: nn.Module,
+    loss_dict: Mapping[str, float | torch.Tensor],
+    iteration: int,
+    max_names: int = 5,
 ) -> None:
     """Raise ``FloatingPointError`` if a parameter's gradient has a NaN or inf entry.
 
-    The message names the iteration, the loss terms and the first ``max_names`` parameters
-    with non-finite gradients. One fused check and one host sync when all are finite.
+    The message names the iteration, the loss terms (floats, or tensors read only for the
+    message) and the first ``max_names`` parameters with non-finite gradients. One fused
+    check and one host sync when all are finite.
     """
     grads = [(name, p.grad) for name, p in model.named_parameters() if p.grad is not None]
     bad = nonfinite_names(grads)
@@ -187,7 +204,8 @@ class SimpleTrainer(TrainerBase):
         data = next(self._data_loader_iter)
         return data, time.perf_counter() - start
 
-    def _forward(self, data: Any) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    def _forward(self, data: Any) -> tuple[dict[str, float], torch.Tensor]:
+        """The loss terms as Python floats (checked finite) and their sum as a tensor."""
         try:
             loss_dict = self.model(data)
         except FloatingPointError as e:  # e.g. the matcher, given non-finite predictions
@@ -197,23 +215,26 @@ class SimpleTrainer(TrainerBase):
             ) from e
         if isinstance(loss_dict, torch.Tensor):
             loss_dict = {"total_loss": loss_dict}
-        check_losses_finite(loss_dict, self.iter)
-        return loss_dict, sum(loss_dict.values())
+        values = check_losses_finite(loss_dict, self.iter)
+        return values, sum(loss_dict.values())
 
     def run_step(self) -> None:
         assert self.model.training, "SimpleTrainer: the model was switched to eval mode"
         data, data_time = self._next_batch()
-        loss_dict, losses = self._forward(data)
+        terms, losses = self._forward(data)
         self.optimizer.zero_grad(set_to_none=True)
         losses.backward()
         self._call("after_backward")
-        self.write_metrics(loss_dict, data_time)
-        check_grads_finite(self.model, loss_dict, self.iter)
+        self.write_metrics(terms, data_time)
+        check_grads_finite(self.model, terms, self.iter)
         self.optimizer.step()
 
-    def write_metrics(self, loss_dict: Mapping[str, torch.Tensor], data_time: float) -> None:
-        """Average the loss terms and data time over processes and put them in the storage."""
-        metrics = {k: float(v.detach()) for k, v in loss_dict.items()}
+    def write_metrics(
+        self, loss_dict: Mapping[str, float | torch.Tensor], data_time: float
+    ) -> None:
+        """Average the loss terms (floats; tensors are read one by one) and data time over
+        processes and put them in the storage."""
+        metrics = {k: float(v) for k, v in loss_dict.items()}
         metrics["data_time"] = data_time
         all_metrics = comm.gather(metrics)
         if not comm.is_main_process():
@@ -265,16 +286,16 @@ class AMPTrainer(SimpleTrainer):
         assert self.model.training, "AMPTrainer: the model was switched to eval mode"
         data, data_time = self._next_batch()
         with torch.autocast(device_type=self.device_type, dtype=self.precision):
-            loss_dict, losses = self._forward(data)
+            terms, losses = self._forward(data)
         self.optimizer.zero_grad(set_to_none=True)
         if self.grad_scaler is None:
             losses.backward()
         else:
             self.grad_scaler.scale(losses).backward()
         self._call("after_backward")
-        self.write_metrics(loss_dict, data_time)
+        self.write_metrics(terms, data_time)
         if self.grad_scaler is None:
-            check_grads_finite(self.model, loss_dict, self.iter)
+            check_grads_finite(self.model, terms, self.iter)
             self.optimizer.step()
         else:
             self.grad_scaler.step(self.optimizer)

@@ -161,7 +161,7 @@ class SetCriterion(nn.Module):
             logits.shape[:2], self.num_classes, dtype=torch.int64, device=logits.device
         )
         batch_idx, query_idx = _prediction_index(indices)
-        matched = [t["labels"][tgt] for t, (_, tgt) in zip(targets, indices)]
+        matched = [t["labels"][tgt.to(t["labels"].device)] for t, (_, tgt) in zip(targets, indices)]
         target_classes[batch_idx, query_idx] = torch.cat(matched).to(logits.device)
         # cross_entropy wants classes on dim 1: (B, Q, K + 1) -> (B, K + 1, Q).
         loss = F.cross_entropy(logits.transpose(1, 2), target_classes, self.empty_weight)
@@ -212,13 +212,17 @@ class SetCriterion(nn.Module):
 
     # ----------------------------------------------------------------- forward
     def forward(self, outputs: dict, targets: list[dict[str, torch.Tensor]]):
+        """The weighted losses; reads from the device: the matcher's one cost copy per
+        prediction, one label-range check per batch (and the mask count's all-reduce under
+        several processes)."""
         _check_targets(targets, self.num_classes, outputs["pred_masks"].shape[2:-2])
-        num_masks = self.num_masks(targets, outputs["pred_logits"].device)
+        device = outputs["pred_logits"].device
+        num_masks = self.num_masks(targets, device)
         predictions = [outputs] + list(outputs.get("aux_outputs", []))
         suffixes = [""] + [f"_{i}" for i in range(len(predictions) - 1)]
         losses = {}
         for prediction, suffix in zip(predictions, suffixes):
-            indices = self.matcher(prediction, targets)
+            indices = _indices_to(self.matcher(prediction, targets), device)
             for loss_fn in self.loss_fns:
                 for name, value in loss_fn(prediction, targets, indices, num_masks).items():
                     losses[name + suffix] = value
@@ -246,10 +250,15 @@ class SetCriterion(nn.Module):
 
     @staticmethod
     def num_masks(targets: list[dict[str, torch.Tensor]], device: torch.device) -> float:
-        """Target masks per process, averaged over all processes, at least 1."""
-        count = torch.as_tensor(
-            float(sum(len(t["labels"]) for t in targets)), dtype=torch.float, device=device
-        )
+        """Target masks per process, averaged over all processes, at least 1.
+
+        With one process the count never leaves the host; with several it is all-reduced on
+        ``device`` and read back (one transfer).
+        """
+        count = float(sum(len(t["labels"]) for t in targets))
+        if comm.get_world_size() == 1:
+            return max(count, 1.0)
+        count = torch.as_tensor(count, dtype=torch.float, device=device)
         return torch.clamp(comm.all_reduce_mean(count), min=1).item()
 
     def extra_repr(self) -> str:
@@ -263,6 +272,15 @@ class SetCriterion(nn.Module):
 def build_criterion(cfg) -> SetCriterion:
     """The criterion of ``cfg.MODEL.MASK_FORMER`` (see :meth:`SetCriterion.from_config`)."""
     return SetCriterion(cfg)
+
+
+def _indices_to(indices: Indices, device: torch.device) -> Indices:
+    """The matcher's per-image (query_idx, target_idx) on ``device``, moved in one copy (one
+    per image would stall a GPU once per image)."""
+    # (2, n_i) per image -> (2, M) for the batch -> back to (2, n_i) views on the device
+    stacked = torch.cat([torch.stack(pair) for pair in indices], dim=1).to(device)
+    parts = stacked.split([len(src) for src, _ in indices], dim=1)
+    return [(part[0], part[1]) for part in parts]
 
 
 def _prediction_index(indices: Indices) -> tuple[torch.Tensor, torch.Tensor]:
@@ -288,7 +306,10 @@ def _check_targets(
     targets: list[dict[str, torch.Tensor]], num_classes: int, frames: tuple[int, ...] = ()
 ) -> None:
     """Raise on targets whose labels are out of range or whose counts disagree, or whose masks
-    are not (n, H, W), or for clips of ``frames`` = (T,) not (n, T, H, W)."""
+    are not (n, H, W), or for clips of ``frames`` = (T,) not (n, T, H, W).
+
+    The labels of the whole batch are checked with one read of the device.
+    """
     expected = "(n, " + "".join(f"{t}, " for t in frames) + "H, W)"
     for i, t in enumerate(targets):
         labels, masks = t["labels"], t["masks"]
@@ -298,7 +319,17 @@ def _check_targets(
                 f"target {i}: 'masks' must be {expected} with n = len(labels) = {len(labels)}, "
                 f"got shape {tuple(masks.shape)}"
             )
-        if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
+    if not any(len(t["labels"]) for t in targets):
+        return
+    if not bool(_out_of_range(torch.cat([t["labels"] for t in targets]), num_classes).any()):
+        return
+    for i, t in enumerate(targets):
+        if _out_of_range(t["labels"], num_classes).any():
             raise ValueError(
-                f"target {i}: labels must be in [0, {num_classes}), got {labels.tolist()}"
+                f"target {i}: labels must be in [0, {num_classes}), got {t['labels'].tolist()}"
             )
+
+
+def _out_of_range(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """(n,) bool: labels outside [0, num_classes)."""
+    return (labels < 0) | (labels >= num_classes)

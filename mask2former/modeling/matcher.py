@@ -10,8 +10,9 @@ costs, the same as the criterion's mask losses:
 - ``"full"`` (MaskFormer v1): on the full prediction grid, targets resized to it (nearest), with
   a sigmoid focal mask cost.
 
-Costs are computed for the whole batch at once (targets padded to the largest count); the
-assignment is solved per image.
+Costs are computed for the whole batch at once (targets padded to the largest count) and copied
+to the host once per call, i.e. once per batch and prediction (decoder layer); the assignment is
+solved there, per image.
 
 Video (Mask2Former for video instance segmentation): predictions ``(B, Q, T, h, w)`` and
 targets ``(n_i, T, H, W)`` are masks through a clip, matched once per clip: a mask's points are
@@ -21,6 +22,7 @@ the full grid is every frame's.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from scipy.optimize import linear_sum_assignment
@@ -90,9 +92,9 @@ class HungarianMatcher(nn.Module):
         (or too large to score), i.e. the model's weights have diverged.
         """
         cost, counts = self._batched_cost(outputs, targets, point_coords)
-        cost = cost.cpu()  # one copy for the batch; the assignment runs on the host
-        costs = [c[:, :n] for c, n in zip(cost, counts)]
-        if not all(bool(torch.isfinite(c).all()) for c in costs):
+        # one copy for the batch; the checks and the assignment run on the host (numpy)
+        costs = [c[:, :n] for c, n in zip(cost.cpu().numpy(), counts)]
+        if not all(np.isfinite(c).all() for c in costs):
             raise FloatingPointError(_nonfinite_cost_message(outputs))
         return [_assign(c) for c in costs]
 
@@ -208,8 +210,8 @@ def _nonfinite_cost_message(outputs: Outputs) -> str:
     )
 
 
-def _assign(cost: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Minimum-cost assignment of a finite (Q, n) cost matrix on the CPU: (query_idx,
-    target_idx), int64."""
-    rows, cols = linear_sum_assignment(cost.numpy())
+def _assign(cost: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """Minimum-cost assignment of a finite (Q, n) cost matrix: (query_idx, target_idx), int64
+    CPU tensors."""
+    rows, cols = linear_sum_assignment(cost)
     return torch.as_tensor(rows, dtype=torch.int64), torch.as_tensor(cols, dtype=torch.int64)

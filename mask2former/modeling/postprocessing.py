@@ -64,8 +64,10 @@ def panoptic_inference(
     scores, labels = F.softmax(mask_cls, dim=-1).max(-1)
     num_classes = mask_cls.shape[-1] - 1
     keep = labels.ne(num_classes) & (scores > object_mask_threshold)
-    # boolean indexing copies, so the sigmoid can work in place
-    cur_scores, cur_classes, cur_masks = scores[keep], labels[keep], mask_pred[keep].sigmoid_()
+    # the kept queries' indices: one read of the device for the three selections below;
+    # indexing copies, so the sigmoid can work in place
+    kept = keep.nonzero()[:, 0]
+    cur_scores, cur_classes, cur_masks = scores[kept], labels[kept], mask_pred[kept].sigmoid_()
     h, w = mask_pred.shape[-2:]
     num_kept = cur_masks.shape[0]
     if num_kept == 0:
@@ -76,14 +78,17 @@ def panoptic_inference(
     covered = cur_masks.gather(0, winner[None])[0] >= 0.5
     segment_query = torch.where(covered, winner, num_kept)
     own_area = (cur_masks >= 0.5).flatten(1).sum(1, dtype=torch.int32)
-    won_area = torch.bincount(winner.flatten(), minlength=num_kept)
-    kept_area = torch.bincount(segment_query.flatten(), minlength=num_kept + 1)[:num_kept]
+    won_area = _count(winner, num_kept)
+    kept_area = _count(segment_query, num_kept + 1)[:num_kept]
+    # (5, num_kept) float64, exact for the float32 scores and the integers: one read
+    stats = [cur_classes, cur_scores, own_area, won_area, kept_area]
+    classes, scores_kept, own, won, kept_in = torch.stack([t.double() for t in stats]).tolist()
     segment_of_query, segments_info = _assign_segment_ids(
-        cur_classes.tolist(),
-        cur_scores.tolist(),
-        own_area.tolist(),
-        won_area.tolist(),
-        kept_area.tolist(),
+        [int(c) for c in classes],
+        scores_kept,
+        [int(a) for a in own],
+        [int(a) for a in won],
+        [int(a) for a in kept_in],
         things={int(t) for t in thing_ids},
         overlap_threshold=overlap_threshold,
     )
@@ -91,6 +96,17 @@ def panoptic_inference(
     lut = torch.tensor(segment_of_query + [0], dtype=torch.int32, device=mask_pred.device)
     panoptic_seg = lut[segment_query]
     return panoptic_seg, segments_info
+
+
+def _count(values: Tensor, length: int) -> Tensor:
+    """(length,) int64: how often each of 0 .. length - 1 occurs in ``values`` (all in range).
+
+    ``torch.bincount`` on a GPU reads the largest value on the host; this reads nothing.
+    """
+    flat = values.flatten()
+    counts = torch.zeros(length, dtype=torch.int64, device=values.device)
+    ones = torch.ones((), dtype=torch.int64, device=values.device).expand(flat.shape)
+    return counts.index_add_(0, flat, ones)
 
 
 def _assign_segment_ids(
@@ -155,8 +171,15 @@ def instance_inference(
     query_indices = torch.div(flat_indices, num_classes, rounding_mode="floor")
     if thing_ids is not None:
         things = torch.as_tensor(list(thing_ids), dtype=labels.dtype, device=labels.device)
-        is_thing = torch.isin(labels, things)
-        scores, labels, query_indices = scores[is_thing], labels[is_thing], query_indices[is_thing]
+        # (n, 1) == (1, T): torch.isin sorts and reads sizes on a GPU for many thing ids
+        is_thing = (labels[:, None] == things[None]).any(1)
+        # the thing pairs' positions: one read of the device for the three selections
+        thing_pairs = is_thing.nonzero()[:, 0]
+        scores, labels, query_indices = (
+            scores[thing_pairs],
+            labels[thing_pairs],
+            query_indices[thing_pairs],
+        )
     masks = mask_pred[query_indices]
     binary = (masks > 0).float()
     mask_scores = (masks.sigmoid().flatten(1) * binary.flatten(1)).sum(1) / (

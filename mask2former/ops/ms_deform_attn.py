@@ -70,6 +70,8 @@ class MSDeformAttn(nn.Module):
         input_spatial_shapes: Tensor | Sequence[Sequence[int]],
         input_level_start_index: Tensor,
         input_padding_mask: Tensor | None = None,
+        *,
+        input_level_sizes: Sequence[tuple[int, int]] | None = None,
     ) -> Tensor:
         """
         Args:
@@ -81,6 +83,8 @@ class MSDeformAttn(nn.Module):
                 which keeps the graph free of data-dependent reads (export)
             input_level_start_index: (L,) int64
             input_padding_mask: (N, S) bool, True at padding (its values are zeroed)
+            input_level_sizes: with ``input_spatial_shapes`` a tensor, the same (H_l, W_l) as
+                Python ints: then no tensor is read on the host (see :func:`ms_deform_attn`)
         Returns:
             (N, Lq, C)
         """
@@ -98,7 +102,12 @@ class MSDeformAttn(nn.Module):
         weights = F.softmax(weights, -1).view(n, lq, self.n_heads, self.n_levels, self.n_points)
         locations = self._sampling_locations(reference_points, offsets, input_spatial_shapes)
         output = ms_deform_attn(
-            value, input_spatial_shapes, input_level_start_index, locations, weights
+            value,
+            input_spatial_shapes,
+            input_level_start_index,
+            locations,
+            weights,
+            level_sizes=input_level_sizes,
         )
         return self.output_proj(output)
 

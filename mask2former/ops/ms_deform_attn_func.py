@@ -77,6 +77,16 @@ def static_shapes(spatial_shapes: Tensor | Sequence[Sequence[int]]) -> list[tupl
     return [(int(h), int(w)) for h, w in spatial_shapes]
 
 
+def _flat_sizes(level_sizes: Sequence[tuple[int, int]] | None) -> list[int]:
+    """``[H_0, W_0, H_1, W_1, ...]`` (what the custom ops take), or ``[]`` for None."""
+    return [int(n) for hw in level_sizes or () for n in hw]
+
+
+def _pairs(flat: Sequence[int]) -> list[tuple[int, int]]:
+    """The inverse of :func:`_flat_sizes`."""
+    return list(zip(flat[::2], flat[1::2]))
+
+
 def _per_level(
     value: Tensor, shapes: list[tuple[int, int]], locations: Tensor
 ) -> Iterator[tuple[int, int, Tensor, Tensor]]:
@@ -212,24 +222,48 @@ def _check_inputs(
         )
 
 
-def _check_levels(spatial_shapes: Tensor, level_start_index: Tensor, num_values: int) -> None:
-    """Checks that read ``spatial_shapes`` and ``level_start_index`` (done inside the op)."""
-    shapes = spatial_shapes.tolist()
-    starts = level_start_index.tolist()
-    if any(h <= 0 or w <= 0 for h, w in shapes):
-        raise ValueError(f"ms_deform_attn: spatial_shapes must be positive, got {shapes}")
+def _check_levels(
+    spatial_shapes: Tensor, level_start_index: Tensor, num_values: int
+) -> list[tuple[int, int]]:
+    """Checks that read ``spatial_shapes`` and ``level_start_index`` (one copy to the host);
+    returns the level sizes read."""
+    # (L, 2) and (L,) -> one (3L,) tensor, read once
+    starts = level_start_index.to(spatial_shapes.device)
+    numbers = torch.cat([spatial_shapes.flatten(), starts]).tolist()
+    num_levels = len(level_start_index)
+    shapes, starts = _pairs(numbers[: 2 * num_levels]), numbers[2 * num_levels :]
+    _check_sizes(shapes, num_values)
     expected = [sum(h * w for h, w in shapes[:i]) for i in range(len(shapes))]
     if starts != expected:
         raise ValueError(
             f"ms_deform_attn: level_start_index {starts} is inconsistent with spatial_shapes "
             f"{shapes} (expected {expected})"
         )
+    return shapes
+
+
+def _check_sizes(shapes: list[tuple[int, int]], num_values: int) -> None:
+    """Level sizes (Python ints) positive and covering the ``num_values`` positions of value."""
+    if any(h <= 0 or w <= 0 for h, w in shapes):
+        raise ValueError(f"ms_deform_attn: spatial_shapes must be positive, got {shapes}")
     total = sum(h * w for h, w in shapes)
     if total != num_values:
         raise ValueError(
             f"ms_deform_attn: spatial_shapes {shapes} cover {total} positions but value has "
             f"S={num_values}"
         )
+
+
+def _level_sizes(
+    spatial_shapes: Tensor, level_start_index: Tensor, num_values: int, flat_sizes: list[int]
+) -> list[tuple[int, int]]:
+    """The checked level sizes as Python ints: from ``flat_sizes`` when given (nothing is read
+    from the tensors), else read from the tensors (one copy to the host)."""
+    if not flat_sizes:
+        return _check_levels(spatial_shapes, level_start_index, num_values)
+    shapes = _pairs(flat_sizes)
+    _check_sizes(shapes, num_values)
+    return shapes
 
 
 def _opmath_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -258,8 +292,10 @@ def _ms_deform_attn_op(
     level_start_index: Tensor,
     sampling_locations: Tensor,
     attention_weights: Tensor,
+    level_sizes: list[int],
 ) -> Tensor:
-    _check_levels(spatial_shapes, level_start_index, value.shape[1])
+    # level_sizes: [H_0, W_0, ...] as Python ints, or [] to read them from spatial_shapes
+    sizes = _level_sizes(spatial_shapes, level_start_index, value.shape[1], level_sizes)
     path = _extension.select_path(value.device, force_reference=False)
     v, loc, attn = _kernel_inputs(path, value, sampling_locations, attention_weights)
     shapes, starts = spatial_shapes.contiguous(), level_start_index.contiguous()
@@ -268,12 +304,12 @@ def _ms_deform_attn_op(
     elif path is KernelPath.CPU:
         output = _extension.extension().ms_deform_attn_forward_cpu(v, shapes, starts, loc, attn)
     else:
-        output = ms_deform_attn_reference(v, shapes, starts, loc, attn)
+        output = ms_deform_attn_reference(v, sizes, starts, loc, attn)
     return output.to(value.dtype)
 
 
 @_ms_deform_attn_op.register_fake
-def _(value, spatial_shapes, level_start_index, sampling_locations, attention_weights):
+def _(value, spatial_shapes, level_start_index, sampling_locations, attention_weights, level_sizes):
     n, _, m, d = value.shape
     return value.new_empty((n, sampling_locations.shape[1], m * d))
 
@@ -286,6 +322,7 @@ def _ms_deform_attn_backward_op(
     level_start_index: Tensor,
     sampling_locations: Tensor,
     attention_weights: Tensor,
+    level_sizes: list[int],
 ) -> tuple[Tensor, Tensor, Tensor]:
     path = _extension.select_path(value.device, force_reference=False)
     v, loc, attn = _kernel_inputs(path, value, sampling_locations, attention_weights)
@@ -301,7 +338,8 @@ def _ms_deform_attn_backward_op(
             v, shapes, starts, loc, attn, grad, deterministic=deterministic
         )
     else:
-        grads = _reference_backward(v, shapes, starts, loc, attn, grad, deterministic)
+        sizes = _pairs(level_sizes) if level_sizes else spatial_shapes
+        grads = _reference_backward(v, sizes, starts, loc, attn, grad, deterministic)
     grad_value, grad_loc, grad_attn = grads
     return (
         grad_value.to(value.dtype),
@@ -311,7 +349,15 @@ def _ms_deform_attn_backward_op(
 
 
 @_ms_deform_attn_backward_op.register_fake
-def _(grad_output, value, spatial_shapes, level_start_index, sampling_locations, attention_weights):
+def _(
+    grad_output,
+    value,
+    spatial_shapes,
+    level_start_index,
+    sampling_locations,
+    attention_weights,
+    level_sizes,
+):
     return (
         torch.empty_like(value),
         torch.empty_like(sampling_locations),
@@ -321,7 +367,7 @@ def _(grad_output, value, spatial_shapes, level_start_index, sampling_locations,
 
 def _reference_backward(
     value: Tensor,
-    spatial_shapes: Tensor,
+    spatial_shapes: Tensor | list[tuple[int, int]],
     level_start_index: Tensor,
     sampling_locations: Tensor,
     attention_weights: Tensor,
@@ -366,10 +412,11 @@ def _reference_backward(
 
 
 def _setup_context(ctx, inputs, output) -> None:
-    value, spatial_shapes, level_start_index, sampling_locations, attention_weights = inputs
+    value, spatial_shapes, level_start_index, sampling_locations, attention_weights, sizes = inputs
     ctx.save_for_backward(
         value, spatial_shapes, level_start_index, sampling_locations, attention_weights
     )
+    ctx.level_sizes = sizes
 
 
 def _backward(ctx, grad_output: Tensor):
@@ -377,9 +424,15 @@ def _backward(ctx, grad_output: Tensor):
         ctx.saved_tensors
     )
     grad_value, grad_loc, grad_attn = _ms_deform_attn_backward_op(
-        grad_output, value, spatial_shapes, level_start_index, sampling_locations, attention_weights
+        grad_output,
+        value,
+        spatial_shapes,
+        level_start_index,
+        sampling_locations,
+        attention_weights,
+        ctx.level_sizes,
     )
-    return grad_value, None, None, grad_loc, grad_attn
+    return grad_value, None, None, grad_loc, grad_attn, None
 
 
 _ms_deform_attn_op.register_autograd(_backward, setup_context=_setup_context)
@@ -398,11 +451,17 @@ def ms_deform_attn(
     level_start_index: Tensor,
     sampling_locations: Tensor,
     attention_weights: Tensor,
+    *,
+    level_sizes: Sequence[tuple[int, int]] | None = None,
 ) -> Tensor:
     """Multi-scale deformable attention; see the module docstring for shapes and precision.
 
     ``spatial_shapes`` is an (L, 2) int64 tensor or the same sizes as Python ints; with
     Python ints the forced reference path reads no tensor data (``torch.export``, ONNX).
+    Given as a tensor alone, it and ``level_start_index`` are read and checked on the host,
+    which on a GPU waits for the queued work: a caller that knows the sizes passes them too as
+    ``level_sizes`` (Python ints, the same as ``spatial_shapes``; ``level_start_index`` must
+    then agree with them), and nothing is read. The deformable encoder does so.
 
     Raises:
         TypeError: ``value``, ``sampling_locations`` or ``attention_weights`` not floating
@@ -418,12 +477,25 @@ def ms_deform_attn(
         >>> loc, attn = torch.rand(2, 10, 8, 2, 4, 2), torch.rand(2, 10, 8, 2, 4)
         >>> ms_deform_attn(value, shapes, starts, loc, attn).shape
         torch.Size([2, 10, 256])
+        >>> ms_deform_attn(value, shapes, starts, loc, attn, level_sizes=[(5, 5), (3, 3)]).shape
+        torch.Size([2, 10, 256])
     """
     shapes = None
     if not isinstance(spatial_shapes, Tensor):
+        if level_sizes is not None:
+            raise ValueError(
+                "ms_deform_attn: level_sizes goes with spatial_shapes as a tensor; spatial_shapes "
+                "given as Python ints are the sizes already"
+            )
         shapes = static_shapes(spatial_shapes)
         spatial_shapes = torch.as_tensor(shapes, dtype=torch.int64, device=value.device)
     _check_inputs(value, spatial_shapes, level_start_index, sampling_locations, attention_weights)
+    flat_sizes = _flat_sizes(level_sizes)
+    if level_sizes is not None and len(flat_sizes) != spatial_shapes.numel():
+        raise ValueError(
+            f"ms_deform_attn: level_sizes {list(level_sizes)} must give (H_l, W_l) for each of "
+            f"the L={len(spatial_shapes)} levels of spatial_shapes"
+        )
     if _reference_forced():
         return _forced_reference(
             value,
@@ -431,12 +503,13 @@ def ms_deform_attn(
             level_start_index,
             sampling_locations,
             attention_weights,
+            flat_sizes,
         )
     autocast_dtype = _autocast_cuda_dtype(value)
     if autocast_dtype is not None:
         value, attention_weights = value.to(autocast_dtype), attention_weights.to(autocast_dtype)
     return _ms_deform_attn_op(
-        value, spatial_shapes, level_start_index, sampling_locations, attention_weights
+        value, spatial_shapes, level_start_index, sampling_locations, attention_weights, flat_sizes
     )
 
 
@@ -446,11 +519,18 @@ def _forced_reference(
     level_start_index: Tensor,
     sampling_locations: Tensor,
     attention_weights: Tensor,
+    flat_sizes: list[int],
 ) -> Tensor:
-    """The reference as plain aten ops (traceable for export), in float32 or float64."""
-    if not (torch.jit.is_tracing() or torch.compiler.is_compiling()):
+    """The reference as plain aten ops (traceable for export), in float32 or float64.
+
+    With ``flat_sizes`` (the level sizes as Python ints) no tensor data is read.
+    """
+    if flat_sizes:
+        spatial_shapes = _pairs(flat_sizes)
+        _check_sizes(spatial_shapes, value.shape[1])
+    elif not (torch.jit.is_tracing() or torch.compiler.is_compiling()):
         shapes_tensor = torch.as_tensor(spatial_shapes, dtype=torch.int64)
-        _check_levels(shapes_tensor, level_start_index.cpu(), value.shape[1])
+        _check_levels(shapes_tensor, level_start_index, value.shape[1])
     _extension.select_path(value.device, force_reference=True)  # logs the choice once
     compute = _opmath_dtype(value.dtype)
     output = ms_deform_attn_reference(

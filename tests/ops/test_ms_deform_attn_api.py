@@ -162,3 +162,21 @@ def test_level_sizes_as_python_ints_match_tensor(inputs):
         torch.testing.assert_close(ms_deform_attn(inputs[0], sizes, *inputs[2:]), expected)
     with pytest.raises(ValueError, match="inconsistent"):
         ms_deform_attn(inputs[0], [sizes[1], sizes[0]], *inputs[2:])
+
+
+def test_level_sizes_beside_the_tensor_give_the_same_result_and_are_checked(inputs):
+    """level_sizes (the encoder passes them, so nothing is read on the host) give the result of
+    the tensors alone; they must be one (H, W) per level, cover S, and go with a tensor."""
+    sizes = [tuple(hw) for hw in inputs[1].tolist()]
+    expected = ms_deform_attn(*inputs)
+    torch.testing.assert_close(ms_deform_attn(*inputs, level_sizes=sizes), expected)
+    with force_reference_path():
+        torch.testing.assert_close(ms_deform_attn(*inputs, level_sizes=sizes), expected)
+    with pytest.raises(ValueError, match=r"level_sizes \[\(4, 5\)\] must give .* L=2 levels"):
+        ms_deform_attn(*inputs, level_sizes=sizes[:1])
+    with pytest.raises(ValueError, match="cover 40 positions but value has S=26"):
+        ms_deform_attn(*inputs, level_sizes=[(4, 5), (4, 5)])
+    with pytest.raises(ValueError, match="must be positive"):
+        ms_deform_attn(*inputs, level_sizes=[(4, 5), (0, 3)])
+    with pytest.raises(ValueError, match="level_sizes goes with spatial_shapes as a tensor"):
+        ms_deform_attn(inputs[0], sizes, *inputs[2:], level_sizes=sizes)

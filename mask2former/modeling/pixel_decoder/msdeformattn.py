@@ -21,8 +21,8 @@ class MSDeformAttnEncoderLayer(nn.Module):
     """Deformable self-attention then FFN, post-norm (``norm1``, ``norm2``).
 
     ``forward(src (N, S, C), pos (N, S, C), reference_points (N, S, L, 2), spatial_shapes
-    (L, 2) tensor or (h, w) Python ints, level_start_index (L,), padding_mask (N, S) or None)
-    -> (N, S, C)``.
+    (L, 2) tensor or (h, w) Python ints, level_start_index (L,), padding_mask (N, S) or None,
+    level_sizes: with a tensor spatial_shapes, the same (h, w) as Python ints) -> (N, S, C)``.
     """
 
     def __init__(
@@ -46,6 +46,8 @@ class MSDeformAttnEncoderLayer(nn.Module):
         spatial_shapes: Tensor | Sequence[tuple[int, int]],
         level_start_index: Tensor,
         padding_mask: Tensor | None = None,
+        *,
+        level_sizes: Sequence[tuple[int, int]] | None = None,
     ) -> Tensor:
         def attend(y: Tensor) -> Tensor:
             return self.self_attn(
@@ -55,6 +57,7 @@ class MSDeformAttnEncoderLayer(nn.Module):
                 spatial_shapes,
                 level_start_index,
                 padding_mask,
+                input_level_sizes=level_sizes,
             )
 
         def ffn(y: Tensor) -> Tensor:
@@ -147,8 +150,17 @@ class MSDeformAttnTransformerEncoderOnly(nn.Module):
         )
         out = src_flat
         for layer in self.encoder.layers:
-            # level sizes as Python ints: the reference path then reads no tensor data (export)
-            out = layer(out, pos_flat, reference_points, shapes, level_start_index, None)
+            # the level sizes both as tensors (for the kernels) and as Python ints: no layer
+            # reads a tensor on the host (a GPU stall), and tracing and export see constants
+            out = layer(
+                out,
+                pos_flat,
+                reference_points,
+                spatial_shapes,
+                level_start_index,
+                None,
+                level_sizes=shapes,
+            )
         return out, spatial_shapes, level_start_index
 
 
