@@ -257,6 +257,7 @@ EXTENSION_KEYS = {
     "MODEL.MASK_FORMER.MASK_LOSS": "auto",  # the loss of each decoder's official repository
     "SOLVER.AMP.PRECISION": "float16",  # the official AMP
     "DATALOADER.SKIP_BAD_SAMPLES": False,  # a bad sample fails, as officially
+    "DATASETS.FOLDERS": (),  # no dataset folder: only the registered datasets, as officially
 }
 
 

@@ -9,7 +9,7 @@ official one (detectron2's ``get_cfg()`` with ``add_deeplab_config`` and
   (``MODEL.META_ARCHITECTURE`` GeneralizedRCNN, ``MODEL.SEM_SEG_HEAD.NAME`` SemSegFPNHead,
   ``IN_FEATURES`` p2..p5) default to the Mask2Former ones; every published config sets them;
 - ``MODEL.MASK_FORMER.TRANSFORMER_DECODER_NAME``, see its comment;
-- three extension keys, marked "(extension)", whose default reproduces the official behaviour.
+- four extension keys, marked "(extension)", whose default reproduces the official behaviour.
 
 Every key is read by the code or listed in ``supported.NOT_READ`` (refused unless it keeps its
 default); ``tests/test_config_keys_read.py`` checks it.
@@ -167,6 +167,9 @@ _C.INPUT.CROP.SINGLE_CATEGORY_MAX_AREA = 1.0  # max share one category may take 
 _C.DATASETS = CN()
 _C.DATASETS.TRAIN = ()  # registered dataset names for training
 _C.DATASETS.TEST = ()  # registered dataset names for evaluation
+# (extension) dataset folders to register first (datasets/README.md, "Your own dataset"): a
+# folder registers <name>_<split> and <name>_<split>_{panoptic,instance,sem_seg}
+_C.DATASETS.FOLDERS = ()
 
 _C.DATALOADER = CN()
 _C.DATALOADER.NUM_WORKERS = 4  # loader worker processes per training process
