@@ -18,7 +18,6 @@ import shutil
 from typing import Optional, Sequence
 
 import numpy as np
-import pycocotools.mask as mask_util
 from PIL import Image
 from scipy import ndimage
 
@@ -34,7 +33,7 @@ from .folder import (
     open_folder,
     rgb_labels_message,
 )
-from .instance_masks import image_size, masks_to_coco
+from .instance_masks import encode_mask, image_size, masks_to_coco
 from .sem_seg import load_sem_seg
 
 logger = logging.getLogger(__name__)
@@ -112,75 +111,73 @@ def semantic_to_panoptic(
     return segment_ids, segments
 
 
-def _rle(mask: np.ndarray) -> dict:
-    rle = mask_util.encode(np.asfortranarray(mask.astype(np.uint8)))
-    rle["counts"] = rle["counts"].decode("ascii")
-    return rle
-
-
-def _read_labels(path: str, folder: DatasetFolder) -> np.ndarray:
+def _read_labels(path: str, folder: DatasetFolder, size: tuple[int, int]) -> np.ndarray:
+    """(H, W) int64 class ids of a label PNG; RGB or of another size than its image: error."""
     mode = label_mode(path)
     if mode not in SINGLE_CHANNEL_MODES:
         raise DatasetFormatError(f"{path}: {rgb_labels_message(mode, folder.root)}")
-    return read_image(path).astype(np.int64)
+    labels = read_image(path).astype(np.int64)
+    if labels.shape != size:
+        raise DatasetFormatError(
+            f"{path}: label map is {labels.shape[1]}x{labels.shape[0]} (width x height) but its "
+            f"image is {size[1]}x{size[0]}"
+        )
+    return labels
+
+
+def _image_to_panoptic(
+    record: dict, image_id: int, folder: DatasetFolder, split: Split, connectivity: int
+) -> tuple[dict, dict, list[dict]]:
+    """Write the panoptic PNG of one label map; return its COCO image entry, its panoptic
+    annotation and the COCO instance annotations of its things (ids numbered from 1)."""
+    height, width = image_size(record["file_name"])
+    labels = _read_labels(record["sem_seg_file_name"], folder, (height, width))
+    try:
+        segment_ids, segments = semantic_to_panoptic(
+            labels, folder.thing_ids, len(folder.classes), folder.ignore_label, connectivity
+        )
+    except ValueError as e:
+        raise DatasetFormatError(f"{record['sem_seg_file_name']}: {e}") from e
+    png_name = record["image_id"] + ".png"
+    png_path = os.path.join(split.panoptic, png_name)
+    os.makedirs(os.path.dirname(png_path), exist_ok=True)
+    Image.fromarray(id2rgb(segment_ids)).save(png_path, format="PNG")
+    image = {
+        "id": image_id,
+        "file_name": os.path.relpath(record["file_name"], split.images),
+        "height": height,
+        "width": width,
+    }
+    instances = [
+        {**seg, "image_id": image_id, "segmentation": encode_mask(segment_ids == seg["id"])}
+        for seg in segments
+        if seg["category_id"] in folder.thing_ids
+    ]
+    for seg in segments + instances:  # class id -> category id
+        seg["category_id"] += 1
+    annotation = {"image_id": image_id, "file_name": png_name, "segments_info": segments}
+    return image, annotation, instances
 
 
 def _convert_semantic_split(folder: DatasetFolder, split: Split, connectivity: int) -> int:
     records = load_sem_seg(split.labels, split.images, "png", IMAGE_EXTENSIONS)
     os.makedirs(split.panoptic, exist_ok=True)
-    thing_ids = folder.thing_ids
     images, pan_annotations, instances = [], [], []
     for image_id, record in enumerate(records):
-        labels = _read_labels(record["sem_seg_file_name"], folder)
-        height, width = image_size(record["file_name"])
-        if labels.shape != (height, width):
-            raise DatasetFormatError(
-                f"{record['sem_seg_file_name']}: label map is {labels.shape[1]}x{labels.shape[0]}"
-                f" (width x height) but its image {record['file_name']} is {width}x{height}"
-            )
-        try:
-            segment_ids, segments = semantic_to_panoptic(
-                labels, thing_ids, len(folder.classes), folder.ignore_label, connectivity
-            )
-        except ValueError as e:
-            raise DatasetFormatError(f"{record['sem_seg_file_name']}: {e}") from e
-        png_name = record["image_id"] + ".png"
-        png_path = os.path.join(split.panoptic, png_name)
-        os.makedirs(os.path.dirname(png_path), exist_ok=True)
-        Image.fromarray(id2rgb(segment_ids)).save(png_path, format="PNG")
-        images.append(
-            {
-                "id": image_id,
-                "file_name": os.path.relpath(record["file_name"], split.images),
-                "height": height,
-                "width": width,
-            }
+        image, annotation, things = _image_to_panoptic(
+            record, image_id, folder, split, connectivity
         )
-        for seg in segments:
-            seg["category_id"] += 1
-            if seg["category_id"] - 1 in thing_ids:
-                instances.append(
-                    {
-                        **seg,
-                        "id": len(instances) + 1,
-                        "image_id": image_id,
-                        "segmentation": _rle(segment_ids == seg["id"]),
-                    }
-                )
-        pan_annotations.append(
-            {"image_id": image_id, "file_name": png_name, "segments_info": segments}
-        )
+        images.append(image)
+        pan_annotations.append(annotation)
+        instances += [{**thing, "id": len(instances) + k + 1} for k, thing in enumerate(things)]
     save_json(
         {"images": images, "annotations": pan_annotations, "categories": categories(folder)},
         split.panoptic_json,
     )
-    if thing_ids:
+    if folder.thing_ids:
+        things_only = categories(folder, things_only=True)
         save_json(
-            {
-                "images": images,
-                "annotations": instances,
-                "categories": categories(folder, things_only=True),
-            },
+            {"images": images, "annotations": instances, "categories": things_only},
             split.instances_json,
         )
     return len(records)
