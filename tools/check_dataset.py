@@ -11,6 +11,7 @@ instances per class, the ignored pixels, and the config overrides that train on 
 """
 
 import argparse
+import os
 import sys
 
 from mask2former.data.datasets.folder import DatasetFolder
@@ -67,6 +68,8 @@ def overrides(folder: DatasetFolder, train: str, test: str) -> str:
     if names.get(test):
         opts.append(f"DATASETS.TEST '(\"{next(iter(names[test]))}\",)'")
     opts.append(f"MODEL.SEM_SEG_HEAD.NUM_CLASSES {folder.num_classes(task)}")
+    if task == "instance":  # the published instance configs read polygons only
+        opts.append("INPUT.MASK_FORMAT bitmask")
     return " ".join(opts)
 
 
@@ -87,6 +90,15 @@ def main(args: argparse.Namespace) -> int:
         return 1
     print("\nno problems. Train with a published config plus:")
     print("  " + overrides(folder, args.train_split, args.test_split))
+    test = next((s for s in folder.splits if s.name == args.test_split), None)
+    if (
+        test is not None
+        and test.tasks()[:1] == ["instance"]
+        and not os.path.isfile(test.instances_json)
+    ):
+        print(
+            f"  (instance evaluation reads {test.instances_json}: run convert_dataset.py masks-to-coco)"
+        )
     return 0
 
 

@@ -123,3 +123,13 @@ def test_folder_that_cannot_be_opened_is_one_problem(tmp_path, capsys):
     tool = _check_tool()
     assert tool.main(tool.parse_args([str(root)])) == 1
     assert "convert_dataset.py describe" in capsys.readouterr().out
+
+
+def test_overrides_of_an_instance_folder_read_rle_masks(tmp_path, capsys):
+    tool = _check_tool()
+    root = S.masks_folder(tmp_path / "data")
+    assert tool.main(tool.parse_args([str(root), "--test-split", "train"])) == 0
+    out = capsys.readouterr().out
+    assert "NUM_CLASSES 2 INPUT.MASK_FORMAT bitmask" in out
+    assert "car                  thing            -       -         4" in out  # 2 per image
+    assert "instance evaluation reads" in out and "masks-to-coco" in out
