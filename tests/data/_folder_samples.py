@@ -7,7 +7,6 @@ below, two separate cars, one person and a few ignored pixels (255).
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
@@ -153,7 +152,3 @@ def shapes_folder(root: Path, train: int = 4, val: int = 2) -> Path:
     things = [c["name"] for c in SHAPES_CATEGORIES if c["isthing"]]
     write_spec(root, classes=names, things=things)
     return root
-
-
-def folder_names(root: Path) -> list[str]:
-    return sorted(os.listdir(root))
