@@ -182,6 +182,9 @@ _C.INPUT.CROP.SINGLE_CATEGORY_MAX_AREA = 1.0  # max share one category may take 
 _C.DATASETS = CN()
 _C.DATASETS.TRAIN = ()  # registered dataset names for training
 _C.DATASETS.TEST = ()  # registered dataset names for evaluation
+# (extension) dataset folders to register first (datasets/README.md, "Your own dataset"): a
+# folder registers <name>_<split> and <name>_<split>_{panoptic,instance,sem_seg}
+_C.DATASETS.FOLDERS = ()
 
 _C.DATALOADER = CN()
 _C.DATALOADER.NUM_WORKERS = 4  # loader worker processes per training process

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch.utils import data
 
-from ..config import configurable
+from ..config import ConfigError, configurable
 from ..utils import comm
 from .catalog import DatasetCatalog, MetadataCatalog
 from .common import AspectRatioGroupedDataset, DatasetFromList, MapDataset, ToIterableDataset
@@ -30,6 +30,7 @@ __all__ = [
     "build_detection_test_loader",
     "build_detection_train_loader",
     "exit_with_parent",
+    "check_num_classes",
     "filter_images_with_only_crowd_annotations",
     "get_detection_dataset_dicts",
     "trivial_batch_collator",
@@ -60,6 +61,32 @@ def _check_same_classes(names: Sequence[str]) -> None:
             raise ValueError(f"datasets {names[0]!r} and {name!r} have different thing_classes")
 
 
+def check_num_classes(
+    names: str | Sequence[str], dataset_dicts: list[dict], num_classes: int, key: str
+) -> None:
+    """Raise :class:`ConfigError` if a dataset has another number of classes than the model.
+
+    A model trained on instance data (dicts with "annotations") predicts the dataset's
+    ``thing_classes``; on semantic or panoptic data its ``stuff_classes`` (every class).
+    Datasets whose metadata lists no such classes are not checked. ``key`` names the config
+    key that lists ``names``, for the message.
+    """
+    names = [names] if isinstance(names, str) else list(names)
+    field = (
+        "thing_classes" if dataset_dicts and "annotations" in dataset_dicts[0] else "stuff_classes"
+    )
+    for name in names:
+        classes = MetadataCatalog.get(name).get(field)
+        if classes is None or len(classes) == num_classes:
+            continue
+        shown = ", ".join(list(classes)[:8]) + (", ..." if len(classes) > 8 else "")
+        raise ConfigError(
+            f"MODEL.SEM_SEG_HEAD.NUM_CLASSES is {num_classes} but dataset {name!r} ({key}) has "
+            f"{len(classes)} classes ({field}: {shown}): set MODEL.SEM_SEG_HEAD.NUM_CLASSES "
+            f"{len(classes)}, or name your dataset in {key}"
+        )
+
+
 def get_detection_dataset_dicts(
     names: str | Sequence[str], filter_empty: bool = True, check_consistency: bool = True
 ) -> list[dict]:
@@ -73,6 +100,12 @@ def get_detection_dataset_dicts(
         raise ValueError("get_detection_dataset_dicts: no dataset names given (DATASETS.TRAIN?)")
     dataset_dicts = []
     for name in names:
+        if name not in DatasetCatalog:
+            raise KeyError(
+                f"dataset {name!r} is not registered: register a dataset folder with "
+                f"DATASETS.FOLDERS (or register_folder), other datasets with "
+                f"DatasetCatalog.register; registered: {', '.join(DatasetCatalog.list())}"
+            )
         dicts = DatasetCatalog.get(name)
         if not dicts:
             raise ValueError(f"dataset {name!r} is empty")
@@ -228,6 +261,9 @@ def _train_loader_from_config(cfg, mapper: Callable | None = None, *, dataset=No
         dataset = get_detection_dataset_dicts(
             cfg.DATASETS.TRAIN, filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS
         )
+        check_num_classes(
+            cfg.DATASETS.TRAIN, dataset, cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES, "DATASETS.TRAIN"
+        )
     if sampler is None:
         if cfg.DATALOADER.SAMPLER_TRAIN != "TrainingSampler":
             raise ValueError(
@@ -277,8 +313,10 @@ def build_detection_train_loader(
 
 
 def _test_loader_from_config(cfg, dataset_name: str | Sequence[str], mapper=None) -> dict:
+    dataset = get_detection_dataset_dicts(dataset_name, filter_empty=False)
+    check_num_classes(dataset_name, dataset, cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES, "DATASETS.TEST")
     return {
-        "dataset": get_detection_dataset_dicts(dataset_name, filter_empty=False),
+        "dataset": dataset,
         "mapper": _default_mapper(cfg, mapper, is_train=False),
         "num_workers": cfg.DATALOADER.NUM_WORKERS,
     }

@@ -27,6 +27,7 @@ from ..data import (
     build_detection_test_loader,
     build_detection_train_loader,
 )
+from ..data.datasets import register_folders
 from ..evaluation import (
     DatasetEvaluator,
     DatasetEvaluators,
@@ -111,7 +112,8 @@ def _write_text(path: str, text: str) -> None:
 
 
 def default_setup(cfg: CfgNode, args: argparse.Namespace | None = None) -> None:
-    """Logging, seeding, and (on rank 0) ``config.yaml`` and ``env.txt`` in ``OUTPUT_DIR``."""
+    """Logging, seeding, the dataset folders of ``DATASETS.FOLDERS`` registered, and (on rank
+    0) ``config.yaml`` and ``env.txt`` in ``OUTPUT_DIR``."""
     output_dir = cfg.OUTPUT_DIR
     rank = comm.get_rank()
     if comm.is_main_process() and output_dir:
@@ -131,6 +133,7 @@ def default_setup(cfg: CfgNode, args: argparse.Namespace | None = None) -> None:
         logger.info("Full config saved to %s", os.path.join(output_dir, "config.yaml"))
     seed = seed_all_rng(None if cfg.SEED < 0 else cfg.SEED + rank)
     logger.info("Using random seed %d", seed)
+    register_folders(cfg.DATASETS.FOLDERS)
     # as detectron2: cudnn autotuning for training only (its overhead does not pay off on a
     # validation set); the flag is harmless without CUDA
     if not getattr(args, "eval_only", False):
@@ -183,6 +186,7 @@ class DefaultTrainer:
 
     def __init__(self, cfg: CfgNode) -> None:
         check_supported(cfg)
+        register_folders(cfg.DATASETS.FOLDERS)  # a no-op after default_setup
         cfg = auto_scale_workers(cfg, comm.get_world_size())
         self.cfg = cfg
         model = self.build_model(cfg)

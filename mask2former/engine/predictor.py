@@ -12,6 +12,7 @@ from mask2former.checkpoint import DetectionCheckpointer
 from mask2former.config import CfgNode
 from mask2former.data import transforms as T
 from mask2former.data.catalog import MetadataCatalog
+from mask2former.data.datasets import register_folders
 from mask2former.data.detection_utils import read_image
 from mask2former.modeling import build_model
 
@@ -44,6 +45,7 @@ class DefaultPredictor:
 
     def __init__(self, cfg: CfgNode):
         self.cfg = cfg.clone()
+        register_folders(self.cfg.DATASETS.FOLDERS)  # for the metadata of DATASETS.TEST
         self.model = build_model(self.cfg, **model_kwargs_from_metadata(self.cfg)).eval()
         if self.cfg.MODEL.WEIGHTS:
             DetectionCheckpointer(self.model).load(self.cfg.MODEL.WEIGHTS)

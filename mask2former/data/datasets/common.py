@@ -4,7 +4,7 @@ error names the file."""
 from __future__ import annotations
 
 import os
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Sequence, Union
 
 import numpy as np
 import torch
@@ -80,6 +80,40 @@ def thing_id_map(categories: list[dict], json_file: str, meta: Metadata) -> dict
     id_map = {c["id"]: i for i, c in enumerate(cats)}
     meta.set(thing_classes=[c["name"] for c in cats], thing_dataset_id_to_contiguous_id=id_map)
     return id_map
+def files_by_stem(root: str, ext: Union[str, Sequence[str]]) -> dict[str, str]:
+    """Relative path without extension -> path, for every ``*.ext`` file under ``root``.
+
+    ``ext`` may be several extensions (matched case-insensitively); two files differing only
+    in their extension are an error naming both.
+    """
+    suffixes = tuple("." + e.lower() for e in ([ext] if isinstance(ext, str) else ext))
+    found: dict[str, str] = {}
+    for dirpath, _, names in os.walk(root):
+        for name in sorted(names):
+            stem, suffix = os.path.splitext(name)
+            if suffix.lower() not in suffixes:
+                continue
+            path = os.path.join(dirpath, name)
+            key = os.path.relpath(os.path.join(dirpath, stem), root)
+            if key in found:
+                raise DatasetFormatError(
+                    f"two files for {key!r} under {root}: {found[key]}, {path}"
+                )
+            found[key] = path
+    return found
+
+
+#: extensions of the images of a dataset folder (matched case-insensitively)
+IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "bmp", "tif", "tiff", "webp")
+
+
+def images_by_stem(images_dir: str) -> dict[str, str]:
+    """Relative path without extension -> path of every image under ``images_dir``, sorted."""
+    require_dir(images_dir, "image directory")
+    found = files_by_stem(images_dir, IMAGE_EXTENSIONS)
+    if not found:
+        raise FileNotFoundError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) under {images_dir}")
+    return dict(sorted(found.items()))
 
 
 def contiguous_category(

@@ -4,32 +4,25 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Sequence
+from typing import Sequence, Union
 
 from ..catalog import DatasetCatalog, MetadataCatalog
-from .common import DatasetFormatError, require_dir
+from .common import DatasetFormatError, files_by_stem, require_dir
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["load_sem_seg", "register_sem_seg"]
 
 
-def _files_by_stem(root: str, ext: str) -> dict[str, str]:
-    """Relative path without extension -> path, for every ``*.ext`` file under ``root``."""
-    found = {}
-    suffix = "." + ext
-    for dirpath, _, names in os.walk(root):
-        for name in names:
-            if name.endswith(suffix):
-                path = os.path.join(dirpath, name)
-                found[os.path.relpath(path, root)[: -len(suffix)]] = path
-    return found
-
-
 def load_sem_seg(
-    gt_root: str, image_root: str, gt_ext: str = "png", image_ext: str = "jpg"
+    gt_root: str,
+    image_root: str,
+    gt_ext: str = "png",
+    image_ext: Union[str, Sequence[str]] = "jpg",
 ) -> list[dict]:
     """Pair every image under ``image_root`` with the label file of the same relative name.
+
+    ``image_ext`` may list several extensions (e.g. ``("jpg", "png")``).
 
     Returns dicts with file_name, sem_seg_file_name and image_id (the relative stem), sorted by
     name. Height and width are left to the reader of the image. Images without a label file
@@ -37,8 +30,8 @@ def load_sem_seg(
     """
     require_dir(image_root, "image directory")
     require_dir(gt_root, "label directory")
-    images = _files_by_stem(image_root, image_ext)
-    labels = _files_by_stem(gt_root, gt_ext)
+    images = files_by_stem(image_root, image_ext)
+    labels = files_by_stem(gt_root, gt_ext)
     if not images:
         raise FileNotFoundError(f"no *.{image_ext} images under {image_root}")
     for a, b, root_b, ext_b in (
@@ -47,6 +40,7 @@ def load_sem_seg(
     ):
         unmatched = sorted(set(a) - set(b))
         if unmatched:
+            ext_b = ext_b if isinstance(ext_b, str) else "{" + ",".join(ext_b) + "}"
             raise DatasetFormatError(
                 f"{len(unmatched)} of {len(a)} files have no counterpart; first: {a[unmatched[0]]} "
                 f"has no {os.path.join(root_b, unmatched[0] + '.' + ext_b)}"
