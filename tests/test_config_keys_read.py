@@ -286,6 +286,7 @@ EXTENSION_KEYS = {
     "TEST.SLIDING_WINDOW.TILE_SIZE": (512, 512),
     "TEST.SLIDING_WINDOW.OVERLAP": (128, 128),
     "DATASETS.FOLDERS": (),  # no dataset folder: only the registered datasets, as officially
+    "DETERMINISTIC": False,
 }
 
 

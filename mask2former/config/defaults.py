@@ -291,6 +291,11 @@ _C.TEST.VAL_LOSS.NUM_ITER = 0  # (extension) batches per process at most; 0: all
 _C.OUTPUT_DIR = "./output"  # where checkpoints, logs and results go
 _C.SEED = -1  # random seed; negative picks one from time and pid
 _C.CUDNN_BENCHMARK = False  # cudnn autotuning
+# (extension) deterministic training: default_setup turns on torch.use_deterministic_algorithms
+# and cudnn.deterministic and sets CUBLAS_WORKSPACE_CONFIG=:4096:8 when unset; needs SEED >= 0
+# and CUDNN_BENCHMARK False. Same weights bit for bit on every run with the same hardware,
+# software and number of processes; slower (see README)
+_C.DETERMINISTIC = False  # (extension) deterministic training, off as officially
 _C.VIS_PERIOD = 0  # training visualisation period; not implemented, must stay 0
 _C.GLOBAL = CN()
 _C.GLOBAL.HACK = 1.0  # detectron2 key nothing reads; must stay 1.0

@@ -39,7 +39,7 @@ from ..evaluation import (
 from ..modeling import build_model
 from ..solver import build_lr_scheduler, build_optimizer
 from ..utils import comm
-from ..utils.env import collect_env_info, seed_all_rng
+from ..utils.env import collect_env_info, seed_all_rng, use_deterministic_algorithms
 from ..utils.events import CommonMetricPrinter, EventWriter, JSONWriter, TensorboardXWriter
 from ..utils.file_io import PathManager
 from ..utils.logger import setup_logger
@@ -111,9 +111,34 @@ def _write_text(path: str, text: str) -> None:
         f.write(text)
 
 
+def _check_deterministic(cfg: CfgNode) -> None:
+    """Raise :class:`ConfigError` if ``DETERMINISTIC`` is on with a random seed or cudnn
+    autotuning, either of which makes runs differ."""
+    if not cfg.DETERMINISTIC:
+        return
+    if cfg.SEED < 0:
+        raise ConfigError(
+            f"DETERMINISTIC True needs a fixed seed: SEED = {cfg.SEED} draws one from the time "
+            "and process id; set SEED to a number >= 0"
+        )
+    if cfg.CUDNN_BENCHMARK:
+        raise ConfigError(
+            "DETERMINISTIC True needs CUDNN_BENCHMARK False: cudnn autotuning picks convolution "
+            "algorithms by timing them, so two runs may compute differently"
+        )
+
+
 def default_setup(cfg: CfgNode, args: argparse.Namespace | None = None) -> None:
-    """Logging, seeding, the dataset folders of ``DATASETS.FOLDERS`` registered, and (on rank
-    0) ``config.yaml`` and ``env.txt`` in ``OUTPUT_DIR``."""
+    """Logging, seeding, deterministic algorithms (``DETERMINISTIC``), the dataset folders of
+    ``DATASETS.FOLDERS`` registered, and (on rank 0) ``config.yaml`` and ``env.txt`` in
+    ``OUTPUT_DIR``.
+
+    With ``DETERMINISTIC`` True (``SEED`` and ``CUDNN_BENCHMARK`` are checked first) this turns
+    on torch's deterministic algorithms and sets ``CUBLAS_WORKSPACE_CONFIG`` when unset
+    (:func:`mask2former.utils.env.use_deterministic_algorithms`), which must happen before the
+    process's first CUDA matrix product; with False torch's settings are left as they are.
+    """
+    _check_deterministic(cfg)
     output_dir = cfg.OUTPUT_DIR
     rank = comm.get_rank()
     if comm.is_main_process() and output_dir:
@@ -134,6 +159,12 @@ def default_setup(cfg: CfgNode, args: argparse.Namespace | None = None) -> None:
     seed = seed_all_rng(None if cfg.SEED < 0 else cfg.SEED + rank)
     logger.info("Using random seed %d", seed)
     register_folders(cfg.DATASETS.FOLDERS)
+    if cfg.DETERMINISTIC:
+        use_deterministic_algorithms()
+        logger.info(
+            "Deterministic algorithms on (CUBLAS_WORKSPACE_CONFIG=%s)",
+            os.environ["CUBLAS_WORKSPACE_CONFIG"],
+        )
     # as detectron2: cudnn autotuning for training only (its overhead does not pay off on a
     # validation set); the flag is harmless without CUDA
     if not getattr(args, "eval_only", False):

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mask2former.config import ConfigError, configurable
+from mask2former.ops import deterministic
 from mask2former.utils import comm
 from mask2former.utils.registry import lookup
 
@@ -164,7 +165,9 @@ class SetCriterion(nn.Module):
         matched = [t["labels"][tgt.to(t["labels"].device)] for t, (_, tgt) in zip(targets, indices)]
         target_classes[batch_idx, query_idx] = torch.cat(matched).to(logits.device)
         # cross_entropy wants classes on dim 1: (B, Q, K + 1) -> (B, K + 1, Q).
-        loss = F.cross_entropy(logits.transpose(1, 2), target_classes, self.empty_weight)
+        loss = deterministic.cross_entropy(
+            logits.transpose(1, 2), target_classes, self.empty_weight
+        )
         return {"loss_ce": loss}
 
     def loss_masks(self, outputs, targets, indices: Indices, num_masks: float):
@@ -205,7 +208,7 @@ class SetCriterion(nn.Module):
 
     def _full_values(self, pred, target):
         """(M, H*W) predictions upsampled (bilinear) to the target size, and flat targets."""
-        pred = F.interpolate(
+        pred = deterministic.interpolate(
             pred[:, None], size=target.shape[-2:], mode="bilinear", align_corners=False
         )
         return pred.flatten(1), target.flatten(1)

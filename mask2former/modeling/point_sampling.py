@@ -11,6 +11,8 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
+from ..ops import bilinear, deterministic
+
 __all__ = ["point_sample", "uncertain_point_coords_with_randomness", "uncertainty"]
 
 
@@ -21,8 +23,16 @@ def point_sample(features: torch.Tensor, point_coords: torch.Tensor) -> torch.Te
         features: (N, C, H, W).
         point_coords: (N, P, 2) in [0, 1], (x, y).
     Returns:
-        (N, C, P).
+        (N, C, P), in ``features``' dtype.
+
+    Where torch would refuse grid_sample's backward (deterministic mode, CUDA, a gradient) the
+    same sampling by corner gathers (:func:`mask2former.ops.bilinear.sample`), with the
+    coordinates in float32 or better: equal to grid_sample within 1e-6 of the largest value in
+    float32. grid_sample's CPU backward is deterministic (each thread writes its own images).
     """
+    if deterministic.backward_refused(features, point_coords):
+        dtype = torch.promote_types(features.dtype, point_coords.dtype)
+        return bilinear.sample(features.to(dtype), point_coords.to(dtype)).to(features.dtype)
     # (N, P, 2) -> (N, P, 1, 2) grid in [-1, 1]; the sampled (N, C, P, 1) drops its last dim.
     grid = 2.0 * point_coords.unsqueeze(2) - 1.0
     return F.grid_sample(features, grid.to(features.dtype), align_corners=False).squeeze(3)

@@ -3,6 +3,9 @@
 The kernels live in the extension ``mask2former._C`` built at install time; without it they are
 compiled on first use into a cache (``_jit``), and only if that fails does every call use the
 pure-PyTorch reference, with a warning. The choice is logged once per device.
+
+Beside it, :mod:`.bilinear` (bilinear sampling by gathers) and :mod:`.deterministic` (the
+replacements for the torch functions that deterministic mode refuses on CUDA, used by the model).
 """
 
 from ._extension import (

@@ -43,6 +43,7 @@ from torch import Tensor
 
 from . import _extension, bilinear
 from ._extension import KernelPath
+from .deterministic import backward_refused
 
 __all__ = [
     "force_reference_path",
@@ -110,23 +111,12 @@ def _grid(level_loc: Tensor, dtype: torch.dtype) -> Tensor:
     return (2 * level_loc - 1).to(dtype)
 
 
-def _grid_sample_backward_would_raise(level_value: Tensor, level_loc: Tensor) -> bool:
-    """True where autograd would run grid_sample's CUDA backward in deterministic mode, which
-    torch refuses (it sums with float atomics)."""
-    return (
-        torch.are_deterministic_algorithms_enabled()
-        and level_value.device.type == "cuda"
-        and torch.is_grad_enabled()
-        and (level_value.requires_grad or level_loc.requires_grad)
-    )
-
-
 def _sample(level_value: Tensor, level_loc: Tensor) -> Tensor:
     """Bilinear samples, zero outside: (N*M, D, h, w) at (N*M, Lq, P, 2) -> (N*M, D, Lq, P).
 
     grid_sample, or where its backward would be refused in deterministic mode the same sampling
     by corner gathers (:func:`mask2former.ops.bilinear.sample`)."""
-    if _grid_sample_backward_would_raise(level_value, level_loc):
+    if backward_refused(level_value, level_loc):
         b, lq, n_points, _ = level_loc.shape
         locations = level_loc.to(level_value.dtype).reshape(b, lq * n_points, 2)
         return bilinear.sample(level_value, locations).view(b, -1, lq, n_points)

@@ -1,4 +1,4 @@
-"""Random seeding and a report of the software environment."""
+"""Random seeding, deterministic algorithms and a report of the software environment."""
 
 from __future__ import annotations
 
@@ -34,6 +34,30 @@ def seed_all_rng(seed: int | None = None) -> int:
     torch.manual_seed(seed)
     os.environ["PYTHONHASHSEED"] = str(seed)
     return seed
+
+
+#: The values of CUBLAS_WORKSPACE_CONFIG with which cuBLAS is deterministic (CUDA >= 10.2); torch
+#: refuses cuBLAS calls in deterministic mode under any other value.
+CUBLAS_DETERMINISTIC_CONFIGS = (":4096:8", ":16:8")
+
+
+def use_deterministic_algorithms() -> None:
+    """Make torch's algorithms deterministic in this process.
+
+    ``torch.use_deterministic_algorithms(True)`` (torch raises for an op that has no
+    deterministic implementation) and ``cudnn.deterministic``; sets ``CUBLAS_WORKSPACE_CONFIG``
+    to ``:4096:8`` when unset. cuBLAS reads that variable when it first runs in the process, so
+    call this before any CUDA matrix product. Raises ``ValueError`` naming the variable when it
+    holds another value.
+    """
+    config = os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_DETERMINISTIC_CONFIGS[0])
+    if config not in CUBLAS_DETERMINISTIC_CONFIGS:
+        raise ValueError(
+            f"deterministic algorithms need CUBLAS_WORKSPACE_CONFIG unset or one of "
+            f"{CUBLAS_DETERMINISTIC_CONFIGS}, got {config!r}"
+        )
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.deterministic = True
 
 
 def _version(module_name: str) -> str:

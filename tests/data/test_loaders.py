@@ -3,6 +3,7 @@
 import itertools
 import logging
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -26,6 +27,7 @@ from mask2former.data import (
 )
 from mask2former.data.dataset_mappers import DatasetMapper
 from mask2former.utils import comm
+from mask2former.utils.env import seed_all_rng
 from tests.data._pipeline_samples import semantic_sample
 
 REPO = Path(__file__).resolve().parents[2]
@@ -95,6 +97,28 @@ def test_workers_split_the_stream_and_are_seeded_apart():
     assert [d["image_id"] for d in items] == list(itertools.islice(iter(sampler), 24))
     draws = [d["draw"] for d in items]
     assert len(set(draws)) == len(draws), "two workers drew the same augmentation randomness"
+
+
+def draws_mapper(d):
+    """The mapper's draws from each generator an augmentation may use."""
+    draws = (random.random(), float(np.random.rand()), float(torch.rand(())))
+    return {**d, "draws": draws, "image": torch.zeros(3, 2, 2)}
+
+
+def _worker_draws(seed: int) -> list[tuple]:
+    """The first 8 samples' draws through two workers, after seeding the main process."""
+    seed_all_rng(seed)
+    loader = ungrouped_loader(TrainingSampler(12, seed=7), draws_mapper, 1, num_workers=2)
+    return [batch[0]["draws"] for batch in itertools.islice(iter(loader), 8)]
+
+
+def test_worker_draws_repeat_for_the_main_process_seed(monkeypatch):
+    """A worker's generators are seeded from the main process's torch generator when the loader
+    is iterated, so a run seeded with SEED (default_setup) repeats its augmentations."""
+    monkeypatch.delenv("PYTHONHASHSEED", raising=False)  # seed_all_rng sets it
+    first, second, other = _worker_draws(5), _worker_draws(5), _worker_draws(6)
+    assert first == second
+    assert all(a != b for d1, d2 in zip(first, other) for a, b in zip(d1, d2))
 
 
 def register(name, dicts):

@@ -17,6 +17,7 @@ from torch.nn import functional as F
 
 from mask2former.config import configurable
 from mask2former.layers import ShapeSpec
+from mask2former.ops import deterministic
 
 from .backbone import Backbone
 from .build import BACKBONE_REGISTRY
@@ -397,7 +398,7 @@ class D2SwinTransformer(Backbone):
         x = self.patch_embed(x)
         hw = (x.shape[2], x.shape[3])
         if self.absolute_pos_embed is not None:
-            x = x + F.interpolate(self.absolute_pos_embed, size=hw, mode="bicubic")
+            x = x + deterministic.interpolate(self.absolute_pos_embed, size=hw, mode="bicubic")
         return self.pos_drop(x.flatten(2).transpose(1, 2)), hw
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:

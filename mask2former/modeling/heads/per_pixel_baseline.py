@@ -5,6 +5,7 @@ from torch.nn import functional as F
 
 from mask2former.config import ConfigError, configurable
 from mask2former.layers import Conv2d, ShapeSpec, c2_msra_fill
+from mask2former.ops import deterministic
 
 from ..checkpoint_compat import PixelDecoderHeadLayout
 from ..pixel_decoder.build import build_pixel_decoder
@@ -16,12 +17,15 @@ from .mask_former_head import decode_pixels, predictor_in_channels
 def per_pixel_cross_entropy(logits: Tensor, targets: Tensor, ignore_value: int) -> Tensor:
     """Mean cross-entropy of (N, K, h, w) logits upsampled bilinearly to (N, H, W) labels.
 
-    Returns 0 (with a gradient path) when every pixel is ignored.
+    Returns 0 (with a gradient path) when every pixel is ignored. Deterministic mode on CUDA
+    takes the deterministic forms of :mod:`mask2former.ops.deterministic`.
     """
-    logits = F.interpolate(logits, size=targets.shape[-2:], mode="bilinear", align_corners=False)
+    logits = deterministic.interpolate(
+        logits, size=targets.shape[-2:], mode="bilinear", align_corners=False
+    )
     if bool((targets == ignore_value).all()):
         return logits.sum() * 0.0
-    return F.cross_entropy(logits, targets, reduction="mean", ignore_index=ignore_value)
+    return deterministic.cross_entropy(logits, targets, ignore_index=ignore_value)
 
 
 @SEM_SEG_HEADS_REGISTRY.register()

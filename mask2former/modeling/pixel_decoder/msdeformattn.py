@@ -5,11 +5,10 @@ from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
-from torch.nn import functional as F
 
 from mask2former.config import configurable
 from mask2former.layers import Conv2d, ShapeSpec, c2_xavier_fill
-from mask2former.ops import MSDeformAttn
+from mask2former.ops import MSDeformAttn, deterministic
 
 from ..position_encoding import PositionEmbeddingSine
 from ..transformer_blocks import feed_forward, residual, with_pos
@@ -297,7 +296,8 @@ class MSDeformAttnPixelDecoder(nn.Module):
         ]
         for idx, name in enumerate(self.in_features[: self.num_fpn_levels][::-1]):
             lateral = self.lateral_convs[idx](features[name])
-            y = lateral + F.interpolate(
+            # F.interpolate, or where torch refuses its backward an equal deterministic form
+            y = lateral + deterministic.interpolate(
                 out[-1], size=lateral.shape[-2:], mode="bilinear", align_corners=False
             )
             out.append(self.output_convs[idx](y))
