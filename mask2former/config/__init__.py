@@ -9,7 +9,6 @@ from .compat import (
 from .config import BASE_KEY, CfgNode, ConfigError, configurable, get_cfg
 from .expression import ExpressionError, safe_eval_expression
 from .supported import NOT_READ, check_supported
-from .video import add_maskformer2_video_config, add_video_config
 
 __all__ = [
     "BASE_KEY",
@@ -21,7 +20,6 @@ __all__ = [
     "add_maskformer2_config",
     "add_maskformer2_video_config",
     "add_missing_keys",
-    "add_video_config",
     "check_supported",
     "configurable",
     "get_cfg",

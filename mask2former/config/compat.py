@@ -101,5 +101,10 @@ add_mask_former_config = add_maskformer2_config
 def add_maskformer2_video_config(cfg: CfgNode) -> None:
     """Official Mask2Former's ``add_maskformer2_video_config``: make sure ``cfg`` has the video
     keys (:data:`VIDEO_KEYS`), with our defaults (the official ones) for the missing ones.
-    Existing values are kept (the official function resets them)."""
+    Existing values are kept (the official function resets them).
+
+    :func:`get_cfg` already holds these keys, so ``get_cfg()`` alone loads the published
+    YouTube-VIS configs; this function is for configs made elsewhere and for code written
+    against ``mask2former_video``. It does not select the video mapper: a video dataset
+    does (see :func:`mask2former.data.build_dataset_mapper`)."""
     add_missing_keys(cfg, get_cfg(), VIDEO_KEYS)

@@ -30,8 +30,9 @@ _C.MODEL.META_ARCHITECTURE = "MaskFormer"  # name in META_ARCH_REGISTRY
 _C.MODEL.WEIGHTS = ""  # checkpoint to initialise from: .pkl, .pth or .safetensors
 _C.MODEL.PIXEL_MEAN = [103.530, 116.280, 123.675]  # per-channel mean, in INPUT.FORMAT order, 0-255
 _C.MODEL.PIXEL_STD = [1.0, 1.0, 1.0]  # per-channel std, in INPUT.FORMAT order, 0-255
-# detectron2's key: load instance masks. The YouTube-VIS mapper reads it (published video
-# configs set True); the image mappers always load the masks they need.
+# detectron2's key: load instance masks. The video mapper reads it and, for training, needs
+# True (it always loads masks, as the published one does; the published video configs set
+# True); the image mappers do not read it and load the masks they need.
 _C.MODEL.MASK_ON = False
 
 _C.MODEL.BACKBONE = CN()
@@ -154,7 +155,12 @@ _C.INPUT.FORMAT = "BGR"  # channel order the model takes: "BGR" or "RGB"
 # Instance masks of the LSJ mapper: "polygon" (published; polygon annotations only) or
 # "bitmask" (also RLE). The mask_former_instance mapper rasterises either the same way.
 _C.INPUT.MASK_FORMAT = "polygon"
-_C.INPUT.DATASET_MAPPER_NAME = "mask_former_semantic"  # name in DATASET_MAPPER_REGISTRY
+# Training mapper of image datasets, a name in DATASET_MAPPER_REGISTRY (the test mapper is
+# DatasetMapper). Video datasets (evaluator_type "ytvis") are mapped by a video mapper in
+# training and testing: the named one if it maps videos, else "ytvis" when this is the default
+# (the published video configs name no mapper: their train_net_video.py always uses the
+# YouTube-VIS mapper); another image mapper is refused for them.
+_C.INPUT.DATASET_MAPPER_NAME = "mask_former_semantic"
 _C.INPUT.COLOR_AUG_SSD = False  # SSD-style photometric distortion
 # mask_former_* mappers: pad (right / bottom; a longer side is cut) to this square, <= 0: no
 _C.INPUT.SIZE_DIVISIBILITY = -1
@@ -162,12 +168,14 @@ _C.INPUT.IMAGE_SIZE = 1024  # large-scale jitter: target size
 _C.INPUT.MIN_SCALE = 0.1  # large-scale jitter: smallest scale
 _C.INPUT.MAX_SCALE = 2.0  # large-scale jitter: largest scale
 
-# Video (add_maskformer2_video_config): a training clip is SAMPLING_FRAME_NUM frames of one
-# video, drawn within SAMPLING_FRAME_RANGE frames of a random reference frame
+# Video (official add_maskformer2_video_config's keys, with its defaults; read by the video
+# mapper): a training clip is SAMPLING_FRAME_NUM frames of one video, drawn within
+# SAMPLING_FRAME_RANGE frames of a random reference frame
 _C.INPUT.SAMPLING_FRAME_NUM = 2  # frames per training clip
 _C.INPUT.SAMPLING_FRAME_RANGE = 20  # largest distance of a clip's frames from its reference frame
 _C.INPUT.SAMPLING_FRAME_SHUFFLE = False  # shuffle the clip's frames instead of keeping their order
-# video mappers: extra training augmentations, of "brightness", "contrast", "saturation", "rotation"
+# video mappers: the official extra training augmentations ("brightness", "contrast",
+# "saturation", "rotation"); not implemented: only [] is accepted
 _C.INPUT.AUGMENTATIONS = []
 
 _C.INPUT.CROP = CN()

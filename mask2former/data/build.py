@@ -251,9 +251,14 @@ def _mapped(
     )
 
 
-def _default_mapper(cfg, mapper: Callable | None, is_train: bool) -> Callable:
-    """``mapper``, or the one named by INPUT.DATASET_MAPPER_NAME (train) / the test mapper."""
-    return mapper if mapper is not None else build_dataset_mapper(cfg, is_train=is_train)
+def _default_mapper(
+    cfg, mapper: Callable | None, is_train: bool, dataset_names: str | Sequence[str]
+) -> Callable:
+    """``mapper``, or the training / test mapper of ``dataset_names`` (see
+    :func:`~.dataset_mappers.build_dataset_mapper`)."""
+    if mapper is not None:
+        return mapper
+    return build_dataset_mapper(cfg, is_train=is_train, dataset_names=dataset_names)
 
 
 def _train_loader_from_config(cfg, mapper: Callable | None = None, *, dataset=None, sampler=None):
@@ -273,7 +278,7 @@ def _train_loader_from_config(cfg, mapper: Callable | None = None, *, dataset=No
         sampler = TrainingSampler(len(dataset), seed=cfg.SEED if cfg.SEED >= 0 else None)
     return {
         "dataset": dataset,
-        "mapper": _default_mapper(cfg, mapper, is_train=True),
+        "mapper": _default_mapper(cfg, mapper, True, cfg.DATASETS.TRAIN),
         "sampler": sampler,
         "total_batch_size": cfg.SOLVER.IMS_PER_BATCH,
         "aspect_ratio_grouping": cfg.DATALOADER.ASPECT_RATIO_GROUPING,
@@ -296,8 +301,9 @@ def build_detection_train_loader(
 ) -> Any:
     """An endless iterable of training batches (lists of mapped dicts) for this process.
 
-    ``build_detection_train_loader(cfg, mapper=None)`` reads DATASETS.TRAIN, the mapper named
-    by INPUT.DATASET_MAPPER_NAME, SOLVER.IMS_PER_BATCH (over all processes) and DATALOADER.*.
+    ``build_detection_train_loader(cfg, mapper=None)`` reads DATASETS.TRAIN, their mapper
+    (INPUT.DATASET_MAPPER_NAME; the video mapper for video datasets), SOLVER.IMS_PER_BATCH
+    (over all processes) and DATALOADER.*.
     """
     dataset = _mapped(dataset, mapper, skip_bad_samples, TRAIN_BAD_SAMPLE_ADVICE)
     if sampler is None:
@@ -317,7 +323,7 @@ def _test_loader_from_config(cfg, dataset_name: str | Sequence[str], mapper=None
     check_num_classes(dataset_name, dataset, cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES, "DATASETS.TEST")
     return {
         "dataset": dataset,
-        "mapper": _default_mapper(cfg, mapper, is_train=False),
+        "mapper": _default_mapper(cfg, mapper, False, dataset_name),
         "num_workers": cfg.DATALOADER.NUM_WORKERS,
     }
 
@@ -334,7 +340,7 @@ def build_detection_test_loader(
 ) -> data.DataLoader:
     """A loader visiting this process's shard of ``dataset`` once, in order, in batches
     (lists of mapped dicts). ``build_detection_test_loader(cfg, dataset_name, mapper=None)``
-    uses the test mapper. A bad sample (missing or corrupt file) is an error, never skipped:
+    uses the dataset's test mapper (``DatasetMapper``, or the video mapper). A bad sample (missing or corrupt file) is an error, never skipped:
     see :data:`TEST_BAD_SAMPLE_ADVICE`."""
     dataset = _mapped(dataset, mapper, bad_sample_advice=TEST_BAD_SAMPLE_ADVICE)
     if sampler is None:

@@ -403,7 +403,8 @@ class DefaultTrainer:
 
     @classmethod
     def build_train_loader(cls, cfg: CfgNode) -> Iterable:
-        """``build_detection_train_loader`` with the mapper ``cfg`` names."""
+        """``build_detection_train_loader`` with the training mapper of ``DATASETS.TRAIN``
+        (``INPUT.DATASET_MAPPER_NAME``, or the video mapper for video datasets)."""
         return build_detection_train_loader(cfg, mapper=build_dataset_mapper(cfg, True))
 
     @classmethod
@@ -419,14 +420,16 @@ class DefaultTrainer:
         return build_detection_test_loader(
             cfg,
             names,
-            mapper=build_dataset_mapper(cfg, True),
+            mapper=build_dataset_mapper(cfg, True, names),
             batch_size=cfg.SOLVER.IMS_PER_BATCH // comm.get_world_size(),
         )
 
     @classmethod
     def build_test_loader(cls, cfg: CfgNode, dataset_name: str) -> Iterable:
+        """The test mapper of ``dataset_name``: ``DatasetMapper``, or for a video dataset the
+        video mapper (one whole video per batch, as ``VideoMaskFormer`` infers)."""
         return build_detection_test_loader(
-            cfg, dataset_name, mapper=build_dataset_mapper(cfg, False)
+            cfg, dataset_name, mapper=build_dataset_mapper(cfg, False, dataset_name)
         )
 
     @classmethod

@@ -18,7 +18,11 @@ import torch
 
 from mask2former.config import ConfigError, get_cfg
 from mask2former.data import BadSampleError, build_dataset_mapper
-from mask2former.data.dataset_mappers import DATASET_MAPPER_REGISTRY, DatasetMapper
+from mask2former.data.dataset_mappers import (
+    DATASET_MAPPER_REGISTRY,
+    DatasetMapper,
+    YTVISDatasetMapper,
+)
 from tests.data._pipeline_samples import (
     BACKGROUND_RGB,
     IGNORE,
@@ -362,16 +366,23 @@ CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 
 def test_every_shipped_config_builds_its_mappers():
-    # Video configs are left to the video data: their mapper comes with it.
+    """Image configs: the named training mapper and DatasetMapper for testing. Video configs
+    (the published YouTube-VIS ones name no mapper): the video mapper, selected by their video
+    datasets, for both."""
     video = {CONFIGS / relative for relative in published_video_config_hashes()}
-    paths = sorted(set(CONFIGS.rglob("*.yaml")) - video)
-    assert len(paths) == 94
+    paths = sorted(CONFIGS.rglob("*.yaml"))
+    assert len(paths) == 108 and video <= set(paths)
     for path in paths:
         cfg = get_cfg()
         cfg.merge_from_file(str(path))
         train = build_dataset_mapper(cfg, is_train=True)
-        assert train is not None
-        assert isinstance(build_dataset_mapper(cfg, is_train=False), DatasetMapper)
+        test = build_dataset_mapper(cfg, is_train=False)
+        if path in video:
+            assert isinstance(train, YTVISDatasetMapper) and train.is_train, path
+            assert isinstance(test, YTVISDatasetMapper) and not test.is_train, path
+        else:
+            assert not isinstance(train, YTVISDatasetMapper), path
+            assert isinstance(test, DatasetMapper), path
 
 
 def test_published_ade20k_semantic_and_coco_lsj_augmentations():

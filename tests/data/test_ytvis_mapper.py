@@ -8,7 +8,7 @@ import pycocotools.mask as mask_util
 import pytest
 from PIL import Image
 
-from mask2former.config import ConfigError, add_video_config, get_cfg
+from mask2former.config import ConfigError, get_cfg
 from mask2former.data import (
     BadSampleError,
     DatasetCatalog,
@@ -18,6 +18,7 @@ from mask2former.data import (
     build_detection_test_loader,
     build_detection_train_loader,
 )
+from mask2former.data.dataset_mappers import dataset_mapper_name, is_video_dataset
 from mask2former.data.dataset_mappers.ytvis import (
     YTVISDatasetMapper,
     clip_instances,
@@ -31,6 +32,7 @@ from mask2former.data.transforms import (
     TransformList,
     apply_augmentations_to_clip,
 )
+from mask2former.modeling.meta_arch.video_maskformer_model import clip_targets
 from tests.data.test_ytvis import _write_split
 
 _names = itertools.count()
@@ -47,8 +49,9 @@ def videos(tmp_path_factory) -> list[dict]:
 
 def video_cfg(**overrides):
     cfg = get_cfg()
-    add_video_config(cfg)
     settings = {
+        "INPUT.DATASET_MAPPER_NAME": "ytvis",
+        "MODEL.MASK_ON": True,
         "INPUT.FORMAT": "RGB",
         "INPUT.MIN_SIZE_TRAIN": (96,),
         "INPUT.MAX_SIZE_TRAIN": 1000,
@@ -211,6 +214,29 @@ def test_track_ids_and_classes_are_consistent_across_frames(tmp_path):
             assert frame.gt_classes.tolist() == [0, 1]
 
 
+def test_mapped_clips_are_what_the_video_model_trains_on(tmp_path):
+    """The mapper's clips give VideoMaskFormer's clip targets: each track once, labelled by
+    its class, also when it is absent from some frames of the clip (one convention: a track
+    keeps its class in every frame)."""
+    json_file, image_root = _write_split(tmp_path)
+    video = load_ytvis_json(str(json_file), str(image_root))[1]  # tracks 11 (0), 12 (1)
+    cfg = video_cfg(**{"INPUT.MIN_SIZE_TRAIN": (12,), "INPUT.SAMPLING_FRAME_NUM": 3})
+    mapper = YTVISDatasetMapper(cfg, is_train=True)
+    np.random.seed(0)
+    seen = set()
+    for _ in range(10):
+        out = mapper(video)
+        targets = clip_targets(out["instances"], tuple(out["image"][0].shape[-2:]))
+        tracks = [max(row) for row in targets["ids"].tolist()]  # each row: one id or -1
+        assert sorted(zip(tracks, targets["labels"].tolist())) == [(11, 0), (12, 1)]
+        for k, row in enumerate(targets["ids"].tolist()):
+            assert set(row) <= {tracks[k], -1}
+            for t, track in enumerate(row):
+                assert (track != -1) == bool(targets["masks"][k, t].any())
+        seen.add(tuple(map(tuple, targets["ids"].tolist())))
+    assert len(seen) > 1  # different clips, among them ones where a track is absent
+
+
 def test_test_mode_reads_every_frame_resized(videos):
     cfg = video_cfg()
     mapper = build_dataset_mapper(cfg, False)
@@ -243,10 +269,13 @@ def test_bad_frames_name_the_file(videos, tmp_path):
 
 
 def test_config_errors_name_the_key():
-    cfg = get_cfg()
-    cfg.merge_from_list(["INPUT.DATASET_MAPPER_NAME", "ytvis"])
-    with pytest.raises(ConfigError, match="add_video_config"):
+    cfg = video_cfg()
+    del cfg.INPUT["SAMPLING_FRAME_RANGE"]  # a config made without the video keys
+    with pytest.raises(ConfigError, match="INPUT.SAMPLING_FRAME_RANGE.*add_maskformer2_video"):
         build_dataset_mapper(cfg, True)
+    with pytest.raises(ConfigError, match="MODEL.MASK_ON = False"):
+        YTVISDatasetMapper(video_cfg(**{"MODEL.MASK_ON": False}), True)
+    assert not YTVISDatasetMapper(video_cfg(**{"MODEL.MASK_ON": False}), False).is_train
     with pytest.raises(ConfigError, match="INPUT.AUGMENTATIONS"):
         YTVISDatasetMapper(video_cfg(**{"INPUT.AUGMENTATIONS": ["brightness"]}), True)
     with pytest.raises(ConfigError, match="INPUT.RANDOM_FLIP must be one of"):
@@ -259,15 +288,27 @@ def test_config_errors_name_the_key():
         YTVISDatasetMapper(video_cfg(**{"INPUT.SAMPLING_FRAME_NUM": 0}), True)
 
 
-def test_add_video_config_defaults_are_the_published_ones():
-    cfg = get_cfg()
-    add_video_config(cfg)
-    assert cfg.INPUT.SAMPLING_FRAME_NUM == 2 and cfg.INPUT.SAMPLING_FRAME_RANGE == 20
-    assert cfg.INPUT.SAMPLING_FRAME_SHUFFLE is False and cfg.INPUT.AUGMENTATIONS == []
-    assert cfg.INPUT.DATASET_MAPPER_NAME == "ytvis"
-    cfg.INPUT.SAMPLING_FRAME_NUM = 5
-    add_video_config(cfg)  # keeps what is set
-    assert cfg.INPUT.SAMPLING_FRAME_NUM == 5
+# ----------------------------------------------------------------------------- mapper choice
+def test_video_datasets_select_the_video_mapper(registered):
+    """Video datasets take the video mapper when INPUT.DATASET_MAPPER_NAME keeps its default
+    (as the published video configs do), for training and testing; an explicit image mapper
+    and a video mapper for image data are refused, as is a mix of both kinds."""
+    cfg = video_cfg(**{"INPUT.DATASET_MAPPER_NAME": get_cfg().INPUT.DATASET_MAPPER_NAME})
+    cfg.DATASETS.TRAIN = cfg.DATASETS.TEST = (registered,)
+    assert dataset_mapper_name(cfg, [registered]) == "ytvis" and is_video_dataset(registered)
+    train, test = build_dataset_mapper(cfg, True), build_dataset_mapper(cfg, False)
+    assert isinstance(train, YTVISDatasetMapper) and train.is_train
+    assert isinstance(test, YTVISDatasetMapper) and not test.is_train
+    cfg.INPUT.DATASET_MAPPER_NAME = "mask_former_instance"
+    with pytest.raises(ConfigError, match="'mask_former_instance' maps images.*video datasets"):
+        build_dataset_mapper(cfg, True)
+    image = "shapes_val_instance"
+    assert not is_video_dataset(image)
+    with pytest.raises(ConfigError, match="image and video datasets cannot be mapped together"):
+        build_dataset_mapper(cfg, False, [registered, image])
+    cfg.INPUT.DATASET_MAPPER_NAME = "ytvis"
+    with pytest.raises(ConfigError, match="'ytvis' maps videos, but .*shapes_val_instance"):
+        build_dataset_mapper(cfg, False, image)
 
 
 # ----------------------------------------------------------------------------- loaders

@@ -2,10 +2,17 @@
 
 Each takes ``(cfg, is_train)`` as the published ones do; the class names are the published
 Mask2Former / MaskFormer names (the LSJ mappers also under their ``*LSJDatasetMapper``
-aliases). ``YTVISDatasetMapper`` maps YouTube-VIS videos to clips, for training and testing.
+aliases). ``YTVISDatasetMapper`` maps YouTube-VIS videos to clips, for training and testing;
+video datasets select it (see :func:`build_dataset_mapper`).
 """
 
-from .build import DATASET_MAPPER_REGISTRY, build_dataset_mapper, register_dataset_mapper
+from .build import (
+    DATASET_MAPPER_REGISTRY,
+    build_dataset_mapper,
+    dataset_mapper_name,
+    is_video_dataset,
+    register_dataset_mapper,
+)
 from .coco_lsj import (
     COCOInstanceLSJDatasetMapper,
     COCOInstanceNewBaselineDatasetMapper,
@@ -34,5 +41,7 @@ __all__ = [
     "MaskFormerSemanticDatasetMapper",
     "YTVISDatasetMapper",
     "build_dataset_mapper",
+    "dataset_mapper_name",
+    "is_video_dataset",
     "register_dataset_mapper",
 ]

@@ -176,8 +176,9 @@ def clip_instances(
 
 @register_dataset_mapper("ytvis")
 class YTVISDatasetMapper(ImageMapperBase):
-    """Video instance segmentation mapper (``INPUT.DATASET_MAPPER_NAME: ytvis``), for training
-    (``is_train=True``: a sampled clip, augmented) and testing (every frame, resized).
+    """Video instance segmentation mapper ("ytvis"), for training (``is_train=True``: a
+    sampled clip, augmented) and testing (every frame, resized). Video datasets get it unless
+    INPUT.DATASET_MAPPER_NAME names another video mapper (see ``build_dataset_mapper``).
 
     Input: a dict of :func:`~mask2former.data.datasets.load_ytvis_json`. Output: the dict
     without "annotations", with "image" a list of T (3, H', W') uint8 tensors in
@@ -187,8 +188,8 @@ class YTVISDatasetMapper(ImageMapperBase):
     otherwise; the augmentations are :func:`ytvis_augmentations`.
     """
 
-    #: ``build_dataset_mapper(cfg, False)`` builds this mapper too (a video is read whole)
-    maps_test_samples = True
+    #: a video mapper: video datasets use it for training and (as ``cls(cfg, False)``) testing
+    maps_videos = True
 
     @configurable
     def __init__(
@@ -216,8 +217,14 @@ class YTVISDatasetMapper(ImageMapperBase):
         missing = [k for k in _VIDEO_KEYS if k not in cfg.INPUT]
         if missing:
             raise ConfigError(
-                f"the video mapper reads INPUT.{missing[0]}, which this config lacks: build the "
-                "config with mask2former.config.add_video_config(cfg) before merging the file"
+                f"the video mapper reads INPUT.{missing[0]}, which this config lacks: start from "
+                "get_cfg(), or add the video keys with "
+                "mask2former.config.add_maskformer2_video_config(cfg)"
+            )
+        if is_train and not cfg.MODEL.MASK_ON:
+            raise ConfigError(
+                "MODEL.MASK_ON = False: the video mapper always loads the instance masks a video "
+                "model trains on (as the published one does); set MODEL.MASK_ON True"
             )
         refuse_unread_inputs(
             cfg,
