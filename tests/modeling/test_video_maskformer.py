@@ -45,15 +45,12 @@ def test_training_step_on_two_frame_clips_gives_finite_losses_and_gradients():
 
 
 def test_clip_targets_keep_tracks_present_somewhere_with_their_class():
-    """Track 9 is in frame 0 only; in frame 1 the mapper gives it id -1 and the placeholder
-    class K (the published model would take that last-frame class); track 5 is in no frame."""
+    """Track 9 is in frame 0 only: in frame 1 the mapper gives it id -1 and keeps its class
+    (the published model would take a placeholder class there); track 5 is in no frame."""
     masks = [torch.zeros((3, 4, 6), dtype=torch.bool) for _ in range(2)]
     masks[0][0, :2, :2] = masks[1][0, 2:, 2:] = True
     masks[0][1, 3, 5] = True
-    frames = [
-        make_instances([1, 3, 2], masks[0]),
-        make_instances([1, NUM_CLASSES, NUM_CLASSES], masks[1]),
-    ]
+    frames = [make_instances([1, 3, 2], masks[0]), make_instances([1, 3, 2], masks[1])]
     frames[0].gt_ids = torch.tensor([7, 9, -1])
     frames[1].gt_ids = torch.tensor([7, -1, -1])
     targets = clip_targets(frames, (8, 8))
@@ -71,7 +68,12 @@ def test_clip_targets_refuse_inconsistent_frames():
     for f in frames:
         f.gt_ids = torch.tensor([3, 4])
     frames[1].gt_classes = torch.tensor([1, 0])
-    with pytest.raises(ValueError, match="gt_classes differ"):
+    with pytest.raises(
+        ValueError, match=r"track 1's gt_classes differ between frames \(\[2, 0\]\)"
+    ):
+        clip_targets(frames, (4, 4))
+    frames[1].gt_ids = torch.tensor([3, -1])  # absent from frame 1: its class still counts
+    with pytest.raises(ValueError, match="track 1's gt_classes differ"):
         clip_targets(frames, (4, 4))
     frames[1] = frames[1][:1]
     with pytest.raises(ValueError, match=r"same tracks, got counts \[2, 1\]"):

@@ -160,9 +160,11 @@ def clip_targets(frames: list[Instances], padded_size: tuple[int, int]) -> dict[
 
     Returns ``{"labels": (n,) long, "ids": (n, T) long, "masks": (n, T, H_pad, W_pad) float}``
     for the n tracks present (``gt_ids`` not -1) in at least one frame, each frame's masks
-    zero-padded at the bottom and right. A track's label is its class in the frames where it
-    is present (they must agree). The published model takes the last frame's, which is the
-    mapper's placeholder class (K) where the track is absent from that frame.
+    zero-padded at the bottom and right. A track keeps its real class in every frame of the
+    clip, also where it is absent (the video mapper's ``gt_classes``); that class is its
+    label, and classes that differ between frames are refused. (The published mapper gives an
+    absent track the placeholder class K in that frame, and the published model takes the
+    last frame's class, so a track absent from the last frame trained as "no object".)
     """
     counts = [len(f) for f in frames]
     if len(set(counts)) != 1:
@@ -176,12 +178,15 @@ def clip_targets(frames: list[Instances], padded_size: tuple[int, int]) -> dict[
         frame_masks = frame.gt_masks
         frame_masks = frame_masks.tensor if hasattr(frame_masks, "tensor") else frame_masks
         masks[:, t, : frame_masks.shape[-2], : frame_masks.shape[-1]] = frame_masks
-    present = ids != -1
-    keep = present.any(dim=1)
-    # the class in the first frame each track is present in
-    labels = classes.gather(1, present.int().argmax(dim=1, keepdim=True))[:, 0]
-    if (present & (classes != labels[:, None])).any():
-        raise ValueError("a track's gt_classes differ between the frames it is present in")
+    labels = classes[:, 0]
+    differ = (classes != labels[:, None]).any(dim=1)
+    if differ.any():
+        k = int(differ.nonzero()[0])
+        raise ValueError(
+            f"track {k}'s gt_classes differ between frames ({classes[k].tolist()}): a track "
+            "keeps its class in every frame, also where it is absent"
+        )
+    keep = (ids != -1).any(dim=1)
     return {"labels": labels[keep], "ids": ids[keep], "masks": masks[keep].float()}
 
 
