@@ -4,8 +4,8 @@ The walk is dynamic: a config that records every key read (:class:`RecordingCfgN
 what ``tools/train_net.py`` drives (``default_setup``, ``DefaultTrainer``: model, criterion,
 optimizer, LR scheduler, train loader and mapper, checkpointer, hooks; a training step; the
 evaluation's test loader, mapper and evaluators; ``verify_results``) plus semantic TTA, for a
-set of shipped configs, shrunk so each runs in seconds on a CPU on the builtin ``shapes``
-datasets. Together they take every branch that reads a key: each dataset mapper, pixel
+set of shipped configs, shrunk so each runs in seconds on a CPU on the builtin ``shapes`` and
+``ytvis_shapes`` datasets. Together they take every branch that reads a key: each dataset mapper, pixel
 decoder, transformer decoder, head, backbone builder, optimizer, LR schedule and clipping type.
 
 A key nothing reads must be in ``mask2former.config.NOT_READ`` (refused unless it keeps its
@@ -25,6 +25,7 @@ import torch
 
 from mask2former.config import NOT_READ, CfgNode, ConfigError, check_supported, get_cfg
 from mask2former.data import MetadataCatalog
+from mask2former.data.dataset_mappers import is_video_dataset
 from mask2former.engine import DefaultTrainer, default_setup
 from mask2former.modeling import build_model
 from tests.engine.engine_toy import register_first_images
@@ -32,18 +33,7 @@ from tests.engine.engine_toy import register_first_images
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 
 #: Keys of get_cfg() that nothing reads yet, each with its reason. Kept as short as possible.
-_VIDEO_DATA = (
-    "video data key (add_maskformer2_video_config / detectron2): the official YouTube-VIS "
-    "dataset mapper reads it, and so will ours (the video data side, which this walk cannot "
-    "train yet); VideoMaskFormer takes the clip length from its input"
-)
-EXCEPTIONS: dict[str, str] = {
-    "MODEL.MASK_ON": _VIDEO_DATA,
-    "INPUT.SAMPLING_FRAME_NUM": _VIDEO_DATA,
-    "INPUT.SAMPLING_FRAME_RANGE": _VIDEO_DATA,
-    "INPUT.SAMPLING_FRAME_SHUFFLE": _VIDEO_DATA,
-    "INPUT.AUGMENTATIONS": _VIDEO_DATA,
-}
+EXCEPTIONS: dict[str, str] = {}
 
 
 # --------------------------------------------------------------------------- #
@@ -132,6 +122,8 @@ SHAPES_FOR_MAPPER = {
     "mask_former_instance": ("shapes_train_instance", "shapes_val_instance"),
     "coco_instance_lsj": ("shapes_train_instance", "shapes_val_instance"),
 }
+#: Training / test datasets of the video configs (their video datasets select the video mapper).
+VIDEO_SHAPES = ("ytvis_shapes_train", "ytvis_shapes_val")
 
 #: Shipped config -> overrides that take the branches no published config takes.
 WALK: dict[str, dict[str, Any]] = {
@@ -164,15 +156,22 @@ WALK: dict[str, dict[str, Any]] = {
     # SemanticSegmentor with the per-pixel heads
     "maskformer/ade20k-150/per_pixel_baseline_R50_bs16_160k.yaml": {},
     "maskformer/ade20k-150/per_pixel_baseline_plus_R50_bs16_160k.yaml": {},
+    # VideoMaskFormer: the video mapper (clip sampling, by-clip augmentations), video decoder,
+    # evaluation per video
+    "youtubevis_2019/video_maskformer2_R50_bs16_8ep.yaml": {},
 }
 
 
 def _shrink(cfg: CfgNode, output_dir: Path) -> dict[str, Any]:
     """Overrides that make ``cfg`` train one step and evaluate two images in seconds."""
-    train, test = SHAPES_FOR_MAPPER[cfg.INPUT.DATASET_MAPPER_NAME]
+    if is_video_dataset(cfg.DATASETS.TRAIN[0]):
+        train, test = VIDEO_SHAPES
+    else:
+        train, test = SHAPES_FOR_MAPPER[cfg.INPUT.DATASET_MAPPER_NAME]
     deeplab = cfg.MODEL.BACKBONE.NAME == "build_resnet_deeplab_backbone"
     per_pixel_plus = cfg.MODEL.SEM_SEG_HEAD.NAME == "PerPixelBaselinePlusHead"
-    masked = cfg.MODEL.MASK_FORMER.TRANSFORMER_DECODER_NAME == "MultiScaleMaskedTransformerDecoder"
+    decoder = cfg.MODEL.MASK_FORMER.TRANSFORMER_DECODER_NAME
+    masked = decoder.endswith("MultiScaleMaskedTransformerDecoder")  # image or video
     meta = MetadataCatalog.get(train)
     num_classes = len(meta.get("stuff_classes") or meta.thing_classes)  # instance: things only
     overrides: dict[str, Any] = {
@@ -251,7 +250,7 @@ def walk_all(output_root: Path) -> dict[str, set[str]]:
 
 @pytest.mark.slow
 def test_every_key_is_read_refused_or_an_exception(tmp_path):
-    """One walk (about 30 s on a CPU), three checks."""
+    """One walk (about 40 s on a CPU), three checks."""
     keys_read = walk_all(tmp_path)
     check_every_key_is_read_refused_or_an_exception(keys_read)
     check_each_walked_config_reads_its_own_branch(keys_read)
@@ -320,6 +319,8 @@ def check_each_walked_config_reads_its_own_branch(keys_read: dict[str, set[str]]
     assert {"INPUT.IMAGE_SIZE", "INPUT.MIN_SCALE", "INPUT.MAX_SCALE"} <= lsj
     per_pixel = keys_read["maskformer/ade20k-150/per_pixel_baseline_R50_bs16_160k.yaml"]
     assert "MODEL.SEM_SEG_HEAD.LOSS_WEIGHT" in per_pixel
+    video = keys_read["youtubevis_2019/video_maskformer2_R50_bs16_8ep.yaml"]
+    assert {"INPUT.SAMPLING_FRAME_NUM", "INPUT.AUGMENTATIONS", "MODEL.MASK_ON"} <= video
 
 
 # --------------------------------------------------------------------------- #

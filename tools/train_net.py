@@ -10,7 +10,9 @@ Several machines: run the same command on each with ``--num-machines N --machine
 --dist-url tcp://HOST0:PORT``. Also runs under ``torchrun``, and under SLURM's ``srun`` (one
 task per GPU; rank, world size and rendezvous from SLURM's variables, see README.md). The
 dataset mapper and evaluators are chosen from the config (``INPUT.DATASET_MAPPER_NAME``, the
-test datasets' ``evaluator_type`` metadata) by the data and evaluation packages. With ``TEST.AUG.ENABLED``
+datasets' ``evaluator_type`` metadata) by the data and evaluation packages; video datasets
+(YouTube-VIS, ``evaluator_type`` "ytvis") get the video mapper and evaluator, so the published
+video configs (``VideoMaskFormer``) train and evaluate here too. With ``TEST.AUG.ENABLED``
 the evaluation also runs with semantic test-time augmentation (results ``<task>_TTA``).
 """
 
