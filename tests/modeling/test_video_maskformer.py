@@ -134,11 +134,16 @@ def test_forward_clips_of_a_batch_gives_what_each_clip_gives_alone():
 
 @pytest.mark.parametrize(
     "key, value",
-    [("SEMANTIC_ON", True), ("PANOPTIC_ON", True), ("INSTANCE_ON", False)],
+    [
+        ("MODEL.MASK_FORMER.TEST.SEMANTIC_ON", True),
+        ("MODEL.MASK_FORMER.TEST.PANOPTIC_ON", True),
+        ("MODEL.MASK_FORMER.TEST.INSTANCE_ON", False),
+        ("TEST.SLIDING_WINDOW.ENABLED", True),
+    ],
 )
 def test_outputs_other_than_instances_are_refused(key, value):
-    cfg = tiny_video_cfg(**{f"MODEL__MASK_FORMER__TEST__{key}": value})
-    with pytest.raises(ConfigError, match=f"MODEL.MASK_FORMER.TEST.{key} = {value}"):
+    cfg = tiny_video_cfg(**{key.replace(".", "__"): value})
+    with pytest.raises(ConfigError, match=f"{key} = {value} is not supported by VideoMaskFormer"):
         build_model(cfg)
 
 

@@ -201,7 +201,8 @@ def _clip_length(batched_inputs: list[dict]) -> int:
 
 
 def _check_video_outputs(cfg) -> None:
-    """Video inference gives instances only: refuse a config asking for other outputs."""
+    """Video inference gives instances of whole frames only: refuse a config asking for other
+    outputs, or for the image models' sliding-window inference."""
     test = cfg.MODEL.MASK_FORMER.TEST
     wanted = {"SEMANTIC_ON": False, "PANOPTIC_ON": False, "INSTANCE_ON": True}
     for key, value in wanted.items():
@@ -210,3 +211,8 @@ def _check_video_outputs(cfg) -> None:
                 f"MODEL.MASK_FORMER.TEST.{key} = {test[key]} is not supported by VideoMaskFormer "
                 f"(video instance segmentation only); it must be {value}"
             )
+    if cfg.TEST.SLIDING_WINDOW.ENABLED:
+        raise ConfigError(
+            "TEST.SLIDING_WINDOW.ENABLED = True is not supported by VideoMaskFormer (sliding-window "
+            "inference tiles images for semantic and panoptic output); it must be False"
+        )
