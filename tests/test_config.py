@@ -394,7 +394,7 @@ def test_every_config_expression_evaluates_as_python_does():
     for path in paths:
         expressions.update(pattern.findall(path.read_text()))
         get_cfg().merge_from_file(str(path))
-    # 93 published image configs, 14 video configs, the shapes quick start
-    assert len(paths) == 108 and len(expressions) == 5, (len(paths), expressions)
+    # 93 published image configs, 14 video configs, the shapes and ytvis_shapes quick starts
+    assert len(paths) == 109 and len(expressions) == 5, (len(paths), expressions)
     for expression in expressions:
         assert safe_eval_expression(expression) == eval(expression), expression

@@ -456,7 +456,7 @@ def test_every_dataset_named_by_a_config_is_registered():
     # configs/ holds the published configs unchanged (tests/test_config.py checks their hashes)
     names = _config_dataset_names(CONFIG_DIR)
     assert len(names) >= 20
-    assert {"ytvis_2019_train", "ytvis_2021_val"} <= names  # the video configs
+    assert {"ytvis_2019_train", "ytvis_2021_val", "ytvis_shapes_val"} <= names  # video configs
     missing = sorted(n for n in names if n not in DatasetCatalog)
     assert not missing, missing
     for name in names:

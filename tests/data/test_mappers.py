@@ -367,11 +367,12 @@ CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 def test_every_shipped_config_builds_its_mappers():
     """Image configs: the named training mapper and DatasetMapper for testing. Video configs
-    (the published YouTube-VIS ones name no mapper): the video mapper, selected by their video
-    datasets, for both."""
+    (the published YouTube-VIS ones name no mapper) and the video quick start: the video
+    mapper, selected by their video datasets, for both."""
     video = {CONFIGS / relative for relative in published_video_config_hashes()}
+    video.add(CONFIGS / "ytvis_shapes/video_maskformer2_R18_quickstart.yaml")
     paths = sorted(CONFIGS.rglob("*.yaml"))
-    assert len(paths) == 108 and video <= set(paths)
+    assert len(paths) == 109 and video <= set(paths)
     for path in paths:
         cfg = get_cfg()
         cfg.merge_from_file(str(path))
