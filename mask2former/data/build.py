@@ -340,8 +340,8 @@ def build_detection_test_loader(
 ) -> data.DataLoader:
     """A loader visiting this process's shard of ``dataset`` once, in order, in batches
     (lists of mapped dicts). ``build_detection_test_loader(cfg, dataset_name, mapper=None)``
-    uses the dataset's test mapper (``DatasetMapper``, or the video mapper). A bad sample (missing or corrupt file) is an error, never skipped:
-    see :data:`TEST_BAD_SAMPLE_ADVICE`."""
+    uses the dataset's test mapper (``DatasetMapper``, or the video mapper). A bad sample
+    (missing or corrupt file) is an error, never skipped: see :data:`TEST_BAD_SAMPLE_ADVICE`."""
     dataset = _mapped(dataset, mapper, bad_sample_advice=TEST_BAD_SAMPLE_ADVICE)
     if sampler is None:
         sampler = InferenceSampler(len(dataset))
