@@ -5,8 +5,9 @@ what ``tools/train_net.py`` drives (``default_setup``, ``DefaultTrainer``: model
 optimizer, LR scheduler, train loader and mapper, checkpointer, hooks; a training step; the
 evaluation's test loader, mapper and evaluators; ``verify_results``) plus semantic TTA, for a
 set of shipped configs, shrunk so each runs in seconds on a CPU on the builtin ``shapes`` and
-``ytvis_shapes`` datasets. Together they take every branch that reads a key: each dataset mapper, pixel
-decoder, transformer decoder, head, backbone builder, optimizer, LR schedule and clipping type.
+``ytvis_shapes`` datasets. Together they take every branch that reads a key: each dataset
+mapper, pixel decoder, transformer decoder, head, backbone builder, optimizer, LR schedule and
+clipping type.
 
 A key nothing reads must be in ``mask2former.config.NOT_READ`` (refused unless it keeps its
 one value; each is tested here) or in :data:`EXCEPTIONS` below, with its reason.

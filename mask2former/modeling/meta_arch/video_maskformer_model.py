@@ -213,6 +213,7 @@ def _check_video_outputs(cfg) -> None:
             )
     if cfg.TEST.SLIDING_WINDOW.ENABLED:
         raise ConfigError(
-            "TEST.SLIDING_WINDOW.ENABLED = True is not supported by VideoMaskFormer (sliding-window "
-            "inference tiles images for semantic and panoptic output); it must be False"
+            "TEST.SLIDING_WINDOW.ENABLED = True is not supported by VideoMaskFormer "
+            "(sliding-window inference tiles images for semantic and panoptic output); it must be "
+            "False"
         )
