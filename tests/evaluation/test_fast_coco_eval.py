@@ -1,0 +1,147 @@
+"""FastCOCOeval gives pycocotools' COCOeval numbers bit for bit."""
+
+import contextlib
+import io
+
+import numpy as np
+import pycocotools.mask as mask_util
+import pytest
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+
+from mask2former.evaluation.fast_coco_eval import FastCOCOeval
+
+
+def _rle(mask):
+    rle = mask_util.encode(np.asfortranarray(mask.astype(np.uint8)))
+    rle["counts"] = rle["counts"].decode("ascii")
+    return rle
+
+
+def _random_mask(rng, size, grid=8):
+    """A rectangle on a coarse grid (so that equal masks, hence tied IoUs, are common)."""
+    y0, x0 = rng.integers(0, size // grid, 2) * grid
+    h, w = rng.integers(1, size // grid + 1, 2) * grid
+    mask = np.zeros((size, size), dtype=bool)
+    mask[y0 : y0 + h, x0 : x0 + w] = True
+    return mask
+
+
+def _dataset(seed, num_images=6, size=128, num_cats=4):
+    """gt (COCO) and results: crowds, duplicate gts, tied scores, near and far detections,
+    categories without ground truth, images without detections; areas in all three ranges."""
+    rng = np.random.default_rng(seed)
+    images = [{"id": 10 + i, "height": size, "width": size} for i in range(num_images)]
+    anns, results = [], []
+    for image in images:
+        gt_masks = []
+        for _ in range(rng.integers(0, 7)):
+            mask, cat = _random_mask(rng, size), int(rng.integers(1, num_cats))  # never cat 4
+            crowd = int(rng.random() < 0.15)
+            copies = 2 if rng.random() < 0.1 else 1  # a duplicate gt: equal IoUs
+            for _ in range(copies):
+                area = float(mask.sum()) if rng.random() < 0.8 else float(rng.integers(1, 12000))
+                anns.append(
+                    {"id": len(anns) + 1, "image_id": image["id"], "category_id": cat}
+                    | {"segmentation": _rle(mask), "area": area, "iscrowd": crowd}
+                    | {
+                        "bbox": mask_util.toBbox(
+                            mask_util.encode(np.asfortranarray(mask.astype(np.uint8)))
+                        ).tolist()
+                    }
+                )
+                gt_masks.append((mask, cat))
+        if image["id"] == 12:
+            continue  # no detections on this image
+        for _ in range(rng.integers(0, 30)):
+            if gt_masks and rng.random() < 0.6:
+                mask, cat = gt_masks[rng.integers(len(gt_masks))]
+                mask = np.roll(mask, tuple(rng.integers(-8, 9, 2) // 8 * 8), axis=(0, 1))
+                if rng.random() < 0.2:
+                    cat = int(rng.integers(1, num_cats + 1))
+            else:
+                mask, cat = _random_mask(rng, size), int(rng.integers(1, num_cats + 1))
+            score = float(rng.integers(0, 5) / 4) if rng.random() < 0.3 else float(rng.random())
+            results.append(
+                {"image_id": image["id"], "category_id": cat, "segmentation": _rle(mask)}
+                | {"score": score}
+            )
+    cats = [{"id": c, "name": str(c)} for c in range(1, num_cats + 1)]
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco = COCO()
+        coco.dataset = {"images": images, "annotations": anns, "categories": cats}
+        coco.createIndex()
+    return coco, results
+
+
+def _run(cls, coco, results, iou_type="segm", max_dets=(1, 10, 100)):
+    with contextlib.redirect_stdout(io.StringIO()):
+        ev = cls(coco, coco.loadRes([dict(r) for r in results]), iou_type)
+        ev.params.maxDets = list(max_dets)
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    return ev
+
+
+@pytest.mark.parametrize("seed", range(8))
+@pytest.mark.parametrize("iou_type", ["segm", "bbox"])
+def test_equal_to_pycocotools_bit_for_bit(seed, iou_type):
+    coco, results = _dataset(seed)
+    max_dets = (1, 3, 10) if seed % 2 else (1, 10, 100)  # truncation by maxDets too
+    ours = _run(FastCOCOeval, coco, results, iou_type, max_dets)
+    ref = _run(COCOeval, coco, results, iou_type, max_dets)
+    for key in ("precision", "recall", "scores"):
+        assert np.array_equal(ours.eval[key], ref.eval[key]), key
+        assert ours.eval[key].dtype == ref.eval[key].dtype
+    assert np.array_equal(ours.stats, ref.stats)
+    # Not vacuous: some categories score, others are absent (-1).
+    assert (ref.eval["precision"] > 0).any() and (ref.eval["precision"] == -1).any()
+
+
+@pytest.mark.parametrize("max_dets", [(1, 2, 3), (1, 3, 4), (2, 3, 5)])
+def test_max_dets_cutting_exactly_one_detection(max_dets):
+    """Images whose detections of a category number exactly one more than a maxDets."""
+    coco, _ = _dataset(0, num_images=1)
+    rng = np.random.default_rng(1)
+    image_id = coco.dataset["images"][0]["id"]
+    anns, results = [], []
+    for k in range(4):
+        mask = np.zeros((128, 128), dtype=bool)
+        mask[8 * k : 8 * k + 40, 20 * k : 20 * k + 40] = True
+        anns.append(
+            {"id": k + 1, "image_id": image_id, "category_id": 1, "segmentation": _rle(mask)}
+            | {"area": float(mask.sum()), "iscrowd": 0}
+        )
+        results.append(
+            {"image_id": image_id, "category_id": 1, "segmentation": _rle(mask)}
+            | {"score": float(rng.random())}
+        )
+    coco.dataset["annotations"] = anns
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco.createIndex()
+    for n in range(1, 5):
+        ours = _run(FastCOCOeval, coco, results[:n], max_dets=max_dets)
+        ref = _run(COCOeval, coco, results[:n], max_dets=max_dets)
+        assert np.array_equal(ours.eval["precision"], ref.eval["precision"]), n
+        assert np.array_equal(ours.eval["recall"], ref.eval["recall"]), n
+
+
+def test_ground_truth_as_detections_gives_ap_1():
+    coco, _ = _dataset(3)
+    results = [
+        {"image_id": a["image_id"], "category_id": a["category_id"], "score": 1.0}
+        | {"segmentation": a["segmentation"]}
+        for a in coco.dataset["annotations"]
+        if not a["iscrowd"]
+    ]
+    assert _run(FastCOCOeval, coco, results).stats[0] == pytest.approx(1.0)
+
+
+def test_unsupported_settings_are_refused():
+    coco, results = _dataset(0)
+    with contextlib.redirect_stdout(io.StringIO()):
+        ev = FastCOCOeval(coco, coco.loadRes(results), "segm")
+    ev.params.useCats = 0
+    with pytest.raises(ValueError, match="useCats"):
+        ev.evaluate()
