@@ -1,49 +1,52 @@
-"""Evaluation: the evaluator protocol, inference loop, metrics and evaluator selection."""
+"""Evaluation: the evaluator protocol, inference loop, metrics and evaluator selection.
 
-from mask2former.evaluation.build import EVALUATOR_REGISTRY, build_evaluator
-from mask2former.evaluation.cityscapes_evaluation import (
-    CityscapesInstanceEvaluator,
-    CityscapesSemSegEvaluator,
-)
-from mask2former.evaluation.coco_evaluation import COCOEvaluator, instances_to_coco_json
-from mask2former.evaluation.evaluator import (
-    DatasetEvaluator,
-    DatasetEvaluators,
-    inference_context,
-    inference_on_dataset,
-    log_results_table,
-    split_by_outputs,
-)
-from mask2former.evaluation.instance_evaluation import InstanceSegEvaluator
-from mask2former.evaluation.lvis_evaluation import LVISEvaluator
-from mask2former.evaluation.panoptic_evaluation import COCOPanopticEvaluator
-from mask2former.evaluation.panoptic_quality import pq_compute
-from mask2former.evaluation.rle import encode_masks
-from mask2former.evaluation.sem_seg_evaluation import SemSegEvaluator
-from mask2former.evaluation.testing import verify_results
-from mask2former.evaluation.video_ap import evaluate_video_ap
-from mask2former.evaluation.ytvis_evaluation import YTVISEvaluator
+Each name is imported on first use, so that ``mask2former.evaluation.panoptic_quality``
+(``tools/pq_compute.py``) starts without importing torch or the evaluators. The evaluator
+registry is filled when ``build`` is imported (``EVALUATOR_REGISTRY``, ``build_evaluator``).
+"""
 
-__all__ = [
-    "EVALUATOR_REGISTRY",
-    "build_evaluator",
-    "CityscapesInstanceEvaluator",
-    "CityscapesSemSegEvaluator",
-    "COCOEvaluator",
-    "instances_to_coco_json",
-    "DatasetEvaluator",
-    "DatasetEvaluators",
-    "inference_context",
-    "inference_on_dataset",
-    "log_results_table",
-    "split_by_outputs",
-    "InstanceSegEvaluator",
-    "LVISEvaluator",
-    "COCOPanopticEvaluator",
-    "pq_compute",
-    "encode_masks",
-    "SemSegEvaluator",
-    "verify_results",
-    "evaluate_video_ap",
-    "YTVISEvaluator",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+# name -> module that defines it
+_LAZY_EXPORTS: dict[str, str] = {
+    "EVALUATOR_REGISTRY": "build",
+    "build_evaluator": "build",
+    "CityscapesInstanceEvaluator": "cityscapes_evaluation",
+    "CityscapesSemSegEvaluator": "cityscapes_evaluation",
+    "COCOEvaluator": "coco_evaluation",
+    "instances_to_coco_json": "coco_evaluation",
+    "DatasetEvaluator": "evaluator",
+    "DatasetEvaluators": "evaluator",
+    "inference_context": "evaluator",
+    "inference_on_dataset": "evaluator",
+    "log_results_table": "evaluator",
+    "split_by_outputs": "evaluator",
+    "FastCOCOeval": "fast_coco_eval",
+    "InstanceSegEvaluator": "instance_evaluation",
+    "LVISEvaluator": "lvis_evaluation",
+    "COCOPanopticEvaluator": "panoptic_evaluation",
+    "pq_compute": "panoptic_quality",
+    "encode_masks": "rle",
+    "SemSegEvaluator": "sem_seg_evaluation",
+    "verify_results": "testing",
+    "evaluate_video_ap": "video_ap",
+    "YTVISEvaluator": "ytvis_evaluation",
+}
+
+__all__ = sorted(_LAZY_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY_EXPORTS:
+        raise AttributeError(f"module 'mask2former.evaluation' has no attribute {name!r}")
+    module = importlib.import_module(f"{__name__}.{_LAZY_EXPORTS[name]}")
+    value = getattr(module, name)
+    globals()[name] = value  # later look-ups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY_EXPORTS))

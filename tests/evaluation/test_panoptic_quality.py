@@ -292,3 +292,31 @@ def test_image_pq_stat_equals_the_former_table_on_random_images(seed, monkeypatc
     assert former.tp.sum() > 0  # the images have matches
     for field in ("iou", "tp", "fp", "fn"):
         assert np.array_equal(getattr(ours, field), getattr(former, field)), field
+
+
+def test_pq_compute_tool_gives_pq_compute_and_starts_without_torch(tmp_path):
+    """tools/pq_compute.py (panopticapi's flags) in a fresh process: the same numbers, and
+    neither torch nor the evaluators imported (its start-up counts against panopticapi)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    gt_json, pred_json, gt_folder, pred_folder = make_panoptic_set(str(tmp_path), 3, seed=2)
+    out = tmp_path / "results.json"
+    probe = (
+        "import runpy, sys; sys.argv = sys.argv[1:]; "
+        "runpy.run_path(sys.argv[0], run_name='__main__'); "
+        "assert 'torch' not in sys.modules, 'torch imported'"
+    )
+    args = ["tools/pq_compute.py", "--gt_json_file", gt_json, "--pred_json_file", pred_json]
+    subprocess.run(
+        [sys.executable, "-c", probe, *args, "--output", str(out)],
+        cwd=root,
+        check=True,
+        capture_output=True,
+    )
+    expected = pq_compute(gt_json, pred_json, gt_folder, pred_folder)
+    got = json.loads(out.read_text())
+    for group in ("All", "Things", "Stuff"):
+        assert got[group] == expected[group]
