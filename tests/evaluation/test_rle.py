@@ -51,3 +51,19 @@ def test_tensor_inputs_float_binarised_at_half():
     assert encode_masks(torch.zeros(0, 30, 40, dtype=torch.bool)) == []
     with pytest.raises(ValueError, match=r"\(n, H, W\)"):
         encode_masks(np.zeros((30, 40), dtype=bool))
+
+
+def test_image_sized_masks_of_several_parts_match_pycocotools():
+    """Ellipses and bands touching every border, several parts per mask, empty masks."""
+    rng = np.random.default_rng(2)
+    h, w = 60, 80
+    yy, xx = np.mgrid[0:h, 0:w]
+    masks = np.zeros((40, h, w), dtype=bool)
+    for k in range(1, 40):
+        for _ in range(int(rng.integers(1, 4))):
+            cy, cx = rng.uniform(-10, h + 10), rng.uniform(-10, w + 10)
+            ry, rx = rng.uniform(2, h), rng.uniform(2, w)
+            masks[k] |= ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 < 1
+        if k % 5 == 0:
+            masks[k, :, int(rng.integers(0, w)) :] = True  # full-height columns to the right
+    assert [r["counts"] for r in encode_masks(masks)] == _reference(masks)
