@@ -79,3 +79,34 @@ def encode_masks(masks: Union[np.ndarray, torch.Tensor]) -> list[dict]:
     for rle in rles:
         rle["counts"] = rle["counts"].decode("ascii")
     return rles
+
+
+def encode_label_map(label_map: np.ndarray) -> tuple[list[int], list[dict]]:
+    """COCO RLE of each label's mask in an (H, W) integer label map, labels ascending.
+
+    Returns (labels, rles) equal to ``encode_masks(label_map[None] == labels[:, None, None])``
+    with ``labels = np.unique(label_map)``, from one pass over the map: its column-major
+    sequence is cut where the label changes, and each label's runs are its pieces.
+    """
+    if label_map.ndim != 2:
+        raise ValueError(f"expected an (H, W) label map, got shape {label_map.shape}")
+    height, width = label_map.shape
+    if label_map.size == 0:
+        return [], []
+    flat = np.ascontiguousarray(label_map.T).ravel()  # column-major order
+    starts = np.concatenate([[0], np.flatnonzero(flat[1:] != flat[:-1]) + 1])
+    ends = np.append(starts[1:], flat.size)
+    piece_labels = flat[starts]
+    order = np.argsort(piece_labels, kind="stable")  # each label's pieces, in image order
+    labels, first = np.unique(piece_labels[order], return_index=True)
+    uncompressed = []
+    for piece_order in np.split(order, first[1:]):
+        # Alternating zeros / ones: [0, start, end, start, end, ..., H * W], no empty last run.
+        bounds = np.stack([starts[piece_order], ends[piece_order]], axis=1).ravel()
+        bounds = np.concatenate([[0], bounds, [] if bounds[-1] == flat.size else [flat.size]])
+        counts = np.diff(bounds).astype(np.uint32)
+        uncompressed.append({"size": [height, width], "counts": counts})
+    rles = mask_util.frPyObjects(uncompressed, height, width)
+    for rle in rles:
+        rle["counts"] = rle["counts"].decode("ascii")
+    return labels.tolist(), rles

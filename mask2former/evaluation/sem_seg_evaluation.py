@@ -13,7 +13,7 @@ import torch
 
 from mask2former.data.catalog import DatasetCatalog, MetadataCatalog
 from mask2former.evaluation.evaluator import DatasetEvaluator, gather_on_main
-from mask2former.evaluation.rle import encode_masks
+from mask2former.evaluation.rle import encode_label_map
 from mask2former.utils.file_io import PathManager, save_json
 
 logger = logging.getLogger(__name__)
@@ -163,13 +163,12 @@ class SemSegEvaluator(DatasetEvaluator):
     def _encode_json(self, pred: np.ndarray, file_name: str) -> list[dict]:
         mapping = self._metadata.get("stuff_dataset_id_to_contiguous_id")
         reverse = {v: k for k, v in mapping.items()} if mapping else None
-        labels = np.unique(pred)
-        rles = encode_masks(pred[None] == labels[:, None, None])
+        labels, rles = encode_label_map(pred)
         return [
             {
                 "file_name": file_name,
                 "category_id": int(reverse[label] if reverse else label),
                 "segmentation": rle,
             }
-            for label, rle in zip(labels.tolist(), rles)
+            for label, rle in zip(labels, rles)
         ]

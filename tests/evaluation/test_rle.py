@@ -5,7 +5,7 @@ import pycocotools.mask as mask_util
 import pytest
 import torch
 
-from mask2former.evaluation.rle import encode_masks
+from mask2former.evaluation.rle import encode_label_map, encode_masks
 
 
 def _reference(masks: np.ndarray) -> list[str]:
@@ -67,3 +67,19 @@ def test_image_sized_masks_of_several_parts_match_pycocotools():
         if k % 5 == 0:
             masks[k, :, int(rng.integers(0, w)) :] = True  # full-height columns to the right
     assert [r["counts"] for r in encode_masks(masks)] == _reference(masks)
+
+
+def test_label_map_encoding_equals_encoding_each_label_mask():
+    rng = np.random.default_rng(3)
+    maps = [rng.integers(0, int(rng.integers(1, 5)), rng.integers(1, 9, 2)) for _ in range(200)]
+    # image-sized: blocks of labels, a label only at the last pixel, one covering everything
+    blocks = rng.integers(0, 20, (6, 8)).repeat(10, 0).repeat(10, 1)
+    blocks[-1, -1] = 99
+    maps += [blocks, np.full((5, 7), 3)]
+    for label_map in maps:
+        labels, rles = encode_label_map(label_map)
+        expected = np.unique(label_map)
+        assert labels == expected.tolist()
+        masks = label_map[None] == expected[:, None, None]
+        assert [r["counts"] for r in rles] == _reference(masks), label_map
+        assert all(r["size"] == list(label_map.shape) for r in rles)
