@@ -32,7 +32,6 @@ import numpy as np
 import pyspng
 
 from ..utils.file_io import PathManager, load_json
-from ..utils.panoptic_png import id2rgb
 
 logger = logging.getLogger(__name__)
 
@@ -81,7 +80,12 @@ def _check_png_header(data: bytes, path: str) -> None:
 
 def encode_panoptic_png(ids: np.ndarray) -> bytes:
     """(H, W) integer segment ids as the bytes of a COCO panoptic PNG."""
-    bgr = cv2.cvtColor(id2rgb(np.asarray(ids)), cv2.COLOR_RGB2BGR)
+    ids = np.asarray(ids)
+    if ids.size and (ids.min() < 0 or ids.max() >= _MAX_ID):
+        raise ValueError(f"segment ids must lie in [0, 256^3), got {ids.min()}..{ids.max()}")
+    # Little-endian uint32 bytes are R, G, B, 0: OpenCV makes BGR of them in one pass.
+    rgba = np.ascontiguousarray(ids, dtype="<u4").view(np.uint8).reshape(*ids.shape, 4)
+    bgr = cv2.cvtColor(rgba, cv2.COLOR_RGBA2BGR)
     ok, png = cv2.imencode(".png", bgr)
     if not ok:
         raise ValueError(f"cannot encode a panoptic PNG of shape {np.shape(ids)}")

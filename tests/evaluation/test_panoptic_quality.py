@@ -320,3 +320,19 @@ def test_pq_compute_tool_gives_pq_compute_and_starts_without_torch(tmp_path):
     got = json.loads(out.read_text())
     for group in ("All", "Things", "Stuff"):
         assert got[group] == expected[group]
+
+
+@pytest.mark.parametrize("dtype", [np.int64, np.int32, np.uint32])
+def test_png_encoding_is_byte_identical_to_encoding_the_rgb_image(dtype):
+    import cv2
+
+    from mask2former.utils.panoptic_png import id2rgb
+
+    rng = np.random.default_rng(0)
+    for shape in [(1, 1), (3, 5), (60, 80), (7, 1)]:
+        ids = rng.integers(0, 256**3, shape).astype(dtype)
+        ids.flat[0] = 256**3 - 1
+        bgr = cv2.cvtColor(id2rgb(ids), cv2.COLOR_RGB2BGR)
+        assert pq.encode_panoptic_png(ids) == cv2.imencode(".png", bgr)[1].tobytes()
+    with pytest.raises(ValueError, match=r"\[0, 256\^3\)"):
+        pq.encode_panoptic_png(np.array([[256**3]]))
