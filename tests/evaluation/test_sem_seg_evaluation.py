@@ -12,6 +12,7 @@ from eval_helpers import unique_name
 
 from mask2former.data.catalog import MetadataCatalog
 from mask2former.evaluation import SemSegEvaluator
+from mask2former.evaluation.sem_seg_evaluation import confusion_matrix
 
 
 @pytest.fixture()
@@ -84,3 +85,23 @@ def test_bad_inputs(sem_dataset, tmp_path):
             [{"file_name": "x.jpg", "sem_seg_file_name": "nope.png"}],
             [{"sem_seg": _scores(np.zeros((2, 2), dtype=np.int64))}],
         )
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.int64, np.int32])
+@pytest.mark.parametrize("ignore_label", [255, 0, 5, 70000])
+def test_confusion_matrix_equals_the_straightforward_count(dtype, ignore_label):
+    """Every label dtype gives the plain count; label K counts as ignored like the ignore
+    label; other labels out of range are errors."""
+    rng = np.random.default_rng(0)
+    k = 5
+    labels = [0, 1, 2, 3, 4, k] + ([ignore_label] if ignore_label <= np.iinfo(dtype).max else [])
+    gt = rng.choice(labels, size=(30, 40)).astype(dtype)
+    pred = rng.integers(0, k, size=(30, 40))
+    gt_col = np.where(gt.astype(np.int64) == ignore_label, k, gt.astype(np.int64))
+    expected = np.zeros((k + 1, k + 1), dtype=np.int64)
+    np.add.at(expected, (pred.ravel(), gt_col.ravel()), 1)
+    assert np.array_equal(confusion_matrix(pred, gt, k, ignore_label), expected)
+    bad = gt.copy()
+    bad[3, 4] = 7 if ignore_label != 7 else 8
+    with pytest.raises(ValueError, match=r"labels \[[78]\] are outside 0..4"):
+        confusion_matrix(pred, bad, k, ignore_label)
