@@ -24,6 +24,7 @@ import io
 import json
 import os
 import tempfile
+from typing import Optional
 
 import numpy as np
 import pycocotools.mask as mask_util
@@ -80,7 +81,7 @@ class ReferencePanoptic:
 
 
 class ReferenceInstance:
-    def __init__(self, dataset_name: str, output_dir: str):
+    def __init__(self, dataset_name: str, output_dir: Optional[str]):
         self._md = MetadataCatalog.get(dataset_name)
         self._output_dir = output_dir
         with contextlib.redirect_stdout(io.StringIO()):
@@ -110,8 +111,9 @@ class ReferenceInstance:
         reverse = {v: k for k, v in self._md.thing_dataset_id_to_contiguous_id.items()}
         for p in self._predictions:
             p["category_id"] = reverse[p["category_id"]]
-        with open(os.path.join(self._output_dir, "coco_instances_results.json"), "w") as f:
-            json.dump(self._predictions, f)
+        if self._output_dir:
+            with open(os.path.join(self._output_dir, "coco_instances_results.json"), "w") as f:
+                json.dump(self._predictions, f)
         with contextlib.redirect_stdout(io.StringIO()):
             coco_eval = COCOeval(self._coco, self._coco.loadRes(copy.deepcopy(self._predictions)))
             coco_eval.params.maxDets = [1, 10, 100]
@@ -127,7 +129,7 @@ class ReferenceInstance:
 
 
 class ReferenceSemantic:
-    def __init__(self, dataset_name: str, output_dir: str):
+    def __init__(self, dataset_name: str, output_dir: Optional[str]):
         md = MetadataCatalog.get(dataset_name)
         self._num_classes, self._ignore = len(md.stuff_classes), md.ignore_label
         self._reverse = {v: k for k, v in md.stuff_dataset_id_to_contiguous_id.items()}
@@ -156,8 +158,9 @@ class ReferenceSemantic:
                 )
 
     def evaluate(self):
-        with open(os.path.join(self._output_dir, "sem_seg_predictions.json"), "w") as f:
-            json.dump(self._predictions, f)
+        if self._output_dir:
+            with open(os.path.join(self._output_dir, "sem_seg_predictions.json"), "w") as f:
+                json.dump(self._predictions, f)
         tp = self._conf.diagonal()[:-1].astype(float)
         pos_gt = self._conf[:-1, :-1].sum(axis=0).astype(float)
         pos_pred = self._conf[:-1, :-1].sum(axis=1).astype(float)

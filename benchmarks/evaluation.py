@@ -1,6 +1,6 @@
 """Evaluation speed: the three evaluators per image, pq_compute on files, RLE encoding.
 
-    PYTHONPATH=. python benchmarks/evaluation.py [--images 100] [--pq-images 500]
+    PYTHONPATH=. python benchmarks/evaluation.py [--images 100] [--no-output-dir] [--pq-images 500]
 
 1. Evaluators: ``COCOPanopticEvaluator`` + ``InstanceSegEvaluator`` + ``SemSegEvaluator`` as
    ``tools/train_net.py`` builds them for COCO panoptic (``output_dir`` set), on a synthetic
@@ -32,6 +32,7 @@ import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import pycocotools.mask as mask_util
@@ -74,7 +75,7 @@ def _timed(fn) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------- evaluators
-def _suites(name: str, ours_dir: str, ref_dir: str) -> dict[str, dict]:
+def _suites(name: str, ours_dir: Optional[str], ref_dir: Optional[str]) -> dict[str, dict]:
     return {
         "ours": {
             "panoptic": COCOPanopticEvaluator(name, ours_dir, distributed=False),
@@ -100,7 +101,7 @@ def _check_same_metrics(results: dict) -> str:
     return f"PQ {pq['PQ']:.2f}, AP {ap['AP']:.2f}, mIoU {miou['sem_seg']['mIoU']:.2f}"
 
 
-def bench_evaluators(num_images: int) -> tuple[dict, str]:
+def bench_evaluators(num_images: int, output_dir: bool) -> tuple[dict, str]:
     """{(suite, evaluator, phase): [wall, CPU] seconds in all} and the agreed metrics."""
     times: dict = defaultdict(lambda: np.zeros(2))
     with tempfile.TemporaryDirectory() as root:
@@ -110,7 +111,7 @@ def bench_evaluators(num_images: int) -> tuple[dict, str]:
         dirs = [os.path.join(root, d) for d in ("ours", "reference")]
         for d in dirs:
             os.makedirs(d)
-        suites = _suites(dataset.name, *dirs)
+        suites = _suites(dataset.name, *(dirs if output_dir else (None, None)))
         for evaluators in suites.values():
             for evaluator in evaluators.values():
                 evaluator.reset()
@@ -241,41 +242,57 @@ def _print_table(title: str, rows: list[tuple]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=100, help="images for the evaluators")
-    parser.add_argument("--pq-images", type=int, default=500, help="PNG pairs for pq_compute")
-    parser.add_argument("--rle-images", type=int, default=20, help="images for RLE encoding")
+    parser.add_argument(
+        "--no-output-dir",
+        action="store_true",
+        help="evaluators without output_dir (train_net gives one: predictions are saved)",
+    )
+    parser.add_argument(
+        "--pq-images", type=int, default=500, help="PNG pairs for pq_compute (0: skip)"
+    )
+    parser.add_argument(
+        "--rle-images", type=int, default=20, help="images for RLE encoding (0: skip)"
+    )
     parser.add_argument("--repeats", type=int, default=3, help="runs of pq_compute / RLE")
     args = parser.parse_args()
     torch.set_num_threads(1)
     print(f"CPUs: {os.cpu_count()}, load average: {os.getloadavg()[0]:.2f}")
 
-    times, metrics = bench_evaluators(args.images)
+    times, metrics = bench_evaluators(args.images, not args.no_output_dir)
     print(f"evaluators: {metrics} (ours and the reference agree)")
     rows, totals = _evaluator_rows(times, args.images)
-    _print_table(f"Evaluators, per image ({args.images} images)", rows)
+    saved = "no output_dir" if args.no_output_dir else "output_dir set, predictions saved"
+    _print_table(f"Evaluators, per image ({args.images} images, {saved})", rows)
     ratio = totals["reference"] / totals["ours"]
     print(
         f"evaluators, less the reductions: ours {ratio[0]:.1f}x faster (wall), "
         f"{ratio[1]:.1f}x less CPU"
     )
 
-    pq = bench_pq_files(args.pq_images, args.repeats)
-    medians = {k: float(np.median(v)) for k, v in pq.items()}
-    print(
-        f"\npq_compute on {args.pq_images} PNG pairs, a fresh process each, wall seconds of "
-        f"{args.repeats} runs:\n| what | runs | median |\n|---|---|---|"
-    )
-    for name, label in (("ours", "tools/pq_compute.py"), ("reference", "panopticapi's algorithm")):
-        runs = ", ".join(f"{t:.2f}" for t in pq[name])
-        print(f"| {name}: {label} | {runs} | {medians[name]:.2f} |")
-    print(f"pq_compute: ours {medians['reference'] / medians['ours']:.2f}x faster (wall, medians)")
-
-    rle = bench_rle(args.rle_images, args.repeats)
-    _print_table(
-        f"RLE encoding of 100 masks, per image (best of {args.repeats})",
-        [(k, 1000 * v / args.rle_images) for k, v in rle.items()],
-    )
-    ratio = rle["published loop"] / rle["ours"]
-    print(f"RLE encoding: ours {ratio[0]:.1f}x faster (wall), {ratio[1]:.1f}x less CPU")
+    if args.pq_images:
+        pq = bench_pq_files(args.pq_images, args.repeats)
+        medians = {k: float(np.median(v)) for k, v in pq.items()}
+        print(
+            f"\npq_compute on {args.pq_images} PNG pairs, a fresh process each, wall seconds of "
+            f"{args.repeats} runs:\n| what | runs | median |\n|---|---|---|"
+        )
+        for name, label in (
+            ("ours", "tools/pq_compute.py"),
+            ("reference", "panopticapi's algorithm"),
+        ):
+            runs = ", ".join(f"{t:.2f}" for t in pq[name])
+            print(f"| {name}: {label} | {runs} | {medians[name]:.2f} |")
+        print(
+            f"pq_compute: ours {medians['reference'] / medians['ours']:.2f}x faster (wall, medians)"
+        )
+    if args.rle_images:
+        rle = bench_rle(args.rle_images, args.repeats)
+        _print_table(
+            f"RLE encoding of 100 masks, per image (best of {args.repeats})",
+            [(k, 1000 * v / args.rle_images) for k, v in rle.items()],
+        )
+        ratio = rle["published loop"] / rle["ours"]
+        print(f"RLE encoding: ours {ratio[0]:.1f}x faster (wall), {ratio[1]:.1f}x less CPU")
 
 
 if __name__ == "__main__":
