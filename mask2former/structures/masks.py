@@ -20,7 +20,7 @@ def masks_to_boxes(masks: torch.Tensor) -> torch.Tensor:
     On a GPU this is ``torchvision.ops.masks_to_boxes`` with the max side moved by one. On
     the CPU the same reductions run in numpy: torchvision's ``any`` over bool masks, and
     torch's threaded reductions on a busy CPU, take 10 to 25 times longer for the 100
-    image-sized masks the instance evaluator boxes per image.
+    image-sized masks that instance post-processing boxes per image.
     """
     n, height, width = masks.shape
     if masks.numel() == 0:
