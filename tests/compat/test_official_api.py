@@ -389,6 +389,10 @@ def test_verify_results():
 
 
 def test_instance_seg_evaluator_is_a_coco_evaluator_with_the_official_signature():
+    from mask2former.data import DatasetCatalog
+
+    # as in DefaultTrainer.test, the dataset is loaded (here: generated) before its evaluator
+    DatasetCatalog.get("shapes_val_panoptic_with_sem_seg")
     evaluator = InstanceSegEvaluator("shapes_val_panoptic_with_sem_seg", output_dir=None)
     assert isinstance(evaluator, COCOEvaluator) and evaluator.required_outputs == ("instances",)
 
