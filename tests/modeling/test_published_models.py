@@ -189,7 +189,7 @@ def shipped_configs() -> list[str]:
 def test_every_shipped_config_builds_its_model_family(config):
     model, cfg = build_on_meta(config)
     head = model.sem_seg_head
-    if config.startswith("youtubevis_"):
+    if config.startswith(("youtubevis_", "ytvis_shapes/")):
         assert type(model).__name__ == "VideoMaskFormer"
         assert type(head.predictor).__name__ == "VideoMultiScaleMaskedTransformerDecoder"
         assert type(head.pixel_decoder).__name__ == "MSDeformAttnPixelDecoder"
