@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-import torchvision
 
 __all__ = [
     "class_cost",
@@ -53,6 +52,8 @@ def sigmoid_focal_loss(
         inputs: (N, P) mask logits.
         targets: (N, P) in [0, 1].
     """
+    import torchvision  # here: importing it costs ~150 MB of memory (torch._dynamo)
+
     loss = torchvision.ops.sigmoid_focal_loss(inputs, targets, alpha if alpha >= 0 else -1, gamma)
     return loss.mean(1).sum() / num_masks
 

@@ -7,7 +7,6 @@ from typing import Union
 import numpy as np
 import pycocotools.mask as mask_util
 import torch
-import torchvision
 
 from .boxes import Boxes
 
@@ -38,6 +37,8 @@ def masks_to_boxes(masks: torch.Tensor) -> torch.Tensor:
 
 def _masks_to_boxes_torchvision(masks: torch.Tensor) -> torch.Tensor:
     """:func:`masks_to_boxes` by ``torchvision.ops.masks_to_boxes`` (x1, y1 on the last pixel)."""
+    import torchvision  # here: importing it costs ~150 MB of memory (torch._dynamo)
+
     boxes = torchvision.ops.masks_to_boxes(masks)
     # Only an empty mask and one holding just pixel (0, 0) get (0, 0, 0, 0); that pixel tells.
     empty = (boxes == 0).all(dim=1) & (masks[:, 0, 0] == 0)
