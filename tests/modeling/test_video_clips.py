@@ -252,7 +252,7 @@ NUM_QUERIES = 4
 SIZE = 32  # frames of 32x32 (padded to 32): masks of 8x8
 
 
-def _stub_clip_outputs(frame_ids: list[int], clip_index: int) -> dict:
+def designed_clip_outputs(frame_ids: list[int], clip_index: int) -> dict:
     """A clip's decoder output: object A (class 1) fills the left half of every frame, object
     B (class 2) the bottom half from frame 5 on; the other queries are empty
     no-objects. The queries are rotated by the clip's index, so no query index is an identity,
@@ -273,30 +273,37 @@ def _stub_clip_outputs(frame_ids: list[int], clip_index: int) -> dict:
     return {"pred_logits": logits[None], "pred_masks": masks[None]}
 
 
-def _stub_model(clip_length: int, clip_overlap: int):
-    """The tiny video model with its network replaced by :func:`_stub_clip_outputs`; a frame's
-    pixels hold its index."""
-    model = build_tiny_video_model()
-    model.clip_length, model.clip_overlap = clip_length, clip_overlap
+def stub_network(model) -> list[list[int]]:
+    """Replace ``model``'s network by :func:`designed_clip_outputs`, reading each frame's index
+    from its pixels; returns the list of the clips run (their frame indices), filled as they
+    run."""
     clips_run = []
 
     def forward_clips(images, num_frames):
         pixels = images[:, 0, 0, 0] * model.pixel_std[0, 0, 0] + model.pixel_mean[0, 0, 0]
         clips_run.append(pixels.round().long().tolist())
-        return _stub_clip_outputs(clips_run[-1], len(clips_run) - 1)
+        return designed_clip_outputs(clips_run[-1], len(clips_run) - 1)
 
     model.forward_clips = forward_clips
-    return model, clips_run
+    return clips_run
 
 
-def _frames(num_frames: int) -> list[torch.Tensor]:
+def stub_video_model(clip_length: int, clip_overlap: int):
+    """The tiny video model with its network replaced by :func:`designed_clip_outputs`."""
+    model = build_tiny_video_model()
+    model.clip_length, model.clip_overlap = clip_length, clip_overlap
+    return model, stub_network(model)
+
+
+def index_frames(num_frames: int) -> list[torch.Tensor]:
+    """Frames of SIZE x SIZE whose pixels hold their index."""
     return [torch.full((3, SIZE, SIZE), float(t)) for t in range(num_frames)]
 
 
 def test_objects_keep_their_track_through_clips():
-    model, clips_run = _stub_model(clip_length=4, clip_overlap=2)
+    model, clips_run = stub_video_model(clip_length=4, clip_overlap=2)
     tracks_by_clip = []
-    for clip in model.predict_clips(_frames(11)):
+    for clip in model.predict_clips(index_frames(11)):
         left = clip.mask_logits[:, :, :, : SIZE // 8].mean((1, 2, 3)) > 0
         tracks_by_clip.append(left.nonzero().flatten().tolist())
     assert clips_run == [[0, 1, 2, 3], [2, 3, 4, 5], [4, 5, 6, 7], [6, 7, 8, 9], [8, 9, 10]]
@@ -305,8 +312,8 @@ def test_objects_keep_their_track_through_clips():
 
 
 def test_tracked_instances_span_the_video_with_frame_weighted_scores():
-    model, _ = _stub_model(clip_length=4, clip_overlap=2)
-    out = _run(model, _frames(11), 4, 2)
+    model, _ = stub_video_model(clip_length=4, clip_overlap=2)
+    out = _run(model, index_frames(11), 4, 2)
     left = torch.zeros((11, SIZE, SIZE), dtype=torch.bool)
     left[:, :, : SIZE // 2] = True
     bottom = torch.zeros((11, SIZE, SIZE), dtype=torch.bool)
@@ -318,7 +325,7 @@ def test_tracked_instances_span_the_video_with_frame_weighted_scores():
     assert torch.equal(out["pred_masks"][b].tensor(), bottom)
     # frames contributed by clips 0..4: 4, 2, 2, 2, 1; A's class-1 probability per clip
     weights = torch.tensor([4.0, 2, 2, 2, 1], dtype=torch.float64)
-    probs = torch.stack([_stub_clip_outputs([0], c)["pred_logits"][0, c % 4] for c in range(5)])
+    probs = torch.stack([designed_clip_outputs([0], c)["pred_logits"][0, c % 4] for c in range(5)])
     probs = probs.double().softmax(-1)[:, 1]
     assert out["pred_scores"][a] == pytest.approx(float((weights * probs).sum() / 11), rel=1e-6)
     # B is absent (no-object) in clip 0 (frames 0-3), then certain
