@@ -40,7 +40,9 @@ __all__ = [
 Frame = TypeVar("Frame")
 
 
-def check_clip_options(length: int, overlap: int, names: tuple[str, str] = ("length", "overlap")):
+def check_clip_options(
+    length: int, overlap: int, names: tuple[str, str] = ("length", "overlap")
+) -> None:
     """Refuse a clip length below 0 (0: the whole video) or an overlap outside [1, length)."""
     length_name, overlap_name = names
     for name, value in ((length_name, length), (overlap_name, overlap)):
