@@ -14,6 +14,7 @@ from mask2former.config import get_cfg
 from mask2former.data.detection_utils import read_image
 from mask2former.engine.defaults import DefaultPredictor
 from mask2former.engine.demo import VisualizationDemo, expand_inputs, output_path, write_rgb
+from mask2former.engine.video_demo import VideoTrackingDemo, is_video_model
 from mask2former.utils.logger import setup_logger
 
 
@@ -42,7 +43,11 @@ def main(argv=None) -> None:
     cfg.merge_from_file(args.config_file)
     cfg.merge_from_list(args.opts)
     cfg.freeze()
-    demo = VisualizationDemo(DefaultPredictor(cfg), args.confidence_threshold)
+    predictor = DefaultPredictor(cfg)
+    if is_video_model(predictor.model):  # tracked instances, clip by clip: any video length
+        demo = VideoTrackingDemo(predictor, args.confidence_threshold)
+    else:
+        demo = VisualizationDemo(predictor, args.confidence_threshold)
     if args.input:
         files = expand_inputs(args.input)
         for path in tqdm.tqdm(files, desc="images"):

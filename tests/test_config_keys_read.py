@@ -275,6 +275,8 @@ EXTENSION_KEYS = {
     "SOLVER.AMP.PRECISION": "float16",  # the official AMP
     "DATALOADER.SKIP_BAD_SAMPLES": False,  # a bad sample fails, as officially
     "TEST.BATCH_INDEPENDENT": False,  # batched inference pads to the largest image, as officially
+    "MODEL.MASK_FORMER.TEST.CLIP_LENGTH": 0,  # a video is one clip, as officially
+    "MODEL.MASK_FORMER.TEST.CLIP_OVERLAP": 2,  # read with CLIP_LENGTH > 0
     # features the official code lacks, off by default
     "TEST.VAL_LOSS.PERIOD": 0,
     "TEST.VAL_LOSS.DATASETS": (),

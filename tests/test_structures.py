@@ -7,7 +7,15 @@ import torchvision
 from pycocotools import mask as mask_util
 
 from mask2former.data.datasets.common import bbox_xywh
-from mask2former.structures import BitMasks, Boxes, ImageList, Instances, masks_to_boxes
+from mask2former.structures import (
+    BitMasks,
+    Boxes,
+    ImageList,
+    Instances,
+    RLEMasks,
+    encode_masks,
+    masks_to_boxes,
+)
 from mask2former.structures.masks import _masks_to_boxes_torchvision
 
 
@@ -150,3 +158,15 @@ def test_bitmasks_and_boxes_validate_shapes():
     boxes = Boxes(torch.tensor([[1.0, 2.0, 4.0, 8.0], [5.0, 5.0, 5.0, 9.0]]))
     assert boxes.area().tolist() == [18.0, 0.0]
     assert boxes.nonempty().tolist() == [True, False]
+
+
+def test_rle_masks_decode_to_the_masks_they_encode():
+    masks = torch.rand(5, 7, 9, generator=torch.Generator().manual_seed(0)) > 0.6
+    rle = RLEMasks(encode_masks(masks), 7, 9)
+    assert len(rle) == 5 and rle.shape == (5, 7, 9)
+    assert torch.equal(rle.tensor(), masks) and rle.tensor().dtype == torch.bool
+    assert torch.equal(rle[3], masks[3]) and torch.equal(rle[-1], masks[4])
+    assert torch.equal(rle[1:3].tensor(), masks[1:3])
+    assert RLEMasks([], 7, 9).tensor().shape == (0, 7, 9)
+    with pytest.raises(ValueError, match=r"RLE of frame 0 has size \[7, 9\], not \[9, 7\]"):
+        RLEMasks(rle.rles, 9, 7)

@@ -135,6 +135,11 @@ _C.MODEL.MASK_FORMER.TEST.PANOPTIC_ON = False  # return "panoptic_seg"
 _C.MODEL.MASK_FORMER.TEST.OBJECT_MASK_THRESHOLD = 0.0  # panoptic: minimum query score kept
 _C.MODEL.MASK_FORMER.TEST.OVERLAP_THRESHOLD = 0.0  # panoptic: minimum kept / full mask area
 _C.MODEL.MASK_FORMER.TEST.SEM_SEG_POSTPROCESSING_BEFORE_INFERENCE = False  # resize logits first
+# (extension) VideoMaskFormer inference in clips of this many frames (memory bounded by the clip,
+# not the video), linked into tracks on the frames consecutive clips share; 0: the whole video
+_C.MODEL.MASK_FORMER.TEST.CLIP_LENGTH = 0
+# (extension) frames shared by consecutive clips (>= 1, < CLIP_LENGTH), read with CLIP_LENGTH > 0
+_C.MODEL.MASK_FORMER.TEST.CLIP_OVERLAP = 2
 
 # ---------------------------------------------------------------------------- #
 # Input

@@ -17,8 +17,8 @@ from pycocotools.cocoeval import COCOeval
 from mask2former.data.catalog import MetadataCatalog
 from mask2former.evaluation.evaluator import DatasetEvaluator, gather_on_main
 from mask2former.evaluation.fast_coco_eval import FastCOCOeval
-from mask2former.evaluation.rle import encode_masks
 from mask2former.structures import Instances
+from mask2former.structures.rle import encode_masks
 from mask2former.utils.file_io import PathManager, save_json
 
 logger = logging.getLogger(__name__)

@@ -13,7 +13,7 @@ import torch
 
 from mask2former.data.catalog import DatasetCatalog, MetadataCatalog
 from mask2former.evaluation.evaluator import DatasetEvaluator, gather_on_main
-from mask2former.evaluation.rle import encode_label_map
+from mask2former.structures.rle import encode_label_map
 from mask2former.utils.file_io import PathManager, save_json
 
 logger = logging.getLogger(__name__)

@@ -15,8 +15,9 @@ import torch
 from mask2former.config import CfgNode
 from mask2former.data.catalog import MetadataCatalog
 from mask2former.evaluation.evaluator import DatasetEvaluator, gather_on_main
-from mask2former.evaluation.rle import encode_masks
 from mask2former.evaluation.video_ap import Track, evaluate_video_ap
+from mask2former.structures import RLEMasks
+from mask2former.structures.rle import encode_masks
 from mask2former.utils.file_io import PathManager, load_json, save_json
 
 logger = logging.getLogger(__name__)
@@ -50,7 +51,8 @@ def video_output_to_results(
 
     ``output``: "pred_scores" (N floats), "pred_labels" (N contiguous class ids),
     "pred_masks" (N instances, each T = ``length`` per-frame (H, W) bool masks at the
-    video's size, a (T, H, W) tensor or a list). Each result: {"video_id", "score",
+    video's size, a (T, H, W) tensor, a list, or the :class:`RLEMasks` of clip-by-clip
+    inference, whose encodings are taken as they are). Each result: {"video_id", "score",
     "category_id", "segmentations": one compressed RLE (counts as str) per frame}.
     """
     for key in ("pred_scores", "pred_labels", "pred_masks"):
@@ -64,18 +66,22 @@ def video_output_to_results(
         )
     results = []
     for k, (score, label, instance_masks) in enumerate(zip(scores, labels, masks)):
-        frames = _frame_masks(instance_masks, video_id, k)
-        if frames.shape != (length, height, width):
+        if isinstance(instance_masks, RLEMasks):  # clip-by-clip inference: already encoded
+            frames, segmentations = instance_masks, instance_masks.rles
+        else:
+            frames = _frame_masks(instance_masks, video_id, k)
+            segmentations = None
+        if tuple(frames.shape) != (length, height, width):
             raise ValueError(
-                f"video {video_id}: pred_masks[{k}] has shape {frames.shape}; expected one "
-                f"mask per frame at the video's size, ({length}, {height}, {width})"
+                f"video {video_id}: pred_masks[{k}] has shape {tuple(frames.shape)}; expected "
+                f"one mask per frame at the video's size, ({length}, {height}, {width})"
             )
         results.append(
             {
                 "video_id": video_id,
                 "score": float(score),
                 "category_id": int(label),
-                "segmentations": encode_masks(frames),
+                "segmentations": (encode_masks(frames) if segmentations is None else segmentations),
             }
         )
     return results

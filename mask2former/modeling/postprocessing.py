@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-from mask2former.structures import BitMasks, Instances
+from mask2former.structures import BitMasks, Instances, encode_masks
 
 
 def sem_seg_postprocess(
@@ -217,22 +217,73 @@ def video_instance_inference(
     output_size, "pred_scores": [float], "pred_labels": [int], "pred_masks": [(T, *output_size)
     bool CPU tensor]}``, one entry per pair.
     """
-    num_queries, num_classes = mask_cls.shape[0], mask_cls.shape[1] - 1
-    class_probs = F.softmax(mask_cls, dim=-1)[:, :-1]
-    # (Q, K) -> (Q*K,): index q * K + c is query q with class c
-    scores, flat_indices = class_probs.flatten().topk(min(topk, num_queries * num_classes))
-    labels = flat_indices % num_classes
-    query_indices = torch.div(flat_indices, num_classes, rounding_mode="floor")
-    # frames are channels of the resizes: (k, T, h, w) -> (k, T, H_pad, W_pad)
-    masks = F.interpolate(
-        mask_pred[query_indices], size=padded_size, mode="bilinear", align_corners=False
+    scores, labels, query_indices = top_video_pairs(F.softmax(mask_cls, dim=-1)[:, :-1], topk)
+    masks = video_masks_at_output_size(
+        mask_pred[query_indices], padded_size, image_size, output_size
     )
-    # (k, T, ...) -> (k*T, ...) -> (k*T, height, width) -> (k, T, height, width)
-    masks = sem_seg_postprocess(masks.flatten(0, 1), image_size, *output_size)
-    masks = masks.unflatten(0, (len(query_indices), mask_pred.shape[1]))
     return {
         "image_size": tuple(output_size),
         "pred_scores": scores.tolist(),
         "pred_labels": labels.tolist(),
         "pred_masks": list((masks > 0).cpu()),
     }
+
+
+def top_video_pairs(class_probs: Tensor, topk: int) -> tuple[Tensor, Tensor, Tensor]:
+    """The ``topk`` (query, class) pairs of largest probability, in decreasing order.
+
+    class_probs: (Q, K) -> (scores (k,), labels (k,), query indices (k,)), k = min(topk, Q*K).
+    """
+    num_queries, num_classes = class_probs.shape
+    # (Q, K) -> (Q*K,): index q * K + c is query q with class c
+    scores, flat_indices = class_probs.flatten().topk(min(topk, num_queries * num_classes))
+    labels = flat_indices % num_classes
+    query_indices = torch.div(flat_indices, num_classes, rounding_mode="floor")
+    return scores, labels, query_indices
+
+
+def video_masks_at_output_size(
+    mask_pred: Tensor,
+    padded_size: tuple[int, int],
+    image_size: tuple[int, int],
+    output_size: tuple[int, int],
+) -> Tensor:
+    """(N, T, h, w) mask logits -> (N, T, *output_size) mask logits: upsampled (bilinear) to
+    the padded input size, cropped to ``image_size``, resized to ``output_size``.
+
+    Each (instance, frame) mask is resized as an image of its own: torch's CPU resize
+    rounds differently when it vectorises over channels, so this way a frame's mask does not
+    depend on how many frames or instances are resized with it (a clip's frames one at a time
+    give the whole video's masks bit for bit).
+    """
+    num_masks, num_frames = mask_pred.shape[:2]
+    # (N, T, h, w) -> (N*T, 1, h, w): one single-channel image per mask
+    masks = F.interpolate(
+        mask_pred.flatten(0, 1)[:, None], size=padded_size, mode="bilinear", align_corners=False
+    )
+    masks = masks[:, :, : image_size[0], : image_size[1]]
+    if masks.shape[-2:] != tuple(output_size):
+        masks = F.interpolate(masks, size=output_size, mode="bilinear", align_corners=False)
+    # (N*T, 1, H, W) -> (N, T, H, W)
+    return masks[:, 0].unflatten(0, (num_masks, num_frames))
+
+
+def video_masks_rle(
+    mask_pred: Tensor,
+    padded_size: tuple[int, int],
+    image_size: tuple[int, int],
+    output_size: tuple[int, int],
+) -> list[list[dict]]:
+    """(N, T, h, w) mask logits -> per instance, the COCO RLEs of its T masks at
+    ``output_size``: the masks of :func:`video_masks_at_output_size` > 0, bit for bit.
+
+    One frame is resized at a time: memory holds N masks at the padded size, not N*T.
+    """
+    rles: list[list[dict]] = [[] for _ in range(mask_pred.shape[0])]
+    for t in range(mask_pred.shape[1]):
+        masks = video_masks_at_output_size(
+            mask_pred[:, t : t + 1], padded_size, image_size, output_size
+        )
+        for instance_rles, rle in zip(rles, encode_masks((masks[:, 0] > 0).cpu())):
+            instance_rles.append(rle)
+    return rles

@@ -5,7 +5,7 @@ import pycocotools.mask as mask_util
 import pytest
 import torch
 
-from mask2former.evaluation.rle import encode_label_map, encode_masks
+from mask2former.structures.rle import encode_label_map, encode_masks
 
 
 def _reference(masks: np.ndarray) -> list[str]:

@@ -6,7 +6,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from mask2former.config import configurable
+from mask2former.config import ConfigError, configurable
 from mask2former.structures import ImageList
 
 from ..backbone.build import build_backbone
@@ -19,6 +19,7 @@ from ..postprocessing import (
     semantic_inference,
 )
 from ..sliding_window import SlidingWindow, build_sliding_window, sliding_window_inference
+from ..video_clips import clip_options_from_config
 from .build import META_ARCH_REGISTRY
 from .images import normalize_and_pad
 
@@ -101,6 +102,7 @@ class MaskFormer(nn.Module):
 
     @classmethod
     def from_config(cls, cfg) -> dict:
+        _refuse_clip_inference(cfg)
         backbone = build_backbone(cfg)
         sem_seg_head = build_sem_seg_head(cfg, backbone.output_shape())
         test = cfg.MODEL.MASK_FORMER.TEST
@@ -233,3 +235,14 @@ class MaskFormer(nn.Module):
                 "build the model with build_model(cfg, thing_ids=...) from the dataset metadata"
             )
         return self.thing_ids
+
+
+def _refuse_clip_inference(cfg) -> None:
+    """Clip-by-clip inference (``MODEL.MASK_FORMER.TEST.CLIP_LENGTH``) is for videos: an image
+    model refuses it rather than ignore it (the clip options are checked as for any model)."""
+    clip_length, _ = clip_options_from_config(cfg)
+    if clip_length != 0:
+        raise ConfigError(
+            f"MODEL.MASK_FORMER.TEST.CLIP_LENGTH = {clip_length} is not supported by MaskFormer: "
+            "clip-by-clip inference is for video models (VideoMaskFormer); it must be 0"
+        )

@@ -1,17 +1,25 @@
 """``VideoMaskFormer``: Mask2Former for video instance segmentation (YouTube-VIS)."""
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 import torch
 from torch import Tensor, nn
 
 from mask2former.config import ConfigError, configurable
-from mask2former.structures import ImageList, Instances
+from mask2former.structures import ImageList, Instances, RLEMasks
 
 from ..backbone.build import build_backbone
 from ..criterion import build_criterion
 from ..heads.build import build_sem_seg_head
-from ..postprocessing import video_instance_inference
+from ..postprocessing import top_video_pairs, video_instance_inference, video_masks_rle
+from ..video_clips import (
+    ClipLinker,
+    ClipPrediction,
+    TrackScores,
+    check_clip_options,
+    clip_options_from_config,
+    iter_clips,
+)
 from .build import META_ARCH_REGISTRY
 from .images import normalize_and_pad_images
 
@@ -37,6 +45,13 @@ class VideoMaskFormer(nn.Module):
     one clip; returns the dict of :func:`video_instance_inference` (top 10 instances, masks in
     every frame at the output size), as published (not a list).
 
+    Long videos (an extension): with ``clip_length`` > 0 (``MODEL.MASK_FORMER.TEST.CLIP_LENGTH``)
+    inference runs clip by clip, consecutive clips sharing ``clip_overlap`` frames on which
+    their queries are linked into tracks (see :mod:`..video_clips`), so memory is bounded by the
+    clip; ``"image"`` may then be any iterable of frames (read one clip at a time). The output
+    is the same dict, each instance's masks an :class:`RLEMasks` (see :meth:`clip_inference`);
+    on a video of at most ``clip_length`` frames it equals the whole-video output.
+
     Like the published model, it reads none of ``MODEL.MASK_FORMER.TEST``'s thresholds
     (``OBJECT_MASK_THRESHOLD``, ``OVERLAP_THRESHOLD``: the published one stores and never uses
     them) and gives instances only: ``from_config`` refuses ``SEMANTIC_ON``/``PANOPTIC_ON`` or
@@ -54,8 +69,11 @@ class VideoMaskFormer(nn.Module):
         pixel_mean: Sequence[float],
         pixel_std: Sequence[float],
         test_topk_per_video: int = TOPK_PER_VIDEO,
+        clip_length: int = 0,
+        clip_overlap: int = 2,
     ):
         super().__init__()
+        check_clip_options(clip_length, clip_overlap, ("clip_length", "clip_overlap"))
         self.backbone = backbone
         self.sem_seg_head = sem_seg_head
         self.criterion = criterion
@@ -66,10 +84,13 @@ class VideoMaskFormer(nn.Module):
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
         self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
         self.test_topk_per_video = test_topk_per_video
+        self.clip_length = clip_length
+        self.clip_overlap = clip_overlap
 
     @classmethod
     def from_config(cls, cfg) -> dict:
         _check_video_outputs(cfg)
+        clip_length, clip_overlap = clip_options_from_config(cfg)
         backbone = build_backbone(cfg)
         return {
             "backbone": backbone,
@@ -78,6 +99,8 @@ class VideoMaskFormer(nn.Module):
             "size_divisibility": cfg.MODEL.MASK_FORMER.SIZE_DIVISIBILITY,
             "pixel_mean": cfg.MODEL.PIXEL_MEAN,
             "pixel_std": cfg.MODEL.PIXEL_STD,
+            "clip_length": clip_length,
+            "clip_overlap": clip_overlap,
         }
 
     @property
@@ -138,7 +161,10 @@ class VideoMaskFormer(nn.Module):
         return targets
 
     def inference(self, video: dict) -> dict:
-        """One video's instances (see :func:`video_instance_inference`)."""
+        """One video's instances (see :func:`video_instance_inference`), clip by clip when
+        ``clip_length`` > 0 (see :meth:`clip_inference`)."""
+        if self.clip_length > 0:
+            return self.clip_inference(video)
         frames = video["image"]
         if len({tuple(f.shape[-2:]) for f in frames}) != 1:
             raise ValueError("VideoMaskFormer inference needs the frames of a video at one size")
@@ -153,6 +179,83 @@ class VideoMaskFormer(nn.Module):
             output_size=(video.get("height", image_size[0]), video.get("width", image_size[1])),
             topk=self.test_topk_per_video,
         )
+
+    @torch.no_grad()
+    def predict_clips(
+        self,
+        frames: Iterable[Tensor],
+        clip_length: int | None = None,
+        clip_overlap: int | None = None,
+    ) -> Iterator[ClipPrediction]:
+        """Run the video clip by clip, its queries linked into tracks from clip to clip.
+
+        frames: the video's (C, H, W) frames, all of one size, any iterable (a list, a lazy
+        sequence, a generator reading a file): they are read one clip at a time. Yields each
+        clip's :class:`ClipPrediction` (the frames it contributes, rows by track) once the clip
+        has run; nothing of a clip is kept after the next one but its ``clip_overlap`` last
+        frames' masks at the mask resolution. ``clip_length`` / ``clip_overlap`` default to the
+        model's; a length of 0 runs the whole video as one clip.
+        """
+        length = self.clip_length if clip_length is None else clip_length
+        overlap = self.clip_overlap if clip_overlap is None else clip_overlap
+        check_clip_options(length, overlap, ("clip_length", "clip_overlap"))
+        linker = ClipLinker(overlap)
+        sizes: set[tuple[int, int]] = set()
+        for clip in iter_clips(frames, length, overlap):
+            sizes.update(tuple(f.shape[-2:]) for f in clip.frames)
+            if len(sizes) != 1:
+                raise ValueError(
+                    "VideoMaskFormer inference needs the frames of a video at one size, got "
+                    f"{sorted(sizes)} by frame {clip.start + len(clip.frames) - 1}"
+                )
+            images = self.preprocess(clip.frames)
+            outputs = self.forward_clips(images.tensor, num_frames=len(clip.frames))
+            order = linker(outputs["pred_masks"][0])
+            prediction = ClipPrediction(
+                first_frame=clip.start + clip.shared,
+                class_logits=outputs["pred_logits"][0][order],
+                mask_logits=outputs["pred_masks"][0][order, clip.shared :],
+                image_size=images.image_sizes[0],
+                padded_size=tuple(images.tensor.shape[-2:]),
+            )
+            del images, outputs  # free the auxiliary outputs before the caller uses the clip
+            yield prediction
+
+    def clip_inference(self, video: dict) -> dict:
+        """:meth:`inference` clip by clip (:meth:`predict_clips`): the top
+        ``test_topk_per_video`` (track, class) pairs by the track's class probability averaged
+        over the video's frames (each frame counting the probabilities of the clip that
+        predicted it), masks as in :func:`video_instance_inference`.
+
+        Returns ``{"image_size", "pred_scores", "pred_labels", "pred_masks"}`` as
+        :meth:`inference` does, each instance's masks an :class:`RLEMasks` of T frames (index
+        it for a frame's (H, W) bool tensor, ``.tensor()`` for all, ``.rles`` for the
+        encodings): every track's masks are encoded as its frames come, the float masks of
+        one frame at a time.
+        """
+        scores = TrackScores()
+        rles: list[list[dict]] = []
+        output_size = None
+        for clip in self.predict_clips(video["image"]):
+            if output_size is None:
+                height, width = clip.image_size
+                output_size = (video.get("height", height), video.get("width", width))
+                rles = [[] for _ in range(len(clip.class_logits))]
+            scores.add(clip.class_logits, clip.num_frames)
+            clip_rles = video_masks_rle(
+                clip.mask_logits, clip.padded_size, clip.image_size, output_size
+            )
+            for track_rles, new_rles in zip(rles, clip_rles):
+                track_rles.extend(new_rles)
+        if output_size is None:
+            raise ValueError("VideoMaskFormer inference got a video without frames")
+        top_scores, labels, tracks = top_video_pairs(scores.mean(), self.test_topk_per_video)
+        return {
+            "image_size": output_size,
+            "pred_scores": top_scores.tolist(),
+            "pred_labels": labels.tolist(),
+            "pred_masks": [RLEMasks(rles[k], *output_size) for k in tracks.tolist()],
+        }
 
 
 def clip_targets(frames: list[Instances], padded_size: tuple[int, int]) -> dict[str, Tensor]:

@@ -7,16 +7,21 @@ vectorised max over the rows of all masks), those columns are transposed with Op
 are a contiguous stretch of the image's column-major sequence), the run boundaries found
 there are shifted to full-image positions, and pycocotools only compresses the counts. The
 output is byte-identical to ``pycocotools.mask.encode``.
+
+:class:`RLEMasks` keeps one instance's masks through a video in that encoding.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Union
 
 import cv2
 import numpy as np
 import pycocotools.mask as mask_util
 import torch
+
+__all__ = ["RLEMasks", "encode_label_map", "encode_masks"]
 
 
 def _as_bool_masks(masks: Union[np.ndarray, torch.Tensor]) -> np.ndarray:
@@ -110,3 +115,53 @@ def encode_label_map(label_map: np.ndarray) -> tuple[list[int], list[dict]]:
     for rle in rles:
         rle["counts"] = rle["counts"].decode("ascii")
     return labels.tolist(), rles
+
+
+class RLEMasks(Sequence):
+    """One instance's binary masks through the T frames of a video, kept as COCO RLEs.
+
+    A (T, H, W) bool tensor costs T*H*W bytes whatever the masks hold; a frame's RLE costs
+    a few bytes per run, so a long video's masks fit in memory. Indexing decodes one frame:
+    ``masks[t]`` is an (H, W) bool tensor; :meth:`tensor` decodes them all, (T, H, W);
+    :attr:`rles` are the encodings (``{"size": [H, W], "counts": str}``, JSON-ready).
+    """
+
+    def __init__(self, rles: list[dict], height: int, width: int):
+        for t, rle in enumerate(rles):
+            if list(rle["size"]) != [height, width]:
+                raise ValueError(
+                    f"RLE of frame {t} has size {rle['size']}, not [{height}, {width}]"
+                )
+        self.rles = rles
+        self.height, self.width = height, width
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return (len(self.rles), self.height, self.width)
+
+    def __len__(self) -> int:
+        return len(self.rles)
+
+    def __getitem__(self, t):
+        if isinstance(t, slice):
+            return RLEMasks(self.rles[t], self.height, self.width)
+        return torch.from_numpy(mask_util.decode(_coco_rle(self.rles[t])).astype(bool))
+
+    def tensor(self) -> torch.Tensor:
+        """All frames' masks, (T, H, W) bool."""
+        if not self.rles:
+            return torch.zeros((0, self.height, self.width), dtype=torch.bool)
+        decoded = mask_util.decode([_coco_rle(r) for r in self.rles])  # (H, W, T)
+        return torch.from_numpy(np.ascontiguousarray(decoded.transpose(2, 0, 1)).astype(bool))
+
+    def __repr__(self) -> str:
+        return f"RLEMasks(num_frames={len(self)}, height={self.height}, width={self.width})"
+
+
+def _coco_rle(rle: dict) -> dict:
+    """An RLE with str counts (JSON) -> the bytes counts pycocotools decodes."""
+    counts = rle["counts"]
+    return {
+        "size": rle["size"],
+        "counts": counts.encode("ascii") if isinstance(counts, str) else counts,
+    }
