@@ -80,6 +80,8 @@ def thing_id_map(categories: list[dict], json_file: str, meta: Metadata) -> dict
     id_map = {c["id"]: i for i, c in enumerate(cats)}
     meta.set(thing_classes=[c["name"] for c in cats], thing_dataset_id_to_contiguous_id=id_map)
     return id_map
+
+
 def files_by_stem(root: str, ext: Union[str, Sequence[str]]) -> dict[str, str]:
     """Relative path without extension -> path, for every ``*.ext`` file under ``root``.
 
