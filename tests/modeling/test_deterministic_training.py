@@ -10,9 +10,6 @@ any op, and two runs of a few optimizer steps give the same weights bit for bit.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -24,6 +21,7 @@ from tests.modeling.tiny import (
     training_input,
     video_training_input,
 )
+from tests.ops.conftest import deterministic_mode
 
 TOL = 1e-5
 
@@ -48,16 +46,6 @@ MODELS = {
         },
     ),
 }
-
-
-@contextlib.contextmanager
-def deterministic_mode() -> Iterator[None]:
-    previous = torch.are_deterministic_algorithms_enabled()
-    torch.use_deterministic_algorithms(True)
-    try:
-        yield
-    finally:
-        torch.use_deterministic_algorithms(previous)
 
 
 def _build(name: str, device: str = "cpu"):

@@ -1,13 +1,28 @@
-"""Fixtures for the deformable-attention tests: random inputs and kernel availability."""
+"""Fixtures for the deformable-attention tests: random inputs and kernel availability; the
+deterministic-mode context shared by the determinism tests."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 
 import pytest
 import torch
 
 from mask2former.ops import cpu_kernel_available, cuda_kernel_available, extension_import_error
+
+
+@contextlib.contextmanager
+def deterministic_mode(enabled: bool = True) -> Iterator[None]:
+    """torch.use_deterministic_algorithms(enabled) inside, the previous setting after."""
+    previous = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.use_deterministic_algorithms(enabled)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(previous, warn_only=warn_only)
 
 
 def _extension_required() -> bool:

@@ -10,30 +10,16 @@ match the originals computed outside deterministic mode.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
-
 import pytest
 import torch
 import torch.nn.functional as F
 
 from mask2former.modeling.point_sampling import point_sample
 from mask2former.ops import bilinear, deterministic
+from tests.ops.conftest import deterministic_mode
 
 F64_TOL = 1e-12
 F32_TOL = 1e-6
-
-
-@contextlib.contextmanager
-def deterministic_mode(enabled: bool = True) -> Iterator[None]:
-    """torch.use_deterministic_algorithms(enabled) inside, the previous setting after."""
-    previous = torch.are_deterministic_algorithms_enabled()
-    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
-    torch.use_deterministic_algorithms(enabled)
-    try:
-        yield
-    finally:
-        torch.use_deterministic_algorithms(previous, warn_only=warn_only)
 
 
 @pytest.fixture

@@ -25,20 +25,9 @@ from mask2former.ops import (
     ms_deform_attn,
     ms_deform_attn_reference,
 )
+from tests.ops.conftest import deterministic_mode
 
 FLOAT32_TOL = 1e-5
-
-
-@contextlib.contextmanager
-def deterministic_mode(enabled: bool = True) -> Iterator[None]:
-    """torch.use_deterministic_algorithms(enabled) inside, the previous setting after."""
-    previous = torch.are_deterministic_algorithms_enabled()
-    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
-    torch.use_deterministic_algorithms(enabled)
-    try:
-        yield
-    finally:
-        torch.use_deterministic_algorithms(previous, warn_only=warn_only)
 
 
 @contextlib.contextmanager
