@@ -54,7 +54,7 @@ class DefaultPredictor:
         register_folders(self.cfg.DATASETS.FOLDERS)  # for the metadata of DATASETS.TEST
         self.model = build_model(self.cfg, **model_kwargs_from_metadata(self.cfg)).eval()
         if low_memory and isinstance(self.model, MaskFormer):
-            # (a per-pixel SemanticSegmentor resizes nothing but its output anyway)
+            # (the other meta-architectures resize only what they output: nothing to save)
             self.model.low_memory_inference = True
         if self.cfg.MODEL.WEIGHTS:
             DetectionCheckpointer(self.model).load(self.cfg.MODEL.WEIGHTS)
