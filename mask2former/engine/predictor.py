@@ -15,6 +15,7 @@ from mask2former.data.catalog import MetadataCatalog
 from mask2former.data.datasets import register_folders
 from mask2former.data.detection_utils import read_image
 from mask2former.modeling import build_model
+from mask2former.modeling.meta_arch import MaskFormer
 
 from .model_kwargs import model_kwargs_from_metadata
 
@@ -36,6 +37,11 @@ class DefaultPredictor:
     Attributes as in detectron2: ``cfg``, ``model``, ``metadata`` (of ``DATASETS.TEST[0]``,
     or None), ``aug``, ``input_format``.
 
+    ``low_memory=True`` (what the demo uses) computes a ``MaskFormer``'s outputs at the
+    original size a band of columns at a time (``MaskFormer.low_memory_inference``): the
+    same outputs, with instance ``pred_masks`` as bool, in a fraction of the memory on large
+    images (see ``benchmarks/demo_memory.py``).
+
     Example::
 
         cfg = get_cfg(); cfg.merge_from_file("configs/shapes/mask2former_R18_quickstart.yaml")
@@ -43,10 +49,13 @@ class DefaultPredictor:
         panoptic_seg, segments_info = predictor(cv2.imread("image.png"))["panoptic_seg"]
     """
 
-    def __init__(self, cfg: CfgNode):
+    def __init__(self, cfg: CfgNode, *, low_memory: bool = False):
         self.cfg = cfg.clone()
         register_folders(self.cfg.DATASETS.FOLDERS)  # for the metadata of DATASETS.TEST
         self.model = build_model(self.cfg, **model_kwargs_from_metadata(self.cfg)).eval()
+        if low_memory and isinstance(self.model, MaskFormer):
+            # (the other meta-architectures resize only what they output: nothing to save)
+            self.model.low_memory_inference = True
         if self.cfg.MODEL.WEIGHTS:
             DetectionCheckpointer(self.model).load(self.cfg.MODEL.WEIGHTS)
         test_sets = self.cfg.DATASETS.TEST

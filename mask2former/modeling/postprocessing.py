@@ -35,8 +35,13 @@ def semantic_inference(mask_cls: Tensor, mask_pred: Tensor) -> Tensor:
 
     mask_cls: (Q, K+1) logits; mask_pred: (Q, H, W) logits -> (K, H, W).
     """
+    return _class_weighted(mask_cls, mask_pred.sigmoid())
+
+
+def _class_weighted(mask_cls: Tensor, mask_probs: Tensor) -> Tensor:
+    """mask_cls: (Q, K+1) logits; mask_probs: (Q, H, W) -> (K, H, W) per-class scores."""
     class_probs = F.softmax(mask_cls, dim=-1)[..., :-1]
-    return torch.einsum("qc,qhw->chw", class_probs, mask_pred.sigmoid())
+    return torch.einsum("qc,qhw->chw", class_probs, mask_probs)
 
 
 def panoptic_inference(
@@ -61,17 +66,36 @@ def panoptic_inference(
     counting from 1 and 0 for unassigned pixels; each info is ``{"id", "category_id",
     "isthing", "score"}``.
     """
+    cur_scores, cur_classes, kept = _confident_queries(mask_cls, object_mask_threshold)
+    # indexing copies, so the sigmoid can work in place
+    cur_masks = mask_pred[kept].sigmoid_()
+    h, w = mask_pred.shape[-2:]
+    if cur_masks.shape[0] == 0:
+        return torch.zeros((h, w), dtype=torch.int32, device=mask_pred.device), []
+    segment_query, *areas = _assign_pixels(cur_scores, cur_masks)
+    lut, segments_info = _segment_ids(cur_scores, cur_classes, *areas, thing_ids, overlap_threshold)
+    return lut[segment_query], segments_info
+
+
+def _confident_queries(mask_cls: Tensor, threshold: float) -> tuple[Tensor, Tensor, Tensor]:
+    """Scores (n,), classes (n,) and indices (n,) of the queries whose best class is an
+    object scored above ``threshold``."""
     scores, labels = F.softmax(mask_cls, dim=-1).max(-1)
     num_classes = mask_cls.shape[-1] - 1
-    keep = labels.ne(num_classes) & (scores > object_mask_threshold)
-    # the kept queries' indices: one read of the device for the three selections below;
-    # indexing copies, so the sigmoid can work in place
+    keep = labels.ne(num_classes) & (scores > threshold)
+    # the kept queries' indices: one read of the device for the selections
     kept = keep.nonzero()[:, 0]
-    cur_scores, cur_classes, cur_masks = scores[kept], labels[kept], mask_pred[kept].sigmoid_()
-    h, w = mask_pred.shape[-2:]
+    return scores[kept], labels[kept], kept
+
+
+def _assign_pixels(cur_scores: Tensor, cur_masks: Tensor) -> tuple[Tensor, ...]:
+    """Which kept query each pixel goes to, and the areas that decide which queries stay.
+
+    cur_scores: (n,); cur_masks: (n, H, W) probabilities. Returns ``segment_query`` (H, W)
+    (n where the winning query's own mask is < 0.5), and per query (n,): its own area
+    (probability >= 0.5), the area it won, the area it keeps.
+    """
     num_kept = cur_masks.shape[0]
-    if num_kept == 0:
-        return torch.zeros((h, w), dtype=torch.int32, device=mask_pred.device), []
     # (H, W): the kept query each pixel goes to (max(0) gives the first maximal index, as
     # argmax does, and is faster on CPU), or num_kept where that query's own mask is < 0.5
     winner = (cur_scores.view(-1, 1, 1) * cur_masks).max(0).indices
@@ -80,6 +104,31 @@ def panoptic_inference(
     own_area = (cur_masks >= 0.5).flatten(1).sum(1, dtype=torch.int32)
     won_area = _count(winner, num_kept)
     kept_area = _count(segment_query, num_kept + 1)[:num_kept]
+    return segment_query, own_area, won_area, kept_area
+
+
+def _count(values: Tensor, length: int) -> Tensor:
+    """(length,) int64: how often each of 0 .. length - 1 occurs in ``values`` (all in range).
+
+    ``torch.bincount`` on a GPU reads the largest value on the host; this reads nothing.
+    """
+    flat = values.flatten()
+    counts = torch.zeros(length, dtype=torch.int64, device=values.device)
+    ones = torch.ones((), dtype=torch.int64, device=values.device).expand(flat.shape)
+    return counts.index_add_(0, flat, ones)
+
+
+def _segment_ids(
+    cur_scores: Tensor,
+    cur_classes: Tensor,
+    own_area: Tensor,
+    won_area: Tensor,
+    kept_area: Tensor,
+    thing_ids: Sequence[int],
+    overlap_threshold: float,
+) -> tuple[Tensor, list[dict]]:
+    """From the kept queries' areas: the segment id of each kept query and 0 for the dropped
+    ones and the extra last index, ``lut`` (n + 1,) int32, and segments_info."""
     # (5, num_kept) float64, exact for the float32 scores and the integers: one read
     stats = [cur_classes, cur_scores, own_area, won_area, kept_area]
     classes, scores_kept, own, won, kept_in = torch.stack([t.double() for t in stats]).tolist()
@@ -93,20 +142,8 @@ def panoptic_inference(
         overlap_threshold=overlap_threshold,
     )
     # lookup table: kept query -> segment id (0: dropped); the extra last entry is 0
-    lut = torch.tensor(segment_of_query + [0], dtype=torch.int32, device=mask_pred.device)
-    panoptic_seg = lut[segment_query]
-    return panoptic_seg, segments_info
-
-
-def _count(values: Tensor, length: int) -> Tensor:
-    """(length,) int64: how often each of 0 .. length - 1 occurs in ``values`` (all in range).
-
-    ``torch.bincount`` on a GPU reads the largest value on the host; this reads nothing.
-    """
-    flat = values.flatten()
-    counts = torch.zeros(length, dtype=torch.int64, device=values.device)
-    ones = torch.ones((), dtype=torch.int64, device=values.device).expand(flat.shape)
-    return counts.index_add_(0, flat, ones)
+    lut = torch.tensor(segment_of_query + [0], dtype=torch.int32, device=cur_scores.device)
+    return lut, segments_info
 
 
 def _assign_segment_ids(
@@ -162,6 +199,21 @@ def instance_inference(
     image size (H, W) with ``pred_masks`` (n, H, W) float 0/1, ``scores`` (n,),
     ``pred_classes`` (n,) long, ``pred_boxes`` (tight boxes around the masks).
     """
+    scores, labels, query_indices = _top_pairs(mask_cls, topk, thing_ids)
+    masks = mask_pred[query_indices]
+    binary = (masks > 0).float()
+    scores = scores * _mask_scores(
+        masks.sigmoid().flatten(1) * binary.flatten(1), binary.flatten(1)
+    )
+    order = scores.argsort(descending=True)
+    return _instances(tuple(mask_pred.shape[-2:]), binary[order], scores[order], labels[order])
+
+
+def _top_pairs(
+    mask_cls: Tensor, topk: int, thing_ids: Sequence[int] | None
+) -> tuple[Tensor, Tensor, Tensor]:
+    """The top ``topk`` (query, class) pairs by class probability, stuff classes dropped when
+    ``thing_ids`` is given: their class probabilities, classes and queries, each (n,)."""
     num_queries, num_classes = mask_cls.shape[0], mask_cls.shape[1] - 1
     class_probs = F.softmax(mask_cls, dim=-1)[:, :-1]
     topk = min(topk, num_queries * num_classes)
@@ -180,18 +232,23 @@ def instance_inference(
             labels[thing_pairs],
             query_indices[thing_pairs],
         )
-    masks = mask_pred[query_indices]
-    binary = (masks > 0).float()
-    mask_scores = (masks.sigmoid().flatten(1) * binary.flatten(1)).sum(1) / (
-        binary.flatten(1).sum(1) + 1e-6
-    )
-    scores = scores * mask_scores
-    order = scores.argsort(descending=True)
-    result = Instances(tuple(mask_pred.shape[-2:]))
-    result.pred_masks = binary[order]
-    result.scores = scores[order]
-    result.pred_classes = labels[order]
-    result.pred_boxes = BitMasks(result.pred_masks).get_bounding_boxes()
+    return scores, labels, query_indices
+
+
+def _mask_scores(inside_probs: Tensor, binary: Tensor) -> Tensor:
+    """Mean probability inside each binary mask: inside_probs (n, N) probabilities zeroed
+    outside the masks, binary (n, N) float 0/1 -> (n,)."""
+    return inside_probs.sum(1) / (binary.sum(1) + 1e-6)
+
+
+def _instances(
+    image_size: tuple[int, int], masks: Tensor, scores: Tensor, classes: Tensor
+) -> Instances:
+    result = Instances(image_size)
+    result.pred_masks = masks
+    result.scores = scores
+    result.pred_classes = classes
+    result.pred_boxes = BitMasks(masks).get_bounding_boxes()
     return result
 
 

@@ -10,6 +10,7 @@ outlined, and labelled with the class name at the segment's most interior pixel.
 
 from __future__ import annotations
 
+import os
 from enum import Enum
 from typing import Any, Optional, Sequence
 
@@ -61,10 +62,15 @@ def _to_numpy(x: Any) -> np.ndarray:
 
 
 def write_rgb(path: str, image: np.ndarray) -> None:
-    """Write an (H, W, 3) RGB image (format from the extension); an error names the path
-    when OpenCV cannot."""
+    """Write an (H, W, 3) RGB image (format from the extension); an error names the path and
+    the reason when OpenCV cannot."""
+    if not cv2.haveImageWriter(path):
+        raise ValueError(f"cannot write image {path!r}: OpenCV has no image format for its name")
+    parent = os.path.dirname(path)
+    if parent and not os.path.isdir(parent):
+        raise FileNotFoundError(f"cannot write image {path!r}: no directory {parent!r}")
     if not cv2.imwrite(path, np.ascontiguousarray(image[:, :, ::-1])):
-        raise OSError(f"could not write image {path}")
+        raise OSError(f"could not write image {path!r} (OpenCV's imwrite failed)")
 
 
 class ColorMode(Enum):
@@ -153,21 +159,27 @@ class Visualizer:
     def draw_mask(
         self, mask: np.ndarray, color: tuple[int, int, int], label: str = "", alpha: float = 0.5
     ) -> None:
-        """Blend ``color`` into ``mask`` ((H, W) bool), outline it, and queue its label."""
-        mask = mask.astype(bool)
-        if not mask.any():
+        """Blend ``color`` into ``mask`` ((H, W) bool), outline it, and queue its label.
+
+        The work stays inside the mask's bounding box, in bands of rows: no full-size float
+        copy of the image, whatever the mask's size.
+        """
+        mask = np.asarray(mask).astype(bool, copy=False)
+        box = _bounding_box(mask)
+        if box is None:
             return
         canvas = self.output.canvas
-        fill = np.array(color, dtype=np.float32)
-        region = canvas[mask].astype(np.float32)
-        canvas[mask] = (region * (1 - alpha) + fill * alpha).round().astype(np.uint8)
+        _blend(canvas[box], mask[box], color, alpha)
+        top, left = box[0].start, box[1].start
+        # The box keeps a one-pixel margin of background: the contours are those of the image.
         contours, _ = cv2.findContours(
-            mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE
+            mask[box].astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE, offset=(left, top)
         )
         outline = tuple(int(c * 0.6) for c in color)
         cv2.drawContours(canvas, contours, -1, outline, thickness=1)
         if label:
-            self.output.labels.append((label, _label_position(mask), color))
+            x, y = _label_position(mask[box])
+            self.output.labels.append((label, (x + left, y + top), color))
 
     def draw_sem_seg(
         self, sem_seg: Any, area_threshold: Optional[int] = None, alpha: float = 0.8
@@ -176,7 +188,7 @@ class Visualizer:
         fewer than ``area_threshold`` pixels and the metadata's ignore_label are skipped."""
         labels = _to_numpy(sem_seg)
         if labels.ndim == 3:
-            labels = labels.argmax(axis=0)
+            labels = _argmax_over_classes(labels)
         ignore_label = _meta_value(self.metadata, "ignore_label")
         for category_id in np.unique(labels):
             if ignore_label is not None and category_id == ignore_label:
@@ -221,20 +233,24 @@ class Visualizer:
     def draw_instance_predictions(self, predictions: Any) -> VisImage:
         """Draw ``predictions`` (Instances: pred_masks (n, H, W), pred_classes, optional
         scores), largest first, labelled "class 95%"."""
-        masks = _to_numpy(predictions.pred_masks) > 0.5
+        masks = _to_numpy(predictions.pred_masks)  # bool, or float (drawn where > 0.5)
         classes = _to_numpy(predictions.pred_classes).astype(int)
         scores = _to_numpy(predictions.scores) if predictions.has("scores") else None
         alpha = 0.5
         if self._instance_mode == ColorMode.IMAGE_BW:
-            self.output.reset_image(_grayscale_outside(self.img, masks.any(axis=0)))
+            drawn = np.zeros(self.img.shape[:2], dtype=bool)
+            for i in range(len(masks)):
+                drawn |= _binary(masks[i])
+            self.output.reset_image(_grayscale_outside(self.img, drawn))
             alpha = 0.3
-        order = np.argsort(-masks.sum(axis=(1, 2)))  # large masks first
+        areas = np.array([np.count_nonzero(_binary(m)) for m in masks], dtype=np.int64)
+        order = np.argsort(-areas)  # large masks first
         for i in order:
             name = class_name(self.metadata, int(classes[i]), isthing=True)
             if scores is not None:
                 name = f"{name} {scores[i] * 100:.0f}%"
             color = class_color(self.metadata, int(classes[i]), True)
-            self.draw_mask(masks[i], color, name, alpha)
+            self.draw_mask(_binary(masks[i]), color, name, alpha)
         return self.output
 
     def get_output(self) -> VisImage:
@@ -243,6 +259,44 @@ class Visualizer:
 
 def _ids(segments_info: list[dict]) -> list[int]:
     return [int(info["id"]) for info in segments_info]
+
+
+def _binary(mask: np.ndarray) -> np.ndarray:
+    """An instance mask as bool: itself when bool, else where > 0.5."""
+    return mask if mask.dtype == bool else mask > 0.5
+
+
+def _argmax_over_classes(scores: np.ndarray, rows_per_band: int = 256) -> np.ndarray:
+    """``scores.argmax(axis=0)`` of (C, H, W) scores, a band of rows at a time (numpy would
+    copy all the scores to reduce over their first axis), in the smallest integer type."""
+    labels = np.empty(scores.shape[1:], dtype=np.min_scalar_type(max(len(scores) - 1, 0)))
+    for top in range(0, scores.shape[1], rows_per_band):
+        labels[top : top + rows_per_band] = scores[:, top : top + rows_per_band].argmax(axis=0)
+    return labels
+
+
+def _bounding_box(mask: np.ndarray) -> Optional[tuple[slice, slice]]:
+    """(rows, columns) of ``mask``'s bounding box grown by one pixel inside the image, or
+    None for an empty mask."""
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    if len(rows) == 0:
+        return None
+    height, width = mask.shape
+    return (
+        slice(max(int(rows[0]) - 1, 0), min(int(rows[-1]) + 2, height)),
+        slice(max(int(cols[0]) - 1, 0), min(int(cols[-1]) + 2, width)),
+    )
+
+
+def _blend(canvas: np.ndarray, mask: np.ndarray, color: tuple[int, int, int], alpha: float):
+    """``canvas`` (h, w, 3) uint8 := (1 - alpha) x canvas + alpha x color where ``mask``,
+    in float32 and rounded, about a million pixels at a time."""
+    fill = np.array(color, dtype=np.float32)
+    rows_per_band = max(1, (1 << 20) // max(1, canvas.shape[1]))
+    for top in range(0, canvas.shape[0], rows_per_band):
+        band, inside = canvas[top : top + rows_per_band], mask[top : top + rows_per_band]
+        region = band[inside].astype(np.float32)
+        band[inside] = (region * (1 - alpha) + fill * alpha).round().astype(np.uint8)
 
 
 def _grayscale_outside(img: np.ndarray, keep: Optional[np.ndarray]) -> np.ndarray:
@@ -295,3 +349,11 @@ def draw_predictions(
         instances = predictions["instances"]
         visualizer.draw_instance_predictions(instances[instances.scores >= confidence_threshold])
     return visualizer.output.get_image()
+
+
+def drawn_outputs(predictions: dict) -> dict:
+    """The outputs :func:`draw_predictions` draws: "panoptic_seg" when present, else
+    "sem_seg" and "instances"."""
+    if "panoptic_seg" in predictions:
+        return {"panoptic_seg": predictions["panoptic_seg"]}
+    return {key: predictions[key] for key in ("sem_seg", "instances") if key in predictions}

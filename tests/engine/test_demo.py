@@ -1,10 +1,13 @@
-"""demo/demo.py writes a PNG whose segments carry the metadata's colours."""
+"""demo/demo.py writes a PNG whose segments carry the metadata's colours, creates missing
+output directories, refuses unusable output names before building the model, and draws the
+same with its low-memory inference as without."""
 
 import importlib.util
 from pathlib import Path
 
 import cv2
 import numpy as np
+import pytest
 import torch
 
 from mask2former.engine import DefaultPredictor
@@ -76,8 +79,6 @@ def test_demo_writes_png_with_metadata_colours(tmp_path):
 
 
 def test_demo_inputs_that_match_nothing_are_named(tmp_path):
-    import pytest
-
     from mask2former.engine.demo import expand_inputs, output_path
 
     (tmp_path / "a.png").write_bytes(b"")
@@ -90,8 +91,6 @@ def test_demo_inputs_that_match_nothing_are_named(tmp_path):
 
 
 def test_demo_refuses_both_or_neither_input():
-    import pytest
-
     demo = _load_demo()
     with pytest.raises(SystemExit):
         demo.parse_args(["--config-file", "x.yaml", "--output", "o"])
@@ -99,3 +98,119 @@ def test_demo_refuses_both_or_neither_input():
         demo.parse_args(
             ["--config-file", "x.yaml", "--input", "a", "--video-input", "v", "--output", "o"]
         )
+
+
+# Output paths: created when missing, refused before the model is built when unusable.
+
+TINY_CONFIG = str(CONFIG_DIR / CONFIGS["mask2former"])
+
+
+def _run_demo(inputs: list[str], output, *extra: str, demo=None):
+    demo = demo or _load_demo()
+    flag = "--input" if not str(inputs[0]).endswith(".avi") else "--video-input"
+    args = ["--config-file", TINY_CONFIG, flag, *map(str, inputs), "--output", str(output)]
+    demo.main(args + list(extra) + ["--opts"] + _opts(""))
+
+
+def _image_file(tmp_path, name="in.png", size=(48, 64)) -> str:
+    path = tmp_path / name
+    rng = np.random.default_rng(0)
+    cv2.imwrite(str(path), rng.integers(0, 256, (*size, 3), dtype=np.uint8))
+    return str(path)
+
+
+def _video_file(tmp_path, frames=3, size=(48, 64)) -> str:
+    """A tiny MJPG video written with cv2.VideoWriter."""
+    path = str(tmp_path / "clip.avi")
+    writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"MJPG"), 5.0, size[::-1])
+    assert writer.isOpened()
+    for i in range(frames):
+        writer.write(np.full((*size, 3), 40 * i, np.uint8))
+    writer.release()
+    return path
+
+
+def _frames(path) -> list[np.ndarray]:
+    capture, frames = cv2.VideoCapture(str(path)), []
+    while True:
+        ok, frame = capture.read()
+        if not ok:
+            return frames
+        frames.append(frame)
+
+
+def _demo_that_must_not_build_a_model():
+    def refuse(*args, **kwargs):
+        raise AssertionError("the model was built before the output was checked")
+
+    demo = _load_demo()
+    demo.DefaultPredictor = refuse
+    return demo
+
+
+def test_image_output_in_missing_directories_is_written(tmp_path):
+    target = tmp_path / "a" / "b" / "out.png"
+    _run_demo([_image_file(tmp_path)], target)
+    assert cv2.imread(str(target)).shape == (48, 64, 3)
+
+
+@pytest.mark.parametrize("name", ["p/noext", "out.xyz", "p/out.mp4"])
+def test_image_output_without_an_image_format_is_refused_before_inference(tmp_path, name):
+    with pytest.raises(ValueError, match=f"--output '{tmp_path / name}'"):
+        _run_demo(
+            [_image_file(tmp_path)], tmp_path / name, demo=_demo_that_must_not_build_a_model()
+        )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.png"]  # nothing created
+
+
+@pytest.mark.parametrize("output", ["missing/dir/out.mp4", "missing/dir/out.avi"])
+def test_video_output_in_missing_directories_is_written(tmp_path, output):
+    _run_demo([_video_file(tmp_path)], tmp_path / output)
+    frames = _frames(tmp_path / output)
+    assert len(frames) == 3 and frames[0].shape == (48, 64, 3)
+
+
+@pytest.mark.parametrize("directory", ["new/", "existing"])
+def test_video_output_directory_receives_the_video_stem_as_mp4(tmp_path, directory):
+    (tmp_path / "existing").mkdir()
+    output = str(tmp_path / directory.rstrip("/")) + ("/" if directory.endswith("/") else "")
+    _run_demo([_video_file(tmp_path)], output)
+    written = tmp_path / directory.rstrip("/") / "clip.mp4"
+    assert len(_frames(written)) == 3
+
+
+@pytest.mark.parametrize("name", ["out", "out.png", "out.xyz"])
+def test_video_output_without_a_video_extension_is_refused_before_inference(tmp_path, name):
+    video = _video_file(tmp_path)
+    with pytest.raises(ValueError, match=f"--output '{tmp_path / name}'.*\\.mp4"):
+        _run_demo([video], tmp_path / name, demo=_demo_that_must_not_build_a_model())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.avi"]
+
+
+def test_a_video_writer_that_does_not_open_is_an_error_naming_the_file(tmp_path):
+    from mask2former.engine.demo import open_video_writer
+
+    target = str(tmp_path / "no-such-dir" / "out.mp4")  # nothing creates the directory here
+    with pytest.raises(OSError, match="no-such-dir/out.mp4"):
+        open_video_writer(target, 5.0, (64, 48))
+
+
+def test_write_rgb_says_why_it_cannot_write(tmp_path):
+    from mask2former.engine.demo import write_rgb
+
+    image = np.zeros((4, 4, 3), np.uint8)
+    with pytest.raises(FileNotFoundError, match="no directory .*missing"):
+        write_rgb(str(tmp_path / "missing" / "out.png"), image)
+    with pytest.raises(ValueError, match="no image format"):
+        write_rgb(str(tmp_path / "out"), image)
+
+
+def test_low_memory_drawing_equals_the_straightforward_one(tmp_path):
+    image = _image_file(tmp_path, size=(150, 260))  # outputs 150x260: drawn band by band
+    torch.manual_seed(0)  # the same random weights for both runs
+    _run_demo([image], tmp_path / "low.png")
+    torch.manual_seed(0)
+    _run_demo([image], tmp_path / "full.png", "--no-low-memory")
+    low, full = (cv2.imread(str(tmp_path / name)) for name in ("low.png", "full.png"))
+    assert low.shape == (150, 260, 3) and np.array_equal(low, full)
+    assert not np.array_equal(low, cv2.imread(image)), "segments are drawn"

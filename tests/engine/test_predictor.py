@@ -118,3 +118,15 @@ def test_bad_inputs_are_named(predictor, tmp_path):
         predictor(42)
     with pytest.raises(Exception, match="missing.png"):
         predictor(str(tmp_path / "missing.png"))
+
+
+def test_low_memory_predictor_gives_the_same_outputs(predictor):
+    """``low_memory=True`` (the demo's): same outputs, instance masks as bool."""
+    torch.manual_seed(0)
+    low_memory = DefaultPredictor(_cfg(), low_memory=True)  # the fixture's weights
+    assert low_memory.model.low_memory_inference and not predictor.model.low_memory_inference
+    image = _image(h=120, w=160, seed=6)  # outputs 120x160: computed band by band
+    got, want = low_memory(image), predictor(image)
+    _assert_same_outputs(got, want)
+    assert got["instances"].pred_masks.dtype == torch.bool
+    assert torch.equal(got["instances"].pred_masks, want["instances"].pred_masks.bool())

@@ -209,3 +209,27 @@ def test_batch_independent_inference_gives_exactly_what_each_image_gives_alone(n
     assert len(got) == len(inputs)
     assert all(_same_result(g, a) for g, a in zip(got, alone))
     assert not all(_same_result(b, a) for b, a in zip(batched, alone))
+
+
+@pytest.mark.parametrize("name", MASK_FORMER_CONFIGS)
+def test_low_memory_inference_gives_the_same_outputs(name):
+    """``low_memory_inference`` (off by default, as evaluation runs) changes nothing but the
+    instance masks' dtype: bool instead of float 0/1."""
+    model = build_tiny_model(name, seed=2)  # a seed whose models predict panoptic segments
+    assert model.low_memory_inference is False
+    # a 50x70 network input standing for a 200x280 original image (H x W a multiple of 32)
+    x = {"image": make_image(50, 70), "height": 200, "width": 280}
+    with torch.no_grad():
+        (want,) = model([x])
+        model.low_memory_inference = True
+        (got,) = model([x])
+    assert list(got) == list(want) == ["sem_seg", "panoptic_seg", "instances"]
+    assert torch.equal(got["sem_seg"], want["sem_seg"])
+    assert torch.equal(got["panoptic_seg"][0], want["panoptic_seg"][0])
+    assert got["panoptic_seg"][1] == want["panoptic_seg"][1] and want["panoptic_seg"][1]
+    got_inst, want_inst = got["instances"], want["instances"]
+    assert want_inst.pred_masks.dtype == torch.float32 and got_inst.pred_masks.dtype == torch.bool
+    assert torch.equal(got_inst.pred_masks, want_inst.pred_masks.bool()) and len(got_inst)
+    for field in ("scores", "pred_classes"):
+        assert torch.equal(got_inst.get(field), want_inst.get(field))
+    assert torch.equal(got_inst.pred_boxes.tensor, want_inst.pred_boxes.tensor)

@@ -13,6 +13,12 @@ from mask2former.modeling.postprocessing import (
     semantic_inference,
     video_instance_inference,
 )
+from mask2former.modeling.postprocessing_low_memory import (
+    FullSizeMaskLogits,
+    instance_inference_low_memory,
+    panoptic_inference_low_memory,
+    semantic_inference_low_memory,
+)
 
 BIG = 20.0  # a logit whose sigmoid/softmax is 1 to float precision
 
@@ -318,3 +324,130 @@ def test_video_instance_inference_keeps_at_most_every_pair():
     assert sorted(out["pred_labels"][:2]) == [0, 1]
     first = out["pred_labels"].index(0)
     assert not out["pred_masks"][first][0].any() and out["pred_masks"][first][1].all()
+
+
+# Low-memory inference: the same outputs from the full-size logits a band at a time.
+
+
+def smooth_mask_logits(num_queries: int, padded: tuple[int, int], seed: int) -> torch.Tensor:
+    """(Q, H_pad, W_pad) logits as the model gives them: a 1/4-resolution map resized."""
+    generator = torch.Generator().manual_seed(seed)
+    coarse = torch.randn(1, num_queries, padded[0] // 4, padded[1] // 4, generator=generator)
+    return F.interpolate(coarse * 4, size=padded, mode="bilinear", align_corners=False)[0]
+
+
+# (queries, padded size, image size inside the padding, output size): upsampled both ways,
+# only the height or only the width resized, not resized at all, a narrow last band.
+LOW_MEMORY_CASES = [
+    (16, (64, 96), (64, 96), (200, 300)),
+    (6, (64, 64), (43, 64), (160, 640)),
+    (6, (64, 96), (48, 96), (64, 400)),
+    (5, (64, 128), (64, 128), (96, 128)),
+    (6, (64, 64), (64, 43), (300, 208)),
+    (8, (32, 160), (32, 160), (32, 160)),
+]
+
+
+@pytest.mark.parametrize(
+    "num_queries,padded,image_size,size", LOW_MEMORY_CASES + [(7, (64, 64), (63, 41), (301, 203))]
+)
+def test_full_size_mask_logits_equal_the_one_call_resize(num_queries, padded, image_size, size):
+    mask_pred = smooth_mask_logits(num_queries, padded, seed=0)
+    # small bands: several per image, the last one wider than the others
+    masks = FullSizeMaskLogits(mask_pred, image_size, *size, band_elements=2000)
+    assert FullSizeMaskLogits.supports(num_queries, *size)
+    full = sem_seg_postprocess(mask_pred, image_size, *size)
+    keep = torch.arange(num_queries) % 2 == 0
+    bands = list(masks.column_bands(keep))
+    widths = [columns.stop - columns.start for columns, _ in bands]
+    assert min(widths) >= 128 and all(w % 32 == 0 for w in widths[:-1])
+    assert bands[0][0].start == 0 and bands[-1][0].stop == size[1]
+    for columns, logits in masks.column_bands(keep):  # one buffer: compare band by band
+        assert torch.equal(logits, full[keep][:, :, columns])
+    for q in (0, num_queries - 1):
+        assert torch.equal(masks.query(q), full[q])
+    assert torch.equal(mask_pred, smooth_mask_logits(num_queries, padded, seed=0)), "untouched"
+
+
+def test_full_size_mask_logits_refuse_narrow_outputs_and_one_thread_rgb():
+    assert not FullSizeMaskLogits.supports(16, 1000, 127)  # ATen's channels-last kernel
+    assert FullSizeMaskLogits.supports(16, 10, 128)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        assert not FullSizeMaskLogits.supports(3, 1000, 1000)
+        assert FullSizeMaskLogits.supports(4, 1000, 1000)
+    finally:
+        torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("num_queries,padded,image_size,size", LOW_MEMORY_CASES)
+def test_low_memory_inference_equals_the_straightforward_one(num_queries, padded, image_size, size):
+    """Bit for bit: semantic scores, panoptic map and segments, instance masks, scores,
+    classes and boxes; for output sizes whose H x W is a multiple of 32, the one-call
+    sigmoid is vectorised everywhere (see ``_sigmoid_``)."""
+    assert size[0] * size[1] % 32 == 0
+    generator = torch.Generator().manual_seed(1)
+    mask_cls = torch.randn(num_queries, 5, generator=generator) * 6  # 4 classes + no-object
+    mask_pred = smooth_mask_logits(num_queries, padded, seed=2)
+    masks = FullSizeMaskLogits(mask_pred, image_size, *size, band_elements=2000)
+    full = sem_seg_postprocess(mask_pred, image_size, *size)
+
+    semantic = semantic_inference_low_memory(mask_cls, masks)
+    assert torch.equal(semantic, semantic_inference(mask_cls, full))
+
+    for object_threshold, overlap in ((0.0, 0.0), (0.2, 0.3)):
+        thresholds = {"object_mask_threshold": object_threshold, "overlap_threshold": overlap}
+        seg, infos = panoptic_inference_low_memory(mask_cls, masks, thing_ids=(0, 1), **thresholds)
+        want_seg, want_infos = panoptic_inference(mask_cls, full, thing_ids=(0, 1), **thresholds)
+        assert len(want_infos) >= 2 or object_threshold > 0, "segments are compared"
+        assert torch.equal(seg, want_seg) and infos == want_infos
+
+    for thing_ids in (None, (0, 1)):
+        got = instance_inference_low_memory(mask_cls, masks, topk=7, thing_ids=thing_ids)
+        want = instance_inference(mask_cls, full, topk=7, thing_ids=thing_ids)
+        assert got.pred_masks.dtype == torch.bool and len(got) == len(want) > 0
+        assert torch.equal(got.pred_masks, want.pred_masks.bool())
+        assert torch.equal(got.scores, want.scores)
+        assert torch.equal(got.pred_classes, want.pred_classes)
+        assert torch.equal(got.pred_boxes.tensor, want.pred_boxes.tensor)
+        assert got.image_size == want.image_size == size
+
+
+def test_low_memory_inference_with_nothing_kept_or_no_pair():
+    mask_pred = smooth_mask_logits(4, (32, 64), seed=3)
+    masks = FullSizeMaskLogits(mask_pred, (32, 64), 64, 128)
+    no_object = class_logits([3, 3, 3, 3], 3)  # every query's best class is no-object
+    seg, infos = panoptic_inference_low_memory(
+        no_object, masks, thing_ids=(0,), object_mask_threshold=0.5, overlap_threshold=0.5
+    )
+    assert infos == [] and seg.shape == (64, 128) and not seg.any()
+    result = instance_inference_low_memory(
+        class_logits([0, 1, 2, 0], 3), masks, topk=4, thing_ids=()
+    )
+    assert len(result) == 0 and result.pred_masks.shape == (0, 64, 128)
+
+
+def test_low_memory_semantic_scores_do_not_depend_on_the_thread_count():
+    """ATen splits the straightforward path's one sigmoid call among threads, and computes
+    each share's last elements with scalar code: at 200x300 with 6 queries and 16 threads the
+    shares are not whole vectors (AVX-512: its scores then change in the last bit). The
+    low-memory path gives the one-thread scores whatever the thread count."""
+    generator = torch.Generator().manual_seed(0)
+    mask_cls = torch.randn(6, 5, generator=generator) * 3
+    mask_pred = smooth_mask_logits(6, (64, 96), seed=0)
+    threads, results = torch.get_num_threads(), {}
+    try:
+        for num_threads in (1, 16):
+            torch.set_num_threads(num_threads)
+            full = sem_seg_postprocess(mask_pred, (64, 96), 200, 300)
+            masks = FullSizeMaskLogits(mask_pred, (64, 96), 200, 300)
+            results[num_threads] = (
+                semantic_inference(mask_cls, full),
+                semantic_inference_low_memory(mask_cls, masks),
+            )
+    finally:
+        torch.set_num_threads(threads)
+    (one_thread, low_one), (sixteen, low_sixteen) = results[1], results[16]
+    torch.testing.assert_close(one_thread, sixteen, rtol=0, atol=1e-6)
+    assert torch.equal(low_one, one_thread) and torch.equal(low_sixteen, one_thread)

@@ -164,3 +164,57 @@ def test_video_visualizer_draws_like_visualizer_and_refuses_segmentation_mode():
     assert (inst.get_image()[12, 12] != frame[12, 12]).any()
     with pytest.raises(ValueError, match="IMAGE and IMAGE_BW"):
         VideoVisualizer(_metadata(), ColorMode.SEGMENTATION)
+
+
+def _whole_image_draw_mask(canvas, mask, color, alpha):
+    """draw_mask computed over the whole image, in one float32 array (the plain way)."""
+    fill = np.array(color, dtype=np.float32)
+    region = canvas[mask].astype(np.float32)
+    canvas[mask] = (region * (1 - alpha) + fill * alpha).round().astype(np.uint8)
+    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+    cv2.drawContours(canvas, contours, -1, tuple(int(c * 0.6) for c in color), thickness=1)
+    distance = cv2.distanceTransform(np.pad(mask.astype(np.uint8), 1), cv2.DIST_L2, 3)[1:-1, 1:-1]
+    y, x = np.unravel_index(int(distance.argmax()), distance.shape)
+    return int(x), int(y)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_draw_mask_in_its_box_and_bands_equals_the_whole_image_computation(seed):
+    """Blobs with holes, several parts, touching the image's edges: same pixels, same label
+    position as over the whole image."""
+    rng = np.random.default_rng(seed)
+    height, width = rng.integers(20, 200, size=2)
+    image = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+    coarse = rng.normal(size=(max(2, height // 15), max(2, width // 15))).astype(np.float32)
+    mask = cv2.resize(coarse, (int(width), int(height))) > 0.6
+    mask[:, : rng.integers(1, 4)] |= bool(seed % 2)  # the left edge, for odd seeds
+    vis = Visualizer(image)
+    vis.draw_mask(mask, (10, 200, 30), "blob", alpha=0.6)
+    expected = image.copy()
+    position = _whole_image_draw_mask(expected, mask, (10, 200, 30), 0.6)
+    assert mask.any() and np.array_equal(vis.output.canvas, expected)
+    assert vis.output.labels == [("blob", position, (10, 200, 30))]
+
+
+def test_semantic_argmax_by_bands_and_bool_or_float_instance_masks_draw_alike():
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (70, 90, 3), dtype=np.uint8)
+    scores = torch.rand(4, 70, 90)
+    banded = Visualizer(image, _metadata())
+    banded.draw_sem_seg(scores)
+    whole = Visualizer(image, _metadata())
+    whole.draw_sem_seg(scores.numpy().argmax(axis=0))
+    assert np.array_equal(banded.output.get_image(), whole.output.get_image())
+    masks = torch.from_numpy(rng.random((3, 70, 90)) > 0.7)
+    drawings = []
+    for pred_masks in (masks, masks.float()):
+        instances = Instances(
+            (70, 90),
+            pred_masks=pred_masks,
+            scores=torch.ones(3),
+            pred_classes=torch.tensor([0, 1, 0]),
+        )
+        for mode in (ColorMode.IMAGE, ColorMode.IMAGE_BW):
+            vis = Visualizer(image, _metadata(), instance_mode=mode)
+            drawings.append(vis.draw_instance_predictions(instances).get_image())
+    assert np.array_equal(drawings[0], drawings[2]) and np.array_equal(drawings[1], drawings[3])

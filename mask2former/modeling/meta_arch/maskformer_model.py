@@ -18,6 +18,12 @@ from ..postprocessing import (
     sem_seg_postprocess,
     semantic_inference,
 )
+from ..postprocessing_low_memory import (
+    FullSizeMaskLogits,
+    instance_inference_low_memory,
+    panoptic_inference_low_memory,
+    semantic_inference_low_memory,
+)
 from ..sliding_window import SlidingWindow, build_sliding_window, sliding_window_inference
 from ..video_clips import clip_options_from_config
 from .build import META_ARCH_REGISTRY
@@ -47,6 +53,15 @@ class MaskFormer(nn.Module):
     and merges the tiles' ``"sem_seg"`` and ``"panoptic_seg"`` (``modeling/sliding_window.py``);
     each image is run alone then, whatever ``batch_independent`` says, and instances are not
     available.
+
+    ``low_memory_inference`` (False by default; ``DefaultPredictor(cfg, low_memory=True)``
+    sets it): the outputs are computed from the full-size mask logits a band of columns (or
+    one query) at a time (``postprocessing_low_memory``) instead of from every query's
+    full-size logits at once, and instance ``pred_masks`` come back as bool. The numbers are
+    the same (see ``FullSizeMaskLogits`` and ``_sigmoid_`` there for the last-bit details);
+    the memory drops from several float32 copies of every query's and every (query, class)
+    pair's full-size mask to little more than the outputs. Outputs narrower than 128 pixels
+    are computed the usual way.
     """
 
     @configurable
@@ -69,6 +84,7 @@ class MaskFormer(nn.Module):
         batch_independent: bool = False,
         sliding_window: SlidingWindow | None = None,
         thing_ids: Sequence[int] | None = None,
+        low_memory_inference: bool = False,
     ):
         super().__init__()
         self.backbone = backbone
@@ -90,6 +106,7 @@ class MaskFormer(nn.Module):
         self.batch_independent = batch_independent
         self.sliding_window = sliding_window
         self.thing_ids = None if thing_ids is None else [int(t) for t in thing_ids]
+        self.low_memory_inference = low_memory_inference
         if not (semantic_on or panoptic_on or instance_on):
             raise ValueError(
                 "MaskFormer: switch on at least one of SEMANTIC_ON, INSTANCE_ON, PANOPTIC_ON"
@@ -201,32 +218,52 @@ class MaskFormer(nn.Module):
         width: int,
     ) -> dict:
         """mask_cls (Q, K+1), mask_pred (Q, H_pad, W_pad) logits -> one image's outputs."""
-        result = {}
+        low_memory = self.low_memory_inference and self.sem_seg_postprocess_before_inference
+        if low_memory and FullSizeMaskLogits.supports(mask_pred.shape[0], height, width):
+            return self._postprocess(
+                mask_cls.to(mask_pred),
+                FullSizeMaskLogits(mask_pred, image_size, height, width),
+                semantic_inference_low_memory,
+                panoptic_inference_low_memory,
+                instance_inference_low_memory,
+            )
         if self.sem_seg_postprocess_before_inference:
             mask_pred = sem_seg_postprocess(mask_pred, image_size, height, width)
             mask_cls = mask_cls.to(mask_pred)
-        if self.semantic_on:
-            sem_seg = semantic_inference(mask_cls, mask_pred)
-            if not self.sem_seg_postprocess_before_inference:
-                sem_seg = sem_seg_postprocess(sem_seg, image_size, height, width)
-            result["sem_seg"] = sem_seg
-        if self.panoptic_on:
-            result["panoptic_seg"] = panoptic_inference(
-                mask_cls,
-                mask_pred,
-                thing_ids=self._require_thing_ids("panoptic"),
-                object_mask_threshold=self.object_mask_threshold,
-                overlap_threshold=self.overlap_threshold,
-            )
+        result = self._postprocess(
+            mask_cls, mask_pred, semantic_inference, panoptic_inference, instance_inference
+        )
+        if "sem_seg" in result and not self.sem_seg_postprocess_before_inference:
+            result["sem_seg"] = sem_seg_postprocess(result["sem_seg"], image_size, height, width)
+        return result
+
+    def _postprocess(self, mask_cls, masks, semantic, panoptic, instance) -> dict:
+        """The outputs switched on, from ``masks`` by the three post-processing functions.
+
+        The largest output (instances) is computed first, so that the others' working memory
+        comes on top of fewer outputs.
+        """
+        result = {}
         if self.instance_on:
-            result["instances"] = instance_inference(
+            result["instances"] = instance(
                 mask_cls,
-                mask_pred,
+                masks,
                 topk=self.test_topk_per_image,
                 # A panoptic model reports only thing classes as instances.
                 thing_ids=self._require_thing_ids("instance") if self.panoptic_on else None,
             )
-        return result
+        if self.panoptic_on:
+            result["panoptic_seg"] = panoptic(
+                mask_cls,
+                masks,
+                thing_ids=self._require_thing_ids("panoptic"),
+                object_mask_threshold=self.object_mask_threshold,
+                overlap_threshold=self.overlap_threshold,
+            )
+        if self.semantic_on:
+            result["sem_seg"] = semantic(mask_cls, masks)
+        order = ("sem_seg", "panoptic_seg", "instances")  # detectron2's order of the keys
+        return {key: result[key] for key in order if key in result}
 
     def _require_thing_ids(self, task: str) -> list[int]:
         if self.thing_ids is None:
