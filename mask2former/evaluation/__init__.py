@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-# name -> module that defines it
+# name -> module that defines it (relative to this package)
 _LAZY_EXPORTS: dict[str, str] = {
     "EVALUATOR_REGISTRY": "build",
     "build_evaluator": "build",
@@ -29,7 +29,7 @@ _LAZY_EXPORTS: dict[str, str] = {
     "LVISEvaluator": "lvis_evaluation",
     "COCOPanopticEvaluator": "panoptic_evaluation",
     "pq_compute": "panoptic_quality",
-    "encode_masks": "rle",
+    "encode_masks": ".structures.rle",
     "SemSegEvaluator": "sem_seg_evaluation",
     "verify_results": "testing",
     "evaluate_video_ap": "video_ap",
@@ -42,7 +42,7 @@ __all__ = sorted(_LAZY_EXPORTS)
 def __getattr__(name: str) -> Any:
     if name not in _LAZY_EXPORTS:
         raise AttributeError(f"module 'mask2former.evaluation' has no attribute {name!r}")
-    module = importlib.import_module(f"{__name__}.{_LAZY_EXPORTS[name]}")
+    module = importlib.import_module(f".{_LAZY_EXPORTS[name]}", __name__)
     value = getattr(module, name)
     globals()[name] = value  # later look-ups skip __getattr__
     return value

@@ -85,3 +85,12 @@ def test_unknown_type_and_nothing_to_evaluate(fake_evaluators):
         _kinds("objects365")
     with pytest.raises(ValueError, match="TEST.\\*_ON"):
         _kinds("coco_panoptic_seg")
+
+
+def test_every_exported_name_resolves():
+    import mask2former.evaluation as evaluation
+    from mask2former.structures.rle import encode_masks
+
+    for name in evaluation.__all__:
+        assert getattr(evaluation, name) is not None, name
+    assert evaluation.encode_masks is encode_masks
