@@ -140,10 +140,15 @@ def atomic_write(filename: str, mode: str = "wb") -> Iterator[IO]:
 
 
 def save_json(data: Any, filename: str) -> None:
-    """Write ``data`` as JSON to ``filename`` with :func:`atomic_write`, creating its folder."""
+    """Write ``data`` as JSON to ``filename`` with :func:`atomic_write`, creating its folder.
+
+    Encoded in one piece by ``json.dumps`` (the same text as ``json.dump``, which streams
+    through the pure-Python encoder: several times slower for an evaluator's results).
+    """
     os.makedirs(os.path.dirname(os.path.abspath(filename)), exist_ok=True)
+    text = json.dumps(data)
     with atomic_write(filename, "w") as f:
-        json.dump(data, f)
+        f.write(text)
 
 
 @contextlib.contextmanager

@@ -203,3 +203,16 @@ def test_atomic_write_temporaries_names_the_files_of_writes_not_finished(tmp_pat
         assert all(os.path.isfile(tmp_path / name) for name in temporaries)
     assert atomic_write_temporaries(str(tmp_path)) == {}
     assert atomic_write_temporaries(str(tmp_path / "absent")) == {}
+
+
+def test_save_json_writes_what_json_dump_writes(tmp_path):
+    data = [
+        {"image_id": 3, "score": 0.1 + 0.2, "segmentation": {"size": [480, 640], "counts": "a\\b"}},
+        {"name": "caf\u00e9", "nan": float("nan"), "nested": [[1, 2.5e-300], {"k": None}]},
+    ]
+    path = tmp_path / "results.json"
+    save_json(data, str(path))
+    assert path.read_text() == json.dumps(data)
+    with open(tmp_path / "streamed.json", "w") as f:
+        json.dump(data, f)
+    assert path.read_text() == (tmp_path / "streamed.json").read_text()
