@@ -78,7 +78,7 @@ def semantic_pq(dataset_name: str, predictions: list[dict]) -> dict[str, dict[st
     for stem, records in by_image.items():
         if stem not in gt_files:
             raise KeyError(f"prediction for {stem!r}, which is not an image of {dataset_name!r}")
-        gt = read_label_png(gt_files[stem])
+        gt = read_label_png(gt_files[stem]).astype(np.int64)
         pred = rasterize_predictions(records, gt.shape, mapping, stem)
         conf += confusion_matrix(pred, gt, num_classes, ignore)
         gt_ids, gt_segs = labels_to_segments(gt, ignore)

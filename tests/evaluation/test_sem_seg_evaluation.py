@@ -105,3 +105,20 @@ def test_confusion_matrix_equals_the_straightforward_count(dtype, ignore_label):
     bad[3, 4] = 7 if ignore_label != 7 else 8
     with pytest.raises(ValueError, match=r"labels \[[78]\] are outside 0..4"):
         confusion_matrix(pred, bad, k, ignore_label)
+
+
+@pytest.mark.parametrize("k", [3, 255, 300])
+@pytest.mark.parametrize("gt_dtype", [np.uint8, np.uint16, np.int64])
+def test_confusion_matrix_of_any_label_types_and_class_counts(k, gt_dtype):
+    """Predictions as uint8 (the evaluator's, K <= 256) or int64, K below and above the
+    uint16 arithmetic's limit: the plain count."""
+    rng = np.random.default_rng(1)
+    gt = rng.integers(0, min(k + 1, np.iinfo(gt_dtype).max), size=(37, 41)).astype(gt_dtype)
+    pred = rng.integers(0, k, size=gt.shape)
+    expected = np.zeros((k + 1, k + 1), dtype=np.int64)
+    np.add.at(expected, (pred.ravel(), gt.astype(np.int64).ravel()), 1)
+    pred_types = [np.int64, np.int32] + ([np.uint8] if k <= 256 else [])
+    for pred_dtype in pred_types:
+        got = confusion_matrix(pred.astype(pred_dtype), gt, k, ignore_label=-1)
+        assert got.dtype == np.int64
+        assert np.array_equal(got, expected), pred_dtype
