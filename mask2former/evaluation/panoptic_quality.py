@@ -44,9 +44,10 @@ _MAX_ID = 256**3
 def read_panoptic_png(path: str) -> np.ndarray:
     """Read a COCO panoptic PNG (8-bit RGB, RGBA or palette) as (H, W) uint32 segment ids.
 
-    Decoded by libspng (pyspng) straight to RGBA, whose little-endian uint32 view is
-    ``R + 256 G + 256^2 B + 256^3 A``: masking off the alpha byte leaves the segment id
-    without a colour conversion (about half the time of OpenCV's decode + BGR packing).
+    Decoded by libspng (pyspng) to RGB, then widened to RGBA by OpenCV, whose little-endian
+    uint32 view is ``R + 256 G + 256^2 B + 256^3 A``: masking off the alpha byte leaves the
+    segment id. Decoding to RGB and widening costs less than libspng's own RGBA output
+    (1.7 vs 1.9 ms for 640x480; inflating the data is 1.45 ms of it).
     """
     try:
         with PathManager.open(path, "rb") as f:
@@ -55,9 +56,10 @@ def read_panoptic_png(path: str) -> np.ndarray:
         raise FileNotFoundError(f"panoptic PNG not found: {path!r}") from None
     _check_png_header(data, path)
     try:
-        rgba = pyspng.load(data, format="RGBA")
+        rgb = pyspng.load(data, format="RGB")
     except RuntimeError as err:  # pyspng reports libspng's decode errors as RuntimeError
         raise ValueError(f"cannot decode panoptic PNG {path!r}: {err}") from err
+    rgba = cv2.cvtColor(rgb, cv2.COLOR_RGB2RGBA)
     ids = rgba.view("<u4")[..., 0]  # (H, W), contiguous, on the decoded buffer
     ids &= 0xFFFFFF
     return ids
