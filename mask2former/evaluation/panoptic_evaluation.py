@@ -36,7 +36,9 @@ PREDICTIONS_NAME = "panoptic_seg_predictions"
 
 
 def _as_id_map(id_map: Any, image_id: Any, allow_void: bool = False) -> np.ndarray:
-    """Check a predicted (H, W) integer id map (tensor or array) and return it as int64.
+    """Check a predicted (H, W) integer id map (tensor or array) and return it as uint32
+    when its ids lie in [0, 256^3) (the panoptic PNG's range, where matching and encoding
+    need no conversion), else as int64.
 
     Ids must be non-negative, or at least -1 (VOID) with ``allow_void``.
     """
@@ -55,10 +57,10 @@ def _as_id_map(id_map: Any, image_id: Any, allow_void: bool = False) -> np.ndarr
             f"image {image_id!r}: the id map must be (H, W); got {tuple(id_map.shape)}"
         )
     ids = id_map.cpu().numpy() if isinstance(id_map, torch.Tensor) else id_map
-    ids = ids.astype(np.int64, copy=False)
-    if ids.size and ids.min() < (-1 if allow_void else 0):
+    low, high = (int(ids.min()), int(ids.max())) if ids.size else (0, 0)
+    if low < (-1 if allow_void else 0):
         raise ValueError(f"image {image_id!r}: negative ids in the panoptic id map")
-    return ids
+    return ids.astype(np.uint32 if low >= 0 and high < 256**3 else np.int64, copy=False)
 
 
 def segments_from_label_divisor(
