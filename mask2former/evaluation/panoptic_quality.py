@@ -223,6 +223,20 @@ def _dense_index(ids: np.ndarray, listed_ids: np.ndarray, scale: int = 1) -> np.
     return index
 
 
+def histogram(values: np.ndarray, size: int) -> np.ndarray:
+    """(size,) int64 counts of each integer in ``values`` (all in [0, size)), as
+    ``np.bincount(values.ravel(), minlength=size)``.
+
+    Counted by OpenCV's ``calcHist`` (integer counts, returned as float32) when the values
+    fit uint16 and fewer than 2^24 are counted, so that every count is exact in float32:
+    about 6x faster than ``bincount`` for a 640x480 image.
+    """
+    if 0 < values.size < 2**24 and size <= 2**16:
+        row = values.reshape(1, -1).astype(np.uint16, copy=False)  # OpenCV: one long row
+        return cv2.calcHist([row], [0], None, [size], [0, size]).reshape(-1).astype(np.int64)
+    return np.bincount(values.reshape(-1), minlength=size)
+
+
 def _groups_of_distinct_keys(keys: np.ndarray) -> list[np.ndarray]:
     """Positions of ``keys`` split so that no group holds one key twice (usually one group)."""
     if len(np.unique(keys)) == len(keys):
@@ -266,7 +280,7 @@ def image_pq_stat(
     gt_index = _dense_index(gt_ids, np.concatenate([[VOID], gt_seg_ids]), scale=n_pred)
     pred_index = _dense_index(pred_ids, np.concatenate([[VOID], pred_seg_ids]))
     joint = np.add(gt_index, pred_index, out=gt_index)
-    inter = np.bincount(joint.ravel(), minlength=n_gt * n_pred).reshape(n_gt, n_pred)
+    inter = histogram(joint, n_gt * n_pred).reshape(n_gt, n_pred)
     _check_prediction(inter, pred_ids, pred_index, pred_seg_ids, image_id)
     gt_cat = _category_index([s["category_id"] for s in gt_segments], category_ids, image_id)
     pred_cat = _category_index([s["category_id"] for s in pred_segments], category_ids, image_id)

@@ -10,6 +10,7 @@ from PIL import Image
 from mask2former.evaluation import panoptic_quality as pq
 from mask2former.evaluation.panoptic_quality import (
     PQStat,
+    histogram,
     image_pq_stat,
     pq_compute,
     pq_results,
@@ -336,3 +337,24 @@ def test_png_encoding_is_byte_identical_to_encoding_the_rgb_image(dtype):
         assert pq.encode_panoptic_png(ids) == cv2.imencode(".png", bgr)[1].tobytes()
     with pytest.raises(ValueError, match=r"\[0, 256\^3\)"):
         pq.encode_panoptic_png(np.array([[256**3]]))
+
+
+@pytest.mark.parametrize("size", [1, 7, 600, 2**16, 2**16 + 1])
+@pytest.mark.parametrize("dtype", [np.uint16, np.uint32, np.int64])
+def test_histogram_equals_bincount(size, dtype):
+    """OpenCV's float32 counts where they are exact (uint16 values), bincount elsewhere."""
+    rng = np.random.default_rng(size)
+    values = rng.integers(0, size, size=(48, 64))
+    values[0, :3] = [0, size - 1, size - 1]
+    if np.iinfo(dtype).max < size - 1:
+        return
+    got = histogram(values.astype(dtype), size)
+    assert got.dtype == np.int64 and got.shape == (size,)
+    assert np.array_equal(got, np.bincount(values.ravel(), minlength=size))
+    assert histogram(np.zeros((0, 5), dtype=dtype), size).tolist() == [0] * size
+
+
+def test_histogram_counts_millions_exactly():
+    values = np.zeros((2001, 3001), dtype=np.uint16)  # one bin holds ~6M counts
+    values[-1, -1] = 4
+    assert histogram(values, 5).tolist() == [2001 * 3001 - 1, 0, 0, 0, 1]
