@@ -410,6 +410,10 @@ def _pair_annotations(gt_json: dict, pred_json: dict) -> list[tuple[dict, dict]]
     return pairs
 
 
+#: images per task of pq_stat_from_files' processes
+_CHUNK = 8
+
+
 def pq_stat_from_files(
     pairs: list[tuple[dict, dict]],
     gt_folder: str,
@@ -419,13 +423,15 @@ def pq_stat_from_files(
 ) -> PQStat:
     """Sum of per-image statistics over (gt annotation, predicted annotation) pairs.
 
-    Images are dealt round-robin to ``num_workers`` processes (default: one per CPU, fewer
-    for small sets; 1 runs in this process).
+    Images go to ``num_workers`` processes (default: one per CPU, fewer for small sets; 1
+    runs in this process) in chunks of ``_CHUNK`` consecutive images, each taken by the
+    next free process (so a process slowed by other jobs does less of the work); the
+    chunks' sums are added in order, so the result does not depend on the processes.
     """
     if num_workers is None:  # a process per CPU, but no pool for a handful of images
         num_workers = min(os.cpu_count() or 1, len(pairs) // 16)
     num_workers = max(1, min(num_workers, len(pairs)))
-    chunks = [pairs[i::num_workers] for i in range(num_workers)]
+    chunks = [pairs[i : i + _CHUNK] for i in range(0, len(pairs), _CHUNK)]
     tasks = [(c, gt_folder, pred_folder, category_ids) for c in chunks]
     if num_workers == 1:
         parts = [_chunk_stat(t) for t in tasks]
@@ -434,7 +440,7 @@ def pq_stat_from_files(
         method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
         pool_context = multiprocessing.get_context(method)
         with pool_context.Pool(num_workers, initializer=_keep_freed_memory) as pool:
-            parts = pool.map(_chunk_stat, tasks)
+            parts = pool.map(_chunk_stat, tasks, chunksize=1)
     stat = PQStat.zeros(category_ids)
     for part in parts:
         stat += PQStat(stat.category_ids, *part)
