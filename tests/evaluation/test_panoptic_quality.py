@@ -135,6 +135,12 @@ def test_pq_compute_equals_reference_implementation(tmp_path, num_workers):
         assert ours["per_class"][cat] == pytest.approx(values, abs=1e-12)
 
 
+def test_pq_compute_does_not_depend_on_the_number_of_processes(tmp_path):
+    files = make_panoptic_set(str(tmp_path), 20, seed=4, height=48, width=64, num_segments=12)
+    one = pq_compute(*files, num_workers=1)
+    assert pq_compute(*files, num_workers=3) == one  # chunk sums in order: bit for bit
+
+
 def test_malformed_predictions_give_clear_errors():
     gt, gt_segs = _row((7, 4)), _gt((7, 1, 4, 0))
     with pytest.raises(
