@@ -9,6 +9,7 @@ from torch.nn import functional as F
 
 from mask2former.config import configurable
 from mask2former.layers import Conv2d, ShapeSpec, c2_xavier_fill
+from mask2former.layers.linear import Linear
 from mask2former.ops import MSDeformAttn
 
 from ..position_encoding import PositionEmbeddingSine
@@ -32,9 +33,9 @@ class MSDeformAttnEncoderLayer(nn.Module):
         self.self_attn = MSDeformAttn(d_model, n_levels, n_heads, n_points)
         self.dropout1 = nn.Dropout(dropout)
         self.norm1 = nn.LayerNorm(d_model)
-        self.linear1 = nn.Linear(d_model, d_ffn)
+        self.linear1 = Linear(d_model, d_ffn)
         self.dropout2 = nn.Dropout(dropout)
-        self.linear2 = nn.Linear(d_ffn, d_model)
+        self.linear2 = Linear(d_ffn, d_model)
         self.dropout3 = nn.Dropout(dropout)
         self.norm2 = nn.LayerNorm(d_model)
 

@@ -4,6 +4,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from mask2former.config import configurable
+from mask2former.layers.linear import Linear
 
 from ..checkpoint_compat import DECODER_QUERY_FEAT_VERSION, predates, rename_static_query
 from ..position_encoding import PositionEmbeddingSine
@@ -114,7 +115,7 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
             input_projection(in_channels, hidden_dim, enforce_input_project)
             for _ in range(num_feature_levels)
         )
-        self.class_embed = nn.Linear(hidden_dim, num_classes + 1)
+        self.class_embed = Linear(hidden_dim, num_classes + 1)
         self.mask_embed = MLP(hidden_dim, hidden_dim, mask_dim, 3)
 
     @classmethod
