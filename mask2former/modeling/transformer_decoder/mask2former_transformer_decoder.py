@@ -199,16 +199,10 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
         if not self.training:
             level_features = [resize_mask_features(mask_features, size) for size in sizes]
         classes, masks = [], []
+        attn_mask = None  # the learned queries' prediction (i = 0) gives the first one
         for i in range(self.num_layers + 1):
             if i > 0:
-                lvl = (i - 1) % self.num_feature_levels
-                output = self.transformer_cross_attention_layers[i - 1](
-                    output, srcs[lvl], attn_mask=attn_mask, pos=pos[lvl], query_pos=query_embed
-                )
-                output = self.transformer_self_attention_layers[i - 1](
-                    output, query_pos=query_embed
-                )
-                output = self.transformer_ffn_layers[i - 1](output)
+                output = self._layer(i - 1, output, srcs, pos, attn_mask, query_embed)
             next_lvl = i % self.num_feature_levels
             if not self.training and i < self.num_layers:
                 attn_mask = self._inference_attention_mask(output, level_features[next_lvl])
@@ -222,6 +216,23 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
         if self.deep_supervision and self.training:
             out["aux_outputs"] = aux_outputs(classes, masks)
         return out
+
+    def _layer(
+        self,
+        i: int,
+        output: Tensor,
+        srcs: list[Tensor],
+        pos: list[Tensor],
+        attn_mask: Tensor,
+        query_embed: Tensor,
+    ) -> Tensor:
+        """Layer ``i``: masked cross-attention to level ``i % levels``, self-attention, FFN."""
+        lvl = i % self.num_feature_levels
+        output = self.transformer_cross_attention_layers[i](
+            output, srcs[lvl], attn_mask=attn_mask, pos=pos[lvl], query_pos=query_embed
+        )
+        output = self.transformer_self_attention_layers[i](output, query_pos=query_embed)
+        return self.transformer_ffn_layers[i](output)
 
     def _inference_attention_mask(self, output: Tensor, level_features: Tensor) -> Tensor:
         """The next attention mask from queries (Q, N, C) and mask features already resized to
