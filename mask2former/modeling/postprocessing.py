@@ -39,6 +39,18 @@ def semantic_inference(mask_cls: Tensor, mask_pred: Tensor) -> Tensor:
     return torch.einsum("qc,qhw->chw", class_probs, mask_pred.sigmoid())
 
 
+def panoptic_queries(mask_cls: Tensor, object_mask_threshold: float) -> Tensor:
+    """Indices (n,) of the queries panoptic inference keeps, in increasing order: those whose
+    most probable class is not no-object, with a probability above the threshold.
+
+    mask_cls: (Q, K+1) logits. A query's masks matter to :func:`panoptic_inference` only when
+    it is kept, so a caller may resize only those and pass them with their logits.
+    """
+    scores, labels = F.softmax(mask_cls, dim=-1).max(-1)
+    keep = labels.ne(mask_cls.shape[-1] - 1) & (scores > object_mask_threshold)
+    return keep.nonzero()[:, 0]
+
+
 def panoptic_inference(
     mask_cls: Tensor,
     mask_pred: Tensor,
@@ -46,6 +58,7 @@ def panoptic_inference(
     thing_ids: Sequence[int],
     object_mask_threshold: float,
     overlap_threshold: float,
+    kept: Tensor | None = None,
 ) -> tuple[Tensor, list[dict]]:
     """Panoptic segmentation: non-overlapping segments from the confident queries.
 
@@ -56,18 +69,23 @@ def panoptic_inference(
     ``overlap_threshold`` of its full mask (probability >= 0.5). Segments of one stuff class
     are merged into the first one of that class.
 
-    mask_cls: (Q, K+1) logits; mask_pred: (Q, H, W) logits; thing_ids: contiguous class
-    ids that are things. Returns ``(panoptic_seg (H, W) int32, segments_info)``, with ids
-    counting from 1 and 0 for unassigned pixels; each info is ``{"id", "category_id",
-    "isthing", "score"}``.
+    mask_cls: (Q, K+1) logits; mask_pred: (Q, H, W) logits, or with ``kept`` (the
+    :func:`panoptic_queries` of ``mask_cls``) only the kept queries' masks (n, H, W), in that
+    order; thing_ids: contiguous class ids that are things. Returns ``(panoptic_seg (H, W)
+    int32, segments_info)``, with ids counting from 1 and 0 for unassigned pixels; each info
+    is ``{"id", "category_id", "isthing", "score"}``.
     """
     scores, labels = F.softmax(mask_cls, dim=-1).max(-1)
-    num_classes = mask_cls.shape[-1] - 1
-    keep = labels.ne(num_classes) & (scores > object_mask_threshold)
-    # the kept queries' indices: one read of the device for the three selections below;
-    # indexing copies, so the sigmoid can work in place
-    kept = keep.nonzero()[:, 0]
-    cur_scores, cur_classes, cur_masks = scores[kept], labels[kept], mask_pred[kept].sigmoid_()
+    if kept is None:
+        # the kept queries' indices: one read of the device for the three selections below;
+        # indexing copies, so the sigmoid can work in place
+        kept = panoptic_queries(mask_cls, object_mask_threshold)
+        cur_masks = mask_pred[kept].sigmoid_()
+    elif len(kept) != len(mask_pred):
+        raise ValueError(f"{len(kept)} kept queries but {len(mask_pred)} masks")
+    else:
+        cur_masks = mask_pred.sigmoid()
+    cur_scores, cur_classes = scores[kept], labels[kept]
     h, w = mask_pred.shape[-2:]
     num_kept = cur_masks.shape[0]
     if num_kept == 0:

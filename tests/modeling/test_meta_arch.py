@@ -133,6 +133,20 @@ def test_inference_outputs_at_the_original_size(name):
     assert set(inst.pred_classes.tolist()) <= set(THING_IDS)  # panoptic model: things only
 
 
+def test_panoptic_only_inference_resizes_the_kept_queries_to_the_same_result():
+    """With panoptic output alone only the kept queries' masks are resized: the panoptic
+    result is bit for bit the one computed beside semantic and instance outputs."""
+    model = build_tiny_model("mask2former")
+    x = {"image": make_image(50, 70), "height": 100, "width": 140}
+    with torch.no_grad():
+        (everything,) = model([x])
+        model.semantic_on = model.instance_on = False
+        (panoptic,) = model([x])
+    assert set(panoptic) == {"panoptic_seg"}
+    (seg, info), (seg_all, info_all) = panoptic["panoptic_seg"], everything["panoptic_seg"]
+    assert info and info == info_all and torch.equal(seg, seg_all)
+
+
 def test_panoptic_inference_without_thing_ids_raises():
     from mask2former.modeling import build_model
     from tests.modeling.tiny import tiny_cfg

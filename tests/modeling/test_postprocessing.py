@@ -9,6 +9,7 @@ from torch.nn import functional as F
 from mask2former.modeling.postprocessing import (
     instance_inference,
     panoptic_inference,
+    panoptic_queries,
     sem_seg_postprocess,
     semantic_inference,
     video_instance_inference,
@@ -255,6 +256,18 @@ def test_panoptic_inference_matches_per_query_reference():
                 assert seg.dtype == torch.int32
                 assert torch.equal(seg, ref_seg)
                 assert infos == ref_infos
+                # only the kept queries' masks, as the meta-architecture passes them
+                kept = panoptic_queries(mask_cls, object_thr)
+                assert 0 < len(kept) < len(mask_cls) or object_thr == 0.0
+                seg_kept, infos_kept = panoptic_inference(
+                    mask_cls,
+                    mask_pred[kept],
+                    thing_ids=sorted(thing_ids),
+                    object_mask_threshold=object_thr,
+                    overlap_threshold=overlap_thr,
+                    kept=kept,
+                )
+                assert torch.equal(seg_kept, seg) and infos_kept == infos
     # the comparison covered both the overlap-threshold drop and the stuff merge
     assert seen_drops > 0 and seen_merges > 0
 

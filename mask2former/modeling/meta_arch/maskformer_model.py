@@ -15,6 +15,7 @@ from ..heads.build import build_sem_seg_head
 from ..postprocessing import (
     instance_inference,
     panoptic_inference,
+    panoptic_queries,
     sem_seg_postprocess,
     semantic_inference,
 )
@@ -174,20 +175,16 @@ class MaskFormer(nn.Module):
 
     def inference(self, outputs: dict, batched_inputs: list[dict], images: ImageList) -> list[dict]:
         """Per-image results at the original size (padding cropped before resizing)."""
-        # (N, Q, h, w) -> (N, Q, H_pad, W_pad)
-        mask_preds = F.interpolate(
-            outputs["pred_masks"],
-            size=images.tensor.shape[-2:],
-            mode="bilinear",
-            align_corners=False,
-        )
+        padded_size = tuple(images.tensor.shape[-2:])
         results = []
         for mask_cls, mask_pred, x, image_size in zip(
-            outputs["pred_logits"], mask_preds, batched_inputs, images.image_sizes
+            outputs["pred_logits"], outputs["pred_masks"], batched_inputs, images.image_sizes
         ):
             height = x.get("height", image_size[0])
             width = x.get("width", image_size[1])
-            results.append(self.inference_single(mask_cls, mask_pred, image_size, height, width))
+            results.append(
+                self.inference_single(mask_cls, mask_pred, image_size, height, width, padded_size)
+            )
         return results
 
     def inference_single(
@@ -197,29 +194,48 @@ class MaskFormer(nn.Module):
         image_size: tuple[int, int],
         height: int,
         width: int,
+        padded_size: tuple[int, int],
     ) -> dict:
-        """mask_cls (Q, K+1), mask_pred (Q, H_pad, W_pad) logits -> one image's outputs."""
+        """mask_cls (Q, K+1), mask_pred (Q, h, w) logits of the padded image at the masks'
+        stride -> one image's outputs.
+
+        Masks are resized bilinearly to ``padded_size``, then (before inference) cropped and
+        resized to (height, width); panoptic inference alone resizes only the queries it
+        keeps (each mask is resized on its own, so the results are the same).
+        """
+
+        def resize(masks: Tensor) -> Tensor:
+            # (q, h, w) -> (q, H_pad, W_pad) -> (q, height, width) before inference
+            masks = F.interpolate(
+                masks[None], size=padded_size, mode="bilinear", align_corners=False
+            )[0]
+            if self.sem_seg_postprocess_before_inference:
+                masks = sem_seg_postprocess(masks, image_size, height, width)
+            return masks
+
         result = {}
-        if self.sem_seg_postprocess_before_inference:
-            mask_pred = sem_seg_postprocess(mask_pred, image_size, height, width)
-            mask_cls = mask_cls.to(mask_pred)
+        full = resize(mask_pred) if self.semantic_on or self.instance_on else None
+        if full is not None and self.sem_seg_postprocess_before_inference:
+            mask_cls = mask_cls.to(full)
         if self.semantic_on:
-            sem_seg = semantic_inference(mask_cls, mask_pred)
+            sem_seg = semantic_inference(mask_cls, full)
             if not self.sem_seg_postprocess_before_inference:
                 sem_seg = sem_seg_postprocess(sem_seg, image_size, height, width)
             result["sem_seg"] = sem_seg
         if self.panoptic_on:
+            kept = panoptic_queries(mask_cls, self.object_mask_threshold)
             result["panoptic_seg"] = panoptic_inference(
                 mask_cls,
-                mask_pred,
+                resize(mask_pred[kept]) if full is None else full[kept],
                 thing_ids=self._require_thing_ids("panoptic"),
                 object_mask_threshold=self.object_mask_threshold,
                 overlap_threshold=self.overlap_threshold,
+                kept=kept,
             )
         if self.instance_on:
             result["instances"] = instance_inference(
                 mask_cls,
-                mask_pred,
+                full,
                 topk=self.test_topk_per_image,
                 # A panoptic model reports only thing classes as instances.
                 thing_ids=self._require_thing_ids("instance") if self.panoptic_on else None,
