@@ -3,6 +3,8 @@
 import pytest
 import torch
 
+from mask2former.modeling.postprocessing import panoptic_queries
+
 from tests.modeling.tiny import (
     CONFIGS,
     NUM_CLASSES,
@@ -139,12 +141,19 @@ def test_panoptic_only_inference_resizes_the_kept_queries_to_the_same_result():
     model = build_tiny_model("mask2former")
     x = {"image": make_image(50, 70), "height": 100, "width": 140}
     with torch.no_grad():
+        model.sem_seg_head.predictor.class_embed.bias[-1] = -20.0  # no query is no-object
+        model.sem_seg_head.predictor.class_embed.bias[0] = 1.0
+        model.object_mask_threshold = 0.4  # so that some queries are dropped
+        logits = []
+        model.sem_seg_head.register_forward_hook(lambda m, i, out: logits.append(out))
         (everything,) = model([x])
         model.semantic_on = model.instance_on = False
         (panoptic,) = model([x])
     assert set(panoptic) == {"panoptic_seg"}
     (seg, info), (seg_all, info_all) = panoptic["panoptic_seg"], everything["panoptic_seg"]
     assert info and info == info_all and torch.equal(seg, seg_all)
+    kept = panoptic_queries(logits[0]["pred_logits"][0], model.object_mask_threshold)
+    assert 0 < len(kept) < logits[0]["pred_logits"].shape[1]
 
 
 def test_panoptic_inference_without_thing_ids_raises():

@@ -206,6 +206,9 @@ class MaskFormer(nn.Module):
 
         def resize(masks: Tensor) -> Tensor:
             # (q, h, w) -> (q, H_pad, W_pad) -> (q, height, width) before inference
+            if len(masks) == 0:  # interpolate refuses an empty batch
+                size = (height, width) if self.sem_seg_postprocess_before_inference else padded_size
+                return masks.new_zeros((0, *size))
             masks = F.interpolate(
                 masks[None], size=padded_size, mode="bilinear", align_corners=False
             )[0]
