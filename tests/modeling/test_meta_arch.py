@@ -4,7 +4,6 @@ import pytest
 import torch
 
 from mask2former.modeling.postprocessing import panoptic_queries
-
 from tests.modeling.tiny import (
     CONFIGS,
     NUM_CLASSES,
