@@ -77,25 +77,20 @@ def panoptic_inference(
     """
     scores, labels = F.softmax(mask_cls, dim=-1).max(-1)
     if kept is None:
-        # the kept queries' indices: one read of the device for the three selections below;
-        # indexing copies, so the sigmoid can work in place
+        # the kept queries' indices: one read of the device for the three selections below
         kept = panoptic_queries(mask_cls, object_mask_threshold)
-        cur_masks = mask_pred[kept].sigmoid_()
+        rows_of_kept = kept
     elif len(kept) != len(mask_pred):
         raise ValueError(f"{len(kept)} kept queries but {len(mask_pred)} masks")
     else:
-        cur_masks = mask_pred.sigmoid()
+        rows_of_kept = None  # mask_pred holds the kept queries' masks only
     cur_scores, cur_classes = scores[kept], labels[kept]
     h, w = mask_pred.shape[-2:]
-    num_kept = cur_masks.shape[0]
+    num_kept = len(kept)
     if num_kept == 0:
         return torch.zeros((h, w), dtype=torch.int32, device=mask_pred.device), []
-    # (H, W): the kept query each pixel goes to (max(0) gives the first maximal index, as
-    # argmax does, and is faster on CPU), or num_kept where that query's own mask is < 0.5
-    winner = (cur_scores.view(-1, 1, 1) * cur_masks).max(0).indices
-    covered = cur_masks.gather(0, winner[None])[0] >= 0.5
+    winner, covered, own_area = _pixel_winners(mask_pred, cur_scores, rows_of_kept)
     segment_query = torch.where(covered, winner, num_kept)
-    own_area = (cur_masks >= 0.5).flatten(1).sum(1, dtype=torch.int32)
     won_area = _count(winner, num_kept)
     kept_area = _count(segment_query, num_kept + 1)[:num_kept]
     # (5, num_kept) float64, exact for the float32 scores and the integers: one read
@@ -114,6 +109,36 @@ def panoptic_inference(
     lut = torch.tensor(segment_of_query + [0], dtype=torch.int32, device=mask_pred.device)
     panoptic_seg = lut[segment_query]
     return panoptic_seg, segments_info
+
+
+def _pixel_winners(
+    mask_logits: Tensor, scores: Tensor, queries: Tensor | None = None
+) -> tuple[Tensor, Tensor, Tensor]:
+    """For masks (n, H, W) logits (or those of ``queries`` (n,) among (Q, H, W)) of queries
+    scored (n,): the query each pixel goes to (H, W)
+    (the largest score x mask probability; max(0) gives the first maximal index, as argmax
+    does, and is faster on CPU), whether that query's own probability there is >= 0.5 (H, W),
+    and each query's area of probability >= 0.5 (n,).
+
+    On a CPU the rows go in blocks of about two megabytes, so that the probabilities and
+    products stay in cache instead of filling fresh memory; on a GPU in one block. Every
+    pixel's result is its own, so the blocks change nothing.
+    """
+    n, (h, w) = len(scores), mask_logits.shape[-2:]
+    rows = h if mask_logits.device.type != "cpu" else max(1, 2**21 // (4 * n * w))
+    winner = torch.empty((h, w), dtype=torch.int64, device=mask_logits.device)
+    covered = torch.empty((h, w), dtype=torch.bool, device=mask_logits.device)
+    own_area = torch.zeros(n, dtype=torch.int64, device=mask_logits.device)
+    for top in range(0, h, rows):
+        if queries is None:
+            probs = mask_logits[:, top : top + rows].sigmoid()
+        else:  # indexing copies: the sigmoid works in place
+            probs = mask_logits[queries, top : top + rows].sigmoid_()
+        block = winner[top : top + rows]
+        torch.max(scores.view(-1, 1, 1) * probs, 0, out=(torch.empty_like(probs[0]), block))
+        covered[top : top + rows] = probs.gather(0, block[None])[0] >= 0.5
+        own_area += (probs >= 0.5).sum((1, 2))
+    return winner, covered, own_area
 
 
 def _count(values: Tensor, length: int) -> Tensor:
