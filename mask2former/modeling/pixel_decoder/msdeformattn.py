@@ -221,7 +221,7 @@ class MSDeformAttnPixelDecoder(nn.Module):
     @staticmethod
     def _input_projection(in_channels: int, conv_dim: int) -> nn.Sequential:
         proj = nn.Sequential(
-            nn.Conv2d(in_channels, conv_dim, kernel_size=1), nn.GroupNorm(32, conv_dim)
+            Conv2d(in_channels, conv_dim, kernel_size=1), nn.GroupNorm(32, conv_dim)
         )
         nn.init.xavier_uniform_(proj[0].weight, gain=1)
         nn.init.constant_(proj[0].bias, 0)
