@@ -62,7 +62,7 @@ def _onednn(x: Tensor, weight: Tensor, bias: Tensor | None, activation: str = "n
 
 
 class _OneDnnLinear(torch.autograd.Function):
-    """``F.linear`` with oneDNN products in the forward and in both gradients."""
+    """``F.linear`` of x (M, in) with oneDNN products in the forward and in both gradients."""
 
     @staticmethod
     def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
@@ -72,19 +72,16 @@ class _OneDnnLinear(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
-        x, weight = ctx.saved_tensors
-        # (..., out) -> (M, out): every leading dimension is a row of the products
-        grad_2d = grad.reshape(-1, grad.shape[-1])
+        x, weight = ctx.saved_tensors  # x: (M, in)
         grad_x = grad_weight = grad_bias = None
         if ctx.needs_input_grad[0]:
-            # (..., out) @ weight (out, in): oneDNN's op takes its right factor as (in, out)
+            # grad (M, out) @ weight (out, in): oneDNN's op takes its right factor as (in, out)
             grad_x = _onednn(grad, weight.t().contiguous(), None)
         if ctx.needs_input_grad[1]:
             # grad.T (out, M) @ x (M, in); the op reduces over the last dimension of both
-            x_2d = x.reshape(-1, x.shape[-1])
-            grad_weight = _onednn(grad_2d.t().contiguous(), x_2d.t().contiguous(), None)
+            grad_weight = _onednn(grad.t().contiguous(), x.t().contiguous(), None)
         if ctx.has_bias and ctx.needs_input_grad[2]:
-            grad_bias = grad_2d.sum(0)
+            grad_bias = grad.sum(0)
         return grad_x, grad_weight, grad_bias
 
 
@@ -100,7 +97,10 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None, relu: bool = F
     if not (torch.is_grad_enabled() and any(t.requires_grad for t in tensors)):
         # no gradient: the ReLU runs inside oneDNN's product
         return _onednn(x, weight, bias, "relu" if relu else "none")
-    out = _OneDnnLinear.apply(x, weight, bias)
+    # (..., in) -> (M, in): oneDNN returns a view for more dimensions, and autograd forbids
+    # in-place changes of views made inside a Function, so the view is made here
+    out = _OneDnnLinear.apply(x.reshape(-1, x.shape[-1]), weight, bias)
+    out = out.view(*x.shape[:-1], weight.shape[0])
     return F.relu(out) if relu else out
 
 

@@ -37,3 +37,15 @@ def test_pointwise_conv_gives_a_channels_last_output():
     assert out.shape == (1, 8, 3, 4)
     assert out.is_contiguous(memory_format=torch.channels_last)
     torch.testing.assert_close(out, F.conv2d(x, conv.weight, conv.bias, 2))
+
+
+def test_in_place_relu_after_a_pointwise_conv_has_the_right_gradient():
+    """ResNet's bottleneck applies ``F.relu_`` to its 1x1 convolutions' outputs."""
+    torch.manual_seed(0)
+    conv = Conv2d(4, 8, 1, norm=frozen_with_random_stats(8, seed=2))
+    x = torch.randn(2, 4, 5, 6, requires_grad=True)
+    grads = torch.autograd.grad(F.relu_(conv(x)).square().sum(), (x, conv.weight))
+    reference = F.relu(conv.norm(F.conv2d(x, conv.weight, conv.bias)))
+    expected = torch.autograd.grad(reference.square().sum(), (x, conv.weight))
+    for got, want in zip(grads, expected):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
