@@ -50,6 +50,16 @@ def test_semantic_inference_matches_per_query_sum():
     torch.testing.assert_close(semantic_inference(mask_cls, mask_pred), expected)
 
 
+def test_semantic_inference_in_blocks_and_either_layout_is_the_einsum():
+    """Large enough for several blocks of rows; queries innermost in memory or not."""
+    g = torch.Generator().manual_seed(0)
+    mask_cls, mask_pred = torch.randn(50, 8, generator=g), torch.randn(50, 300, 70, generator=g)
+    expected = torch.einsum("qc,qhw->chw", F.softmax(mask_cls, -1)[:, :-1], mask_pred.sigmoid())
+    queries_innermost = mask_pred.permute(1, 2, 0).contiguous().permute(2, 0, 1)
+    for masks in (mask_pred, queries_innermost):
+        torch.testing.assert_close(semantic_inference(mask_cls, masks), expected)
+
+
 def test_sem_seg_postprocess_crops_padding_before_resizing():
     result = torch.zeros(2, 6, 8)
     result[:, :4, :5] = torch.arange(20.0).view(4, 5)

@@ -204,20 +204,27 @@ class MaskFormer(nn.Module):
         keeps (each mask is resized on its own, so the results are the same).
         """
 
-        def resize(masks: Tensor) -> Tensor:
+        def resize(masks: Tensor, queries_innermost: bool = False) -> Tensor:
             # (q, h, w) -> (q, H_pad, W_pad) -> (q, height, width) before inference
             if len(masks) == 0:  # interpolate refuses an empty batch
                 size = (height, width) if self.sem_seg_postprocess_before_inference else padded_size
                 return masks.new_zeros((0, *size))
+            # the memory layout its readers read fastest (semantic_inference alone: queries
+            # innermost); resizing keeps the input's
+            layout = torch.channels_last if queries_innermost else torch.contiguous_format
             masks = F.interpolate(
-                masks[None], size=padded_size, mode="bilinear", align_corners=False
+                masks[None].contiguous(memory_format=layout),
+                size=padded_size,
+                mode="bilinear",
+                align_corners=False,
             )[0]
             if self.sem_seg_postprocess_before_inference:
                 masks = sem_seg_postprocess(masks, image_size, height, width)
             return masks
 
         result = {}
-        full = resize(mask_pred) if self.semantic_on or self.instance_on else None
+        semantic_only = not (self.panoptic_on or self.instance_on)
+        full = resize(mask_pred, semantic_only) if self.semantic_on or self.instance_on else None
         if full is not None and self.sem_seg_postprocess_before_inference:
             mask_cls = mask_cls.to(full)
         if self.semantic_on:
