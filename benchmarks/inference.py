@@ -5,8 +5,9 @@ Both models have the same size and the same weights (ours randomly initialised, 
 with ``mask2former.checkpoint.hf``); one image of 512x683 (default), forward pass
 plus post-processing, measured in the same run, interleaved, median over
 ``--iters`` runs after ``--warmup``, on ``--device`` (CUDA is synchronised before and after each
-timed stage). Each of ``--dtypes`` is measured in turn: float32, or the whole call (forward
-and post-processing) under ``torch.autocast`` in bfloat16 / float16, for both models. The
+timed stage). Each of ``--dtypes`` is measured in turn: float32, or for transformers the whole
+call (forward and post-processing) under ``torch.autocast`` in bfloat16 / float16, for ours its
+``TEST.PRECISION`` path (the forward under autocast, post-processing in float32). The
 class head is scaled so that most queries are confident and the panoptic post-processing has
 segments to build (random weights would keep none at the 0.8 threshold). Our deformable
 attention uses the compiled kernel of the device when ``mask2former._C`` has it, else its
@@ -100,18 +101,22 @@ def build_hf(cfg, model, device: str):
 
 def ours_stages(model, image):
     """(forward, post-processing) callables of one image; forward includes normalisation;
-    post-processing gives the panoptic segmentation, or the semantic label map (H, W)."""
+    post-processing gives the panoptic segmentation, or the semantic label map (H, W). They
+    leave the caller's autocast: ours runs in ``model.inference_dtype`` (``TEST.PRECISION``:
+    its own autocast of the forward, float32 post-processing)."""
     h, w = image.shape[-2:]
     inputs = [{"image": image, "height": h, "width": w}]
     state = {}
 
     def forward():
-        images = normalize_and_pad(inputs, model.pixel_mean, model.pixel_std, 32)
-        state["images"] = images
-        state["outputs"] = model.sem_seg_head(model.backbone(images.tensor))
+        with torch.autocast(image.device.type, enabled=False):
+            images = normalize_and_pad(inputs, model.pixel_mean, model.pixel_std, 32)
+            state["images"] = images
+            state["outputs"] = model.predict(images.tensor)
 
     def post():
-        result = model.inference(state["outputs"], inputs, state["images"])[0]
+        with torch.autocast(image.device.type, enabled=False):
+            result = model.inference(state["outputs"], inputs, state["images"])[0]
         return result["panoptic_seg"] if model.panoptic_on else result["sem_seg"].argmax(0)
 
     return forward, post
@@ -275,6 +280,7 @@ def main() -> int:
     with torch.inference_mode():
         for name in args.dtypes:
             dtype = DTYPES[name]
+            ours.inference_dtype = dtype  # transformers': the stages run under autocast
             segments = count_segments(stages, args.device, dtype)
             times = measure(stages, args.warmup, args.iters, args.device, dtype)
             peaks = peak_memory_mib(stages, args.device, dtype)

@@ -275,6 +275,7 @@ EXTENSION_KEYS = {
     "SOLVER.AMP.PRECISION": "float16",  # the official AMP
     "DATALOADER.SKIP_BAD_SAMPLES": False,  # a bad sample fails, as officially
     "TEST.BATCH_INDEPENDENT": False,  # batched inference pads to the largest image, as officially
+    "TEST.PRECISION": "float32",  # inference in float32, as officially
     # features the official code lacks, off by default
     "TEST.VAL_LOSS.PERIOD": 0,
     "TEST.VAL_LOSS.DATASETS": (),

@@ -231,3 +231,23 @@ def test_batch_independent_inference_gives_exactly_what_each_image_gives_alone(n
     assert len(got) == len(inputs)
     assert all(_same_result(g, a) for g, a in zip(got, alone))
     assert not all(_same_result(b, a) for b, a in zip(batched, alone))
+
+
+@pytest.mark.skipif(
+    not torch.ops.mkldnn._is_mkldnn_bf16_supported(), reason="no bfloat16 instructions"
+)
+def test_bfloat16_inference_precision_gives_float32_outputs_close_to_float32():
+    x = {"image": make_image(64, 64)}
+    model = build_tiny_model("mask2former")
+    with torch.no_grad():
+        (reference,) = model([x])
+        model.inference_dtype = torch.bfloat16
+        (result,) = model([x])
+    assert result["sem_seg"].dtype == torch.float32
+    assert not torch.equal(result["sem_seg"], reference["sem_seg"])
+    torch.testing.assert_close(result["sem_seg"], reference["sem_seg"], atol=0.05, rtol=0)
+
+
+def test_unknown_inference_precision_is_refused():
+    with pytest.raises(ValueError, match="TEST.PRECISION must be one of"):
+        build_tiny_model("mask2former", TEST__PRECISION="float16")

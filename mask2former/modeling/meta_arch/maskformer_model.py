@@ -23,13 +23,27 @@ from ..sliding_window import SlidingWindow, build_sliding_window, sliding_window
 from .build import META_ARCH_REGISTRY
 from .images import normalize_and_pad
 
+#: TEST.PRECISION values: the dtype the forward runs in at inference.
+INFERENCE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+def _check_autocast_supported(device: torch.device, dtype: torch.dtype) -> None:
+    """Raise where bfloat16 inference would run emulated: a CPU without bfloat16 instructions."""
+    if device.type == "cpu" and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        raise RuntimeError(
+            f"TEST.PRECISION {str(dtype).removeprefix('torch.')} on this CPU: it has no bfloat16 "
+            "instructions (AVX512-BF16 or AMX), so it would be slower than float32; use float32"
+        )
+
 
 @META_ARCH_REGISTRY.register()
 class MaskFormer(nn.Module):
     """Backbone + ``MaskFormerHead`` + set criterion, with semantic/panoptic/instance inference.
 
     Takes detectron2-format inputs (see ``meta_arch/build.py``). Training returns the
-    criterion's weighted losses; inference returns per image, at its original size
+    criterion's weighted losses; inference (in ``inference_precision``, ``TEST.PRECISION``:
+    float32, or bfloat16 autocast with float32 post-processing) returns per image, at its
+    original size
     ("height", "width" or the input size), the outputs switched on: ``"sem_seg"`` (K, H, W),
     ``"panoptic_seg"`` (id map (H, W) int32, segments_info), ``"instances"``.
 
@@ -69,8 +83,15 @@ class MaskFormer(nn.Module):
         batch_independent: bool = False,
         sliding_window: SlidingWindow | None = None,
         thing_ids: Sequence[int] | None = None,
+        inference_precision: str = "float32",
     ):
         super().__init__()
+        if inference_precision not in INFERENCE_DTYPES:
+            raise ValueError(
+                f"TEST.PRECISION must be one of {sorted(INFERENCE_DTYPES)}, "
+                f"got {inference_precision!r}"
+            )
+        self.inference_dtype = INFERENCE_DTYPES[inference_precision]
         self.backbone = backbone
         self.sem_seg_head = sem_seg_head
         self.criterion = criterion
@@ -124,6 +145,7 @@ class MaskFormer(nn.Module):
             "test_topk_per_image": cfg.TEST.DETECTIONS_PER_IMAGE,
             "batch_independent": cfg.TEST.BATCH_INDEPENDENT,
             "sliding_window": build_sliding_window(cfg),
+            "inference_precision": cfg.TEST.PRECISION,
         }
 
     @property
@@ -143,20 +165,28 @@ class MaskFormer(nn.Module):
         images = normalize_and_pad(
             batched_inputs, self.pixel_mean, self.pixel_std, self.size_divisibility
         )
-        features = self.backbone(images.tensor)
-        outputs = self.sem_seg_head(features)
         if self.training:
+            outputs = self.sem_seg_head(self.backbone(images.tensor))
             if self.criterion is None:
                 raise RuntimeError("MaskFormer was built without a criterion and cannot train")
             targets = self.prepare_targets(batched_inputs, images)
             return self.criterion(outputs, targets)
-        return self.inference(outputs, batched_inputs, images)
+        return self.inference(self.predict(images.tensor), batched_inputs, images)
+
+    def predict(self, images: Tensor) -> dict:
+        """The head's predictions at inference, in ``TEST.PRECISION``; class and mask logits
+        come back in float32 for post-processing."""
+        if self.inference_dtype == torch.float32:
+            return self.sem_seg_head(self.backbone(images))
+        _check_autocast_supported(images.device, self.inference_dtype)
+        with torch.autocast(images.device.type, dtype=self.inference_dtype):
+            outputs = self.sem_seg_head(self.backbone(images))
+        return {k: outputs[k].float() for k in ("pred_logits", "pred_masks")}
 
     def whole_image_inference(self, x: dict) -> dict:
         """One image's outputs, computed on the whole image (padded to its own size)."""
         images = normalize_and_pad([x], self.pixel_mean, self.pixel_std, self.size_divisibility)
-        outputs = self.sem_seg_head(self.backbone(images.tensor))
-        return self.inference(outputs, [x], images)[0]
+        return self.inference(self.predict(images.tensor), [x], images)[0]
 
     def prepare_targets(self, batched_inputs: list[dict], images: ImageList) -> list[dict]:
         """Per image ``{"labels": (n,), "masks": (n, H_pad, W_pad)}``, masks zero-padded."""

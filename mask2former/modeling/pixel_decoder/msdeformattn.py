@@ -274,14 +274,15 @@ class MSDeformAttnPixelDecoder(nn.Module):
         }
 
     def forward_features(self, features: dict[str, Tensor]) -> tuple[Tensor, Tensor, list[Tensor]]:
-        # As published, the pixel decoder runs in float32 even under mixed precision.
+        """As published, training runs the pixel decoder in float32 even under mixed precision;
+        inference runs it in the caller's precision (``TEST.PRECISION`` bfloat16 autocasts it)."""
+        if not self.training:
+            return self._forward_features(features)
         device_type = next(iter(features.values())).device.type
         with torch.autocast(device_type=device_type, enabled=False):
-            return self._forward_features_fp32({k: v.float() for k, v in features.items()})
+            return self._forward_features({k: v.float() for k, v in features.items()})
 
-    def _forward_features_fp32(
-        self, features: dict[str, Tensor]
-    ) -> tuple[Tensor, Tensor, list[Tensor]]:
+    def _forward_features(self, features: dict[str, Tensor]) -> tuple[Tensor, Tensor, list[Tensor]]:
         srcs, pos = [], []
         for idx, name in enumerate(self.transformer_in_features[::-1]):
             x = features[name]
