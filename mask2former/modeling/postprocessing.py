@@ -13,6 +13,11 @@ from torch.nn import functional as F
 from mask2former.layers.linear import linear, uses_onednn
 from mask2former.structures import BitMasks, Instances
 
+#: Bytes of float32 per-query maps (Q x rows x W) that the CPU post-processing handles at a time:
+#: small enough for the temporaries to be reused from cache instead of faulted in fresh, large
+#: enough for few blocks (each operation on a block synchronises the threads).
+BLOCK_BYTES = 2**23
+
 
 def sem_seg_postprocess(
     result: Tensor, img_size: tuple[int, int], height: int, width: int
@@ -48,7 +53,7 @@ def semantic_inference(mask_cls: Tensor, mask_pred: Tensor) -> Tensor:
     q, h, w = mask_pred.shape
     weight = class_probs.t().contiguous()  # (K, Q)
     scores = mask_pred.new_empty((h, w, weight.shape[0]))
-    rows = max(1, 2**21 // (4 * q * w))
+    rows = max(1, BLOCK_BYTES // (4 * q * w))
     for top in range(0, h, rows):
         # (Q, rows, W) -> (rows, W, Q) probabilities -> (rows, W, K) scores
         probs = mask_pred[:, top : top + rows].permute(1, 2, 0).sigmoid()
@@ -137,12 +142,12 @@ def _pixel_winners(
     does, and is faster on CPU), whether that query's own probability there is >= 0.5 (H, W),
     and each query's area of probability >= 0.5 (n,).
 
-    On a CPU the rows go in blocks of about two megabytes, so that the probabilities and
+    On a CPU the rows go in blocks of ``BLOCK_BYTES``, so that the probabilities and
     products stay in cache instead of filling fresh memory; on a GPU in one block. Every
     pixel's result is its own, so the blocks change nothing.
     """
     n, (h, w) = len(scores), mask_logits.shape[-2:]
-    rows = h if mask_logits.device.type != "cpu" else max(1, 2**21 // (4 * n * w))
+    rows = h if mask_logits.device.type != "cpu" else max(1, BLOCK_BYTES // (4 * n * w))
     winner = torch.empty((h, w), dtype=torch.int64, device=mask_logits.device)
     covered = torch.empty((h, w), dtype=torch.bool, device=mask_logits.device)
     own_area = torch.zeros(n, dtype=torch.int64, device=mask_logits.device)
