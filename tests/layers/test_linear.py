@@ -1,0 +1,47 @@
+"""``linear``: oneDNN's float32 products, forward and backward, against ``F.linear``."""
+
+import pytest
+import torch
+from torch.nn import functional as F
+
+from mask2former.layers.linear import Linear, linear, onednn_linear_available, uses_onednn
+
+pytestmark = pytest.mark.skipif(not onednn_linear_available(), reason="no oneDNN linear op")
+
+
+@pytest.mark.parametrize("relu", [False, True])
+def test_forward_and_gradients_match_f_linear(relu):
+    g = torch.Generator().manual_seed(0)
+    # (5, 3, 16): a transposed, non-contiguous input with two leading dimensions
+    x = torch.randn(3, 5, 16, generator=g).transpose(0, 1).requires_grad_()
+    weight = torch.randn(24, 16, generator=g).requires_grad_()
+    bias = torch.randn(24, generator=g).requires_grad_()
+    assert uses_onednn(x, weight)
+    out = linear(x, weight, bias, relu=relu)
+    expected = F.linear(x, weight, bias)
+    expected = F.relu(expected) if relu else expected
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+    grad_out = torch.randn(out.shape, generator=g)
+    grads = torch.autograd.grad(out, (x, weight, bias), grad_out)
+    for got, want in zip(grads, torch.autograd.grad(expected, (x, weight, bias), grad_out)):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_without_gradients_the_relu_runs_inside_the_product():
+    x, weight = torch.randn(7, 8), torch.randn(4, 8)
+    with torch.no_grad():
+        out = linear(x, weight, None, relu=True)
+    torch.testing.assert_close(out, F.relu(x @ weight.t()))
+
+
+def test_other_dtypes_autocast_and_tracing_take_f_linear():
+    x, weight = torch.randn(2, 8), torch.randn(4, 8)
+    assert not uses_onednn(x.double(), weight.double())
+    assert not uses_onednn(x[:0], weight)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert not uses_onednn(x, weight)
+        assert linear(x, weight).dtype == torch.bfloat16
+    layer = Linear(8, 4)
+    traced = torch.jit.trace(layer, x)
+    assert "mkldnn" not in str(traced.graph)
+    torch.testing.assert_close(traced(x), F.linear(x, layer.weight, layer.bias))
