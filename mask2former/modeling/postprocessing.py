@@ -40,31 +40,32 @@ def semantic_inference(mask_cls: Tensor, mask_pred: Tensor) -> Tensor:
     """Per-class scores: softmax over classes (no-object dropped) times sigmoid masks.
 
     mask_cls: (Q, K+1) logits; mask_pred: (Q, H, W) logits -> (K, H, W).
-
-    Where :func:`~mask2former.layers.linear.linear` runs on oneDNN (float32 on a CPU) each
-    pixel's Q probabilities go through oneDNN's product with the (Q, K) class probabilities,
-    a block of rows at a time so that the sigmoids stay in cache; it is fastest with the
-    queries innermost in memory (``mask_pred.permute(1, 2, 0)`` contiguous), and the scores
-    come back with the classes innermost (a (H, W, K) tensor seen as (K, H, W)).
     """
-    class_probs = F.softmax(mask_cls, dim=-1)[..., :-1]
-    if not uses_onednn(mask_pred, class_probs):
-        return _class_weighted(mask_cls, mask_pred.sigmoid())
-    q, h, w = mask_pred.shape
-    weight = class_probs.t().contiguous()  # (K, Q)
-    scores = mask_pred.new_empty((h, w, weight.shape[0]))
-    rows = max(1, BLOCK_BYTES // (4 * q * w))
-    for top in range(0, h, rows):
-        # (Q, rows, W) -> (rows, W, Q) probabilities -> (rows, W, K) scores
-        probs = mask_pred[:, top : top + rows].permute(1, 2, 0).sigmoid()
-        scores[top : top + rows] = linear(probs, weight)
-    return scores.permute(2, 0, 1)
+    return _class_weighted(mask_cls, mask_pred.sigmoid())
 
 
 def _class_weighted(mask_cls: Tensor, mask_probs: Tensor) -> Tensor:
-    """mask_cls: (Q, K+1) logits; mask_probs: (Q, H, W) -> (K, H, W) per-class scores."""
+    """mask_cls: (Q, K+1) logits; mask_probs: (Q, H, W) -> (K, H, W) per-class scores.
+
+    Where :func:`~mask2former.layers.linear.linear` runs on oneDNN (float32 on a CPU) each
+    pixel's Q probabilities go through oneDNN's product with the (Q, K) class probabilities,
+    a block of rows at a time; it is fastest with the queries innermost in memory
+    (``mask_probs.permute(1, 2, 0)`` contiguous), and the scores come back with the classes
+    innermost (a (H, W, K) tensor seen as (K, H, W)). A pixel's scores do not depend on the
+    block it is in (oneDNN's product of more than one row), so the low-memory path, which
+    calls this on bands of the image, gets the same scores.
+    """
     class_probs = F.softmax(mask_cls, dim=-1)[..., :-1]
-    return torch.einsum("qc,qhw->chw", class_probs, mask_probs)
+    if not uses_onednn(mask_probs, class_probs):
+        return torch.einsum("qc,qhw->chw", class_probs, mask_probs)
+    q, h, w = mask_probs.shape
+    weight = class_probs.t().contiguous()  # (K, Q)
+    scores = mask_probs.new_empty((h, w, weight.shape[0]))
+    rows = max(1, BLOCK_BYTES // (4 * q * w))
+    for top in range(0, h, rows):
+        # (Q, rows, W) -> (rows, W, Q) probabilities -> (rows, W, K) scores
+        scores[top : top + rows] = linear(mask_probs[:, top : top + rows].permute(1, 2, 0), weight)
+    return scores.permute(2, 0, 1)
 
 
 def panoptic_queries(mask_cls: Tensor, object_mask_threshold: float) -> Tensor:
