@@ -56,7 +56,8 @@ def _class_weighted(mask_cls: Tensor, mask_probs: Tensor) -> Tensor:
     calls this on bands of the image, gets the same scores.
     """
     class_probs = F.softmax(mask_cls, dim=-1)[..., :-1]
-    if not uses_onednn(mask_probs, class_probs):
+    # whatever the size (min_macs=0): the low-memory path's bands must take the same path
+    if not uses_onednn(mask_probs, class_probs, min_macs=0):
         return torch.einsum("qc,qhw->chw", class_probs, mask_probs)
     q, h, w = mask_probs.shape
     weight = class_probs.t().contiguous()  # (K, Q)
@@ -64,7 +65,8 @@ def _class_weighted(mask_cls: Tensor, mask_probs: Tensor) -> Tensor:
     rows = max(1, BLOCK_BYTES // (4 * q * w))
     for top in range(0, h, rows):
         # (Q, rows, W) -> (rows, W, Q) probabilities -> (rows, W, K) scores
-        scores[top : top + rows] = linear(mask_probs[:, top : top + rows].permute(1, 2, 0), weight)
+        probs = mask_probs[:, top : top + rows].permute(1, 2, 0)
+        scores[top : top + rows] = linear(probs, weight, min_macs=0)
     return scores.permute(2, 0, 1)
 
 

@@ -4,7 +4,7 @@ import torch
 from torch import Tensor, nn
 
 from mask2former.layers import Conv2d, c2_xavier_fill
-from mask2former.layers.linear import linear, uses_onednn
+from mask2former.layers.linear import MIN_ONEDNN_MACS, linear, uses_onednn
 
 
 def decoder_config(cfg, in_channels: int, mask_classification: bool) -> dict:
@@ -45,8 +45,11 @@ def predict_masks(mask_embed: Tensor, mask_features: Tensor) -> Tensor:
     """
     if mask_features.dim() == 5:
         return torch.einsum("...bqc,btchw->...bqthw", mask_embed, mask_features)
-    if mask_embed.dim() == 3 and uses_onednn(mask_embed, mask_features):
-        return _onednn_masks(mask_embed, mask_features)
+    if mask_embed.dim() == 3 and uses_onednn(mask_embed, mask_features, min_macs=0):
+        # one product per image: (Q, C) queries by (H*W, C) pixels
+        (q, c), (h, w) = mask_embed.shape[1:], mask_features.shape[-2:]
+        if q * c * h * w >= MIN_ONEDNN_MACS:
+            return _onednn_masks(mask_embed, mask_features)
     return torch.einsum("...bqc,bchw->...bqhw", mask_embed, mask_features)
 
 
