@@ -16,8 +16,10 @@ same weights (converted by ``mask2former.checkpoint.hf``) on the same batch, one
 after each of ours (interleaved, medians): its loss from ``mask_labels`` / ``class_labels``
 (the same matcher and loss weights and sampled points, converted from our config), backward,
 the same gradient clipping and AdamW (one parameter group of the config's learning rate and
-weight decay). Its ResNet has ``BatchNorm2d`` where ours has ``FrozenBatchNorm2d``: they run
-in eval mode with frozen affine terms, so that both compute and train the same function.
+weight decay; ``torch.optim.AdamW`` with its defaults, as transformers' ``Trainer`` makes it
+by default, while ours is ``build_optimizer``'s, fused on a CPU). Its ResNet has
+``BatchNorm2d`` where ours has ``FrozenBatchNorm2d``: they run in eval mode with frozen affine
+terms, so that both compute and train the same function.
 Float32 only; ``--min-speedup X`` exits non-zero when ours is not X times faster.
 
     python benchmarks/training_step.py --device cuda --max-memory-gib 13.9
