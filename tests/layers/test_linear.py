@@ -6,6 +6,7 @@ from torch.nn import functional as F
 
 from mask2former.layers.linear import (
     MIN_ONEDNN_MACS,
+    TALL_ROWS_PER_FEATURE,
     Linear,
     linear,
     onednn_linear_available,
@@ -16,13 +17,16 @@ pytestmark = pytest.mark.skipif(not onednn_linear_available(), reason="no oneDNN
 
 
 @pytest.mark.parametrize("relu", [False, True])
-def test_forward_and_gradients_match_f_linear(relu):
+@pytest.mark.parametrize("rows", [3, 64])  # 5 x 64 rows: a tall product (see linear.py)
+def test_forward_and_gradients_match_f_linear(relu, rows):
     g = torch.Generator().manual_seed(0)
-    # (5, 3, 16): a transposed, non-contiguous input with two leading dimensions
-    x = torch.randn(3, 5, 16, generator=g).transpose(0, 1).requires_grad_()
+    # (5, rows, 16): a transposed, non-contiguous input with two leading dimensions
+    x = torch.randn(rows, 5, 16, generator=g).transpose(0, 1).requires_grad_()
     weight = torch.randn(24, 16, generator=g).requires_grad_()
     bias = torch.randn(24, generator=g).requires_grad_()
     assert uses_onednn(x, weight, min_macs=0)
+    # both ways of computing the weight's gradient
+    assert (5 * rows >= TALL_ROWS_PER_FEATURE * 24) == (rows == 64)
     out = linear(x, weight, bias, relu=relu, min_macs=0)
     expected = F.linear(x, weight, bias)
     expected = F.relu(expected) if relu else expected
