@@ -1,16 +1,23 @@
 #!/usr/bin/env python
-"""Inference latency: our R50 Mask2Former (COCO panoptic) against transformers'.
+"""Inference latency: our Mask2Former against transformers' (R50 COCO panoptic by default).
 
 Both models have the same size and the same weights (ours randomly initialised, converted
 with ``mask2former.checkpoint.hf``); one image of 512x683 (default), forward pass
-plus panoptic post-processing, measured in the same run, interleaved, median over
+plus post-processing, measured in the same run, interleaved, median over
 ``--iters`` runs after ``--warmup``, on ``--device`` (CUDA is synchronised before and after each
-timed stage). Each of ``--dtypes`` is measured in turn: float32, or the whole call (forward
-and post-processing) under ``torch.autocast`` in bfloat16 / float16, for both models. The
+timed stage). Each of ``--dtypes`` is measured in turn: float32, or for transformers the whole
+call (forward and post-processing) under ``torch.autocast`` in bfloat16 / float16, for ours its
+``TEST.PRECISION`` path (the forward under autocast, post-processing in float32). The
 class head is scaled so that most queries are confident and the panoptic post-processing has
 segments to build (random weights would keep none at the 0.8 threshold). Our deformable
 attention uses the compiled kernel of the device when ``mask2former._C`` has it, else its
 pure-PyTorch path (reported).
+
+``--config`` picks another Mask2Former config that transformers can hold (a ResNet or Swin
+backbone): a panoptic one is post-processed into panoptic segments as above, any other into a
+semantic label map (our ``sem_seg`` scores and their argmax, against transformers'
+``post_process_semantic_segmentation``), e.g.
+``--config configs/ade20k/semantic-segmentation/swin/maskformer2_swin_tiny_bs16_160k.yaml``.
 
     PYTHONPATH=. python benchmarks/inference.py [--iters 5] [--threads N]
     PYTHONPATH=. python benchmarks/inference.py --device cuda --height 800 --width 1333 \
@@ -31,6 +38,7 @@ import torch
 import torch.nn.functional as F
 
 from mask2former.checkpoint.hf import cfg_to_hf_config, ours_to_hf_state_dict
+from mask2former.checkpoint.hf.components import hf_backbone_type
 from mask2former.config import get_cfg
 from mask2former.modeling import build_model
 from mask2former.modeling.meta_arch.images import normalize_and_pad
@@ -53,17 +61,20 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     p.add_argument("--dtypes", nargs="+", choices=list(DTYPES), default=["float32"])
     p.add_argument("--min-speedup", type=float, default=None)
+    p.add_argument("--config", type=Path, default=CONFIG, help="a Mask2Former config file")
     return p.parse_args()
 
 
-def build_ours(device: str):
+def build_ours(device: str, config: Path = CONFIG):
+    """Our model in eval mode with panoptic output alone for a panoptic config, semantic
+    output alone for any other; its class head scaled (see the module docstring)."""
     cfg = get_cfg()
-    cfg.merge_from_file(str(CONFIG))
+    cfg.merge_from_file(str(config))
     cfg.MODEL.DEVICE = device
     cfg.MODEL.WEIGHTS = ""
-    cfg.MODEL.MASK_FORMER.TEST.SEMANTIC_ON = False
+    panoptic = cfg.MODEL.MASK_FORMER.TEST.PANOPTIC_ON
+    cfg.MODEL.MASK_FORMER.TEST.SEMANTIC_ON = not panoptic
     cfg.MODEL.MASK_FORMER.TEST.INSTANCE_ON = False
-    cfg.MODEL.MASK_FORMER.TEST.PANOPTIC_ON = True
     torch.manual_seed(0)
     model = build_model(cfg, thing_ids=list(range(NUM_THINGS))).eval()
     with torch.no_grad():
@@ -77,31 +88,41 @@ def build_hf(cfg, model, device: str):
     names = [f"class_{i}" for i in range(cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES)]
     hf_config = cfg_to_hf_config(cfg, names)
     hf = transformers.Mask2FormerForUniversalSegmentation(hf_config).eval()
-    state = ours_to_hf_state_dict(model.state_dict(), "mask2former", "resnet")
+    state = ours_to_hf_state_dict(model.state_dict(), "mask2former", hf_backbone_type(cfg))
     missing, unexpected = hf.load_state_dict(state, strict=False)
-    assert not unexpected and all(k.endswith("num_batches_tracked") for k in missing)
+    # BatchNorm counters, and the Swin's final norm, which its backbone outputs do not use
+    unused = [
+        k for k in missing if not k.endswith("num_batches_tracked") and ".swin.layernorm." not in k
+    ]
+    assert not unexpected and not unused, (unused, unexpected)
     processor = transformers.Mask2FormerImageProcessor()
     return hf.to(device), processor
 
 
 def ours_stages(model, image):
-    """(forward, post-processing) callables of one image; forward includes normalisation."""
+    """(forward, post-processing) callables of one image; forward includes normalisation;
+    post-processing gives the panoptic segmentation, or the semantic label map (H, W). They
+    leave the caller's autocast: ours runs in ``model.inference_dtype`` (``TEST.PRECISION``:
+    its own autocast of the forward, float32 post-processing)."""
     h, w = image.shape[-2:]
     inputs = [{"image": image, "height": h, "width": w}]
     state = {}
 
     def forward():
-        images = normalize_and_pad(inputs, model.pixel_mean, model.pixel_std, 32)
-        state["images"] = images
-        state["outputs"] = model.sem_seg_head(model.backbone(images.tensor))
+        with torch.autocast(image.device.type, enabled=False):
+            images = normalize_and_pad(inputs, model.pixel_mean, model.pixel_std, 32)
+            state["images"] = images
+            state["outputs"] = model.predict(images.tensor)
 
     def post():
-        return model.inference(state["outputs"], inputs, state["images"])[0]["panoptic_seg"]
+        with torch.autocast(image.device.type, enabled=False):
+            result = model.inference(state["outputs"], inputs, state["images"])[0]
+        return result["panoptic_seg"] if model.panoptic_on else result["sem_seg"].argmax(0)
 
     return forward, post
 
 
-def hf_stages(hf, processor, image, mean, std):
+def hf_stages(hf, processor, image, mean, std, panoptic: bool = True):
     """(forward, post-processing) callables of one image for transformers' model."""
     h, w = image.shape[-2:]
     state = {}
@@ -113,6 +134,10 @@ def hf_stages(hf, processor, image, mean, std):
         state["outputs"] = hf(pixel_values=pixels)
 
     def post():
+        if not panoptic:
+            return processor.post_process_semantic_segmentation(
+                state["outputs"], target_sizes=[(h, w)]
+            )[0]
         return processor.post_process_panoptic_segmentation(
             state["outputs"],
             threshold=0.8,
@@ -183,10 +208,18 @@ def header(args) -> str:
         kernel = "compiled CPU kernel" if cpu_kernel_available() else "pure PyTorch"
         where = "CPU"
     return (
-        f"R50 Mask2Former COCO panoptic, {args.height}x{args.width}, {where}, {args.threads} "
+        f"{args.config.stem} ({task(args.config)}), {args.height}x{args.width}, {where}, "
+        f"{args.threads} "
         f"CPU threads, median of {args.iters} runs after {args.warmup}; torch {torch.__version__}; "
         f"our deformable attention: {kernel}"
     )
+
+
+def task(config: Path) -> str:
+    """ "panoptic" or "semantic": what the benchmark post-processes for this config."""
+    cfg = get_cfg()
+    cfg.merge_from_file(str(config))
+    return "panoptic" if cfg.MODEL.MASK_FORMER.TEST.PANOPTIC_ON else "semantic"
 
 
 def report(times: dict, dtype: str, segments: dict, peaks: dict) -> float:
@@ -206,13 +239,19 @@ def report(times: dict, dtype: str, segments: dict, peaks: dict) -> float:
 
 
 def count_segments(stages: dict, device: str, dtype: torch.dtype) -> dict[str, int]:
-    """Panoptic segments each implementation finds (a sanity check that both do the work)."""
+    """Panoptic segments, or classes in the semantic label map, each implementation finds (a
+    sanity check that both do the work)."""
     counts = {}
     with autocast(device, dtype):
-        stages["ours"][0]()
-        counts["ours"] = len(stages["ours"][1]()[1])
-        stages["transformers"][0]()
-        counts["transformers"] = len(stages["transformers"][1]()["segments_info"])
+        for name, (forward, post) in stages.items():
+            forward()
+            result = post()
+            if isinstance(result, torch.Tensor):  # a semantic label map
+                counts[name] = len(result.unique())
+            else:  # ours: (map, infos); transformers': {"segmentation", "segments_info"}
+                counts[name] = len(
+                    result[1] if isinstance(result, tuple) else result["segments_info"]
+                )
     return counts
 
 
@@ -221,24 +260,27 @@ def main() -> int:
     torch.set_num_threads(args.threads)
     if args.device == "cuda" and not torch.cuda.is_available():
         sys.exit("--device cuda but no CUDA GPU is visible")
-    cfg, ours = build_ours(args.device)
+    cfg, ours = build_ours(args.device, args.config)
     hf, processor = build_hf(cfg, ours, args.device)
     generator = torch.Generator().manual_seed(0)
     image = (torch.rand(3, args.height, args.width, generator=generator) * 255).to(torch.uint8)
     image = image.to(args.device)
     stages = {
         "ours": ours_stages(ours, image),
-        "transformers": hf_stages(hf, processor, image, ours.pixel_mean, ours.pixel_std),
+        "transformers": hf_stages(
+            hf, processor, image, ours.pixel_mean, ours.pixel_std, ours.panoptic_on
+        ),
     }
     print(header(args))
     print(
         f"{'dtype':<10}{'implementation':<14}{'forward ms':>12}{'post ms':>10}{'total ms':>10}"
-        f"{'min ms':>10}{'peak MiB':>10}{'segments':>10}"
+        f"{'min ms':>10}{'peak MiB':>10}{'segments' if ours.panoptic_on else 'classes':>10}"
     )
     speedups = {}
     with torch.inference_mode():
         for name in args.dtypes:
             dtype = DTYPES[name]
+            ours.inference_dtype = dtype  # transformers': the stages run under autocast
             segments = count_segments(stages, args.device, dtype)
             times = measure(stages, args.warmup, args.iters, args.device, dtype)
             peaks = peak_memory_mib(stages, args.device, dtype)

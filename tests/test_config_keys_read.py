@@ -277,6 +277,7 @@ EXTENSION_KEYS = {
     "TEST.BATCH_INDEPENDENT": False,  # batched inference pads to the largest image, as officially
     "MODEL.MASK_FORMER.TEST.CLIP_LENGTH": 0,  # a video is one clip, as officially
     "MODEL.MASK_FORMER.TEST.CLIP_OVERLAP": 2,  # read with CLIP_LENGTH > 0
+    "TEST.PRECISION": "float32",  # inference in float32, as officially
     # features the official code lacks, off by default
     "TEST.VAL_LOSS.PERIOD": 0,
     "TEST.VAL_LOSS.DATASETS": (),

@@ -265,6 +265,10 @@ _C.TEST.DETECTIONS_PER_IMAGE = 100  # instance inference: keep the top-k (query,
 # results do not depend on the other images; False: the published batched inference, where
 # padding to the largest image of the batch reaches every image's features
 _C.TEST.BATCH_INDEPENDENT = False
+# (extension) inference precision: "float32" (as officially), or "bfloat16": the model's forward
+# at inference (backbone, pixel decoder, transformer decoder) under torch.autocast in bfloat16,
+# post-processing in float32. On a CPU it needs bfloat16 instructions (AVX512-BF16 or AMX)
+_C.TEST.PRECISION = "float32"
 
 # (extension) sliding-window inference for large images: each image, at the network input size
 # (after the INPUT.MIN_SIZE_TEST resize; 0 keeps the original size), is run tile by tile and the

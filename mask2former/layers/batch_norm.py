@@ -49,6 +49,17 @@ class FrozenBatchNorm2d(nn.Module):
         bias = self.bias - self.running_mean * scale
         return x * scale.view(1, -1, 1, 1).to(x.dtype) + bias.view(1, -1, 1, 1).to(x.dtype)
 
+    def fold_into(self, weight: torch.Tensor, bias: torch.Tensor | None) -> tuple:
+        """The (weight, bias) of a convolution followed by this norm, as one convolution.
+
+        weight: (O, ...) and bias (O,) or None of the convolution -> (weight, bias (O,)).
+        """
+        scale = self.weight * (self.running_var + self.eps).rsqrt()
+        shift = self.bias - self.running_mean * scale
+        if bias is not None:
+            shift = shift + bias * scale
+        return weight * scale.view(-1, *[1] * (weight.dim() - 1)), shift
+
     def _load_from_state_dict(
         self, state_dict: dict, prefix: str, local_metadata: dict, *args: object
     ) -> None:

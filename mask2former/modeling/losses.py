@@ -139,10 +139,13 @@ def pairwise_dice_cost(inputs: torch.Tensor, targets: torch.Tensor) -> torch.Ten
 
 
 def _bce_against_one_and_zero(inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-point binary cross-entropy of (..., Q, P) logits if the target is 1 and if it is 0."""
-    pos = F.binary_cross_entropy_with_logits(inputs, torch.ones_like(inputs), reduction="none")
-    neg = F.binary_cross_entropy_with_logits(inputs, torch.zeros_like(inputs), reduction="none")
-    return pos, neg
+    """Per-point binary cross-entropy of (..., Q, P) logits if the target is 1 and if it is 0.
+
+    ``-log sigmoid(x)`` and ``x - log sigmoid(x)``: what ``binary_cross_entropy_with_logits``
+    computes for targets of ones and of zeros, without making those targets.
+    """
+    pos = -F.logsigmoid(inputs)
+    return pos, pos + inputs
 
 
 def _pairwise_mean(pos: torch.Tensor, neg: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

@@ -10,7 +10,13 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
+from mask2former.layers.linear import linear, uses_onednn
 from mask2former.structures import BitMasks, Instances, encode_masks
+
+#: Bytes of float32 per-query maps (Q x rows x W) that the CPU post-processing handles at a time:
+#: small enough for the temporaries to be reused from cache instead of faulted in fresh, large
+#: enough for few blocks (each operation on a block synchronises the threads).
+BLOCK_BYTES = 2**23
 
 
 def sem_seg_postprocess(
@@ -39,9 +45,39 @@ def semantic_inference(mask_cls: Tensor, mask_pred: Tensor) -> Tensor:
 
 
 def _class_weighted(mask_cls: Tensor, mask_probs: Tensor) -> Tensor:
-    """mask_cls: (Q, K+1) logits; mask_probs: (Q, H, W) -> (K, H, W) per-class scores."""
+    """mask_cls: (Q, K+1) logits; mask_probs: (Q, H, W) -> (K, H, W) per-class scores.
+
+    Where :func:`~mask2former.layers.linear.linear` runs on oneDNN (float32 on a CPU) each
+    pixel's Q probabilities go through oneDNN's product with the (Q, K) class probabilities,
+    a block of rows at a time; it is fastest with the queries innermost in memory
+    (``mask_probs.permute(1, 2, 0)`` contiguous), and the scores come back with the classes
+    innermost (a (H, W, K) tensor seen as (K, H, W)). A pixel's scores do not depend on the
+    block it is in (oneDNN's product of more than one row), so the low-memory path, which
+    calls this on bands of the image, gets the same scores.
+    """
     class_probs = F.softmax(mask_cls, dim=-1)[..., :-1]
-    return torch.einsum("qc,qhw->chw", class_probs, mask_probs)
+    # whatever the size (min_macs=0): the low-memory path's bands must take the same path
+    if not uses_onednn(mask_probs, class_probs, min_macs=0):
+        return torch.einsum("qc,qhw->chw", class_probs, mask_probs)
+    q, h, w = mask_probs.shape
+    weight = class_probs.t().contiguous()  # (K, Q)
+    scores = mask_probs.new_empty((h, w, weight.shape[0]))
+    rows = max(1, BLOCK_BYTES // (4 * q * w))
+    for top in range(0, h, rows):
+        # (Q, rows, W) -> (rows, W, Q) probabilities -> (rows, W, K) scores
+        probs = mask_probs[:, top : top + rows].permute(1, 2, 0)
+        scores[top : top + rows] = linear(probs, weight, min_macs=0)
+    return scores.permute(2, 0, 1)
+
+
+def panoptic_queries(mask_cls: Tensor, object_mask_threshold: float) -> Tensor:
+    """Indices (n,) of the queries panoptic inference keeps, in increasing order: those whose
+    most probable class is not no-object, with a probability above the threshold.
+
+    mask_cls: (Q, K+1) logits. A query's masks matter to :func:`panoptic_inference` only when
+    it is kept, so a caller may resize only those and pass them with their logits.
+    """
+    return _confident_queries(mask_cls, object_mask_threshold)[2]
 
 
 def panoptic_inference(
@@ -51,6 +87,7 @@ def panoptic_inference(
     thing_ids: Sequence[int],
     object_mask_threshold: float,
     overlap_threshold: float,
+    kept: Tensor | None = None,
 ) -> tuple[Tensor, list[dict]]:
     """Panoptic segmentation: non-overlapping segments from the confident queries.
 
@@ -61,31 +98,67 @@ def panoptic_inference(
     ``overlap_threshold`` of its full mask (probability >= 0.5). Segments of one stuff class
     are merged into the first one of that class.
 
-    mask_cls: (Q, K+1) logits; mask_pred: (Q, H, W) logits; thing_ids: contiguous class
-    ids that are things. Returns ``(panoptic_seg (H, W) int32, segments_info)``, with ids
-    counting from 1 and 0 for unassigned pixels; each info is ``{"id", "category_id",
-    "isthing", "score"}``.
+    mask_cls: (Q, K+1) logits; mask_pred: (Q, H, W) logits, or with ``kept`` (the
+    :func:`panoptic_queries` of ``mask_cls``) only the kept queries' masks (n, H, W), in that
+    order; thing_ids: contiguous class ids that are things. Returns ``(panoptic_seg (H, W)
+    int32, segments_info)``, with ids counting from 1 and 0 for unassigned pixels; each info
+    is ``{"id", "category_id", "isthing", "score"}``.
     """
-    cur_scores, cur_classes, kept = _confident_queries(mask_cls, object_mask_threshold)
-    # indexing copies, so the sigmoid can work in place
-    cur_masks = mask_pred[kept].sigmoid_()
+    masks_of_kept_only = kept is not None
+    if masks_of_kept_only and len(kept) != len(mask_pred):
+        raise ValueError(f"{len(kept)} kept queries but {len(mask_pred)} masks")
+    cur_scores, cur_classes, kept = _confident_queries(mask_cls, object_mask_threshold, kept)
     h, w = mask_pred.shape[-2:]
-    if cur_masks.shape[0] == 0:
+    if len(kept) == 0:
         return torch.zeros((h, w), dtype=torch.int32, device=mask_pred.device), []
-    segment_query, *areas = _assign_pixels(cur_scores, cur_masks)
+    rows = None if masks_of_kept_only else kept
+    winner, covered, own_area = _pixel_winners(mask_pred, cur_scores, rows)
+    segment_query, *areas = _segment_areas(winner, covered, own_area)
     lut, segments_info = _segment_ids(cur_scores, cur_classes, *areas, thing_ids, overlap_threshold)
     return lut[segment_query], segments_info
 
 
-def _confident_queries(mask_cls: Tensor, threshold: float) -> tuple[Tensor, Tensor, Tensor]:
+def _confident_queries(
+    mask_cls: Tensor, threshold: float, kept: Tensor | None = None
+) -> tuple[Tensor, Tensor, Tensor]:
     """Scores (n,), classes (n,) and indices (n,) of the queries whose best class is an
-    object scored above ``threshold``."""
+    object scored above ``threshold``; ``kept``: those indices, when already known."""
     scores, labels = F.softmax(mask_cls, dim=-1).max(-1)
-    num_classes = mask_cls.shape[-1] - 1
-    keep = labels.ne(num_classes) & (scores > threshold)
-    # the kept queries' indices: one read of the device for the selections
-    kept = keep.nonzero()[:, 0]
+    if kept is None:
+        keep = labels.ne(mask_cls.shape[-1] - 1) & (scores > threshold)
+        # the kept queries' indices: one read of the device for the selections
+        kept = keep.nonzero()[:, 0]
     return scores[kept], labels[kept], kept
+
+
+def _pixel_winners(
+    mask_logits: Tensor, scores: Tensor, queries: Tensor | None = None
+) -> tuple[Tensor, Tensor, Tensor]:
+    """For masks (n, H, W) logits (or those of ``queries`` (n,) among (Q, H, W)) of queries
+    scored (n,): the query each pixel goes to (H, W) (the largest score x mask probability;
+    max(0) gives the first maximal index, as argmax does, and is faster on CPU), whether that
+    query's own probability there is >= 0.5 (H, W), and each query's area of probability
+    >= 0.5 (n,).
+
+    On a CPU the rows go in blocks of ``BLOCK_BYTES``, so that the probabilities and
+    products stay in cache instead of filling fresh memory; on a GPU in one block. Every
+    pixel's result is its own, so the blocks change nothing.
+    """
+    n, (h, w) = len(scores), mask_logits.shape[-2:]
+    rows = h if mask_logits.device.type != "cpu" else max(1, BLOCK_BYTES // (4 * n * w))
+    winner = torch.empty((h, w), dtype=torch.int64, device=mask_logits.device)
+    covered = torch.empty((h, w), dtype=torch.bool, device=mask_logits.device)
+    own_area = torch.zeros(n, dtype=torch.int64, device=mask_logits.device)
+    for top in range(0, h, rows):
+        if queries is None:
+            probs = mask_logits[:, top : top + rows].sigmoid()
+        else:  # indexing copies: the sigmoid works in place
+            probs = mask_logits[queries, top : top + rows].sigmoid_()
+        block = winner[top : top + rows]
+        torch.max(scores.view(-1, 1, 1) * probs, 0, out=(torch.empty_like(probs[0]), block))
+        covered[top : top + rows] = probs.gather(0, block[None])[0] >= 0.5
+        own_area += (probs >= 0.5).sum((1, 2))
+    return winner, covered, own_area
 
 
 def _assign_pixels(cur_scores: Tensor, cur_masks: Tensor) -> tuple[Tensor, ...]:
@@ -95,13 +168,19 @@ def _assign_pixels(cur_scores: Tensor, cur_masks: Tensor) -> tuple[Tensor, ...]:
     (n where the winning query's own mask is < 0.5), and per query (n,): its own area
     (probability >= 0.5), the area it won, the area it keeps.
     """
-    num_kept = cur_masks.shape[0]
     # (H, W): the kept query each pixel goes to (max(0) gives the first maximal index, as
-    # argmax does, and is faster on CPU), or num_kept where that query's own mask is < 0.5
+    # argmax does, and is faster on CPU)
     winner = (cur_scores.view(-1, 1, 1) * cur_masks).max(0).indices
     covered = cur_masks.gather(0, winner[None])[0] >= 0.5
-    segment_query = torch.where(covered, winner, num_kept)
     own_area = (cur_masks >= 0.5).flatten(1).sum(1, dtype=torch.int32)
+    return _segment_areas(winner, covered, own_area)
+
+
+def _segment_areas(winner: Tensor, covered: Tensor, own_area: Tensor) -> tuple[Tensor, ...]:
+    """``segment_query`` (H, W): the winner (H, W), or n where ``covered`` is false; then
+    ``own_area`` and per query (n,) the area it won and the area it keeps."""
+    num_kept = len(own_area)
+    segment_query = torch.where(covered, winner, num_kept)
     won_area = _count(winner, num_kept)
     kept_area = _count(segment_query, num_kept + 1)[:num_kept]
     return segment_query, own_area, won_area, kept_area

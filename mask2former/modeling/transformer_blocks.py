@@ -18,6 +18,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from mask2former.layers.linear import Linear, linear
+
 
 def with_pos(x: Tensor, pos: Tensor | None) -> Tensor:
     """``x + pos`` where a position embedding is given."""
@@ -37,6 +39,80 @@ def residual(
     return norm(x + dropout(sublayer(x)))
 
 
+def multi_head_attention(
+    attn: nn.MultiheadAttention,
+    query: Tensor,
+    key: Tensor,
+    value: Tensor,
+    attn_mask: Tensor | None = None,
+    key_padding_mask: Tensor | None = None,
+) -> Tensor:
+    """``attn(query, key, value, ...)[0]`` from ``attn``'s parameters, through :func:`linear`
+    and ``F.scaled_dot_product_attention`` (the same function, rounded differently).
+
+    query (L, N, E), key and value (S, N, E) -> (L, N, E). ``attn_mask`` (L, S) or
+    (N * heads, L, S), bool (True: blocked) or additive float; ``key_padding_mask`` (N, S) bool
+    (True: padding). A module with separate key/value widths, key/value biases or zero
+    attention goes to ``attn`` itself.
+    """
+    if not attn._qkv_same_embed_dim or attn.bias_k is not None or attn.add_zero_attn:
+        return attn(query, key, value, attn_mask=attn_mask, key_padding_mask=key_padding_mask)[0]
+    n, heads = query.shape[1], attn.num_heads
+    w_q, w_k, w_v = attn.in_proj_weight.chunk(3)
+    b_q, b_k, b_v = (None,) * 3 if attn.in_proj_bias is None else attn.in_proj_bias.chunk(3)
+    if query is key:  # self-attention: queries and keys in one product
+        b_qk = None if b_q is None else attn.in_proj_bias[: 2 * attn.embed_dim]
+        q, k = linear(query, attn.in_proj_weight[: 2 * attn.embed_dim], b_qk).chunk(2, dim=-1)
+    else:
+        q, k = linear(query, w_q, b_q), linear(key, w_k, b_k)
+    v = linear(value, w_v, b_v)
+
+    def heads_first(x: Tensor) -> Tensor:
+        # (T, N, E) -> (N, heads, T, E / heads)
+        return x.reshape(x.shape[0], n, heads, -1).permute(1, 2, 0, 3)
+
+    mask = _sdpa_mask(attn_mask, key_padding_mask, n, heads, query.dtype)
+    dropout = attn.dropout if attn.training else 0.0
+    out = F.scaled_dot_product_attention(
+        heads_first(q), heads_first(k), heads_first(v), attn_mask=mask, dropout_p=dropout
+    )
+    # (N, heads, L, E / heads) -> (L, N, E)
+    out = out.permute(2, 0, 1, 3).reshape(query.shape[0], n, attn.embed_dim)
+    return linear(out, attn.out_proj.weight, attn.out_proj.bias)
+
+
+def _sdpa_mask(
+    attn_mask: Tensor | None,
+    key_padding_mask: Tensor | None,
+    n: int,
+    heads: int,
+    dtype: torch.dtype,
+) -> Tensor | None:
+    """nn.MultiheadAttention's masks as one mask for ``scaled_dot_product_attention``: bool
+    (True: attend) when both are bool, else additive float; (N | 1, heads | 1, L, S)."""
+    masks = []
+    if attn_mask is not None:
+        # (L, S) -> (1, 1, L, S); (N * heads, L, S) -> (N, heads, L, S)
+        lead = (n, heads) if attn_mask.dim() == 3 else (1, 1)
+        masks.append(attn_mask.reshape(*lead, *attn_mask.shape[-2:]))
+    if key_padding_mask is not None:
+        masks.append(key_padding_mask.view(n, 1, 1, -1))
+    if not masks:
+        return None
+    if all(m.dtype == torch.bool for m in masks):
+        blocked = masks[0] if len(masks) == 1 else masks[0] | masks[1]
+        return ~blocked
+    additive = [
+        (
+            torch.zeros((), dtype=dtype, device=m.device).masked_fill(m, float("-inf"))
+            if m.dtype == torch.bool
+            else m.to(dtype)
+        )
+        for m in masks
+    ]
+    return additive[0] if len(additive) == 1 else additive[0] + additive[1]
+
+
 def self_attention(
     attn: nn.MultiheadAttention,
     x: Tensor,
@@ -46,7 +122,7 @@ def self_attention(
 ) -> Tensor:
     """Self-attention with positions added to queries and keys, not values: (L, N, C)."""
     q = k = with_pos(x, pos)
-    return attn(q, k, value=x, attn_mask=attn_mask, key_padding_mask=key_padding_mask)[0]
+    return multi_head_attention(attn, q, k, x, attn_mask, key_padding_mask)
 
 
 def cross_attention(
@@ -59,18 +135,15 @@ def cross_attention(
     key_padding_mask: Tensor | None = None,
 ) -> Tensor:
     """Queries x (Q, N, C) attend to memory (HW, N, C); ``attn_mask`` (N*heads, Q, HW) True=blocked."""
-    return attn(
-        query=with_pos(x, query_pos),
-        key=with_pos(memory, pos),
-        value=memory,
-        attn_mask=attn_mask,
-        key_padding_mask=key_padding_mask,
-    )[0]
+    return multi_head_attention(
+        attn, with_pos(x, query_pos), with_pos(memory, pos), memory, attn_mask, key_padding_mask
+    )
 
 
 def feed_forward(linear1: nn.Linear, linear2: nn.Linear, dropout: nn.Module, x: Tensor) -> Tensor:
-    """``linear2(dropout(relu(linear1(x))))``."""
-    return linear2(dropout(F.relu(linear1(x))))
+    """``linear2(dropout(relu(linear1(x))))``, through :func:`linear`."""
+    hidden = linear(x, linear1.weight, linear1.bias, relu=True)
+    return linear(dropout(hidden), linear2.weight, linear2.bias)
 
 
 def xavier_init_matrices(module: nn.Module) -> None:
@@ -163,8 +236,8 @@ class FFNLayer(_ResidualLayer):
         dropout: float = 0.0,
         normalize_before: bool = False,
     ):
-        linear1 = nn.Linear(d_model, dim_feedforward)
-        linear2 = nn.Linear(dim_feedforward, d_model)
+        linear1 = Linear(d_model, dim_feedforward)
+        linear2 = Linear(dim_feedforward, d_model)
         super().__init__(d_model, dropout, normalize_before, linear1=linear1, linear2=linear2)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -178,13 +251,11 @@ class MLP(nn.Module):
         super().__init__()
         dims_in = [input_dim] + [hidden_dim] * (num_layers - 1)
         dims_out = [hidden_dim] * (num_layers - 1) + [output_dim]
-        self.layers = nn.ModuleList(nn.Linear(i, o) for i, o in zip(dims_in, dims_out))
+        self.layers = nn.ModuleList(Linear(i, o) for i, o in zip(dims_in, dims_out))
 
     def forward(self, x: Tensor) -> Tensor:
         for i, layer in enumerate(self.layers):
-            x = layer(x)
-            if i < len(self.layers) - 1:
-                x = F.relu(x)
+            x = linear(x, layer.weight, layer.bias, relu=i < len(self.layers) - 1)
         return x
 
 
@@ -207,8 +278,8 @@ class _DetrLayer(nn.Module):
         super().__init__()
         for name, module in attentions.items():
             self.add_module(name, module)
-        self.linear1 = nn.Linear(d_model, dim_feedforward)
-        self.linear2 = nn.Linear(dim_feedforward, d_model)
+        self.linear1 = Linear(d_model, dim_feedforward)
+        self.linear2 = Linear(dim_feedforward, d_model)
         blocks = range(1, len(attentions) + 2)
         for i in blocks:
             self.add_module(f"norm{i}", nn.LayerNorm(d_model))

@@ -10,6 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from mask2former.layers.linear import Linear
+
 from .ms_deform_attn_func import ms_deform_attn
 
 __all__ = ["MSDeformAttn"]
@@ -19,7 +21,7 @@ class MSDeformAttn(nn.Module):
     """Each query attends to ``n_points`` sampled points per head and level around its reference
     point. Parameter names and initialisation follow the published implementation, so its
     checkpoints load unchanged: ``sampling_offsets``, ``attention_weights``, ``value_proj``,
-    ``output_proj`` (all ``nn.Linear``).
+    ``output_proj`` (all ``nn.Linear``; :class:`~mask2former.layers.linear.Linear` computes them).
     """
 
     def __init__(
@@ -38,10 +40,10 @@ class MSDeformAttn(nn.Module):
         self.n_levels = n_levels
         self.n_heads = n_heads
         self.n_points = n_points
-        self.sampling_offsets = nn.Linear(d_model, n_heads * n_levels * n_points * 2)
-        self.attention_weights = nn.Linear(d_model, n_heads * n_levels * n_points)
-        self.value_proj = nn.Linear(d_model, d_model)
-        self.output_proj = nn.Linear(d_model, d_model)
+        self.sampling_offsets = Linear(d_model, n_heads * n_levels * n_points * 2)
+        self.attention_weights = Linear(d_model, n_heads * n_levels * n_points)
+        self.value_proj = Linear(d_model, d_model)
+        self.output_proj = Linear(d_model, d_model)
         self._reset_parameters()
 
     def _reset_parameters(self) -> None:

@@ -54,7 +54,7 @@ def test_msdeformattn_pixel_decoder_structure():
 @pytest.mark.parametrize("deep_supervision", [True, False])
 @pytest.mark.parametrize("name, layers", [("mask2former", 2), ("maskformer_fpn", 2)])
 def test_transformer_decoder_predictions(name, layers, deep_supervision):
-    model = build_tiny_model(name, deep_supervision)
+    model = build_tiny_model(name, deep_supervision).train()
     with torch.no_grad():
         out = model.sem_seg_head(features_of(model))
     assert out["pred_logits"].shape == (1, 6, NUM_CLASSES + 1)
@@ -71,6 +71,27 @@ def test_transformer_decoder_predictions(name, layers, deep_supervision):
         assert aux["pred_logits"].shape == out["pred_logits"].shape
         assert aux["pred_masks"].shape == out["pred_masks"].shape
         assert not torch.equal(aux["pred_masks"], out["pred_masks"])
+
+
+@pytest.mark.parametrize("frames", [None, 3])
+def test_masked_decoder_in_eval_mode_gives_the_last_prediction_only(frames):
+    """Eval mode makes the earlier masks only at the attention's size: the last prediction is
+    training mode's up to rounding, and there are no ``aux_outputs``."""
+    if frames is None:
+        decoder = build_tiny_model("mask2former").sem_seg_head.predictor
+        g = torch.Generator().manual_seed(0)
+        x = [torch.randn(2, HIDDEN, s, s + 1, generator=g) for s in (2, 4, 8)]
+        kwargs, mask_features = {}, torch.randn(2, HIDDEN, 16, 18, generator=g)
+    else:
+        decoder = video_decoder()
+        x, mask_features = clip_inputs(2 * frames)
+        kwargs = {"num_frames": frames}
+    with torch.no_grad():
+        evaluated = decoder.eval()(x, mask_features, **kwargs)
+        trained = decoder.train()(x, mask_features, **kwargs)
+    assert "aux_outputs" not in evaluated and len(trained["aux_outputs"]) == 2
+    for key in ("pred_logits", "pred_masks"):
+        torch.testing.assert_close(evaluated[key], trained[key], rtol=0, atol=1e-5)
 
 
 def test_masked_cross_attention_ignores_keys_outside_the_predicted_mask():
@@ -130,7 +151,7 @@ def test_video_decoder_predicts_one_class_and_one_mask_per_frame_per_query():
     decoder = video_decoder()
     x, mask_features = clip_inputs(2 * 3)  # two clips of three frames
     with torch.no_grad():
-        out = decoder(x, mask_features, num_frames=3)
+        out = decoder.train()(x, mask_features, num_frames=3)
     assert out["pred_logits"].shape == (2, 5, 4)
     assert out["pred_masks"].shape == (2, 5, 3, 16, 16)
     assert len(out["aux_outputs"]) == 2

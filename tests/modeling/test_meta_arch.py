@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from mask2former.modeling.postprocessing import panoptic_queries
 from tests.modeling.tiny import (
     CONFIGS,
     NUM_CLASSES,
@@ -133,6 +134,27 @@ def test_inference_outputs_at_the_original_size(name):
     assert set(inst.pred_classes.tolist()) <= set(THING_IDS)  # panoptic model: things only
 
 
+def test_panoptic_only_inference_resizes_the_kept_queries_to_the_same_result():
+    """With panoptic output alone only the kept queries' masks are resized: the panoptic
+    result is bit for bit the one computed beside semantic and instance outputs."""
+    model = build_tiny_model("mask2former")
+    x = {"image": make_image(50, 70), "height": 100, "width": 140}
+    with torch.no_grad():
+        model.sem_seg_head.predictor.class_embed.bias[-1] = -20.0  # no query is no-object
+        model.sem_seg_head.predictor.class_embed.bias[0] = 1.0
+        model.object_mask_threshold = 0.4  # so that some queries are dropped
+        logits = []
+        model.sem_seg_head.register_forward_hook(lambda m, i, out: logits.append(out))
+        (everything,) = model([x])
+        model.semantic_on = model.instance_on = False
+        (panoptic,) = model([x])
+    assert set(panoptic) == {"panoptic_seg"}
+    (seg, info), (seg_all, info_all) = panoptic["panoptic_seg"], everything["panoptic_seg"]
+    assert info and info == info_all and torch.equal(seg, seg_all)
+    kept = panoptic_queries(logits[0]["pred_logits"][0], model.object_mask_threshold)
+    assert 0 < len(kept) < logits[0]["pred_logits"].shape[1]
+
+
 def test_panoptic_inference_without_thing_ids_raises():
     from mask2former.modeling import build_model
     from tests.modeling.tiny import tiny_cfg
@@ -233,3 +255,23 @@ def test_low_memory_inference_gives_the_same_outputs(name):
     for field in ("scores", "pred_classes"):
         assert torch.equal(got_inst.get(field), want_inst.get(field))
     assert torch.equal(got_inst.pred_boxes.tensor, want_inst.pred_boxes.tensor)
+
+
+@pytest.mark.skipif(
+    not torch.ops.mkldnn._is_mkldnn_bf16_supported(), reason="no bfloat16 instructions"
+)
+def test_bfloat16_inference_precision_gives_float32_outputs_close_to_float32():
+    x = {"image": make_image(64, 64)}
+    model = build_tiny_model("mask2former")
+    with torch.no_grad():
+        (reference,) = model([x])
+        model.inference_dtype = torch.bfloat16
+        (result,) = model([x])
+    assert result["sem_seg"].dtype == torch.float32
+    assert not torch.equal(result["sem_seg"], reference["sem_seg"])
+    torch.testing.assert_close(result["sem_seg"], reference["sem_seg"], atol=0.05, rtol=0)
+
+
+def test_unknown_inference_precision_is_refused():
+    with pytest.raises(ValueError, match="TEST.PRECISION must be one of"):
+        build_tiny_model("mask2former", TEST__PRECISION="float16")

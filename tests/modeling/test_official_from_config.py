@@ -87,8 +87,8 @@ def test_masked_decoder_has_no_dropout_and_always_returns_aux_outputs():
     assert _dropout_rates(model.sem_seg_head.predictor) == {0.0}
     assert _dropout_rates(model.sem_seg_head.pixel_decoder) == {0.3}
     x = [torch.randn(1, 32, 2, 2), torch.randn(1, 32, 4, 4), torch.randn(1, 32, 8, 8)]
-    with torch.no_grad():
-        out = model.sem_seg_head.predictor(x, torch.randn(1, 32, 16, 16))
+    with torch.no_grad():  # in training mode (eval mode returns the last prediction only)
+        out = model.sem_seg_head.predictor.train()(x, torch.randn(1, 32, 16, 16))
     assert len(out["aux_outputs"]) == 2  # DEC_LAYERS 3: two earlier predictions
     # the criterion weighs only the final prediction (maskformer_model.py:120-124, 208-214)
     assert set(model.criterion.weight_dict) == {"loss_ce", "loss_mask", "loss_dice"}

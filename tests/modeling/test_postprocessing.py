@@ -9,6 +9,7 @@ from torch.nn import functional as F
 from mask2former.modeling.postprocessing import (
     instance_inference,
     panoptic_inference,
+    panoptic_queries,
     sem_seg_postprocess,
     semantic_inference,
     video_instance_inference,
@@ -53,6 +54,16 @@ def test_semantic_inference_matches_per_query_sum():
         for c in range(3):  # the no-object column (3) is dropped
             expected[c] += probs[c] / sum(probs) * torch.sigmoid(mask_pred[q])
     torch.testing.assert_close(semantic_inference(mask_cls, mask_pred), expected)
+
+
+def test_semantic_inference_in_blocks_and_either_layout_is_the_einsum():
+    """Large enough for several blocks of rows; queries innermost in memory or not."""
+    g = torch.Generator().manual_seed(0)
+    mask_cls, mask_pred = torch.randn(50, 8, generator=g), torch.randn(50, 300, 70, generator=g)
+    expected = torch.einsum("qc,qhw->chw", F.softmax(mask_cls, -1)[:, :-1], mask_pred.sigmoid())
+    queries_innermost = mask_pred.permute(1, 2, 0).contiguous().permute(2, 0, 1)
+    for masks in (mask_pred, queries_innermost):
+        torch.testing.assert_close(semantic_inference(mask_cls, masks), expected)
 
 
 def test_sem_seg_postprocess_crops_padding_before_resizing():
@@ -261,6 +272,18 @@ def test_panoptic_inference_matches_per_query_reference():
                 assert seg.dtype == torch.int32
                 assert torch.equal(seg, ref_seg)
                 assert infos == ref_infos
+                # only the kept queries' masks, as the meta-architecture passes them
+                kept = panoptic_queries(mask_cls, object_thr)
+                assert 0 < len(kept) < len(mask_cls) or object_thr == 0.0
+                seg_kept, infos_kept = panoptic_inference(
+                    mask_cls,
+                    mask_pred[kept],
+                    thing_ids=sorted(thing_ids),
+                    object_mask_threshold=object_thr,
+                    overlap_threshold=overlap_thr,
+                    kept=kept,
+                )
+                assert torch.equal(seg_kept, seg) and infos_kept == infos
     # the comparison covered both the overlap-threshold drop and the stuff merge
     assert seen_drops > 0 and seen_merges > 0
 

@@ -100,6 +100,41 @@ def test_adamw_applies_decoupled_weight_decay_per_group():
         torch.testing.assert_close(params[name].detach(), before[name] * (1 - lr * decay))
 
 
+@pytest.mark.parametrize("clip", [False, True])
+def test_adamw_is_fused_on_a_cpu_with_the_plain_adamw_steps(clip):
+    """The fused AdamW (one kernel per parameter) takes the plain AdamW's steps up to
+    rounding, with and without full-model gradient clipping."""
+    cfg = _cfg()
+    cfg.SOLVER.CLIP_GRADIENTS.ENABLED = clip
+    cfg.SOLVER.CLIP_GRADIENTS.CLIP_VALUE = 0.01
+    fused_model, plain_model = Model(), Model()
+    plain_model.load_state_dict(fused_model.state_dict())
+    fused = build_optimizer(cfg, fused_model)
+    assert fused.defaults["fused"] is True
+    plain = build_optimizer(cfg, plain_model)
+    for group in plain.param_groups:
+        group["fused"] = None  # the published optimizer: the for-loop update
+    before = {name: p.detach().clone() for name, p in fused_model.named_parameters()}
+    g = torch.Generator().manual_seed(0)
+    for _ in range(3):
+        for p, q in zip(fused_model.parameters(), plain_model.parameters()):
+            p.grad = torch.randn(p.shape, generator=g)
+            q.grad = p.grad.clone()
+        fused.step()
+        plain.step()
+    for (name, p), q in zip(fused_model.named_parameters(), plain_model.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-6, atol=1e-7, msg=name)
+        assert p.requires_grad is False or not torch.equal(p, before[name]), name
+
+
+def test_adamw_is_not_fused_with_amp():
+    """GradScaler leaves a fused optimizer's gradients scaled for its kernel to unscale; the
+    clipping before it must see them unscaled, as published."""
+    cfg = _cfg()
+    cfg.SOLVER.AMP.ENABLED = True
+    assert not build_optimizer(cfg, Model()).defaults["fused"]
+
+
 def test_sgd_momentum_without_nesterov():
     """Mask2Former train_net.py: ``torch.optim.SGD(params, BASE_LR, momentum=MOMENTUM)``;
     SOLVER.NESTEROV is not read, so setting it is refused."""

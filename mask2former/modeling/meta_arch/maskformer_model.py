@@ -15,6 +15,7 @@ from ..heads.build import build_sem_seg_head
 from ..postprocessing import (
     instance_inference,
     panoptic_inference,
+    panoptic_queries,
     sem_seg_postprocess,
     semantic_inference,
 )
@@ -29,13 +30,27 @@ from ..video_clips import clip_options_from_config
 from .build import META_ARCH_REGISTRY
 from .images import normalize_and_pad
 
+#: TEST.PRECISION values: the dtype the forward runs in at inference.
+INFERENCE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+def _check_autocast_supported(device: torch.device, dtype: torch.dtype) -> None:
+    """Raise where bfloat16 inference would run emulated: a CPU without bfloat16 instructions."""
+    if device.type == "cpu" and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        raise RuntimeError(
+            f"TEST.PRECISION {str(dtype).removeprefix('torch.')} on this CPU: it has no bfloat16 "
+            "instructions (AVX512-BF16 or AMX), so it would be slower than float32; use float32"
+        )
+
 
 @META_ARCH_REGISTRY.register()
 class MaskFormer(nn.Module):
     """Backbone + ``MaskFormerHead`` + set criterion, with semantic/panoptic/instance inference.
 
     Takes detectron2-format inputs (see ``meta_arch/build.py``). Training returns the
-    criterion's weighted losses; inference returns per image, at its original size
+    criterion's weighted losses; inference (in ``inference_precision``, ``TEST.PRECISION``:
+    float32, or bfloat16 autocast with float32 post-processing) returns per image, at its
+    original size
     ("height", "width" or the input size), the outputs switched on: ``"sem_seg"`` (K, H, W),
     ``"panoptic_seg"`` (id map (H, W) int32, segments_info), ``"instances"``.
 
@@ -85,8 +100,15 @@ class MaskFormer(nn.Module):
         sliding_window: SlidingWindow | None = None,
         thing_ids: Sequence[int] | None = None,
         low_memory_inference: bool = False,
+        inference_precision: str = "float32",
     ):
         super().__init__()
+        if inference_precision not in INFERENCE_DTYPES:
+            raise ValueError(
+                f"TEST.PRECISION must be one of {sorted(INFERENCE_DTYPES)}, "
+                f"got {inference_precision!r}"
+            )
+        self.inference_dtype = INFERENCE_DTYPES[inference_precision]
         self.backbone = backbone
         self.sem_seg_head = sem_seg_head
         self.criterion = criterion
@@ -142,6 +164,7 @@ class MaskFormer(nn.Module):
             "test_topk_per_image": cfg.TEST.DETECTIONS_PER_IMAGE,
             "batch_independent": cfg.TEST.BATCH_INDEPENDENT,
             "sliding_window": build_sliding_window(cfg),
+            "inference_precision": cfg.TEST.PRECISION,
         }
 
     @property
@@ -161,20 +184,28 @@ class MaskFormer(nn.Module):
         images = normalize_and_pad(
             batched_inputs, self.pixel_mean, self.pixel_std, self.size_divisibility
         )
-        features = self.backbone(images.tensor)
-        outputs = self.sem_seg_head(features)
         if self.training:
+            outputs = self.sem_seg_head(self.backbone(images.tensor))
             if self.criterion is None:
                 raise RuntimeError("MaskFormer was built without a criterion and cannot train")
             targets = self.prepare_targets(batched_inputs, images)
             return self.criterion(outputs, targets)
-        return self.inference(outputs, batched_inputs, images)
+        return self.inference(self.predict(images.tensor), batched_inputs, images)
+
+    def predict(self, images: Tensor) -> dict:
+        """The head's predictions at inference, in ``TEST.PRECISION``; class and mask logits
+        come back in float32 for post-processing."""
+        if self.inference_dtype == torch.float32:
+            return self.sem_seg_head(self.backbone(images))
+        _check_autocast_supported(images.device, self.inference_dtype)
+        with torch.autocast(images.device.type, dtype=self.inference_dtype):
+            outputs = self.sem_seg_head(self.backbone(images))
+        return {k: outputs[k].float() for k in ("pred_logits", "pred_masks")}
 
     def whole_image_inference(self, x: dict) -> dict:
         """One image's outputs, computed on the whole image (padded to its own size)."""
         images = normalize_and_pad([x], self.pixel_mean, self.pixel_std, self.size_divisibility)
-        outputs = self.sem_seg_head(self.backbone(images.tensor))
-        return self.inference(outputs, [x], images)[0]
+        return self.inference(self.predict(images.tensor), [x], images)[0]
 
     def prepare_targets(self, batched_inputs: list[dict], images: ImageList) -> list[dict]:
         """Per image ``{"labels": (n,), "masks": (n, H_pad, W_pad)}``, masks zero-padded."""
@@ -193,20 +224,16 @@ class MaskFormer(nn.Module):
 
     def inference(self, outputs: dict, batched_inputs: list[dict], images: ImageList) -> list[dict]:
         """Per-image results at the original size (padding cropped before resizing)."""
-        # (N, Q, h, w) -> (N, Q, H_pad, W_pad)
-        mask_preds = F.interpolate(
-            outputs["pred_masks"],
-            size=images.tensor.shape[-2:],
-            mode="bilinear",
-            align_corners=False,
-        )
+        padded_size = tuple(images.tensor.shape[-2:])
         results = []
         for mask_cls, mask_pred, x, image_size in zip(
-            outputs["pred_logits"], mask_preds, batched_inputs, images.image_sizes
+            outputs["pred_logits"], outputs["pred_masks"], batched_inputs, images.image_sizes
         ):
             height = x.get("height", image_size[0])
             width = x.get("width", image_size[1])
-            results.append(self.inference_single(mask_cls, mask_pred, image_size, height, width))
+            results.append(
+                self.inference_single(mask_cls, mask_pred, image_size, height, width, padded_size)
+            )
         return results
 
     def inference_single(
@@ -216,44 +243,88 @@ class MaskFormer(nn.Module):
         image_size: tuple[int, int],
         height: int,
         width: int,
+        padded_size: tuple[int, int],
     ) -> dict:
-        """mask_cls (Q, K+1), mask_pred (Q, H_pad, W_pad) logits -> one image's outputs."""
+        """mask_cls (Q, K+1), mask_pred (Q, h, w) logits of the padded image at the masks'
+        stride -> one image's outputs.
+
+        Masks are resized bilinearly to ``padded_size``, then (before inference) cropped and
+        resized to (height, width); panoptic inference alone resizes only the queries it
+        keeps (each mask is resized on its own, so the results are the same).
+        """
+
+        def resize(masks: Tensor, queries_innermost: bool = False) -> Tensor:
+            # (q, h, w) -> (q, H_pad, W_pad) -> (q, height, width) before inference
+            if len(masks) == 0:  # interpolate refuses an empty batch
+                size = (height, width) if self.sem_seg_postprocess_before_inference else padded_size
+                return masks.new_zeros((0, *size))
+            # the memory layout its readers read fastest (semantic_inference alone: queries
+            # innermost); resizing keeps the input's
+            layout = torch.channels_last if queries_innermost else torch.contiguous_format
+            masks = F.interpolate(
+                masks[None].contiguous(memory_format=layout),
+                size=padded_size,
+                mode="bilinear",
+                align_corners=False,
+            )[0]
+            if self.sem_seg_postprocess_before_inference:
+                masks = sem_seg_postprocess(masks, image_size, height, width)
+            return masks
+
         low_memory = self.low_memory_inference and self.sem_seg_postprocess_before_inference
         if low_memory and FullSizeMaskLogits.supports(mask_pred.shape[0], height, width):
-            return self._postprocess(
-                mask_cls.to(mask_pred),
-                FullSizeMaskLogits(mask_pred, image_size, height, width),
-                semantic_inference_low_memory,
-                panoptic_inference_low_memory,
-                instance_inference_low_memory,
+            padded = F.interpolate(
+                mask_pred[None], size=padded_size, mode="bilinear", align_corners=False
+            )[0]
+            masks = FullSizeMaskLogits(padded, image_size, height, width)
+            return self._postprocess_low_memory(mask_cls.to(padded), masks)
+
+        result = {}
+        semantic_only = not (self.panoptic_on or self.instance_on)
+        full = resize(mask_pred, semantic_only) if self.semantic_on or self.instance_on else None
+        if full is not None and self.sem_seg_postprocess_before_inference:
+            mask_cls = mask_cls.to(full)
+        if self.semantic_on:
+            sem_seg = semantic_inference(mask_cls, full)
+            if not self.sem_seg_postprocess_before_inference:
+                sem_seg = sem_seg_postprocess(sem_seg, image_size, height, width)
+            result["sem_seg"] = sem_seg
+        if self.panoptic_on:
+            kept = panoptic_queries(mask_cls, self.object_mask_threshold)
+            result["panoptic_seg"] = panoptic_inference(
+                mask_cls,
+                resize(mask_pred[kept]) if full is None else full[kept],
+                thing_ids=self._require_thing_ids("panoptic"),
+                object_mask_threshold=self.object_mask_threshold,
+                overlap_threshold=self.overlap_threshold,
+                kept=kept,
             )
-        if self.sem_seg_postprocess_before_inference:
-            mask_pred = sem_seg_postprocess(mask_pred, image_size, height, width)
-            mask_cls = mask_cls.to(mask_pred)
-        result = self._postprocess(
-            mask_cls, mask_pred, semantic_inference, panoptic_inference, instance_inference
-        )
-        if "sem_seg" in result and not self.sem_seg_postprocess_before_inference:
-            result["sem_seg"] = sem_seg_postprocess(result["sem_seg"], image_size, height, width)
+        if self.instance_on:
+            result["instances"] = instance_inference(
+                mask_cls,
+                full,
+                topk=self.test_topk_per_image,
+                # A panoptic model reports only thing classes as instances.
+                thing_ids=self._require_thing_ids("instance") if self.panoptic_on else None,
+            )
         return result
 
-    def _postprocess(self, mask_cls, masks, semantic, panoptic, instance) -> dict:
-        """The outputs switched on, from ``masks`` by the three post-processing functions.
+    def _postprocess_low_memory(self, mask_cls: Tensor, masks: FullSizeMaskLogits) -> dict:
+        """The outputs switched on, from the full-size logits computed a few at a time.
 
         The largest output (instances) is computed first, so that the others' working memory
         comes on top of fewer outputs.
         """
         result = {}
         if self.instance_on:
-            result["instances"] = instance(
+            result["instances"] = instance_inference_low_memory(
                 mask_cls,
                 masks,
                 topk=self.test_topk_per_image,
-                # A panoptic model reports only thing classes as instances.
                 thing_ids=self._require_thing_ids("instance") if self.panoptic_on else None,
             )
         if self.panoptic_on:
-            result["panoptic_seg"] = panoptic(
+            result["panoptic_seg"] = panoptic_inference_low_memory(
                 mask_cls,
                 masks,
                 thing_ids=self._require_thing_ids("panoptic"),
@@ -261,7 +332,7 @@ class MaskFormer(nn.Module):
                 overlap_threshold=self.overlap_threshold,
             )
         if self.semantic_on:
-            result["sem_seg"] = semantic(mask_cls, masks)
+            result["sem_seg"] = semantic_inference_low_memory(mask_cls, masks)
         order = ("sem_seg", "panoptic_seg", "instances")  # detectron2's order of the keys
         return {key: result[key] for key in order if key in result}
 

@@ -8,6 +8,7 @@ from torch import Tensor, nn
 
 from mask2former.config import configurable
 from mask2former.layers import Conv2d, ShapeSpec, c2_xavier_fill
+from mask2former.layers.linear import Linear
 from mask2former.ops import MSDeformAttn, deterministic
 
 from ..position_encoding import PositionEmbeddingSine
@@ -31,9 +32,9 @@ class MSDeformAttnEncoderLayer(nn.Module):
         self.self_attn = MSDeformAttn(d_model, n_levels, n_heads, n_points)
         self.dropout1 = nn.Dropout(dropout)
         self.norm1 = nn.LayerNorm(d_model)
-        self.linear1 = nn.Linear(d_model, d_ffn)
+        self.linear1 = Linear(d_model, d_ffn)
         self.dropout2 = nn.Dropout(dropout)
-        self.linear2 = nn.Linear(d_ffn, d_model)
+        self.linear2 = Linear(d_ffn, d_model)
         self.dropout3 = nn.Dropout(dropout)
         self.norm2 = nn.LayerNorm(d_model)
 
@@ -219,7 +220,7 @@ class MSDeformAttnPixelDecoder(nn.Module):
     @staticmethod
     def _input_projection(in_channels: int, conv_dim: int) -> nn.Sequential:
         proj = nn.Sequential(
-            nn.Conv2d(in_channels, conv_dim, kernel_size=1), nn.GroupNorm(32, conv_dim)
+            Conv2d(in_channels, conv_dim, kernel_size=1), nn.GroupNorm(32, conv_dim)
         )
         nn.init.xavier_uniform_(proj[0].weight, gain=1)
         nn.init.constant_(proj[0].bias, 0)
@@ -272,14 +273,15 @@ class MSDeformAttnPixelDecoder(nn.Module):
         }
 
     def forward_features(self, features: dict[str, Tensor]) -> tuple[Tensor, Tensor, list[Tensor]]:
-        # As published, the pixel decoder runs in float32 even under mixed precision.
+        """As published, training runs the pixel decoder in float32 even under mixed precision;
+        inference runs it in the caller's precision (``TEST.PRECISION`` bfloat16 autocasts it)."""
+        if not self.training:
+            return self._forward_features(features)
         device_type = next(iter(features.values())).device.type
         with torch.autocast(device_type=device_type, enabled=False):
-            return self._forward_features_fp32({k: v.float() for k, v in features.items()})
+            return self._forward_features({k: v.float() for k, v in features.items()})
 
-    def _forward_features_fp32(
-        self, features: dict[str, Tensor]
-    ) -> tuple[Tensor, Tensor, list[Tensor]]:
+    def _forward_features(self, features: dict[str, Tensor]) -> tuple[Tensor, Tensor, list[Tensor]]:
         srcs, pos = [], []
         for idx, name in enumerate(self.transformer_in_features[::-1]):
             x = features[name]

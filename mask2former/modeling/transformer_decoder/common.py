@@ -4,6 +4,7 @@ import torch
 from torch import Tensor, nn
 
 from mask2former.layers import Conv2d, c2_xavier_fill
+from mask2former.layers.linear import MIN_ONEDNN_MACS, linear, uses_onednn
 
 
 def decoder_config(cfg, in_channels: int, mask_classification: bool) -> dict:
@@ -44,7 +45,23 @@ def predict_masks(mask_embed: Tensor, mask_features: Tensor) -> Tensor:
     """
     if mask_features.dim() == 5:
         return torch.einsum("...bqc,btchw->...bqthw", mask_embed, mask_features)
+    if mask_embed.dim() == 3 and uses_onednn(mask_embed, mask_features, min_macs=0):
+        # one product per image: (Q, C) queries by (H*W, C) pixels
+        (q, c), (h, w) = mask_embed.shape[1:], mask_features.shape[-2:]
+        if q * c * h * w >= MIN_ONEDNN_MACS:
+            return _onednn_masks(mask_embed, mask_features)
     return torch.einsum("...bqc,bchw->...bqhw", mask_embed, mask_features)
+
+
+def _onednn_masks(mask_embed: Tensor, mask_features: Tensor) -> Tensor:
+    """:func:`predict_masks` of (N, Q, C) and (N, C, H, W) through oneDNN's product, image by
+    image: the pixels are the product's "weight" (H*W, C), a view of channels-last features."""
+    n, c, h, w = mask_features.shape
+    # (N, C, H, W) -> (N, H*W, C); no copy when the features are channels-last
+    pixels = mask_features.permute(0, 2, 3, 1).reshape(n, h * w, c)
+    masks = [linear(embed, image_pixels) for embed, image_pixels in zip(mask_embed, pixels)]
+    # N x (Q, H*W) -> (N, Q, H, W)
+    return torch.stack(masks).view(n, -1, h, w)
 
 
 def aux_outputs(classes: list[Tensor] | None, masks: list[Tensor]) -> list[dict[str, Tensor]]:

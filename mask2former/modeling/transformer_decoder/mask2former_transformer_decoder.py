@@ -4,6 +4,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from mask2former.config import configurable
+from mask2former.layers.linear import Linear
 
 from ..checkpoint_compat import DECODER_QUERY_FEAT_VERSION, predates, rename_static_query
 from ..position_encoding import PositionEmbeddingSine
@@ -22,14 +23,22 @@ def attention_mask_from_masks(mask_logits: Tensor, size: tuple[int, int], num_he
     """
     n, q = mask_logits.shape[:2]
     # each frame is resized on its own: (N, Q, T, H, W) -> (N, Q*T, H, W); images keep their shape
-    resized = F.interpolate(
-        mask_logits.flatten(1, -3), size=size, mode="bilinear", align_corners=False
-    )
+    resized = mask_logits.flatten(1, -3)
+    if resized.shape[-2:] != tuple(size):
+        resized = F.interpolate(resized, size=size, mode="bilinear", align_corners=False)
     blocked = resized.sigmoid().view(n, q, -1) < 0.5
     # fully blocked rows are the same for every head: unblock them before repeating
     blocked[blocked.all(-1)] = False
     blocked = blocked.unsqueeze(1).repeat(1, num_heads, 1, 1).flatten(0, 1)
     return blocked.detach()
+
+
+def resize_mask_features(mask_features: Tensor, size: tuple[int, int]) -> Tensor:
+    """(N, C, H, W) -> (N, C, h, w) bilinearly, or each frame of clips (N, T, C, H, W)."""
+    # (N, T, C, H, W) -> (N*T, C, H, W) and back; images keep their shape
+    frames = mask_features.flatten(0, -4)
+    resized = F.interpolate(frames, size=size, mode="bilinear", align_corners=False)
+    return resized.view(*mask_features.shape[:-2], *size)
 
 
 @TRANSFORMER_DECODER_REGISTRY.register()
@@ -43,13 +52,16 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
 
     ``forward(x: list of 3 (N, C_in, h_l, w_l) coarsest first, mask_features (N, mask_dim,
     H, W), mask=None)`` returns ``{"pred_logits": (N, Q, K+1), "pred_masks": (N, Q, H, W),
-    "aux_outputs": the dec_layers - 1 earlier predictions (only with deep_supervision)}``. The
+    "aux_outputs": the dec_layers - 1 earlier predictions (in training mode only)}``. The
     published decoder has no padding mask; ``mask`` is accepted for the common interface and
     must be None.
 
     As in the official ``from_config``, the config gives neither the dropout (0.0 in every
     layer, whatever ``MODEL.MASK_FORMER.DROPOUT`` says) nor ``deep_supervision`` (the earlier
-    predictions are always returned; the criterion's weights decide which are trained).
+    predictions are always returned in training mode; the criterion's weights decide which are
+    trained). Unlike the published decoder, eval mode returns only the last prediction: the
+    earlier masks are then computed only at the size their attention masks need (the same
+    attention masks up to rounding, much cheaper), and nothing at inference reads them.
 
     ``mask_classification`` is in the registry's call contract ``cls(cfg, in_channels,
     mask_classification)`` (the official signature; MaskFormer v1's decoder predicts masks only
@@ -114,7 +126,7 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
             input_projection(in_channels, hidden_dim, enforce_input_project)
             for _ in range(num_feature_levels)
         )
-        self.class_embed = nn.Linear(hidden_dim, num_classes + 1)
+        self.class_embed = Linear(hidden_dim, num_classes + 1)
         self.mask_embed = MLP(hidden_dim, hidden_dim, mask_dim, 3)
 
     @classmethod
@@ -174,30 +186,61 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
     def _decode(
         self, srcs: list[Tensor], pos: list[Tensor], sizes: list, mask_features: Tensor
     ) -> dict[str, object]:
-        """The layers over the flattened levels (``_flatten_levels``); N = ``srcs[l].shape[1]``."""
+        """The layers over the flattened levels (``_flatten_levels``); N = ``srcs[l].shape[1]``.
+
+        In eval mode only the last prediction is made (no ``aux_outputs``): the earlier ones
+        serve only as attention masks, computed at the attention's size (see
+        :meth:`_inference_attention_mask`).
+        """
         n = srcs[0].shape[1]
         # (Q, C) -> (Q, N, C)
         query_embed = self.query_embed.weight.unsqueeze(1).repeat(1, n, 1)
         output = self.query_feat.weight.unsqueeze(1).repeat(1, n, 1)
+        if not self.training:
+            level_features = [resize_mask_features(mask_features, size) for size in sizes]
         classes, masks = [], []
-        outputs_class, outputs_mask, attn_mask = self.forward_prediction_heads(
-            output, mask_features, sizes[0]
-        )
-        classes.append(outputs_class)
-        masks.append(outputs_mask)
-        for i in range(self.num_layers):
-            lvl = i % self.num_feature_levels
-            output = self.transformer_cross_attention_layers[i](
-                output, srcs[lvl], attn_mask=attn_mask, pos=pos[lvl], query_pos=query_embed
-            )
-            output = self.transformer_self_attention_layers[i](output, query_pos=query_embed)
-            output = self.transformer_ffn_layers[i](output)
+        attn_mask = None  # the learned queries' prediction (i = 0) gives the first one
+        for i in range(self.num_layers + 1):
+            if i > 0:
+                output = self._layer(i - 1, output, srcs, pos, attn_mask, query_embed)
+            next_lvl = i % self.num_feature_levels
+            if not self.training and i < self.num_layers:
+                attn_mask = self._inference_attention_mask(output, level_features[next_lvl])
+                continue
             outputs_class, outputs_mask, attn_mask = self.forward_prediction_heads(
-                output, mask_features, sizes[(i + 1) % self.num_feature_levels]
+                output, mask_features, sizes[next_lvl]
             )
             classes.append(outputs_class)
             masks.append(outputs_mask)
         out: dict[str, object] = {"pred_logits": classes[-1], "pred_masks": masks[-1]}
-        if self.deep_supervision:
+        if self.deep_supervision and self.training:
             out["aux_outputs"] = aux_outputs(classes, masks)
         return out
+
+    def _layer(
+        self,
+        i: int,
+        output: Tensor,
+        srcs: list[Tensor],
+        pos: list[Tensor],
+        attn_mask: Tensor,
+        query_embed: Tensor,
+    ) -> Tensor:
+        """Layer ``i``: masked cross-attention to level ``i % levels``, self-attention, FFN."""
+        lvl = i % self.num_feature_levels
+        output = self.transformer_cross_attention_layers[i](
+            output, srcs[lvl], attn_mask=attn_mask, pos=pos[lvl], query_pos=query_embed
+        )
+        output = self.transformer_self_attention_layers[i](output, query_pos=query_embed)
+        return self.transformer_ffn_layers[i](output)
+
+    def _inference_attention_mask(self, output: Tensor, level_features: Tensor) -> Tensor:
+        """The next attention mask from queries (Q, N, C) and mask features already resized to
+        the attention's size, (N, C, h, w) or clips (N, T, C, h, w).
+
+        Bilinear resizing is linear, so masks predicted from resized features equal resized
+        full-resolution masks up to rounding, at a fraction of the cost.
+        """
+        decoded = self.decoder_norm(output).transpose(0, 1)
+        mask_logits = predict_masks(self.mask_embed(decoded), level_features)
+        return attention_mask_from_masks(mask_logits, level_features.shape[-2:], self.num_heads)

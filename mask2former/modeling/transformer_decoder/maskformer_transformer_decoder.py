@@ -4,6 +4,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from mask2former.config import configurable
+from mask2former.layers.linear import Linear
 
 from ..position_encoding import PositionEmbeddingSine
 from ..transformer_blocks import MLP, Transformer
@@ -63,7 +64,7 @@ class StandardTransformerDecoder(nn.Module):
         self.query_embed = nn.Embedding(num_queries, hidden_dim)
         self.input_proj = input_projection(in_channels, hidden_dim, enforce_input_project)
         if mask_classification:
-            self.class_embed = nn.Linear(hidden_dim, num_classes + 1)
+            self.class_embed = Linear(hidden_dim, num_classes + 1)
         self.mask_embed = MLP(hidden_dim, hidden_dim, mask_dim, 3)
 
     @classmethod
