@@ -135,10 +135,7 @@ def _pixel_winners(
     mask_logits: Tensor, scores: Tensor, queries: Tensor | None = None
 ) -> tuple[Tensor, Tensor, Tensor]:
     """For masks (n, H, W) logits (or those of ``queries`` (n,) among (Q, H, W)) of queries
-    scored (n,): the query each pixel goes to (H, W) (the largest score x mask probability;
-    max(0) gives the first maximal index, as argmax does, and is faster on CPU), whether that
-    query's own probability there is >= 0.5 (H, W), and each query's area of probability
-    >= 0.5 (n,).
+    scored (n,): :func:`_winners` of their probabilities.
 
     On a CPU the rows go in blocks of ``BLOCK_BYTES``, so that the probabilities and
     products stay in cache instead of filling fresh memory; on a GPU in one block. Every
@@ -154,11 +151,21 @@ def _pixel_winners(
             probs = mask_logits[:, top : top + rows].sigmoid()
         else:  # indexing copies: the sigmoid works in place
             probs = mask_logits[queries, top : top + rows].sigmoid_()
-        block = winner[top : top + rows]
-        torch.max(scores.view(-1, 1, 1) * probs, 0, out=(torch.empty_like(probs[0]), block))
-        covered[top : top + rows] = probs.gather(0, block[None])[0] >= 0.5
-        own_area += (probs >= 0.5).sum((1, 2))
+        block_winner, block_covered, block_area = _winners(scores, probs)
+        winner[top : top + rows] = block_winner
+        covered[top : top + rows] = block_covered
+        own_area += block_area
     return winner, covered, own_area
+
+
+def _winners(scores: Tensor, probs: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """For queries scored (n,) with mask probabilities (n, H, W): the query each pixel goes to
+    (H, W) (the largest score x probability; max(0) gives the first maximal index, as argmax
+    does, and is faster on CPU), whether that query's own probability there is >= 0.5 (H, W),
+    and each query's area of probability >= 0.5 (n,) int64."""
+    winner = (scores.view(-1, 1, 1) * probs).max(0).indices
+    covered = probs.gather(0, winner[None])[0] >= 0.5
+    return winner, covered, (probs >= 0.5).sum((1, 2))
 
 
 def _assign_pixels(cur_scores: Tensor, cur_masks: Tensor) -> tuple[Tensor, ...]:
@@ -168,12 +175,7 @@ def _assign_pixels(cur_scores: Tensor, cur_masks: Tensor) -> tuple[Tensor, ...]:
     (n where the winning query's own mask is < 0.5), and per query (n,): its own area
     (probability >= 0.5), the area it won, the area it keeps.
     """
-    # (H, W): the kept query each pixel goes to (max(0) gives the first maximal index, as
-    # argmax does, and is faster on CPU)
-    winner = (cur_scores.view(-1, 1, 1) * cur_masks).max(0).indices
-    covered = cur_masks.gather(0, winner[None])[0] >= 0.5
-    own_area = (cur_masks >= 0.5).flatten(1).sum(1, dtype=torch.int32)
-    return _segment_areas(winner, covered, own_area)
+    return _segment_areas(*_winners(cur_scores, cur_masks))
 
 
 def _segment_areas(winner: Tensor, covered: Tensor, own_area: Tensor) -> tuple[Tensor, ...]:

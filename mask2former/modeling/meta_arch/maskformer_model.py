@@ -304,8 +304,7 @@ class MaskFormer(nn.Module):
                 mask_cls,
                 full,
                 topk=self.test_topk_per_image,
-                # A panoptic model reports only thing classes as instances.
-                thing_ids=self._require_thing_ids("instance") if self.panoptic_on else None,
+                thing_ids=self._instance_thing_ids(),
             )
         return result
 
@@ -321,7 +320,7 @@ class MaskFormer(nn.Module):
                 mask_cls,
                 masks,
                 topk=self.test_topk_per_image,
-                thing_ids=self._require_thing_ids("instance") if self.panoptic_on else None,
+                thing_ids=self._instance_thing_ids(),
             )
         if self.panoptic_on:
             result["panoptic_seg"] = panoptic_inference_low_memory(
@@ -335,6 +334,10 @@ class MaskFormer(nn.Module):
             result["sem_seg"] = semantic_inference_low_memory(mask_cls, masks)
         order = ("sem_seg", "panoptic_seg", "instances")  # detectron2's order of the keys
         return {key: result[key] for key in order if key in result}
+
+    def _instance_thing_ids(self) -> list[int] | None:
+        """The classes instance inference may report: a panoptic model reports only things."""
+        return self._require_thing_ids("instance") if self.panoptic_on else None
 
     def _require_thing_ids(self, task: str) -> list[int]:
         if self.thing_ids is None:
