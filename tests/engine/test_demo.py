@@ -16,7 +16,8 @@ from tests.modeling.tiny import CONFIG_DIR, CONFIGS, TINY_OVERRIDES
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _load_demo():
+def load_demo():
+    """demo/demo.py as a module (it is a script, not part of the package)."""
     spec = importlib.util.spec_from_file_location("demo_script", REPO / "demo" / "demo.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -49,7 +50,7 @@ def test_demo_writes_png_with_metadata_colours(tmp_path):
     image_path = tmp_path / "in.png"
     cv2.imwrite(str(image_path), gray)
     out_dir = tmp_path / "out"
-    _load_demo().main(
+    load_demo().main(
         ["--config-file", config, "--input", str(image_path), "--output", str(out_dir) + "/"]
         + ["--opts"]
         + _opts(weights)
@@ -91,7 +92,7 @@ def test_demo_inputs_that_match_nothing_are_named(tmp_path):
 
 
 def test_demo_refuses_both_or_neither_input():
-    demo = _load_demo()
+    demo = load_demo()
     with pytest.raises(SystemExit):
         demo.parse_args(["--config-file", "x.yaml", "--output", "o"])
     with pytest.raises(SystemExit):
@@ -106,7 +107,7 @@ TINY_CONFIG = str(CONFIG_DIR / CONFIGS["mask2former"])
 
 
 def _run_demo(inputs: list[str], output, *extra: str, demo=None):
-    demo = demo or _load_demo()
+    demo = demo or load_demo()
     flag = "--input" if not str(inputs[0]).endswith(".avi") else "--video-input"
     args = ["--config-file", TINY_CONFIG, flag, *map(str, inputs), "--output", str(output)]
     demo.main(args + list(extra) + ["--opts"] + _opts(""))
@@ -143,7 +144,7 @@ def _demo_that_must_not_build_a_model():
     def refuse(*args, **kwargs):
         raise AssertionError("the model was built before the output was checked")
 
-    demo = _load_demo()
+    demo = load_demo()
     demo.DefaultPredictor = refuse
     return demo
 

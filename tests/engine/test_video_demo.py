@@ -1,8 +1,6 @@
 """demo/demo.py with a VideoMaskFormer config: tracked instances drawn clip by clip, one colour
 per track through the video."""
 
-import importlib.util
-from pathlib import Path
 from types import SimpleNamespace
 
 import cv2
@@ -17,23 +15,15 @@ from mask2former.engine.video_demo import (
     is_video_model,
     track_color,
 )
+from tests.engine.test_demo import load_demo
 from tests.modeling.test_video_clips import SIZE, stub_network
 from tests.modeling.tiny import (
     CONFIG_DIR,
-    TINY_OVERRIDES,
+    TINY_VIDEO_OVERRIDES,
     VIDEO_CONFIG,
     build_tiny_model,
     tiny_video_cfg,
 )
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-def _load_demo():
-    spec = importlib.util.spec_from_file_location("demo_script", REPO / "demo" / "demo.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _blend(background: np.ndarray, colour) -> np.ndarray:
@@ -122,20 +112,14 @@ def test_video_demo_writes_every_frame_of_a_video_file(tmp_path):
         writer.write(frame)
     writer.release()
     overrides = {
-        **TINY_OVERRIDES,
-        "MODEL.MASK_FORMER.TEST.SEMANTIC_ON": False,
-        "MODEL.MASK_FORMER.TEST.PANOPTIC_ON": False,
-        "MODEL.MASK_FORMER.DEC_LAYERS": 3,
-        "MODEL.MASK_FORMER.NUM_OBJECT_QUERIES": 6,
-        "MODEL.SEM_SEG_HEAD.TRANSFORMER_ENC_LAYERS": 1,
-        "MODEL.WEIGHTS": "",
+        **TINY_VIDEO_OVERRIDES,
         "INPUT.MIN_SIZE_TEST": 48,
         "MODEL.MASK_FORMER.TEST.CLIP_LENGTH": 4,
         "MODEL.MASK_FORMER.TEST.CLIP_OVERLAP": 1,
     }
     opts = [str(x) for kv in overrides.items() for x in kv]
     out = tmp_path / "out.mp4"
-    _load_demo().main(
+    load_demo().main(
         ["--config-file", str(CONFIG_DIR / VIDEO_CONFIG), "--video-input", str(video)]
         + ["--output", str(out), "--confidence-threshold", "0", "--opts"]
         + opts

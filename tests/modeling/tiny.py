@@ -108,21 +108,24 @@ def training_input(height: int = IMAGE_SIZE, width: int = IMAGE_SIZE, seed: int 
     }
 
 
+#: ``VIDEO_CONFIG`` shrunk: ``TINY_OVERRIDES`` (instance output only), three predictions (two
+#: decoder layers), six queries, one encoder layer, no weights.
+TINY_VIDEO_OVERRIDES = {
+    **TINY_OVERRIDES,
+    "MODEL.MASK_FORMER.TEST.SEMANTIC_ON": False,
+    "MODEL.MASK_FORMER.TEST.PANOPTIC_ON": False,
+    "MODEL.MASK_FORMER.DEC_LAYERS": 3,
+    "MODEL.MASK_FORMER.NUM_OBJECT_QUERIES": 6,
+    "MODEL.SEM_SEG_HEAD.TRANSFORMER_ENC_LAYERS": 1,
+    "MODEL.WEIGHTS": "",
+}
+
+
 def tiny_video_cfg(**extra):
-    """``VIDEO_CONFIG`` with ``TINY_OVERRIDES`` (instance output only), three predictions (two
-    decoder layers), six queries, one encoder layer (and ``extra``, dots as ``__``)."""
+    """``VIDEO_CONFIG`` with ``TINY_VIDEO_OVERRIDES`` (and ``extra``, dots as ``__``)."""
     cfg = get_cfg()
     cfg.merge_from_file(str(CONFIG_DIR / VIDEO_CONFIG))
-    overrides = {
-        **TINY_OVERRIDES,
-        "MODEL.MASK_FORMER.TEST.SEMANTIC_ON": False,
-        "MODEL.MASK_FORMER.TEST.PANOPTIC_ON": False,
-        "MODEL.MASK_FORMER.DEC_LAYERS": 3,
-        "MODEL.MASK_FORMER.NUM_OBJECT_QUERIES": 6,
-        "MODEL.SEM_SEG_HEAD.TRANSFORMER_ENC_LAYERS": 1,
-        "MODEL.WEIGHTS": "",
-    }
-    overrides.update({k.replace("__", "."): v for k, v in extra.items()})
+    overrides = {**TINY_VIDEO_OVERRIDES, **{k.replace("__", "."): v for k, v in extra.items()}}
     cfg.merge_from_list([item for kv in overrides.items() for item in kv])
     return cfg
 
