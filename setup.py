@@ -5,6 +5,10 @@ installing torch. A plain `pip install -e .` builds in an isolated environment w
 installs no extension; the package then compiles the same sources on first use into a cache
 (mask2former/ops/_jit.py), which is why the sources also ship inside the package.
 
+The extension ``mask2former._codec`` (ops/codec/codec.c, plain C, no torch needed) holds the
+evaluation's RLE and PNG loops; it is built by every install that has a C compiler, isolated
+or not, and without it the package uses pycocotools / pyspng / OpenCV for the same results.
+
 The extension ``mask2former._C`` holds the C++ CPU kernel (always attempted) and the CUDA kernel
 (built when torch is a CUDA build and a CUDA toolkit is found, or when FORCE_CUDA=1, for the
 architectures in TORCH_CUDA_ARCH_LIST). Environment variables:
@@ -12,7 +16,7 @@ architectures in TORCH_CUDA_ARCH_LIST). Environment variables:
     FORCE_CUDA=1               build the CUDA kernel even without a visible GPU; any compile
                                error then fails the install (CI relies on this)
     MASK2FORMER_BUILD_CUDA=0   skip the CUDA kernel (quick local builds)
-    MASK2FORMER_BUILD_EXT=0    build no extension at all (pure-PyTorch reference only)
+    MASK2FORMER_BUILD_EXT=0    build no extension at all (pure-PyTorch / Python paths only)
     CUDA_HOME                  the CUDA toolkit, e.g. /usr/local/cuda
 
 Without FORCE_CUDA a failed compile is reported with a warning and the install goes on (with a
@@ -26,7 +30,8 @@ import subprocess
 import sys
 import warnings
 
-from setuptools import find_packages, setup
+from setuptools import Extension, find_packages, setup
+from setuptools.command.build_ext import build_ext
 from setuptools.errors import CompileError, LinkError
 
 INSTALL_REQUIRES = [
@@ -40,7 +45,8 @@ INSTALL_REQUIRES = [
     "shapely>=2.0",  # polygon crops (fvcore's CropTransform.apply_polygons)
     "numpy>=1.21",
     "pillow>=9.0",
-    "pyspng>=0.1.2",  # libspng: the panoptic evaluator's PNG decoder
+    "pyspng>=0.1.2",  # libspng: the panoptic evaluator's PNG decoder without mask2former._codec
+    "zlib-ng>=0.4",  # PNG inflate / deflate several times faster than zlib's
     "tqdm>=4.60",
     "tensorboard>=2.10",
     "safetensors>=0.4",
@@ -138,10 +144,46 @@ def _want_cuda() -> bool:
     return True
 
 
+CODEC = Extension(
+    "mask2former._codec",
+    sources=["ops/codec/codec.c"],
+    extra_compile_args=["-O3"] if sys.platform != "win32" else ["/O2"],
+)
+
+
+class BuildCodecFirst(build_ext):
+    """Builds mask2former._codec with setuptools' own C build (a failure only warns), then
+    the other extensions by ``build_others`` (torch's BuildExtension, in a subclass, would
+    compile the C file with C++ flags)."""
+
+    def build_extensions(self) -> None:
+        built = []
+        for ext in [e for e in self.extensions if e.name == CODEC.name]:
+            try:
+                build_ext.build_extension(self, ext)
+                built.append(ext)
+            except BUILD_ERRORS as exc:
+                warnings.warn(
+                    f"mask2former._codec failed to build ({exc}); evaluation uses pycocotools, "
+                    "pyspng and OpenCV instead (same results, slower)"
+                )
+        self.extensions = [e for e in self.extensions if e.name != CODEC.name]
+        if self.extensions:
+            self.build_others()  # may drop what failed
+        # what is listed here is what an editable install copies next to the sources
+        self.extensions = built + self.extensions
+
+    def build_others(self) -> None:
+        build_ext.build_extensions(self)
+
+
 def _extension_build():
-    """(ext_modules, cmdclass): the kernels when torch is importable at build time, else none."""
+    """(ext_modules, cmdclass): the codec, and the kernels when torch is importable at build
+    time."""
     if os.environ.get("MASK2FORMER_BUILD_EXT", "1") == "0":
-        warnings.warn("MASK2FORMER_BUILD_EXT=0: mask2former._C is not built")
+        warnings.warn(
+            "MASK2FORMER_BUILD_EXT=0: mask2former._C and mask2former._codec are not built"
+        )
         return [], {}
     try:
         from torch.utils.cpp_extension import BuildExtension
@@ -154,15 +196,16 @@ def _extension_build():
             "(about 1 min, once). To build them now, against the torch already installed: "
             "`pip install --no-build-isolation -e .`"
         )
-        return [], {}
+        return [CODEC], {"build_ext": BuildCodecFirst}
 
-    class BuildKernels(BuildExtension):
-        """Builds mask2former._C; without FORCE_CUDA a failed compile only warns."""
+    class BuildKernels(BuildCodecFirst, BuildExtension):
+        """Builds mask2former._codec, then mask2former._C; without FORCE_CUDA a failed
+        compile of the kernels only warns."""
 
-        def build_extensions(self) -> None:
+        def build_others(self) -> None:
             strict = _env_flag("FORCE_CUDA", "0")
             try:
-                super().build_extensions()
+                BuildExtension.build_extensions(self)
                 return
             except BUILD_ERRORS as exc:
                 if strict:
@@ -173,7 +216,7 @@ def _extension_build():
                 for ext in self.extensions:  # in place: setuptools has annotated these objects
                     _make_cpu_only(ext)
                 try:
-                    super().build_extensions()
+                    BuildExtension.build_extensions(self)
                     return
                 except BUILD_ERRORS as exc:
                     failure = exc
@@ -190,7 +233,7 @@ def _extension_build():
             raise
         warnings.warn(f"CUDA extension unavailable ({exc}); building the CPU kernel only")
         ext = _make_extension(with_cuda=False)
-    return [ext], {"build_ext": BuildKernels.with_options(use_ninja=True)}
+    return [CODEC, ext], {"build_ext": BuildKernels.with_options(use_ninja=True)}
 
 
 EXT_MODULES, CMDCLASS = _extension_build()

@@ -16,15 +16,27 @@ from mask2former.evaluation.evaluator import DatasetEvaluator, gather_on_main
 from mask2former.evaluation.panoptic_quality import histogram
 from mask2former.structures.rle import encode_label_map
 from mask2former.utils.file_io import PathManager, save_json
+from mask2former.utils.png import decode_png
 
 logger = logging.getLogger(__name__)
 
 
 def read_label_png(path: str) -> np.ndarray:
-    """Read a single-channel label image as (H, W) uint8 or uint16, as stored (8 or 16 bit)."""
-    label = cv2.imread(PathManager.get_local_path(path), cv2.IMREAD_UNCHANGED)
+    """Read a single-channel label image as (H, W) uint8 or uint16, as stored (8 or 16 bit).
+
+    8-bit grey PNGs are decoded by :func:`mask2former.utils.png.decode_png`, other images by
+    OpenCV.
+    """
+    try:
+        with PathManager.open(path, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        raise FileNotFoundError(f"semantic label image not found: {path!r}") from None
+    label = decode_png(data, path)
     if label is None:
-        raise FileNotFoundError(f"cannot read semantic label image {path!r}")
+        label = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+    if label is None:
+        raise ValueError(f"cannot decode semantic label image {path!r}")
     if label.ndim != 2:
         raise ValueError(f"semantic label image {path!r} must have one channel; got {label.shape}")
     return label

@@ -1,6 +1,8 @@
 """COCO run-length encoding of many binary masks at once, without full-image passes.
 
-pycocotools encodes column-major (Fortran) masks; packing (n, H, W) row-major masks into
+With ``mask2former._codec`` built, the encoding is its C loop (rows compared with the row
+above, differences bucketed by column: one pass over the masks in memory order). Without
+it, the same strings come from the numpy path below. pycocotools encodes column-major (Fortran) masks; packing (n, H, W) row-major masks into
 that order and encoding every pixel costs more than the model's own prediction for 100
 masks of a large image. Here each mask is reduced to the columns it occupies first (one
 vectorised max over the rows of all masks), those columns are transposed with OpenCV (they
@@ -20,6 +22,8 @@ import cv2
 import numpy as np
 import pycocotools.mask as mask_util
 import torch
+
+from ..utils.native import codec
 
 __all__ = ["RLEMasks", "encode_label_map", "encode_masks"]
 
@@ -67,6 +71,16 @@ def encode_masks(masks: Union[np.ndarray, torch.Tensor]) -> list[dict]:
     n, height, width = masks.shape
     if n == 0:
         return []
+    native = codec()
+    if native is not None:
+        strings = native.encode_rle(np.ascontiguousarray(masks).view(np.uint8), n, height, width)
+        return [{"size": [height, width], "counts": s} for s in strings]
+    return _encode_masks_numpy(masks)
+
+
+def _encode_masks_numpy(masks: np.ndarray) -> list[dict]:
+    """``encode_masks`` of (n, H, W) bool masks without the codec."""
+    n, height, width = masks.shape
     masks_u8 = masks.view(np.uint8)
     # Occupied columns of every mask: a max over rows, vectorised along the rows in memory.
     columns = masks_u8.max(axis=1)  # (n, W)
@@ -98,6 +112,16 @@ def encode_label_map(label_map: np.ndarray) -> tuple[list[int], list[dict]]:
     height, width = label_map.shape
     if label_map.size == 0:
         return [], []
+    native = codec()
+    if native is not None and label_map.dtype == np.uint8:
+        labels, strings = native.encode_label_rle(np.ascontiguousarray(label_map), height, width)
+        return labels, [{"size": [height, width], "counts": s} for s in strings]
+    return _encode_label_map_numpy(label_map)
+
+
+def _encode_label_map_numpy(label_map: np.ndarray) -> tuple[list[int], list[dict]]:
+    """``encode_label_map`` without the codec (or of labels wider than 8 bits)."""
+    height, width = label_map.shape
     flat = np.ascontiguousarray(label_map.T).ravel()  # column-major order
     starts = np.concatenate([[0], np.flatnonzero(flat[1:] != flat[:-1]) + 1])
     ends = np.append(starts[1:], flat.size)

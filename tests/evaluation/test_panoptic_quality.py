@@ -206,7 +206,7 @@ def test_png_reader_names_a_truncated_file(tmp_path):
     data = open(path, "rb").read()
     with open(path, "wb") as f:
         f.write(data[: len(data) // 2])
-    with pytest.raises(ValueError, match="cannot decode panoptic PNG .*cut.png"):
+    with pytest.raises(ValueError, match="cannot decode (panoptic )?PNG .*cut.png"):
         read_panoptic_png(path)
 
 
@@ -330,8 +330,10 @@ def test_pq_compute_tool_gives_pq_compute_and_starts_without_torch(tmp_path):
 
 
 @pytest.mark.parametrize("dtype", [np.int64, np.int32, np.uint32])
-def test_png_encoding_is_byte_identical_to_encoding_the_rgb_image(dtype):
-    import cv2
+def test_png_encoding_decodes_to_the_ids_with_other_decoders(dtype):
+    import io
+
+    import pyspng
 
     from mask2former.utils.panoptic_png import id2rgb
 
@@ -339,8 +341,9 @@ def test_png_encoding_is_byte_identical_to_encoding_the_rgb_image(dtype):
     for shape in [(1, 1), (3, 5), (60, 80), (7, 1)]:
         ids = rng.integers(0, 256**3, shape).astype(dtype)
         ids.flat[0] = 256**3 - 1
-        bgr = cv2.cvtColor(id2rgb(ids), cv2.COLOR_RGB2BGR)
-        assert pq.encode_panoptic_png(ids) == cv2.imencode(".png", bgr)[1].tobytes()
+        png = pq.encode_panoptic_png(ids)
+        assert np.array_equal(np.asarray(Image.open(io.BytesIO(png))), id2rgb(ids))
+        assert np.array_equal(pyspng.load(png), id2rgb(ids))
     with pytest.raises(ValueError, match=r"\[0, 256\^3\)"):
         pq.encode_panoptic_png(np.array([[256**3]]))
 

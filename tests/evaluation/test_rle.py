@@ -1,4 +1,5 @@
-"""encode_masks is byte-identical to pycocotools.mask.encode."""
+"""encode_masks is byte-identical to pycocotools.mask.encode, through the compiled codec and
+through the numpy path used without it (every test runs on both)."""
 
 import numpy as np
 import pycocotools.mask as mask_util
@@ -6,6 +7,17 @@ import pytest
 import torch
 
 from mask2former.structures.rle import encode_label_map, encode_masks
+from mask2former.utils import native
+
+
+@pytest.fixture(autouse=True, params=["codec", "numpy"])
+def encoder(request, monkeypatch):
+    if request.param == "codec" and native.codec() is None:
+        pytest.skip("mask2former._codec is not built")
+    if request.param == "numpy":
+        monkeypatch.setattr(native, "_CODEC", None)
+        monkeypatch.setattr(native, "_LOGGED", True)
+    return request.param
 
 
 def _reference(masks: np.ndarray) -> list[str]:
@@ -75,8 +87,9 @@ def test_label_map_encoding_equals_encoding_each_label_mask():
     # image-sized: blocks of labels, a label only at the last pixel, one covering everything
     blocks = rng.integers(0, 20, (6, 8)).repeat(10, 0).repeat(10, 1)
     blocks[-1, -1] = 99
-    maps += [blocks, np.full((5, 7), 3)]
-    for label_map in maps:
+    maps += [blocks, np.full((5, 7), 3), np.array([[255, 0], [255, 7]])]
+    # 8-bit maps (the semantic evaluator's, which the codec encodes) and int64 ones
+    for label_map in maps + [m.astype(np.uint8) for m in maps]:
         labels, rles = encode_label_map(label_map)
         expected = np.unique(label_map)
         assert labels == expected.tolist()

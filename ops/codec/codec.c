@@ -1,0 +1,433 @@
+/*
+ * mask2former._codec: the evaluation's two byte-level hot loops, in plain C.
+ *
+ *   encode_rle(masks, n, height, width) -> list of n str
+ *       COCO compressed RLE strings ("counts") of n (height, width) row-major 0/1 masks,
+ *       equal to pycocotools.mask.encode of the masks in Fortran order.
+ *   encode_label_rle(labels, height, width) -> (list of int, list of str)
+ *       The labels present in an (height, width) row-major uint8 label map, ascending, and
+ *       the COCO RLE string of each label's mask.
+ *   png_unfilter(data, out, height, width, bpp) -> None
+ *       Undoes the PNG row filters (None, Sub, Up, Average, Paeth) of an inflated,
+ *       non-interlaced 8-bit image stream `data` (height rows of 1 + width * bpp bytes)
+ *       into the writable buffer `out` (height * width * bpp bytes).
+ *
+ * Only the CPython buffer protocol is used (no numpy or torch headers), so it builds
+ * wherever setuptools compiles C; without it mask2former uses pycocotools / pyspng / OpenCV
+ * for the same results. The loops run without the GIL.
+ *
+ * RLE: the column-major sequence of a row-major image changes value where a pixel differs
+ * from the one above it, or at a column's top where it differs from the previous column's
+ * bottom. Rows are compared with their predecessor 8 bytes at a time; the differing
+ * positions (row-major order) are bucketed by column (a counting sort, which keeps each
+ * column's rows ascending), which gives every change of the column-major sequence in order
+ * without reading the image column by column.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ------------------------------------------------------------------ growable arrays */
+typedef struct {
+    uint32_t *data;
+    size_t size, capacity;
+} U32Vec;
+
+static int u32_push(U32Vec *v, uint32_t x) {
+    if (v->size == v->capacity) {
+        size_t capacity = v->capacity ? 2 * v->capacity : 1024;
+        uint32_t *data = realloc(v->data, capacity * sizeof(uint32_t));
+        if (!data) return -1;
+        v->data = data;
+        v->capacity = capacity;
+    }
+    v->data[v->size++] = x;
+    return 0;
+}
+
+typedef struct {
+    char *data;
+    size_t size, capacity;
+} CharVec;
+
+static int char_reserve(CharVec *v, size_t extra) {
+    if (v->size + extra <= v->capacity) return 0;
+    size_t capacity = v->capacity ? v->capacity : 256;
+    while (capacity < v->size + extra) capacity *= 2;
+    char *data = realloc(v->data, capacity);
+    if (!data) return -1;
+    v->data = data;
+    v->capacity = capacity;
+    return 0;
+}
+
+/* ------------------------------------------------------------------ column changes */
+/* The rows y >= 1 where pixel (y, x) differs from (y - 1, x), grouped by column x:
+ * column x's rows are rows[start[x] .. start[x + 1]), ascending. */
+typedef struct {
+    U32Vec xs, ys;      /* differing positions in row-major order */
+    uint32_t *start;    /* (width + 1,) */
+    uint32_t *rows;     /* (number of differences,) */
+} ColumnChanges;
+
+static void changes_free(ColumnChanges *c) {
+    free(c->xs.data);
+    free(c->ys.data);
+    free(c->start);
+    free(c->rows);
+    memset(c, 0, sizeof(*c));
+}
+
+static int changes_compute(ColumnChanges *c, const uint8_t *image, size_t height, size_t width) {
+    c->xs.size = c->ys.size = 0;
+    free(c->start);
+    free(c->rows);
+    c->rows = NULL;
+    c->start = calloc(width + 1, sizeof(uint32_t));
+    if (!c->start) return -1;
+    for (size_t y = 1; y < height; y++) {
+        const uint8_t *above = image + (y - 1) * width, *row = image + y * width;
+        if (!memcmp(above, row, width)) continue; /* most rows: glibc's vectorised compare */
+        size_t x = 0;
+        for (; x + 8 <= width; x += 8) {
+            uint64_t a, b;
+            memcpy(&a, above + x, 8);
+            memcpy(&b, row + x, 8);
+            if (a == b) continue;
+            for (size_t k = x; k < x + 8; k++) {
+                if (above[k] != row[k]) {
+                    if (u32_push(&c->xs, (uint32_t)k) || u32_push(&c->ys, (uint32_t)y)) return -1;
+                    c->start[k + 1]++;
+                }
+            }
+        }
+        for (; x < width; x++) {
+            if (above[x] != row[x]) {
+                if (u32_push(&c->xs, (uint32_t)x) || u32_push(&c->ys, (uint32_t)y)) return -1;
+                c->start[x + 1]++;
+            }
+        }
+    }
+    for (size_t x = 0; x < width; x++) c->start[x + 1] += c->start[x];
+    c->rows = malloc((c->xs.size ? c->xs.size : 1) * sizeof(uint32_t));
+    uint32_t *next = malloc((width ? width : 1) * sizeof(uint32_t));
+    if (!c->rows || !next) {
+        free(next);
+        return -1;
+    }
+    memcpy(next, c->start, width * sizeof(uint32_t));
+    for (size_t i = 0; i < c->xs.size; i++) c->rows[next[c->xs.data[i]]++] = c->ys.data[i];
+    free(next);
+    return 0;
+}
+
+/* ------------------------------------------------------------------ COCO RLE strings */
+/* Appends the COCO compressed string of the runs between the change positions `changes`
+ * (ascending, in [0, total)) of a sequence that starts with value 0 and has `total`
+ * pixels: counts are the run lengths (the first may be 0), each written as the difference
+ * to the count two before it (from the fourth on), 5 bits per character from '0' (48) with
+ * bit 0x20 meaning "more follows" and 0x10 of the last character the sign. */
+static int append_rle_string(CharVec *out, const uint64_t *changes, size_t n, uint64_t total) {
+    int64_t before_last = 0, last = 0;
+    for (size_t i = 0; i <= n; i++) {
+        int64_t count = (int64_t)((i < n ? changes[i] : total) - (i ? changes[i - 1] : 0));
+        int64_t x = i > 2 ? count - before_last : count;
+        before_last = last;
+        last = count;
+        if (char_reserve(out, 14)) return -1;
+        int more = 1;
+        while (more) {
+            char ch = (char)(x & 0x1f);
+            x >>= 5; /* arithmetic shift: gcc, clang and MSVC keep the sign */
+            more = (ch & 0x10) ? x != -1 : x != 0;
+            if (more) ch |= 0x20;
+            out->data[out->size++] = (char)(ch + 48);
+        }
+    }
+    return 0;
+}
+
+typedef struct {
+    uint64_t *data;
+    size_t size, capacity;
+} U64Vec;
+
+static int u64_push(U64Vec *v, uint64_t x) {
+    if (v->size == v->capacity) {
+        size_t capacity = v->capacity ? 2 * v->capacity : 1024;
+        uint64_t *data = realloc(v->data, capacity * sizeof(uint64_t));
+        if (!data) return -1;
+        v->data = data;
+        v->capacity = capacity;
+    }
+    v->data[v->size++] = x;
+    return 0;
+}
+
+/* The change positions of one (height, width) 0/1 mask's column-major sequence. */
+static int mask_changes(U64Vec *out, ColumnChanges *c, const uint8_t *mask, size_t height,
+                        size_t width) {
+    out->size = 0;
+    if (!height || !width) return 0;
+    if (changes_compute(c, mask, height, width)) return -1;
+    uint8_t previous = 0; /* the value before the column's top */
+    for (size_t x = 0; x < width; x++) {
+        if (mask[x] != previous && u64_push(out, (uint64_t)x * height)) return -1;
+        for (uint32_t i = c->start[x]; i < c->start[x + 1]; i++) {
+            if (u64_push(out, (uint64_t)x * height + c->rows[i])) return -1;
+        }
+        previous = mask[(height - 1) * width + x];
+    }
+    return 0;
+}
+
+static int check_shape(Py_buffer *buffer, Py_ssize_t count, Py_ssize_t height, Py_ssize_t width,
+                       const char *what) {
+    if (count < 0 || height < 0 || width < 0) {
+        PyErr_Format(PyExc_ValueError, "%s: negative size", what);
+        return -1;
+    }
+    if ((uint64_t)height * (uint64_t)width >= ((uint64_t)1 << 32)) {
+        PyErr_Format(PyExc_ValueError,
+                     "%s: %zd x %zd pixels exceed COCO RLE's 32-bit counts", what, height, width);
+        return -1;
+    }
+    if (buffer->len != count * height * width) {
+        PyErr_Format(PyExc_ValueError, "%s: buffer of %zd bytes is not %zd x %zd x %zd", what,
+                     buffer->len, count, height, width);
+        return -1;
+    }
+    return 0;
+}
+
+/* n strings from the concatenated `text`, string i being text[ends[i - 1] .. ends[i]). */
+static PyObject *string_list(const CharVec *text, const size_t *ends, size_t n) {
+    PyObject *list = PyList_New((Py_ssize_t)n);
+    if (!list) return NULL;
+    for (size_t i = 0; i < n; i++) {
+        size_t begin = i ? ends[i - 1] : 0;
+        PyObject *s = PyUnicode_DecodeASCII(text->data + begin, (Py_ssize_t)(ends[i] - begin), NULL);
+        if (!s) {
+            Py_DECREF(list);
+            return NULL;
+        }
+        PyList_SET_ITEM(list, (Py_ssize_t)i, s);
+    }
+    return list;
+}
+
+static PyObject *encode_rle(PyObject *self, PyObject *args) {
+    Py_buffer masks;
+    Py_ssize_t n, height, width;
+    if (!PyArg_ParseTuple(args, "y*nnn", &masks, &n, &height, &width)) return NULL;
+    PyObject *result = NULL;
+    CharVec text = {0};
+    U64Vec changes = {0};
+    ColumnChanges columns = {0};
+    size_t *ends = malloc((n ? (size_t)n : 1) * sizeof(size_t));
+    if (check_shape(&masks, n, height, width, "encode_rle")) goto done;
+    if (!ends) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    int failed = 0;
+    Py_BEGIN_ALLOW_THREADS
+    const uint8_t *pixels = masks.buf;
+    uint64_t total = (uint64_t)height * width;
+    for (Py_ssize_t k = 0; k < n && !failed; k++) {
+        failed = mask_changes(&changes, &columns, pixels + k * total, height, width) ||
+                 append_rle_string(&text, changes.data, changes.size, total);
+        ends[k] = text.size;
+    }
+    Py_END_ALLOW_THREADS
+    if (failed) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    result = string_list(&text, ends, (size_t)n);
+done:
+    free(ends);
+    free(text.data);
+    free(changes.data);
+    changes_free(&columns);
+    PyBuffer_Release(&masks);
+    return result;
+}
+
+/* ------------------------------------------------------------------ label maps */
+/* Every label's change positions, in one pass: where the column-major sequence goes from
+ * label a to label b, a's mask ends and b's begins. */
+static int label_changes(U64Vec per_label[256], ColumnChanges *c, const uint8_t *labels,
+                         size_t height, size_t width) {
+    if (changes_compute(c, labels, height, width)) return -1;
+    int previous = -1; /* no label before the first pixel */
+    for (size_t x = 0; x < width; x++) {
+        uint64_t top = (uint64_t)x * height;
+        if (labels[x] != previous) {
+            if (previous >= 0 && u64_push(&per_label[previous], top)) return -1;
+            if (u64_push(&per_label[labels[x]], top)) return -1;
+        }
+        for (uint32_t i = c->start[x]; i < c->start[x + 1]; i++) {
+            uint32_t y = c->rows[i];
+            uint8_t from = labels[(y - 1) * width + x], to = labels[y * width + x];
+            if (u64_push(&per_label[from], top + y) || u64_push(&per_label[to], top + y))
+                return -1;
+        }
+        previous = labels[(height - 1) * width + x];
+    }
+    return 0;
+}
+
+static PyObject *encode_label_rle(PyObject *self, PyObject *args) {
+    Py_buffer labels;
+    Py_ssize_t height, width;
+    if (!PyArg_ParseTuple(args, "y*nn", &labels, &height, &width)) return NULL;
+    PyObject *present = NULL, *strings = NULL, *result = NULL;
+    U64Vec per_label[256];
+    memset(per_label, 0, sizeof(per_label));
+    ColumnChanges columns = {0};
+    CharVec text = {0};
+    size_t ends[256], count = 0;
+    int ids[256];
+    if (check_shape(&labels, 1, height, width, "encode_label_rle")) goto done;
+    int failed = 0;
+    Py_BEGIN_ALLOW_THREADS
+    uint64_t total = (uint64_t)height * width;
+    if (total) failed = label_changes(per_label, &columns, labels.buf, height, width);
+    for (int label = 0; label < 256 && !failed; label++) {
+        if (!per_label[label].size) continue;
+        /* a label's own sequence starts at 0 too: a change at position 0 means it starts
+         * with a run of ones, as in encode_rle */
+        failed = append_rle_string(&text, per_label[label].data, per_label[label].size, total);
+        ids[count] = label;
+        ends[count++] = text.size;
+    }
+    Py_END_ALLOW_THREADS
+    if (failed) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    present = PyList_New((Py_ssize_t)count);
+    if (!present) goto done;
+    for (size_t i = 0; i < count; i++) {
+        PyObject *id = PyLong_FromLong(ids[i]);
+        if (!id) goto done;
+        PyList_SET_ITEM(present, (Py_ssize_t)i, id);
+    }
+    strings = string_list(&text, ends, count);
+    if (strings) result = PyTuple_Pack(2, present, strings);
+done:
+    Py_XDECREF(present);
+    Py_XDECREF(strings);
+    for (int label = 0; label < 256; label++) free(per_label[label].data);
+    changes_free(&columns);
+    free(text.data);
+    PyBuffer_Release(&labels);
+    return result;
+}
+
+/* ------------------------------------------------------------------ PNG rows */
+static uint8_t paeth(int a, int b, int c) {
+    int p = a + b - c, pa = abs(p - a), pb = abs(p - b), pc = abs(p - c);
+    if (pa <= pb && pa <= pc) return (uint8_t)a;
+    return (uint8_t)(pb <= pc ? b : c);
+}
+
+/* Returns -1 on success, else the first row whose filter type is unknown. */
+static Py_ssize_t unfilter_rows(const uint8_t *in, uint8_t *out, size_t height, size_t stride,
+                                size_t bpp) {
+    for (size_t y = 0; y < height; y++) {
+        const uint8_t *line = in + y * (stride + 1) + 1;
+        uint8_t *row = out + y * stride;
+        const uint8_t *up = y ? row - stride : NULL;
+        size_t i;
+        switch (line[-1]) {
+            case 0:
+                memcpy(row, line, stride);
+                break;
+            case 1:
+                for (i = 0; i < stride && i < bpp; i++) row[i] = line[i];
+                for (; i < stride; i++) row[i] = (uint8_t)(line[i] + row[i - bpp]);
+                break;
+            case 2:
+                if (!up) memcpy(row, line, stride);
+                else for (i = 0; i < stride; i++) row[i] = (uint8_t)(line[i] + up[i]);
+                break;
+            case 3:
+                for (i = 0; i < stride; i++) {
+                    int left = i >= bpp ? row[i - bpp] : 0, above = up ? up[i] : 0;
+                    row[i] = (uint8_t)(line[i] + ((left + above) >> 1));
+                }
+                break;
+            case 4:
+                for (i = 0; i < stride; i++) {
+                    int left = i >= bpp ? row[i - bpp] : 0, above = up ? up[i] : 0;
+                    int corner = (up && i >= bpp) ? up[i - bpp] : 0;
+                    row[i] = (uint8_t)(line[i] + paeth(left, above, corner));
+                }
+                break;
+            default:
+                return (Py_ssize_t)y;
+        }
+    }
+    return -1;
+}
+
+static PyObject *png_unfilter(PyObject *self, PyObject *args) {
+    Py_buffer in, out;
+    Py_ssize_t height, width, bpp;
+    if (!PyArg_ParseTuple(args, "y*w*nnn", &in, &out, &height, &width, &bpp)) return NULL;
+    PyObject *result = NULL;
+    if (height < 0 || width < 0 || bpp < 1 || bpp > 8) {
+        PyErr_Format(PyExc_ValueError, "png_unfilter: bad size %zd x %zd x %zd", height, width,
+                     bpp);
+        goto done;
+    }
+    size_t stride = (size_t)width * bpp;
+    if ((size_t)in.len != height * (stride + 1)) {
+        PyErr_Format(PyExc_ValueError,
+                     "PNG image data inflates to %zd bytes, not the %zu of %zd rows of %zu",
+                     in.len, height * (stride + 1), height, stride + 1);
+        goto done;
+    }
+    if ((size_t)out.len != height * stride) {
+        PyErr_Format(PyExc_ValueError, "png_unfilter: output of %zd bytes, not %zu", out.len,
+                     height * stride);
+        goto done;
+    }
+    Py_ssize_t bad_row;
+    Py_BEGIN_ALLOW_THREADS
+    bad_row = unfilter_rows(in.buf, out.buf, height, stride, bpp);
+    Py_END_ALLOW_THREADS
+    if (bad_row >= 0) {
+        PyErr_Format(PyExc_ValueError, "PNG row %zd has unknown filter type %d", bad_row,
+                     ((const uint8_t *)in.buf)[bad_row * (stride + 1)]);
+        goto done;
+    }
+    result = Py_NewRef(Py_None);
+done:
+    PyBuffer_Release(&in);
+    PyBuffer_Release(&out);
+    return result;
+}
+
+/* ------------------------------------------------------------------ module */
+static PyMethodDef methods[] = {
+    {"encode_rle", encode_rle, METH_VARARGS,
+     "encode_rle(masks, n, height, width) -> list of COCO RLE strings of n row-major 0/1 masks"},
+    {"encode_label_rle", encode_label_rle, METH_VARARGS,
+     "encode_label_rle(labels, height, width) -> (present labels, their COCO RLE strings)"},
+    {"png_unfilter", png_unfilter, METH_VARARGS,
+     "png_unfilter(data, out, height, width, bpp): undo the PNG row filters of 8-bit data"},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "_codec",
+    "COCO RLE strings and PNG row unfiltering (see ops/codec/codec.c)", -1, methods,
+};
+
+PyMODINIT_FUNC PyInit__codec(void) { return PyModule_Create(&module); }
