@@ -60,7 +60,9 @@ def _as_id_map(id_map: Any, image_id: Any, allow_void: bool = False) -> np.ndarr
     low, high = (int(ids.min()), int(ids.max())) if ids.size else (0, 0)
     if low < (-1 if allow_void else 0):
         raise ValueError(f"image {image_id!r}: negative ids in the panoptic id map")
-    return ids.astype(np.uint32 if low >= 0 and high < 256**3 else np.int64, copy=False)
+    if low >= 0 and high < 256**3:  # int32 ids in range have the same bits as uint32
+        return ids.view(np.uint32) if ids.dtype.itemsize == 4 else ids.astype(np.uint32)
+    return ids.astype(np.int64, copy=False)
 
 
 def segments_from_label_divisor(

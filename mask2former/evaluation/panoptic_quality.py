@@ -10,10 +10,11 @@ The algorithm is panopticapi's (Kirillov et al., "Panoptic Segmentation"):
 * PQ = sum(IoU of matches) / (TP + FP/2 + FN/2), SQ = sum(IoU) / TP, RQ = PQ / SQ, per
   category, then averaged over categories that occur (``n``).
 
-Instead of looping over segment pairs in Python, each image's ground-truth and predicted
-ids are mapped to small dense indices (one gather from a table of 2^16 entries, see
-``_dense_index``) and one ``bincount`` of the joint index gives the whole intersection
-matrix; matching and counting are then array operations on it.
+Instead of looping over segment pairs in Python, one pass over the pixels counts every
+(ground-truth segment, predicted segment) pair: ``mask2former._codec`` for uint32 id maps,
+else dense indices (one gather from a table of 2^16 entries, see ``_dense_index``) and one
+histogram of the joint index. Matching and counting are then array operations on that
+intersection matrix.
 
 COCO panoptic PNGs store a segment id per pixel as ``id = R + 256 * G + 256**2 * B``.
 """
@@ -33,6 +34,7 @@ import numpy as np
 import pyspng
 
 from ..utils.file_io import PathManager, load_json
+from ..utils.native import codec
 from ..utils.png import decode_png, encode_png
 
 logger = logging.getLogger(__name__)
@@ -45,9 +47,10 @@ _MAX_ID = 256**3
 def read_panoptic_png(path: str) -> np.ndarray:
     """Read a COCO panoptic PNG (8-bit RGB, RGBA or palette) as (H, W) uint32 segment ids.
 
-    Decoded by :func:`mask2former.utils.png.decode_png` (RGB, RGBA) or else libspng (pyspng)
-    to RGB, widened to RGBA by OpenCV, whose little-endian uint32 view is
-    ``R + 256 G + 256^2 B + 256^3 A``: masking off the alpha byte leaves the segment id.
+    Decoded by :func:`mask2former.utils.png.decode_png` into 4 bytes per pixel (RGB, RGBA),
+    or else by libspng (pyspng) to RGB and widened to RGBA by OpenCV: the little-endian
+    uint32 view is ``R + 256 G + 256^2 B + 256^3 A``, and masking off the alpha byte leaves
+    the segment id.
     """
     try:
         with PathManager.open(path, "rb") as f:
@@ -55,13 +58,13 @@ def read_panoptic_png(path: str) -> np.ndarray:
     except FileNotFoundError:
         raise FileNotFoundError(f"panoptic PNG not found: {path!r}") from None
     _check_png_header(data, path)
-    image = decode_png(data, path)
-    if image is None:
+    rgba = decode_png(data, path, pad_to=4)
+    if rgba is None:
         try:
-            image = pyspng.load(data, format="RGB")
+            rgb = pyspng.load(data, format="RGB")
         except RuntimeError as err:  # pyspng reports libspng's decode errors as RuntimeError
             raise ValueError(f"cannot decode panoptic PNG {path!r}: {err}") from err
-    rgba = cv2.cvtColor(image, cv2.COLOR_RGB2RGBA) if image.shape[2] == 3 else image
+        rgba = cv2.cvtColor(rgb, cv2.COLOR_RGB2RGBA)
     ids = rgba.view("<u4")[..., 0]  # (H, W), contiguous, on the decoded buffer
     ids &= 0xFFFFFF
     return ids
@@ -90,9 +93,9 @@ def encode_panoptic_png(ids: np.ndarray) -> bytes:
     ids = np.asarray(ids)
     if ids.size and (ids.min() < 0 or ids.max() >= _MAX_ID):
         raise ValueError(f"segment ids must lie in [0, 256^3), got {ids.min()}..{ids.max()}")
-    # Little-endian uint32 bytes are R, G, B, 0: OpenCV drops the fourth in one pass.
+    # Little-endian uint32 bytes are R, G, B, 0: the PNG is of the first three.
     rgba = np.ascontiguousarray(ids, dtype="<u4").view(np.uint8).reshape(*ids.shape, 4)
-    return encode_png(cv2.cvtColor(rgba, cv2.COLOR_RGBA2RGB))
+    return encode_png(rgba, channels=3)
 
 
 def write_panoptic_png(path: str, ids: np.ndarray) -> None:
@@ -272,14 +275,8 @@ def image_pq_stat(
         )
     gt_seg_ids = _segment_ids(gt_segments, "ground-truth", image_id)
     pred_seg_ids = _segment_ids(pred_segments, "predicted", image_id)
-    # Dense indices: 0 unlisted id, 1 VOID, 2.. listed segments in segments_info order;
-    # inter[i, j] counts the pixels with gt index i and predicted index j.
-    n_gt, n_pred = len(gt_seg_ids) + 2, len(pred_seg_ids) + 2
-    gt_index = _dense_index(gt_ids, np.concatenate([[VOID], gt_seg_ids]), scale=n_pred)
-    pred_index = _dense_index(pred_ids, np.concatenate([[VOID], pred_seg_ids]))
-    joint = np.add(gt_index, pred_index, out=gt_index)
-    inter = histogram(joint, n_gt * n_pred).reshape(n_gt, n_pred)
-    _check_prediction(inter, pred_ids, pred_index, pred_seg_ids, image_id)
+    inter = _intersections(gt_ids, gt_seg_ids, pred_ids, pred_seg_ids)
+    _check_prediction(inter, pred_ids, pred_seg_ids, image_id)
     gt_cat = _category_index([s["category_id"] for s in gt_segments], category_ids, image_id)
     pred_cat = _category_index([s["category_id"] for s in pred_segments], category_ids, image_id)
     gt_crowd = np.asarray([int(s.get("iscrowd", 0)) == 1 for s in gt_segments], dtype=bool)
@@ -297,9 +294,40 @@ def _segment_ids(segments: Sequence[dict], what: str, image_id: Any) -> np.ndarr
     return ids
 
 
-def _check_prediction(inter, pred_ids, pred_index, pred_seg_ids, image_id) -> None:
+def _intersections(
+    gt_ids: np.ndarray, gt_seg_ids: np.ndarray, pred_ids: np.ndarray, pred_seg_ids: np.ndarray
+) -> np.ndarray:
+    """(2 + G, 2 + P) int64 pixel counts of (gt index, predicted index) pairs, an index being
+    0 for an id not listed, 1 for VOID and 2 + k for the k-th listed segment.
+
+    uint32 maps are counted in one pass by ``mask2former._codec``; others through dense
+    indices (:func:`_dense_index`) and one histogram of the joint index.
+    """
+    for listed in (gt_seg_ids, pred_seg_ids):
+        if len(listed) and (listed.min() < 0 or listed.max() >= _MAX_ID):
+            raise ValueError(f"segment ids must lie in [0, 256^3); got {listed.tolist()[:10]}")
+    n_gt, n_pred = len(gt_seg_ids) + 2, len(pred_seg_ids) + 2
+    native = codec()
+    if native is not None and gt_ids.dtype == pred_ids.dtype == np.uint32:
+        inter = np.zeros((n_gt, n_pred), dtype=np.int64)
+        native.segment_pair_counts(
+            np.ascontiguousarray(gt_ids),
+            np.ascontiguousarray(pred_ids),
+            gt_seg_ids.astype(np.uint32),
+            pred_seg_ids.astype(np.uint32),
+            inter,
+        )
+        return inter
+    gt_index = _dense_index(gt_ids, np.concatenate([[VOID], gt_seg_ids]), scale=n_pred)
+    pred_index = _dense_index(pred_ids, np.concatenate([[VOID], pred_seg_ids]))
+    joint = np.add(gt_index, pred_index, out=gt_index)
+    return histogram(joint, n_gt * n_pred).reshape(n_gt, n_pred)
+
+
+def _check_prediction(inter, pred_ids, pred_seg_ids, image_id) -> None:
     if inter[:, 0].sum() > 0:
-        bad = np.unique(pred_ids[pred_index == 0])[:10].tolist()
+        unlisted = ~np.isin(pred_ids, np.concatenate([[VOID], pred_seg_ids]))
+        bad = np.unique(pred_ids[unlisted])[:10].tolist()
         raise KeyError(
             f"image {image_id!r}: segment ids {bad} are in the predicted id map but not in "
             f"segments_info (listed ids: {sorted(pred_seg_ids.tolist())[:20]})"

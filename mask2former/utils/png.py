@@ -5,8 +5,8 @@ in zlib's inflate, which copies long back-references slowly: zlib-ng inflates th
 10-20x faster. :func:`decode_png` therefore reads the chunks itself, inflates with zlib-ng
 and undoes the row filters in ``mask2former._codec``, for the formats these maps use
 (8-bit grey, RGB, RGBA, not interlaced); for any other it returns None and the caller uses
-its library. :func:`encode_png` writes 8-bit grey / RGB PNGs with the Sub filter and
-zlib-ng at level 2: several times faster and smaller than OpenCV's defaults.
+its library. :func:`encode_png` writes 8-bit grey / RGB / RGBA PNGs with the Sub filter
+and zlib-ng at level 2: several times faster and smaller than OpenCV's defaults.
 """
 
 from __future__ import annotations
@@ -48,10 +48,13 @@ def _chunks(data: bytes, path: str):
         pos = end + 4
 
 
-def decode_png(data: bytes, path: str) -> Optional[np.ndarray]:
+def decode_png(data: bytes, path: str, pad_to: int = 0) -> Optional[np.ndarray]:
     """An 8-bit grey, RGB or RGBA, non-interlaced PNG as (H, W) or (H, W, C) uint8;
     None for any other PNG (palette, 16-bit, grey + alpha, interlaced, with a tRNS
     transparency key) or without ``mask2former._codec``. ``path`` names the file in errors.
+
+    pad_to: at least this many channels, the added ones zero (4: an RGB image as 32-bit
+    words ``R + 256 G + 256^2 B``, read without another pass).
     """
     native = codec()
     if native is None or data[:8] != _SIGNATURE:
@@ -74,29 +77,41 @@ def decode_png(data: bytes, path: str) -> Optional[np.ndarray]:
     except zlib_ng.error as err:
         raise ValueError(f"cannot decode PNG {path!r}: image data: {err}") from err
     channels = _CHANNELS[color_type]
-    image = np.empty((height, width, channels), dtype=np.uint8)
+    out_channels = max(channels, pad_to)
+    image = np.empty((height, width, out_channels), dtype=np.uint8)
     try:
-        native.png_unfilter(stream, image, height, width, channels)
+        native.png_unfilter(stream, image, height, width, channels, out_channels)
     except ValueError as err:
         raise ValueError(f"cannot decode PNG {path!r}: {err}") from err
-    return image[..., 0] if channels == 1 else image
+    return image[..., 0] if out_channels == 1 else image
 
 
-def encode_png(image: np.ndarray) -> bytes:
-    """(H, W) grey, (H, W, 1), (H, W, 3) RGB or (H, W, 4) RGBA uint8 as PNG bytes."""
+def encode_png(image: np.ndarray, channels: int = 0) -> bytes:
+    """(H, W) grey, (H, W, 1), (H, W, 3) RGB or (H, W, 4) RGBA uint8 as PNG bytes; with
+    ``channels``, only the first that many channels of the image (e.g. 3 of an (H, W, 4)
+    view of 32-bit ids)."""
     if image.dtype != np.uint8 or image.ndim not in (2, 3):
         raise ValueError(f"encode_png takes (H, W[, C]) uint8; got {image.dtype} {image.shape}")
     if image.ndim == 2:
         image = image[..., None]
-    height, width, channels = image.shape
-    if channels not in _COLOR_TYPE:
-        raise ValueError(f"encode_png takes 1, 3 or 4 channels; got {channels}")
+    height, width, in_channels = image.shape
+    channels = channels or in_channels
+    if channels not in _COLOR_TYPE or channels > in_channels:
+        raise ValueError(
+            f"encode_png writes 1, 3 or 4 channels of the image's {in_channels}; got {channels}"
+        )
     # Sub filter: each byte minus the same channel of the pixel to its left (mod 256).
-    flat = image.reshape(height, width * channels)
     rows = np.empty((height, 1 + width * channels), dtype=np.uint8)
-    rows[:, 0] = 1
-    rows[:, 1 : 1 + channels] = flat[:, :channels]
-    np.subtract(flat[:, channels:], flat[:, :-channels], out=rows[:, 1 + channels :])
+    native = codec()
+    if native is not None:
+        native.png_filter_sub(
+            np.ascontiguousarray(image), rows, height, width, in_channels, channels
+        )
+    else:
+        flat = np.ascontiguousarray(image[..., :channels]).reshape(height, width * channels)
+        rows[:, 0] = 1
+        rows[:, 1 : 1 + channels] = flat[:, :channels]
+        np.subtract(flat[:, channels:], flat[:, :-channels], out=rows[:, 1 + channels :])
     header = struct.pack(">IIBBBBB", width, height, 8, _COLOR_TYPE[channels], 0, 0, 0)
     return b"".join(
         [

@@ -7,10 +7,17 @@
  *   encode_label_rle(labels, height, width) -> (list of int, list of str)
  *       The labels present in an (height, width) row-major uint8 label map, ascending, and
  *       the COCO RLE string of each label's mask.
- *   png_unfilter(data, out, height, width, bpp) -> None
+ *   segment_pair_counts(gt_ids, pred_ids, gt_listed, pred_listed, out) -> None
+ *       The panoptic intersection matrix: pixels per (ground-truth, predicted) segment pair.
+ *   label_pair_counts(pred, gt, gt_columns, num_classes, out) -> int
+ *       The semantic confusion matrix of two 8-bit label maps.
+ *   png_unfilter(data, out, height, width, bpp[, out_bpp]) -> None
  *       Undoes the PNG row filters (None, Sub, Up, Average, Paeth) of an inflated,
  *       non-interlaced 8-bit image stream `data` (height rows of 1 + width * bpp bytes)
- *       into the writable buffer `out` (height * width * bpp bytes).
+ *       into the writable buffer `out` (height * width * out_bpp bytes; out_bpp >= bpp,
+ *       the extra bytes zero: RGB into 32-bit words).
+ *   png_filter_sub(image, out, height, width, in_bpp, bpp) -> None
+ *       The Sub-filtered PNG rows of the first bpp channels of an image.
  *
  * Only the CPython buffer protocol is used (no numpy or torch headers), so it builds
  * wherever setuptools compiles C; without it mask2former uses pycocotools / pyspng / OpenCV
@@ -330,60 +337,81 @@ done:
 }
 
 /* ------------------------------------------------------------------ PNG rows */
-static uint8_t paeth(int a, int b, int c) {
-    int p = a + b - c, pa = abs(p - a), pb = abs(p - b), pc = abs(p - c);
-    if (pa <= pb && pa <= pc) return (uint8_t)a;
-    return (uint8_t)(pb <= pc ? b : c);
+/* The Paeth predictor of the left (a), upper (b) and upper-left (c) bytes: the one nearest
+ * to a + b - c, ties going to a, then b. Written without branches, which a compiler turns
+ * into conditional moves: the choice is data-dependent and unpredictable. */
+static inline int paeth(int a, int b, int c) {
+    int pa = abs(b - c), pb = abs(a - c), pc = abs(a + b - 2 * c);
+    int b_or_c = pb <= pc ? b : c;
+    return (pa <= pb && pa <= pc) ? a : b_or_c;
 }
 
-/* Returns -1 on success, else the first row whose filter type is unknown. */
-static Py_ssize_t unfilter_rows(const uint8_t *in, uint8_t *out, size_t height, size_t stride,
-                                size_t bpp) {
+/* Undoes the filter `type` of one row: `line` the filtered bytes, `up` the unfiltered row
+ * above (zeros for the first), `row` the output. Returns -1 for an unknown filter type. */
+static int unfilter_row(int type, const uint8_t *line, const uint8_t *up, uint8_t *row,
+                        size_t stride, size_t bpp) {
+    size_t first = bpp < stride ? bpp : stride; /* bytes without a left neighbour */
+    size_t i;
+    switch (type) {
+        case 0: /* None */
+            memcpy(row, line, stride);
+            return 0;
+        case 1: /* Sub */
+            for (i = 0; i < first; i++) row[i] = line[i];
+            for (; i < stride; i++) row[i] = (uint8_t)(line[i] + row[i - bpp]);
+            return 0;
+        case 2: /* Up */
+            for (i = 0; i < stride; i++) row[i] = (uint8_t)(line[i] + up[i]);
+            return 0;
+        case 3: /* Average */
+            for (i = 0; i < first; i++) row[i] = (uint8_t)(line[i] + (up[i] >> 1));
+            for (; i < stride; i++) row[i] = (uint8_t)(line[i] + ((row[i - bpp] + up[i]) >> 1));
+            return 0;
+        case 4: /* Paeth: with no left neighbour the predictor is the byte above */
+            for (i = 0; i < first; i++) row[i] = (uint8_t)(line[i] + up[i]);
+            for (; i < stride; i++)
+                row[i] = (uint8_t)(line[i] + paeth(row[i - bpp], up[i], up[i - bpp]));
+            return 0;
+        default:
+            return -1;
+    }
+}
+
+/* Unfilters every row into `out` (out_bpp >= bpp bytes per pixel, the extra ones zero).
+ * `scratch` holds 3 * stride zero bytes: the row above the first, and two rows to unfilter
+ * into when out_bpp != bpp. Returns -1 on success, else the first row whose filter type
+ * is unknown. */
+static Py_ssize_t unfilter_image(const uint8_t *in, uint8_t *out, size_t height, size_t width,
+                                 size_t bpp, size_t out_bpp, uint8_t *scratch) {
+    size_t stride = width * bpp;
+    const uint8_t *up = scratch;
+    uint8_t *rows[2] = {scratch + stride, scratch + 2 * stride};
     for (size_t y = 0; y < height; y++) {
-        const uint8_t *line = in + y * (stride + 1) + 1;
-        uint8_t *row = out + y * stride;
-        const uint8_t *up = y ? row - stride : NULL;
-        size_t i;
-        switch (line[-1]) {
-            case 0:
-                memcpy(row, line, stride);
-                break;
-            case 1:
-                for (i = 0; i < stride && i < bpp; i++) row[i] = line[i];
-                for (; i < stride; i++) row[i] = (uint8_t)(line[i] + row[i - bpp]);
-                break;
-            case 2:
-                if (!up) memcpy(row, line, stride);
-                else for (i = 0; i < stride; i++) row[i] = (uint8_t)(line[i] + up[i]);
-                break;
-            case 3:
-                for (i = 0; i < stride; i++) {
-                    int left = i >= bpp ? row[i - bpp] : 0, above = up ? up[i] : 0;
-                    row[i] = (uint8_t)(line[i] + ((left + above) >> 1));
-                }
-                break;
-            case 4:
-                for (i = 0; i < stride; i++) {
-                    int left = i >= bpp ? row[i - bpp] : 0, above = up ? up[i] : 0;
-                    int corner = (up && i >= bpp) ? up[i - bpp] : 0;
-                    row[i] = (uint8_t)(line[i] + paeth(left, above, corner));
-                }
-                break;
-            default:
-                return (Py_ssize_t)y;
+        const uint8_t *line = in + y * (stride + 1);
+        uint8_t *target = out + y * width * out_bpp;
+        uint8_t *row = out_bpp == bpp ? target : rows[y % 2];
+        if (unfilter_row(line[0], line + 1, up, row, stride, bpp)) return (Py_ssize_t)y;
+        if (out_bpp != bpp) {
+            for (size_t x = 0; x < width; x++) {
+                memcpy(target + x * out_bpp, row + x * bpp, bpp);
+                memset(target + x * out_bpp + bpp, 0, out_bpp - bpp);
+            }
         }
+        up = row;
     }
     return -1;
 }
 
 static PyObject *png_unfilter(PyObject *self, PyObject *args) {
     Py_buffer in, out;
-    Py_ssize_t height, width, bpp;
-    if (!PyArg_ParseTuple(args, "y*w*nnn", &in, &out, &height, &width, &bpp)) return NULL;
+    Py_ssize_t height, width, bpp, out_bpp = 0;
+    if (!PyArg_ParseTuple(args, "y*w*nnn|n", &in, &out, &height, &width, &bpp, &out_bpp))
+        return NULL;
     PyObject *result = NULL;
-    if (height < 0 || width < 0 || bpp < 1 || bpp > 8) {
-        PyErr_Format(PyExc_ValueError, "png_unfilter: bad size %zd x %zd x %zd", height, width,
-                     bpp);
+    if (out_bpp == 0) out_bpp = bpp;
+    if (height < 0 || width < 0 || bpp < 1 || bpp > 8 || out_bpp < bpp || out_bpp > 8) {
+        PyErr_Format(PyExc_ValueError, "png_unfilter: bad size %zd x %zd x %zd (out %zd)",
+                     height, width, bpp, out_bpp);
         goto done;
     }
     size_t stride = (size_t)width * bpp;
@@ -393,15 +421,21 @@ static PyObject *png_unfilter(PyObject *self, PyObject *args) {
                      in.len, height * (stride + 1), height, stride + 1);
         goto done;
     }
-    if ((size_t)out.len != height * stride) {
+    if ((size_t)out.len != height * width * out_bpp) {
         PyErr_Format(PyExc_ValueError, "png_unfilter: output of %zd bytes, not %zu", out.len,
-                     height * stride);
+                     height * width * out_bpp);
+        goto done;
+    }
+    uint8_t *scratch = calloc(3 * stride + 1, 1);
+    if (!scratch) {
+        PyErr_NoMemory();
         goto done;
     }
     Py_ssize_t bad_row;
     Py_BEGIN_ALLOW_THREADS
-    bad_row = unfilter_rows(in.buf, out.buf, height, stride, bpp);
+    bad_row = unfilter_image(in.buf, out.buf, height, width, bpp, out_bpp, scratch);
     Py_END_ALLOW_THREADS
+    free(scratch);
     if (bad_row >= 0) {
         PyErr_Format(PyExc_ValueError, "PNG row %zd has unknown filter type %d", bad_row,
                      ((const uint8_t *)in.buf)[bad_row * (stride + 1)]);
@@ -414,6 +448,192 @@ done:
     return result;
 }
 
+/* png_filter_sub(image, out, height, width, in_bpp, bpp): the PNG rows of the first bpp
+ * channels of an image of in_bpp bytes per pixel, each with the Sub filter (type 1): a byte
+ * minus the same channel of the pixel to its left. out: height * (1 + width * bpp) bytes. */
+static PyObject *png_filter_sub(PyObject *self, PyObject *args) {
+    Py_buffer in, out;
+    Py_ssize_t height, width, in_bpp, bpp;
+    if (!PyArg_ParseTuple(args, "y*w*nnnn", &in, &out, &height, &width, &in_bpp, &bpp))
+        return NULL;
+    PyObject *result = NULL;
+    if (height < 0 || width < 0 || bpp < 1 || in_bpp < bpp || in.len != height * width * in_bpp ||
+        out.len != height * (1 + width * bpp)) {
+        PyErr_SetString(PyExc_ValueError, "png_filter_sub: bad buffer sizes");
+        goto done;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    const uint8_t *pixels = in.buf;
+    uint8_t *rows = out.buf;
+    for (Py_ssize_t y = 0; y < height; y++) {
+        const uint8_t *src = pixels + y * width * in_bpp;
+        uint8_t *dst = rows + y * (1 + width * bpp);
+        *dst++ = 1;
+        for (Py_ssize_t c = 0; c < bpp && width; c++) dst[c] = src[c];
+        for (Py_ssize_t x = 1; x < width; x++)
+            for (Py_ssize_t c = 0; c < bpp; c++)
+                dst[x * bpp + c] = (uint8_t)(src[x * in_bpp + c] - src[(x - 1) * in_bpp + c]);
+    }
+    Py_END_ALLOW_THREADS
+    result = Py_NewRef(Py_None);
+done:
+    PyBuffer_Release(&in);
+    PyBuffer_Release(&out);
+    return result;
+}
+
+/* ------------------------------------------------------------------ pixel pair counts */
+/* Small open-addressing map from a listed segment id to its dense index. */
+typedef struct {
+    uint32_t *keys; /* ids, or EMPTY_KEY */
+    uint32_t *values;
+    uint32_t mask;
+} IdMap;
+
+#define EMPTY_KEY 0xFFFFFFFFu
+
+static uint32_t id_hash(uint32_t id) { return (id * 2654435761u) >> 7; }
+
+static int idmap_build(IdMap *map, const uint32_t *ids, size_t n, uint32_t first_value) {
+    uint32_t size = 16;
+    while (size < 2 * n + 2) size *= 2;
+    map->keys = malloc(size * sizeof(uint32_t));
+    map->values = malloc(size * sizeof(uint32_t));
+    if (!map->keys || !map->values) return -1;
+    memset(map->keys, 0xFF, size * sizeof(uint32_t));
+    map->mask = size - 1;
+    for (size_t i = 0; i < n; i++) {
+        uint32_t slot = id_hash(ids[i]) & map->mask;
+        while (map->keys[slot] != EMPTY_KEY && map->keys[slot] != ids[i])
+            slot = (slot + 1) & map->mask;
+        map->keys[slot] = ids[i];
+        map->values[slot] = first_value + (uint32_t)i;
+    }
+    return 0;
+}
+
+/* The dense index of `id`, or 0 when it is not listed. */
+static uint32_t idmap_find(const IdMap *map, uint32_t id) {
+    uint32_t slot = id_hash(id) & map->mask;
+    while (map->keys[slot] != EMPTY_KEY) {
+        if (map->keys[slot] == id) return map->values[slot];
+        slot = (slot + 1) & map->mask;
+    }
+    return 0;
+}
+
+static void idmap_free(IdMap *map) {
+    free(map->keys);
+    free(map->values);
+}
+
+/* segment_pair_counts(gt_ids, pred_ids, gt_listed, pred_listed, out):
+ * gt_ids, pred_ids: uint32 id maps of the same number of pixels; gt_listed, pred_listed:
+ * uint32 ids (0 must not be among them); out: int64 (2 + G) x (2 + P), zeroed, row-major.
+ * out[i, j] += the pixels whose ground-truth id has dense index i and predicted id index j,
+ * index 0 being an id not listed, 1 the id 0 (VOID), 2 + k the k-th listed id. */
+static PyObject *segment_pair_counts(PyObject *self, PyObject *args) {
+    Py_buffer gt, pred, gt_listed, pred_listed, out;
+    if (!PyArg_ParseTuple(args, "y*y*y*y*w*", &gt, &pred, &gt_listed, &pred_listed, &out))
+        return NULL;
+    PyObject *result = NULL;
+    IdMap gt_map = {0}, pred_map = {0};
+    size_t n_gt = gt_listed.len / 4, n_pred = pred_listed.len / 4, columns = n_pred + 2;
+    if (gt.len != pred.len || gt.len % 4 || gt_listed.len % 4 || pred_listed.len % 4) {
+        PyErr_SetString(PyExc_ValueError, "segment_pair_counts: bad uint32 buffer sizes");
+        goto done;
+    }
+    if ((size_t)out.len != (n_gt + 2) * columns * sizeof(int64_t)) {
+        PyErr_SetString(PyExc_ValueError, "segment_pair_counts: output is not (2+G) x (2+P)");
+        goto done;
+    }
+    if (idmap_build(&gt_map, gt_listed.buf, n_gt, 2) ||
+        idmap_build(&pred_map, pred_listed.buf, n_pred, 2)) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    const uint32_t *g = gt.buf, *p = pred.buf;
+    int64_t *counts = out.buf;
+    size_t pixels = gt.len / 4;
+    uint32_t last_g = 0, last_p = 0, gi = 1, pj = 1; /* id 0 is VOID: index 1 */
+    size_t i = 0;
+    while (i < pixels) {
+        /* a run of one (gt, predicted) pair is counted once: a per-pixel increment of the
+         * same counter would wait on its own previous store */
+        size_t run = i;
+        while (run < pixels && g[run] == last_g && p[run] == last_p) run++;
+        counts[gi * columns + pj] += (int64_t)(run - i);
+        if (run == pixels) break;
+        i = run;
+        if (g[i] != last_g) {
+            last_g = g[i];
+            gi = last_g ? idmap_find(&gt_map, last_g) : 1;
+        }
+        if (p[i] != last_p) {
+            last_p = p[i];
+            pj = last_p ? idmap_find(&pred_map, last_p) : 1;
+        }
+    }
+    Py_END_ALLOW_THREADS
+    result = Py_NewRef(Py_None);
+done:
+    idmap_free(&gt_map);
+    idmap_free(&pred_map);
+    PyBuffer_Release(&gt);
+    PyBuffer_Release(&pred);
+    PyBuffer_Release(&gt_listed);
+    PyBuffer_Release(&pred_listed);
+    PyBuffer_Release(&out);
+    return result;
+}
+
+/* label_pair_counts(pred, gt, gt_columns, num_classes, out) -> -1, or the first bad pixel:
+ * pred, gt: uint8 label maps of the same size; gt_columns: uint16 (256,) column of each gt
+ * label (0xFFFF: not allowed); out: int64 (K + 1) x (K + 1), zeroed; out[pred, column] += 1.
+ * Stops at the first pixel whose prediction is >= num_classes or whose gt label is not
+ * allowed and returns its position. */
+static PyObject *label_pair_counts(PyObject *self, PyObject *args) {
+    Py_buffer pred, gt, table, out;
+    Py_ssize_t num_classes;
+    if (!PyArg_ParseTuple(args, "y*y*y*nw*", &pred, &gt, &table, &num_classes, &out))
+        return NULL;
+    PyObject *result = NULL;
+    size_t n = (size_t)num_classes + 1;
+    if (pred.len != gt.len || table.len != 256 * 2 || num_classes < 1 || num_classes > 256 ||
+        (size_t)out.len != n * n * sizeof(int64_t)) {
+        PyErr_SetString(PyExc_ValueError, "label_pair_counts: bad buffer sizes");
+        goto done;
+    }
+    Py_ssize_t bad = -1;
+    Py_BEGIN_ALLOW_THREADS
+    const uint8_t *pr = pred.buf, *gl = gt.buf;
+    const uint16_t *columns = table.buf;
+    int64_t *counts = out.buf;
+    Py_ssize_t i = 0;
+    while (i < pred.len) {
+        uint8_t p = pr[i], g = gl[i];
+        uint16_t column = columns[g];
+        if (p >= num_classes || column > num_classes) {
+            bad = i;
+            break;
+        }
+        /* a run of one (prediction, gt) pair is counted once (see segment_pair_counts) */
+        Py_ssize_t run = i + 1;
+        while (run < pred.len && pr[run] == p && gl[run] == g) run++;
+        counts[p * n + column] += run - i;
+        i = run;
+    }
+    Py_END_ALLOW_THREADS
+    result = PyLong_FromSsize_t(bad);
+done:
+    PyBuffer_Release(&pred);
+    PyBuffer_Release(&gt);
+    PyBuffer_Release(&table);
+    PyBuffer_Release(&out);
+    return result;
+}
+
 /* ------------------------------------------------------------------ module */
 static PyMethodDef methods[] = {
     {"encode_rle", encode_rle, METH_VARARGS,
@@ -421,7 +641,15 @@ static PyMethodDef methods[] = {
     {"encode_label_rle", encode_label_rle, METH_VARARGS,
      "encode_label_rle(labels, height, width) -> (present labels, their COCO RLE strings)"},
     {"png_unfilter", png_unfilter, METH_VARARGS,
-     "png_unfilter(data, out, height, width, bpp): undo the PNG row filters of 8-bit data"},
+     "png_unfilter(data, out, height, width, bpp[, out_bpp]): undo the PNG row filters of "
+     "8-bit data, writing out_bpp bytes per pixel (the extra ones zero)"},
+    {"png_filter_sub", png_filter_sub, METH_VARARGS,
+     "png_filter_sub(image, out, height, width, in_bpp, bpp): PNG rows with the Sub filter"},
+    {"segment_pair_counts", segment_pair_counts, METH_VARARGS,
+     "segment_pair_counts(gt_ids, pred_ids, gt_listed, pred_listed, out): pixel counts of "
+     "(gt segment, predicted segment) pairs"},
+    {"label_pair_counts", label_pair_counts, METH_VARARGS,
+     "label_pair_counts(pred, gt, gt_columns, num_classes, out) -> -1 or the first bad pixel"},
     {NULL, NULL, 0, NULL},
 };
 

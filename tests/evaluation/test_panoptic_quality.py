@@ -38,7 +38,16 @@ def _pred(*segs):
 
 
 def _score(gt_ids, gt_segs, pred_ids, pred_segs):
-    return pq_results(image_pq_stat(gt_ids, gt_segs, pred_ids, pred_segs, CATS), ISTHING)
+    """Scored from int64 maps (dense indices) and uint32 maps (mask2former._codec when it is
+    built): the same results."""
+    results = [
+        pq_results(
+            image_pq_stat(gt_ids.astype(t), gt_segs, pred_ids.astype(t), pred_segs, CATS), ISTHING
+        )
+        for t in (np.int64, np.uint32)
+    ]
+    assert results[0] == results[1]
+    return results[0]
 
 
 def test_one_matched_at_iou_06_and_one_missed():
@@ -141,18 +150,24 @@ def test_pq_compute_does_not_depend_on_the_number_of_processes(tmp_path):
     assert pq_compute(*files, num_workers=3) == one  # chunk sums in order: bit for bit
 
 
-def test_malformed_predictions_give_clear_errors():
-    gt, gt_segs = _row((7, 4)), _gt((7, 1, 4, 0))
+@pytest.mark.parametrize("dtype", [np.int64, np.uint32])
+def test_malformed_predictions_give_clear_errors(dtype):
+    def row(*spans):
+        return _row(*spans).astype(dtype)
+
+    gt, gt_segs = row((7, 4)), _gt((7, 1, 4, 0))
     with pytest.raises(
         KeyError, match=r"\[5\] are in the predicted id map but not in segments_info"
     ):
-        image_pq_stat(gt, gt_segs, _row((4, 2), (5, 2)), _pred((4, 1)), CATS, "img1")
+        image_pq_stat(gt, gt_segs, row((4, 2), (5, 2)), _pred((4, 1)), CATS, "img1")
     with pytest.raises(KeyError, match=r"\[6\] are in segments_info but not in the predicted"):
-        image_pq_stat(gt, gt_segs, _row((4, 4)), _pred((4, 1), (6, 1)), CATS, "img1")
+        image_pq_stat(gt, gt_segs, row((4, 4)), _pred((4, 1), (6, 1)), CATS, "img1")
     with pytest.raises(KeyError, match="unknown category_id"):
-        image_pq_stat(gt, gt_segs, _row((4, 4)), _pred((4, 42)), CATS, "img1")
+        image_pq_stat(gt, gt_segs, row((4, 4)), _pred((4, 42)), CATS, "img1")
     with pytest.raises(ValueError, match="1x4 but the prediction is 1x3"):
-        image_pq_stat(gt, gt_segs, _row((4, 3)), _pred((4, 1)), CATS, "img1")
+        image_pq_stat(gt, gt_segs, row((4, 3)), _pred((4, 1)), CATS, "img1")
+    with pytest.raises(ValueError, match=r"segment ids must lie in \[0, 256\^3\)"):
+        image_pq_stat(gt, _gt((256**3, 1, 4, 0)), row((4, 4)), _pred((4, 1)), CATS, "img1")
 
 
 def test_png_roundtrip_uses_coco_id_encoding(tmp_path):
@@ -293,12 +308,16 @@ def test_image_pq_stat_equals_the_former_table_on_random_images(seed, monkeypatc
         for i in gt_listed
     ]
     pred_segs = [{"id": int(i), "category_id": int(rng.integers(1, 4))} for i in pred_listed]
-    ours = image_pq_stat(gt_ids.astype(np.uint32), gt_segs, pred_ids, pred_segs, cats)
+    gt_ids = gt_ids.astype(np.uint32)
+    ours = image_pq_stat(gt_ids, gt_segs, pred_ids, pred_segs, cats)  # dense indices
+    # uint32 maps: counted by mask2former._codec when it is built
+    ours_uint32 = image_pq_stat(gt_ids, gt_segs, pred_ids.astype(np.uint32), pred_segs, cats)
     monkeypatch.setattr(pq, "_dense_index", _table_dense_index)
-    former = image_pq_stat(gt_ids.astype(np.uint32), gt_segs, pred_ids, pred_segs, cats)
+    former = image_pq_stat(gt_ids, gt_segs, pred_ids, pred_segs, cats)
     assert former.tp.sum() > 0  # the images have matches
     for field in ("iou", "tp", "fp", "fn"):
         assert np.array_equal(getattr(ours, field), getattr(former, field)), field
+        assert np.array_equal(getattr(ours_uint32, field), getattr(former, field)), field
 
 
 def test_pq_compute_tool_gives_pq_compute_and_starts_without_torch(tmp_path):

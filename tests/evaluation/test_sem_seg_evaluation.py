@@ -100,11 +100,19 @@ def test_confusion_matrix_equals_the_straightforward_count(dtype, ignore_label):
     gt_col = np.where(gt.astype(np.int64) == ignore_label, k, gt.astype(np.int64))
     expected = np.zeros((k + 1, k + 1), dtype=np.int64)
     np.add.at(expected, (pred.ravel(), gt_col.ravel()), 1)
-    assert np.array_equal(confusion_matrix(pred, gt, k, ignore_label), expected)
-    bad = gt.copy()
-    bad[3, 4] = 7 if ignore_label != 7 else 8
-    with pytest.raises(ValueError, match=r"labels \[[78]\] are outside 0..4"):
-        confusion_matrix(pred, bad, k, ignore_label)
+    # uint8 with uint8: counted by mask2former._codec when it is built
+    for pred_dtype in (np.int64, np.uint8):
+        assert np.array_equal(
+            confusion_matrix(pred.astype(pred_dtype), gt, k, ignore_label), expected
+        )
+        bad = gt.copy()
+        bad[3, 4] = 7 if ignore_label != 7 else 8
+        with pytest.raises(ValueError, match=r"labels \[[78]\] are outside 0..4"):
+            confusion_matrix(pred.astype(pred_dtype), bad, k, ignore_label)
+        bad_pred = pred.astype(pred_dtype)
+        bad_pred[-1, -1] = k
+        with pytest.raises(ValueError, match="predicted labels must lie in 0..4"):
+            confusion_matrix(bad_pred, gt, k, ignore_label)
 
 
 @pytest.mark.parametrize("k", [3, 255, 300])
