@@ -346,31 +346,46 @@ static inline int paeth(int a, int b, int c) {
     return (pa <= pb && pa <= pc) ? a : b_or_c;
 }
 
+/* Sub (1), Average (3) and Paeth (4) rows, pixel by pixel: each channel's left and
+ * upper-left bytes are carried in locals (registers, once `bpp` is a constant and the
+ * channel loop unrolled) instead of being read back from the row just written; before the
+ * first pixel they are 0, which is the specification's rule for the first pixel. */
+static inline void unfilter_left(int type, const uint8_t *line, const uint8_t *up, uint8_t *row,
+                                 size_t width, const size_t bpp) {
+    int left[8] = {0}, corner[8] = {0};
+    for (size_t x = 0; x < width; x++) {
+        for (size_t c = 0; c < bpp; c++) {
+            size_t i = x * bpp + c;
+            int above = up[i], predictor;
+            if (type == 1) predictor = left[c];
+            else if (type == 3) predictor = (left[c] + above) >> 1;
+            else predictor = paeth(left[c], above, corner[c]);
+            left[c] = row[i] = (uint8_t)(line[i] + predictor);
+            corner[c] = above;
+        }
+    }
+}
+
 /* Undoes the filter `type` of one row: `line` the filtered bytes, `up` the unfiltered row
  * above (zeros for the first), `row` the output. Returns -1 for an unknown filter type. */
 static int unfilter_row(int type, const uint8_t *line, const uint8_t *up, uint8_t *row,
-                        size_t stride, size_t bpp) {
-    size_t first = bpp < stride ? bpp : stride; /* bytes without a left neighbour */
-    size_t i;
+                        size_t width, size_t bpp) {
+    size_t stride = width * bpp;
     switch (type) {
         case 0: /* None */
             memcpy(row, line, stride);
             return 0;
-        case 1: /* Sub */
-            for (i = 0; i < first; i++) row[i] = line[i];
-            for (; i < stride; i++) row[i] = (uint8_t)(line[i] + row[i - bpp]);
-            return 0;
         case 2: /* Up */
-            for (i = 0; i < stride; i++) row[i] = (uint8_t)(line[i] + up[i]);
+            for (size_t i = 0; i < stride; i++) row[i] = (uint8_t)(line[i] + up[i]);
             return 0;
+        case 1: /* Sub */
         case 3: /* Average */
-            for (i = 0; i < first; i++) row[i] = (uint8_t)(line[i] + (up[i] >> 1));
-            for (; i < stride; i++) row[i] = (uint8_t)(line[i] + ((row[i - bpp] + up[i]) >> 1));
-            return 0;
-        case 4: /* Paeth: with no left neighbour the predictor is the byte above */
-            for (i = 0; i < first; i++) row[i] = (uint8_t)(line[i] + up[i]);
-            for (; i < stride; i++)
-                row[i] = (uint8_t)(line[i] + paeth(row[i - bpp], up[i], up[i - bpp]));
+        case 4: /* Paeth */
+            /* constant channel counts, so that each gets its own unrolled loop */
+            if (bpp == 1) unfilter_left(type, line, up, row, width, 1);
+            else if (bpp == 3) unfilter_left(type, line, up, row, width, 3);
+            else if (bpp == 4) unfilter_left(type, line, up, row, width, 4);
+            else unfilter_left(type, line, up, row, width, bpp);
             return 0;
         default:
             return -1;
@@ -390,7 +405,7 @@ static Py_ssize_t unfilter_image(const uint8_t *in, uint8_t *out, size_t height,
         const uint8_t *line = in + y * (stride + 1);
         uint8_t *target = out + y * width * out_bpp;
         uint8_t *row = out_bpp == bpp ? target : rows[y % 2];
-        if (unfilter_row(line[0], line + 1, up, row, stride, bpp)) return (Py_ssize_t)y;
+        if (unfilter_row(line[0], line + 1, up, row, width, bpp)) return (Py_ssize_t)y;
         if (out_bpp != bpp) {
             for (size_t x = 0; x < width; x++) {
                 memcpy(target + x * out_bpp, row + x * bpp, bpp);

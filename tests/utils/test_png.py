@@ -180,3 +180,13 @@ def test_damaged_files_are_named_in_the_error(kind, message, tmp_path):
         decode_png(path.read_bytes(), str(path))
     with pytest.raises(ValueError, match="bad.png"):
         read_panoptic_png(str(path))
+
+
+def test_a_missing_codec_is_reported_once_naming_why(monkeypatch, caplog):
+    monkeypatch.setattr(native, "_CODEC", None)
+    monkeypatch.setattr(native, "_LOGGED", False)
+    monkeypatch.setattr(native, "_WHY", "ModuleNotFoundError: no _codec")
+    with caplog.at_level("WARNING", logger="mask2former.utils.native"):
+        assert native.codec() is None and native.codec() is None
+    warnings = [r.getMessage() for r in caplog.records if r.name == "mask2former.utils.native"]
+    assert len(warnings) == 1 and "no _codec" in warnings[0]
