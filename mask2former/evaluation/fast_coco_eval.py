@@ -4,28 +4,34 @@ detectron2 scores COCO with a C++ ``COCOeval_opt`` because pycocotools' pure-Pyt
 ``evaluateImg`` (a loop over IoU thresholds x detections x ground truths for every image,
 category and area range) and ``accumulate`` (a loop over categories x area ranges x maxDets,
 each concatenating per-image dicts) cost more than the model's inference. ``FastCOCOeval``
-computes the same numbers in Python + numpy:
+computes the same numbers in Python + numpy, with no loop over (image, category) pairs:
 
-* only (image, category) pairs that have a detection or a ground truth are visited, not
-  every pair of the dataset;
+* detections and ground truths become arrays once; one ``mask_util.iou`` call per image
+  gives the IoUs of all its detections and ground truths (pairs of different categories
+  are dropped afterwards);
 * greedy matching runs only on the detections and ground truths that have an IoU of at
-  least the lowest threshold with something (the others can neither match nor block a
-  match), usually a handful per pair;
-* ``accumulate`` works on one concatenated array per (category, area range) and does the
-  precision envelope with ``maximum.accumulate`` instead of a Python loop.
+  least the lowest threshold with something of their category (the others can neither
+  match nor block a match), for all (image, category) pairs, area ranges and thresholds at
+  once, one step per detection rank;
+* ``accumulate`` loops over categories only: the maxDets cuts are masks over one sorted
+  sequence, the precision envelope is one ``maximum.accumulate`` and the recall points are
+  found by one ``searchsorted`` over integer true-positive counts.
 
-Same rules, same order of floating-point operations, same stable sorts: ``eval["precision"]``,
+Same rules, same floating-point operations, same stable orders: ``eval["precision"]``,
 ``eval["recall"]``, ``eval["scores"]`` and ``stats`` are bit-identical to pycocotools'
 (tests/evaluation/test_fast_coco_eval.py compares them). ``summarize`` is pycocotools' own.
-Not filled: ``evalImgs`` and ``ious`` (per-image dicts nothing here reads). Supported:
-``iouType`` "segm" or "bbox" with ``useCats`` 1, COCOeval's default for both.
+Like pycocotools' ``_prepare``, ``evaluate`` sets each ground truth's "ignore" and turns
+polygon / uncompressed segmentations into RLEs in place. Not filled: ``evalImgs``,
+``ious``, ``_gts`` and ``_dts`` (per-image dicts nothing here reads). Supported: ``iouType``
+"segm" or "bbox" with ``useCats`` 1, COCOeval's default for both.
 """
 
 from __future__ import annotations
 
 import copy
 import datetime
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import Optional
 
 import numpy as np
 from pycocotools import mask as mask_util
@@ -33,20 +39,34 @@ from pycocotools.cocoeval import COCOeval
 
 __all__ = ["FastCOCOeval"]
 
+# Pairs matched together at most (bounds the padded (pairs, area ranges, thresholds,
+# ground truths) arrays of the matching).
+_PAIRS_PER_CHUNK = 2048
+
 
 @dataclass
-class _Category:
-    """One category's detections over all images, in image order and, within an image, by
-    descending score (stable), as pycocotools concatenates them; kept as Python lists while
-    ``evaluate`` visits the images and turned into arrays once by ``accumulate``."""
+class _Annotations:
+    """The annotations of one COCO object that pycocotools evaluates, as arrays, in its
+    order: by image (``params.imgIds``), then in each image's annotation order."""
 
-    scores: list = field(default_factory=list)  # (N,)
-    ranks: list = field(default_factory=list)  # (N,) position within its image
-    areas: list = field(default_factory=list)  # (N,)
-    num_gt: list = field(default_factory=list)  # (A,) ground truths not ignored (npig)
-    # (indices (P,), matched (A, T, P), ignored (A, T, P)) of the detections whose IoU with
-    # some ground truth reaches the lowest threshold; every other detection is unmatched.
-    matches: list = field(default_factory=list)
+    anns: list  # (N,) the annotation dicts
+    image: np.ndarray  # (N,) index into params.imgIds
+    category: np.ndarray  # (N,) index into params.catIds
+    area: np.ndarray  # (N,) float64
+    ids: np.ndarray  # (N,)
+    scores: Optional[np.ndarray] = None  # (N,) float64, detections only
+
+
+@dataclass
+class _Detections:
+    """The detections that count (the first maxDets[-1] of each image and category by
+    score), sorted by (image, category, descending score) with pycocotools' stable ties."""
+
+    category: np.ndarray  # (N,) index into params.catIds
+    scores: np.ndarray  # (N,) float64
+    ranks: np.ndarray  # (N,) position within its (image, category)
+    matched: np.ndarray  # (A, T, N) bool: pycocotools' dtMatches != 0
+    ignored: np.ndarray  # (A, T, N) bool: pycocotools' dtIgnore
 
 
 class FastCOCOeval(COCOeval):
@@ -65,69 +85,90 @@ class FastCOCOeval(COCOeval):
         p.catIds = list(np.unique(p.catIds))
         p.maxDets = sorted(p.maxDets)
         self.params = p
-        self._prepare()
-        self._categories = [_Category(num_gt=[0] * len(p.areaRng)) for _ in p.catIds]
-        img_index = {img_id: i for i, img_id in enumerate(p.imgIds)}
-        cat_index = {cat_id: k for k, cat_id in enumerate(p.catIds)}
-        keys = set(self._gts) | set(self._dts)
-        for img_id, cat_id in sorted(keys, key=lambda key: (img_index[key[0]], key[1])):
-            self._evaluate_pair(img_id, cat_id, self._categories[cat_index[cat_id]])
+        self.evalImgs, self.eval = [], {}
+        gts, dts = self._collect(self.cocoGt, with_scores=False), self._collect(self.cocoDt)
+        for gt in gts.anns:
+            gt["ignore"] = "iscrowd" in gt and gt["iscrowd"]  # pycocotools' _prepare
+        gt_ignored = np.array([bool(g["ignore"]) for g in gts.anns], dtype=bool)
+        gt_ignored = gt_ignored[None, :] | _outside(gts.area, p.areaRng)  # (A, G)
+        self._num_gt = np.stack(
+            [np.bincount(gts.category[~ig], minlength=len(p.catIds)) for ig in gt_ignored], 1
+        )  # (K, A)
+        keep, ranks = _kept_detections(dts, len(p.catIds), p.maxDets[-1])
+        candidates = self._candidates(gts, dts, keep)
+        outside = _outside(dts.area[keep], p.areaRng)  # (A, N)
+        matched, ignored = _match_all(
+            candidates, gts, dts.ids[keep] > 0, gt_ignored, outside, _capped(p.iouThrs)
+        )
+        self._detections = _Detections(
+            dts.category[keep], dts.scores[keep], ranks, matched, ignored
+        )
         self._paramsEval = copy.deepcopy(self.params)
 
-    def _evaluate_pair(self, img_id, cat_id, category: _Category) -> None:
-        """Add one image's detections and ground truths of one category."""
+    def _collect(self, coco, with_scores: bool = True) -> _Annotations:
+        """``coco``'s annotations of params.imgIds and params.catIds (pycocotools'
+        getAnnIds order), segmentations as RLE for "segm"."""
         p = self.params
-        gts, dts = self._gts.get((img_id, cat_id), []), self._dts.get((img_id, cat_id), [])
-        if len(dts) > 1:
-            order = np.argsort([-d["score"] for d in dts], kind="mergesort")
-            dts = [dts[i] for i in order[: p.maxDets[-1]]]
-        first = len(category.scores)
-        category.scores.extend(d["score"] for d in dts)
-        category.ranks.extend(range(len(dts)))
-        category.areas.extend(d["area"] for d in dts)
-        gt_ignore = [
-            [bool(g["ignore"]) or g["area"] < lo or g["area"] > hi for g in gts]
-            for lo, hi in p.areaRng
-        ]
-        for a, ignore in enumerate(gt_ignore):
-            category.num_gt[a] += ignore.count(False)
-        if gts and dts:
-            ious = _ious(gts, dts, p.iouType)
-            if (ious >= _lowest(p.iouThrs)).any():
-                rows, matched, ignored = self._match(gts, dts, ious, gt_ignore)
-                category.matches.append((first + rows, matched, ignored))
+        cat_index = {cat_id: k for k, cat_id in enumerate(p.catIds)}
+        anns, images = [], []
+        for i, img_id in enumerate(p.imgIds):
+            for ann in coco.imgToAnns.get(img_id, ()):
+                if ann["category_id"] in cat_index:
+                    anns.append(ann)
+                    images.append(i)
+        if p.iouType == "segm":
+            for ann in anns:
+                segm = ann["segmentation"]
+                if isinstance(segm, list) or isinstance(segm["counts"], list):
+                    ann["segmentation"] = coco.annToRLE(ann)
+        result = _Annotations(
+            anns,
+            np.array(images, dtype=np.int64),
+            np.array([cat_index[a["category_id"]] for a in anns], dtype=np.int64),
+            np.array([a["area"] for a in anns], dtype=np.float64),
+            np.array([a["id"] for a in anns]),
+        )
+        if with_scores:
+            result.scores = np.array([a["score"] for a in anns], dtype=np.float64)
+        return result
 
-    def _match(self, gts, dts, ious, gt_ignore) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """pycocotools' dtMatches != 0 and dtIgnore of the detections that can match.
+    def _candidates(self, gts: _Annotations, dts: _Annotations, keep: np.ndarray):
+        """(detections (C,), ground truths (C,), IoUs (C,)) of every detection / ground
+        truth of one image and category with an IoU of at least the lowest threshold.
 
-        Only detections and ground truths with an IoU of at least the lowest threshold take
-        part (the others can neither match nor block a match). Returns (rows (P,), matched
-        (A, T, P), ignored (A, T, P)) with rows the detections' indices in ``dts``.
+        Detections index ``keep`` (the kept ones, sorted); ground truths index ``gts``.
+        IoUs are pycocotools' (crowd ground truths: intersection over the detection), one
+        ``mask_util.iou`` call per (image, category) with both.
         """
         p = self.params
-        rows, cols, sub, reached = _candidates(ious, p.iouThrs)
-        crowd = [int(gts[g]["iscrowd"]) for g in cols]
-        gt_ids = [gts[g]["id"] for g in cols]
-        dt_ids = [dts[d]["id"] for d in rows]
-        dt_areas = [dts[d]["area"] for d in rows]
-        shape = (len(p.areaRng), len(p.iouThrs), len(rows))
-        matched, ignored = np.zeros(shape, dtype=bool), np.zeros(shape, dtype=bool)
-        done: dict[tuple, list[int]] = {}
-        for a, (lo, hi) in enumerate(p.areaRng):
-            ignore = [int(gt_ignore[a][g]) for g in cols]
-            outside = [area < lo or area > hi for area in dt_areas]
-            for t, count in enumerate(reached):
-                # A threshold acts only through which IoUs reach it: thresholds that as many
-                # IoUs reach give the same matching.
-                key = (tuple(ignore), count)
-                if key not in done:
-                    threshold = min(float(p.iouThrs[t]), 1 - 1e-10)
-                    done[key] = _greedy_match(sub, threshold, ignore, crowd, dt_ids)
-                for i, g in enumerate(done[key]):
-                    hit = g >= 0 and gt_ids[g] != 0  # pycocotools: dtMatches holds the gt id
-                    matched[a, t, i] = hit
-                    ignored[a, t, i] = (g >= 0 and ignore[g] == 1) or (not hit and outside[i])
-        return rows, matched, ignored
+        field_name = "segmentation" if p.iouType == "segm" else "bbox"
+        num_cats = len(p.catIds)
+        gt_order = np.lexsort((gts.category, gts.image))  # stable: annotation order kept
+        dt_pair = dts.image[keep] * num_cats + dts.category[keep]
+        gt_pair = (gts.image * num_cats + gts.category)[gt_order]
+        pairs = np.intersect1d(dt_pair, gt_pair)
+        d_lo, d_hi = np.searchsorted(dt_pair, pairs), np.searchsorted(dt_pair, pairs, "right")
+        g_lo, g_hi = np.searchsorted(gt_pair, pairs), np.searchsorted(gt_pair, pairs, "right")
+        dt_objects = [dts.anns[j][field_name] for j in keep]
+        gt_objects = [gts.anns[j][field_name] for j in gt_order]
+        crowd = np.array([int(gts.anns[j]["iscrowd"]) for j in gt_order], dtype=np.uint8)
+        blocks = [
+            mask_util.iou(dt_objects[d0:d1], gt_objects[g0:g1], crowd[g0:g1]).ravel()
+            for d0, d1, g0, g1 in zip(d_lo.tolist(), d_hi.tolist(), g_lo.tolist(), g_hi.tolist())
+        ]
+        if not blocks:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0)
+        # Block b is (d_hi - d_lo, g_hi - g_lo), row-major: entry e is row e // width.
+        ious = np.concatenate(blocks)
+        width = g_hi - g_lo
+        sizes = (d_hi - d_lo) * width
+        block = np.repeat(np.arange(len(pairs)), sizes)
+        entry = np.arange(len(ious)) - np.repeat(np.cumsum(sizes) - sizes, sizes)
+        hit = np.flatnonzero(ious >= _capped(p.iouThrs).min())
+        block, entry = block[hit], entry[hit]
+        dt = d_lo[block] + entry // width[block]
+        gt = gt_order[g_lo[block] + entry % width[block]]
+        return dt, gt, ious[hit]
 
     def accumulate(self, p=None) -> None:
         if p is not None and p is not self.params:
@@ -138,36 +179,27 @@ class FastCOCOeval(COCOeval):
         precision = -np.ones((T, R, K, A, M))
         recall = -np.ones((T, K, A, M))
         scores = -np.ones((T, R, K, A, M))
-        for k, category in enumerate(self._categories):
-            all_scores = np.array(category.scores, dtype=np.float64)
-            ranks = np.array(category.ranks, dtype=np.int64)
-            areas = np.array(category.areas, dtype=np.float64)
-            for a, (lo, hi) in enumerate(p.areaRng):
-                if category.num_gt[a] == 0:
-                    continue
-                # Unmatched detections are ignored outside the area range.
-                outside = (areas < lo) | (areas > hi)
-                matched = np.zeros((T, len(areas)), dtype=bool)
-                ignored = np.repeat(outside[None, :], T, axis=0)
-                for positions, pair_matched, pair_ignored in category.matches:
-                    matched[:, positions], ignored[:, positions] = pair_matched[a], pair_ignored[a]
-                for m, max_det in enumerate(p.maxDets):
-                    if m and len(ranks) and ranks.max() < p.maxDets[m - 1]:  # nothing cut
-                        precision[:, :, k, a, m] = precision[:, :, k, a, m - 1]
-                        scores[:, :, k, a, m] = scores[:, :, k, a, m - 1]
-                        recall[:, k, a, m] = recall[:, k, a, m - 1]
-                        continue
-                    keep = ranks < max_det
-                    dt_scores = all_scores[keep]
-                    order = np.argsort(-dt_scores, kind="mergesort")
-                    result = _precision_recall(
-                        dt_scores[order],
-                        matched[:, keep][:, order],
-                        ignored[:, keep][:, order],
-                        category.num_gt[a],
-                        p.recThrs,
-                    )
-                    precision[:, :, k, a, m], scores[:, :, k, a, m], recall[:, k, a, m] = result
+        dets = self._detections
+        # pycocotools concatenates a category's detections image by image and sorts them
+        # by descending score (stable): one stable sort by (category, -score).
+        order = np.lexsort((-dets.scores, dets.category))
+        bounds = np.searchsorted(dets.category[order], np.arange(K + 1))
+        for k in np.flatnonzero(self._num_gt.max(axis=1) > 0):
+            areas = np.flatnonzero(self._num_gt[k] > 0)
+            rows = order[bounds[k] : bounds[k + 1]]
+            kept = dets.ranks[rows][None, :] < np.array(p.maxDets)[:, None]  # (M, n)
+            result = _precision_recall(
+                dets.scores[rows],
+                dets.matched[areas][:, :, rows],
+                dets.ignored[areas][:, :, rows],
+                kept,
+                self._num_gt[k, areas],
+                p.recThrs,
+            )
+            # (A', M, T, R) / (A', M, T) -> (T, R, A', M) / (T, A', M)
+            precision[:, :, k, areas] = result[0].transpose(2, 3, 0, 1)
+            scores[:, :, k, areas] = result[1].transpose(2, 3, 0, 1)
+            recall[:, k, areas] = result[2].transpose(2, 0, 1)
         self.eval = {
             "params": p,
             "counts": [T, R, K, A, M],
@@ -178,81 +210,185 @@ class FastCOCOeval(COCOeval):
         }
 
 
-def _lowest(thresholds) -> float:
-    """The lowest IoU a match needs (pycocotools caps each threshold at 1 - 1e-10)."""
-    return min(float(min(thresholds)), 1 - 1e-10)
+def _capped(thresholds) -> np.ndarray:
+    """IoU thresholds as pycocotools applies them: min(t, 1 - 1e-10)."""
+    return np.minimum(np.asarray(thresholds, dtype=np.float64), 1 - 1e-10)
 
 
-def _ious(gts: list[dict], dts: list[dict], iou_type: str) -> np.ndarray:
-    """(D, G) IoU by pycocotools (crowd ground truths: intersection over the detection)."""
-    if not gts or not dts:
-        return np.zeros((len(dts), len(gts)))
-    field_name = "segmentation" if iou_type == "segm" else "bbox"
-    crowd = [int(g["iscrowd"]) for g in gts]
-    return mask_util.iou([d[field_name] for d in dts], [g[field_name] for g in gts], crowd)
+def _outside(areas: np.ndarray, area_ranges) -> np.ndarray:
+    """(A, N) bool: area < lo or area > hi for each area range."""
+    return np.stack([(areas < lo) | (areas > hi) for lo, hi in area_ranges])
 
 
-def _candidates(ious: np.ndarray, thresholds) -> tuple[np.ndarray, list, list, list]:
-    """The detections (rows) and ground truths (cols) with an IoU of at least the lowest
-    threshold, their (rows, cols) IoUs as lists, and how many of those reach each threshold."""
-    capped = np.minimum(np.asarray(thresholds, dtype=np.float64), 1 - 1e-10)
-    hits = ious >= capped.min()
-    rows, cols = np.flatnonzero(hits.any(axis=1)), np.flatnonzero(hits.any(axis=0))
-    sub = ious[np.ix_(rows, cols)]
-    reached = (sub.ravel()[None, :] >= capped[:, None]).sum(axis=1)
-    return rows, cols.tolist(), sub.tolist(), reached.tolist()
+def _kept_detections(dts: _Annotations, num_cats: int, max_det: int):
+    """(indices into ``dts`` (N,), ranks (N,)) of the detections pycocotools keeps: sorted by
+    (image, category, descending score; ties in annotation order), the first ``max_det``
+    of each (image, category)."""
+    order = np.lexsort((-dts.scores, dts.category, dts.image))
+    pair = (dts.image * num_cats + dts.category)[order]
+    starts = np.flatnonzero(np.r_[True, pair[1:] != pair[:-1]])
+    ranks = np.arange(len(order)) - np.repeat(starts, np.diff(np.r_[starts, len(order)]))
+    keep = ranks < max_det
+    return order[keep], ranks[keep]
 
 
-def _greedy_match(ious: list, threshold: float, ignore: list, crowd: list, dt_ids: list):
-    """pycocotools' greedy matching at one IoU threshold: for each detection, its ground
-    truth's index or -1.
+def _match_all(candidates, gts: _Annotations, dt_takes, gt_ignored, outside, thresholds):
+    """pycocotools' dtMatches != 0 and dtIgnore of all kept detections: (A, T, N) each.
 
-    ious: (D, G) lists, detections by descending score; ignore, crowd: (G,); dt_ids: (D,).
-    Each detection in turn takes, among ground truths with IoU >= threshold that are free
-    (not yet taken, or crowd), the one with the highest IoU (the later one on a tie, in the
-    order with ignored ground truths last), preferring any non-ignored one to ignored ones.
-    A ground truth is taken by a detection with a positive id (pycocotools marks it with
-    that id).
+    candidates: (detections, ground truths, IoUs) from ``FastCOCOeval._candidates``, grouped
+    by (image, category) with detections in rank order; dt_takes: (N,) detection ids > 0
+    (pycocotools marks a ground truth taken with the detection's id); gt_ignored: (A, G);
+    outside: (A, N) detections outside each area range (ignored when unmatched).
     """
-    order = sorted(range(len(ignore)), key=ignore.__getitem__)  # stable: ignored last
-    taken = [False] * len(ignore)
-    result = []
-    for d, row in enumerate(ious):
-        best, m = threshold, -1
-        for g in order:
-            if taken[g] and not crowd[g]:
-                continue
-            if m > -1 and ignore[m] == 0 and ignore[g] == 1:
-                break
-            if row[g] < best:
-                continue
-            best, m = row[g], g
-        if m > -1:
-            taken[m] = taken[m] or dt_ids[d] > 0
-        result.append(m)
-    return result
+    num_a, num_t = outside.shape[0], len(thresholds)
+    matched = np.zeros((num_a, num_t, outside.shape[1]), dtype=bool)
+    ignored = np.repeat(outside[:, None, :], num_t, axis=1)
+    dt, gt, ious = candidates
+    if not len(dt):
+        return matched, ignored
+    # Pairs: candidate detections share a pair key with their ground truths.
+    pair_of = gts.image[gt] * (gts.category.max() + 1) + gts.category[gt]
+    _, pair = np.unique(pair_of, return_inverse=True)
+    dt_slot, dt_local = _local_index(pair, dt)
+    gt_slot, gt_local = _local_index(pair, gt)
+    num_dt, num_gt = np.bincount(dt_slot), np.bincount(gt_slot)
+    # Chunks of pairs with similar ground-truth counts, each by descending detection count.
+    by_size = np.lexsort((-num_dt, num_gt))
+    crowd = np.array([bool(g["iscrowd"]) for g in gts.anns], dtype=bool)
+    for start in range(0, len(by_size), _PAIRS_PER_CHUNK):
+        chunk = by_size[start : start + _PAIRS_PER_CHUNK]
+        chunk = chunk[np.argsort(-num_dt[chunk], kind="stable")]
+        slot = np.full(len(num_dt), -1)
+        slot[chunk] = np.arange(len(chunk))
+        d_max, g_max = num_dt[chunk].max(), num_gt[chunk].max()
+        # Dense per-pair tables, padded (IoU -inf never reaches a threshold).
+        dense = np.full((len(chunk), d_max, g_max), -np.inf)
+        dt_at = np.full((len(chunk), d_max), -1)
+        gt_at = np.zeros((len(chunk), g_max), dtype=np.int64)
+        inside = slot[pair] >= 0
+        dense[slot[pair[inside]], dt_local[inside], gt_local[inside]] = ious[inside]
+        dt_at[slot[pair[inside]], dt_local[inside]] = dt[inside]
+        gt_at[slot[pair[inside]], gt_local[inside]] = gt[inside]
+        choice = _greedy_match(
+            dense,
+            gt_ignored[:, gt_at].transpose(1, 0, 2),
+            crowd[gt_at],
+            dt_takes[np.maximum(dt_at, 0)] & (dt_at >= 0),
+            num_dt[chunk],
+            thresholds,
+        )  # (P, D, A, T)
+        p_idx, d_idx = np.nonzero(dt_at >= 0)
+        rows, m = dt_at[p_idx, d_idx], choice[p_idx, d_idx]  # (C,), (C, A, T)
+        g = gt_at[p_idx[:, None, None], np.maximum(m, 0)]  # (C, A, T)
+        hit = (m >= 0) & (gts.ids[g] != 0)  # pycocotools: dtMatches holds the gt id
+        on_ignored = (m >= 0) & gt_ignored[np.arange(num_a)[None, :, None], g]
+        matched[:, :, rows] = hit.transpose(1, 2, 0)
+        unmatched_outside = ~hit & outside[:, rows].T[:, :, None]
+        ignored[:, :, rows] = (on_ignored | unmatched_outside).transpose(1, 2, 0)
+    return matched, ignored
 
 
-def _precision_recall(dt_scores, matched, ignored, num_gt, rec_thresholds):
-    """(precision (T, R), scores (T, R), recall (T,)) of one category, area range, maxDets.
+def _local_index(pair: np.ndarray, items: np.ndarray):
+    """(pair (U,), position within the pair (C,)) of the distinct ``items`` of each pair,
+    in ascending item order; returned per entry of ``items`` for the second."""
+    unique, inverse = np.unique(np.stack([pair, items]), axis=1, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    starts = np.flatnonzero(np.r_[True, unique[0, 1:] != unique[0, :-1]])
+    local = np.arange(unique.shape[1]) - np.repeat(starts, np.diff(np.r_[starts, unique.shape[1]]))
+    return unique[0], local[inverse]
 
-    dt_scores: (N,) descending; matched, ignored: (T, N). pycocotools' formulas, in its
-    order of operations.
+
+def _greedy_match(ious, ignore, crowd, takes, num_dt, thresholds) -> np.ndarray:
+    """pycocotools' greedy matching of many pairs at once: (P, D, A, T) chosen ground truth
+    index, or -1.
+
+    ious: (P, D, G), detections by descending score, -inf padding; ignore: (P, A, G);
+    crowd: (P, G); takes: (P, D) whether a match marks the ground truth taken; num_dt: (P,)
+    descending. Each detection in turn takes, among ground truths with IoU >= threshold that
+    are free (not yet taken, or crowd), the one with the highest IoU (the later one on a
+    tie), any non-ignored one before ignored ones.
     """
-    num_t, num_d, num_r = matched.shape[0], len(dt_scores), len(rec_thresholds)
-    tps = np.logical_and(matched, np.logical_not(ignored))
-    fps = np.logical_and(np.logical_not(matched), np.logical_not(ignored))
-    tp_sum = np.cumsum(tps, axis=1).astype(dtype=float)
-    fp_sum = np.cumsum(fps, axis=1).astype(dtype=float)
-    rc = tp_sum / num_gt
+    num_p, num_d, num_g = ious.shape
+    taken = np.zeros((num_p, ignore.shape[1], len(thresholds), num_g), dtype=bool)
+    choice = np.full((num_p, num_d, ignore.shape[1], len(thresholds)), -1)
+    for d in range(num_d):
+        n = int(np.count_nonzero(num_dt > d))  # the pairs with a d-th detection
+        row = ious[:n, d, None, None, :]  # (n, 1, 1, G)
+        free = ~taken[:n] | crowd[:n, None, None, :]
+        reach = free & (row >= thresholds[:, None])  # (n, A, T, G)
+        plain = reach & ~ignore[:n, :, None, :]
+        m = np.where(
+            plain.any(-1),
+            _last_argmax(row, plain),
+            np.where(reach.any(-1), _last_argmax(row, reach), -1),
+        )
+        choice[:n, d] = m
+        p, a, t = np.nonzero((m >= 0) & takes[:n, d, None, None])
+        taken[p, a, t, m[p, a, t]] = True
+    return choice
+
+
+def _last_argmax(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Index of the last maximum of ``values`` over the last axis where ``mask``."""
+    masked = np.where(mask, values, -np.inf)[..., ::-1]
+    return masked.shape[-1] - 1 - np.argmax(masked, axis=-1)
+
+
+def _precision_recall(dt_scores, matched, ignored, kept, num_gt, rec_thresholds):
+    """(precision (A, M, T, R), scores (A, M, T, R), recall (A, M, T)) of one category.
+
+    dt_scores: (N,) descending; matched, ignored: (A, T, N); kept: (M, N) within each
+    maxDets; num_gt: (A,) > 0. pycocotools' formulas, in its order of operations; the
+    detections a maxDets leaves out repeat their predecessor's values, which changes no
+    precision envelope and no first index reaching a recall point but the first.
+    """
+    num_n, shape = len(dt_scores), (len(num_gt), len(kept), matched.shape[1])
+    if num_n == 0:
+        return (
+            np.zeros(shape + (len(rec_thresholds),)),
+            np.zeros(shape + (len(rec_thresholds),)),
+            np.zeros(shape),
+        )
+    counted = ~ignored[:, None] & kept[None, :, None]  # (A, M, T, N)
+    tp_count = np.cumsum(counted & matched[:, None], axis=-1)
+    tp_sum = tp_count.astype(dtype=float)
+    fp_sum = np.cumsum(counted & ~matched[:, None], axis=-1).astype(dtype=float)
+    rc = tp_sum / num_gt[:, None, None, None]
     pr = tp_sum / (fp_sum + tp_sum + np.spacing(1))
-    recall = rc[:, -1] if num_d else np.zeros(num_t)
     # Precision made non-increasing from the right: pr[i - 1] = max(pr[i - 1], pr[i]).
-    pr = np.maximum.accumulate(pr[:, ::-1], axis=1)[:, ::-1]
-    precision, scores = np.zeros((num_t, num_r)), np.zeros((num_t, num_r))
-    for t in range(num_t):
-        inds = np.searchsorted(rc[t], rec_thresholds, side="left")
-        valid = inds < num_d  # pycocotools stops at the first index past the end
-        precision[t, valid] = pr[t, inds[valid]]
-        scores[t, valid] = dt_scores[inds[valid]]
-    return precision, scores, recall
+    pr = np.maximum.accumulate(pr[..., ::-1], axis=-1)[..., ::-1]
+    first = _first_reaching(tp_count, num_gt, rec_thresholds)  # (A, M, T, R)
+    # Recall point 0 is reached at index 0, maybe a detection past maxDets: take the next
+    # kept one (pycocotools' first detection).
+    position = np.where(kept, np.arange(num_n), num_n)
+    next_kept = np.minimum.accumulate(position[:, ::-1], axis=1)[:, ::-1]
+    next_kept = np.concatenate([next_kept, np.full((len(kept), 1), num_n)], axis=1)
+    first = next_kept[np.arange(len(kept))[None, :, None, None], first]
+    valid = first < num_n  # pycocotools stops at the first index past the end
+    at = np.minimum(first, num_n - 1)
+    precision = np.where(valid, np.take_along_axis(pr, at, axis=-1), 0.0)
+    scores = np.where(valid, dt_scores[at], 0.0)
+    return precision, scores, rc[..., -1]
+
+
+def _first_reaching(tp_count, num_gt, rec_thresholds) -> np.ndarray:
+    """(A, M, T, R) pycocotools' searchsorted(rc, recThrs, "left") for every row of
+    rc = tp_count / num_gt (A, M, T, N), N where a recall point is not reached.
+
+    The first index with rc >= r is the first with tp_count >= the least count c with
+    c / num_gt >= r: one searchsorted over the rows laid end to end, each row's counts
+    raised by (N + 1) times its position so that the whole stays sorted.
+    """
+    num_n = tp_count.shape[-1]
+    need = np.stack([_counts_needed(n, rec_thresholds) for n in num_gt])  # (A, R)
+    need = np.minimum(need[:, None, None, :], num_n + 1)  # (A, 1, 1, R)
+    row = np.arange(tp_count[..., 0].size).reshape(tp_count.shape[:-1] + (1,))  # (A, M, T, 1)
+    keys = (tp_count + (num_n + 1) * row).ravel()
+    first = np.searchsorted(keys, (need + (num_n + 1) * row).ravel(), side="left")
+    return first.reshape(row.shape[:-1] + need.shape[-1:]) - num_n * row
+
+
+def _counts_needed(num_gt: int, rec_thresholds) -> np.ndarray:
+    """(R,) the least true-positive count c with c / num_gt >= r (num_gt + 1 if none)."""
+    recalls = np.arange(num_gt + 1).astype(dtype=float) / num_gt
+    return np.searchsorted(recalls, rec_thresholds, side="left")
