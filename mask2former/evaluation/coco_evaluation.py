@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import io
 import itertools
 import logging
@@ -11,6 +12,7 @@ from collections import OrderedDict
 from typing import Any, Optional, Sequence
 
 import numpy as np
+from pycocotools import mask as mask_util
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
@@ -80,21 +82,54 @@ def derive_coco_results(
     return results
 
 
+def load_segm_results(coco_gt: COCO, results: list[dict]) -> COCO:
+    """``coco_gt.loadRes`` of copies of segmentation ``results`` without their "bbox".
+
+    The same COCO object: every result gets the "area" and "bbox" of its mask, "id" 1..N
+    and "iscrowd" 0 (keys in loadRes' order); info, images and categories come from
+    ``coco_gt``. The areas and boxes of all masks come from one ``mask_util.area`` /
+    ``toBbox`` call; ``results`` themselves are not modified.
+    """
+    unknown = {r["image_id"] for r in results} - set(coco_gt.getImgIds())
+    if unknown:
+        raise ValueError(
+            f"{len(unknown)} image ids of the results are not in the ground truth, e.g. "
+            f"{sorted(unknown, key=str)[:5]}"
+        )
+    missing = [i for i, r in enumerate(results) if "segmentation" not in r]
+    if missing:
+        raise KeyError(f"{len(missing)} results have no 'segmentation', the first: {missing[0]}")
+    segmentations = [r["segmentation"] for r in results]
+    areas, boxes = mask_util.area(segmentations), mask_util.toBbox(segmentations)
+    anns = [
+        {k: v for k, v in r.items() if k != "bbox"} | {"area": area, "bbox": box}
+        for r, area, box in zip(results, areas, boxes)
+    ]
+    for i, ann in enumerate(anns):
+        ann["id"], ann["iscrowd"] = i + 1, 0
+    coco_dt = COCO()
+    coco_dt.dataset["info"] = copy.deepcopy(coco_gt.dataset.get("info", {}))
+    coco_dt.dataset["images"] = list(coco_gt.dataset["images"])
+    coco_dt.dataset["categories"] = copy.deepcopy(coco_gt.dataset["categories"])
+    coco_dt.dataset["annotations"] = anns
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco_dt.createIndex()
+    return coco_dt
+
+
 def evaluate_coco_segm(
     coco_gt: COCO, coco_results: list[dict], max_dets: int = 100
 ) -> Optional[COCOeval]:
     """COCOeval ("segm") of result dicts with dataset category ids; None if empty.
 
     Scored by :class:`FastCOCOeval`: pycocotools' numbers, bit for bit, in a fraction of
-    its time.
+    its time. Each result's area (for small / medium / large) comes from its mask, never
+    from a "bbox" it may carry (:func:`load_segm_results`).
     """
     if not coco_results:
         return None
-    # Without "bbox", COCO.loadRes takes each result's area from its mask (with one, from the
-    # box), which decides small / medium / large; it also adds keys, so pass copies.
-    coco_results = [{k: v for k, v in r.items() if k != "bbox"} for r in coco_results]
+    coco_dt = load_segm_results(coco_gt, coco_results)
     with contextlib.redirect_stdout(io.StringIO()):
-        coco_dt = coco_gt.loadRes(coco_results)
         coco_eval = FastCOCOeval(coco_gt, coco_dt, "segm")
         coco_eval.params.maxDets = [1, 10, max_dets]
         coco_eval.evaluate()

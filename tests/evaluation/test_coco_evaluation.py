@@ -1,6 +1,7 @@
 """COCOEvaluator: 100 AP on ground truth, equality with pycocotools' own COCOeval."""
 
 import contextlib
+import copy
 import io
 import json
 import math
@@ -13,6 +14,7 @@ from pycocotools.cocoeval import COCOeval
 
 from mask2former.data.catalog import MetadataCatalog
 from mask2former.evaluation import COCOEvaluator
+from mask2former.evaluation.coco_evaluation import instances_to_coco_json, load_segm_results
 from mask2former.structures import Instances
 
 
@@ -91,3 +93,34 @@ def test_no_predictions_gives_nan_and_bad_class_is_an_error(coco_instance_datase
     masks, classes = gt[1]
     with pytest.raises(KeyError, match=r"predicted class 7 is not a thing class .*\[0, 1\]"):
         _run(name, {1: (masks, np.full(len(classes), 7), np.ones(len(classes)))})
+
+
+def test_load_segm_results_equals_pycocotools_load_res(coco_instance_dataset):
+    name, gt = coco_instance_dataset
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco_gt = COCO(MetadataCatalog.get(name).json_file)
+    results = []
+    for image_id, (masks, classes, scores) in _perturbed(gt).items():
+        inst = _outputs(masks, classes, scores)["instances"]
+        results += [
+            r | {"category_id": [5, 9][r["category_id"]]}
+            for r in instances_to_coco_json(inst, image_id)
+        ]
+    results[0]["bbox"] = [0.0, 0.0, 1.0, 1.0]  # dropped: the box comes from the mask
+    before = copy.deepcopy(results)
+    ours = load_segm_results(coco_gt, results)
+    assert results == before  # not modified
+    with contextlib.redirect_stdout(io.StringIO()):
+        ref = coco_gt.loadRes([{k: v for k, v in r.items() if k != "bbox"} for r in results])
+    assert len(ours.dataset["annotations"]) == len(ref.dataset["annotations"]) > 10
+    for a, b in zip(ours.dataset["annotations"], ref.dataset["annotations"]):
+        assert list(a) == list(b)  # same keys in the same order
+        for key in a:
+            assert type(a[key]) is type(b[key]) and np.array_equal(a[key], b[key]), key
+    for key in ("images", "categories", "info"):
+        assert ours.dataset[key] == ref.dataset[key]
+    assert ours.imgToAnns.keys() == ref.imgToAnns.keys() and ours.anns.keys() == ref.anns.keys()
+    with pytest.raises(ValueError, match="not in the ground truth"):
+        load_segm_results(coco_gt, [results[0] | {"image_id": 99}])
+    with pytest.raises(KeyError, match="no 'segmentation'"):
+        load_segm_results(coco_gt, [{"image_id": 1, "category_id": 5, "score": 1.0}])

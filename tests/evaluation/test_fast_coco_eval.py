@@ -1,6 +1,7 @@
 """FastCOCOeval gives pycocotools' COCOeval numbers bit for bit."""
 
 import contextlib
+import copy
 import io
 
 import numpy as np
@@ -9,6 +10,7 @@ import pytest
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
+from mask2former.evaluation import fast_coco_eval
 from mask2former.evaluation.fast_coco_eval import FastCOCOeval
 
 
@@ -74,14 +76,24 @@ def _dataset(seed, num_images=6, size=128, num_cats=4):
     return coco, results
 
 
-def _run(cls, coco, results, iou_type="segm", max_dets=(1, 10, 100)):
+def _run(cls, coco, results, iou_type="segm", max_dets=(1, 10, 100), coco_dt=None, **params):
     with contextlib.redirect_stdout(io.StringIO()):
-        ev = cls(coco, coco.loadRes([dict(r) for r in results]), iou_type)
+        coco_dt = coco_dt or coco.loadRes([dict(r) for r in results])
+        ev = cls(coco, coco_dt, iou_type)
         ev.params.maxDets = list(max_dets)
+        for key, value in params.items():
+            setattr(ev.params, key, value)
         ev.evaluate()
         ev.accumulate()
         ev.summarize()
     return ev
+
+
+def _assert_same(ours, ref):
+    for key in ("precision", "recall", "scores"):
+        assert np.array_equal(ours.eval[key], ref.eval[key]), key
+        assert ours.eval[key].dtype == ref.eval[key].dtype
+    assert np.array_equal(ours.stats, ref.stats)
 
 
 @pytest.mark.parametrize("seed", range(8))
@@ -91,10 +103,7 @@ def test_equal_to_pycocotools_bit_for_bit(seed, iou_type):
     max_dets = (1, 3, 10) if seed % 2 else (1, 10, 100)  # truncation by maxDets too
     ours = _run(FastCOCOeval, coco, results, iou_type, max_dets)
     ref = _run(COCOeval, coco, results, iou_type, max_dets)
-    for key in ("precision", "recall", "scores"):
-        assert np.array_equal(ours.eval[key], ref.eval[key]), key
-        assert ours.eval[key].dtype == ref.eval[key].dtype
-    assert np.array_equal(ours.stats, ref.stats)
+    _assert_same(ours, ref)
     # Not vacuous: some categories score, others are absent (-1).
     assert (ref.eval["precision"] > 0).any() and (ref.eval["precision"] == -1).any()
 
@@ -145,3 +154,67 @@ def test_unsupported_settings_are_refused():
     ev.params.useCats = 0
     with pytest.raises(ValueError, match="useCats"):
         ev.evaluate()
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_subsets_of_images_and_categories_and_own_thresholds(seed):
+    """params.imgIds / catIds subsets, other IoU thresholds, recall points and area ranges."""
+    coco, results = _dataset(seed, num_images=8)
+    params = {
+        "imgIds": [11, 13, 14, 17],
+        "catIds": [1, 3, 4],
+        "iouThrs": np.array([0.3, 0.55, 0.55, 0.9, 1.0]),
+        "recThrs": np.linspace(0.0, 1.00, 37),
+        "areaRng": [[0, 1e10], [0, 1024], [1024, 4096], [4096, 1e10], [500, 600]],
+        "areaRngLbl": ["all", "small", "medium", "large", "narrow"],
+    }
+    ours = _run(FastCOCOeval, coco, results, max_dets=(2, 5, 20), **params)
+    ref = _run(COCOeval, coco, results, max_dets=(2, 5, 20), **params)
+    _assert_same(ours, ref)
+    assert ours.eval["precision"].shape[2] == 3 and (ref.eval["precision"] > 0).any()
+
+
+def test_polygon_ground_truths_and_unusual_ids(monkeypatch):
+    """Polygon ground truths; a gt id 0 (pycocotools: a match to it does not count) and
+    detection ids <= 0 (their match leaves the gt free); many pairs matched in chunks."""
+    monkeypatch.setattr(fast_coco_eval, "_PAIRS_PER_CHUNK", 3)
+    coco, results = _dataset(5, num_images=10)
+    for ann in coco.dataset["annotations"][::3]:
+        x, y, w, h = ann["bbox"]
+        ann["segmentation"] = [[x, y, x + w, y, x + w, y + h, x, y + h]]
+    coco.dataset["annotations"][1]["id"] = 0
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco.createIndex()
+    refs = []
+    for cls in (FastCOCOeval, COCOeval):
+        with contextlib.redirect_stdout(io.StringIO()):
+            coco_dt = coco.loadRes(copy.deepcopy(results))
+        for i, ann in enumerate(coco_dt.dataset["annotations"]):
+            ann["id"] = -(i + 1) if i % 3 == 1 else 0 if i == 2 else i + 1  # unique ids
+        with contextlib.redirect_stdout(io.StringIO()):
+            coco_dt.createIndex()
+        refs.append(_run(cls, copy.deepcopy(coco), None, coco_dt=coco_dt))
+    _assert_same(*refs)
+    assert (refs[1].eval["precision"] > 0).any()
+
+
+def test_many_detections_of_one_ground_truth_with_tied_scores():
+    """One pair with 60 equal detections of tied scores, cut by maxDets, next to small pairs."""
+    coco, results = _dataset(2)
+    gt = next(a for a in coco.dataset["annotations"] if not a["iscrowd"])
+    results += [
+        {"image_id": gt["image_id"], "category_id": gt["category_id"], "score": 0.5}
+        | {"segmentation": gt["segmentation"]}
+        for _ in range(60)
+    ]
+    for max_dets in ((1, 10, 100), (1, 10, 30)):
+        _assert_same(
+            _run(FastCOCOeval, coco, results, max_dets=max_dets),
+            _run(COCOeval, coco, results, max_dets=max_dets),
+        )
+
+
+def test_no_detection_reaches_a_threshold():
+    coco, results = _dataset(1)
+    ref = _run(COCOeval, coco, results, iouThrs=np.array([0.999999]))
+    _assert_same(_run(FastCOCOeval, coco, results, iouThrs=np.array([0.999999])), ref)
