@@ -82,13 +82,23 @@ def derive_coco_results(
     return results
 
 
+def mask_areas(rles: list[dict]) -> np.ndarray:
+    """(N,) uint32 ``mask_util.area`` of each RLE, from calls over 255 at a time.
+
+    pycocotools' ``area`` of a list of 256 or more fails under numpy 2 (it builds a
+    placeholder ``np.array((n,), dtype=np.uint8)``: OverflowError).
+    """
+    chunks = [mask_util.area(rles[i : i + 255]) for i in range(0, len(rles), 255)]
+    return np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.uint32)
+
+
 def load_segm_results(coco_gt: COCO, results: list[dict]) -> COCO:
     """``coco_gt.loadRes`` of copies of segmentation ``results`` without their "bbox".
 
     The same COCO object: every result gets the "area" and "bbox" of its mask, "id" 1..N
     and "iscrowd" 0 (keys in loadRes' order); info, images and categories come from
-    ``coco_gt``. The areas and boxes of all masks come from one ``mask_util.area`` /
-    ``toBbox`` call; ``results`` themselves are not modified.
+    ``coco_gt``. The areas and boxes of all masks come from a few ``mask_util.area`` calls
+    and one ``toBbox`` call over all; ``results`` themselves are not modified.
     """
     unknown = {r["image_id"] for r in results} - set(coco_gt.getImgIds())
     if unknown:
@@ -100,7 +110,7 @@ def load_segm_results(coco_gt: COCO, results: list[dict]) -> COCO:
     if missing:
         raise KeyError(f"{len(missing)} results have no 'segmentation', the first: {missing[0]}")
     segmentations = [r["segmentation"] for r in results]
-    areas, boxes = mask_util.area(segmentations), mask_util.toBbox(segmentations)
+    areas, boxes = mask_areas(segmentations), mask_util.toBbox(segmentations)
     anns = [
         {k: v for k, v in r.items() if k != "bbox"} | {"area": area, "bbox": box}
         for r, area, box in zip(results, areas, boxes)

@@ -7,6 +7,7 @@ import json
 import math
 
 import numpy as np
+import pycocotools.mask as mask_util
 import pytest
 import torch
 from pycocotools.coco import COCO
@@ -14,7 +15,11 @@ from pycocotools.cocoeval import COCOeval
 
 from mask2former.data.catalog import MetadataCatalog
 from mask2former.evaluation import COCOEvaluator
-from mask2former.evaluation.coco_evaluation import instances_to_coco_json, load_segm_results
+from mask2former.evaluation.coco_evaluation import (
+    instances_to_coco_json,
+    load_segm_results,
+    mask_areas,
+)
 from mask2former.structures import Instances
 
 
@@ -124,3 +129,12 @@ def test_load_segm_results_equals_pycocotools_load_res(coco_instance_dataset):
         load_segm_results(coco_gt, [results[0] | {"image_id": 99}])
     with pytest.raises(KeyError, match="no 'segmentation'"):
         load_segm_results(coco_gt, [{"image_id": 1, "category_id": 5, "score": 1.0}])
+
+
+def test_mask_areas_of_more_than_255_masks():
+    rng = np.random.default_rng(0)
+    masks = rng.random((20, 24, 600)) < rng.random(600)
+    rles = mask_util.encode(np.asfortranarray(masks.astype(np.uint8)))
+    areas = mask_areas(rles)
+    assert areas.dtype == np.uint32 and areas.tolist() == masks.sum(axis=(0, 1)).tolist()
+    assert mask_areas([]).shape == (0,)
