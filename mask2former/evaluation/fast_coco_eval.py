@@ -6,16 +6,16 @@ category and area range) and ``accumulate`` (a loop over categories x area range
 each concatenating per-image dicts) cost more than the model's inference. ``FastCOCOeval``
 computes the same numbers in Python + numpy, with no loop over (image, category) pairs:
 
-* detections and ground truths become arrays once; one ``mask_util.iou`` call per image
-  gives the IoUs of all its detections and ground truths (pairs of different categories
-  are dropped afterwards);
+* detections and ground truths become arrays once; one ``mask_util.iou`` call per (image,
+  category) with both gives their IoUs;
 * greedy matching runs only on the detections and ground truths that have an IoU of at
   least the lowest threshold with something of their category (the others can neither
   match nor block a match), for all (image, category) pairs, area ranges and thresholds at
   once, one step per detection rank;
-* ``accumulate`` loops over categories only: the maxDets cuts are masks over one sorted
-  sequence, the precision envelope is one ``maximum.accumulate`` and the recall points are
-  found by one ``searchsorted`` over integer true-positive counts.
+* ``accumulate`` handles all categories at once per (area range, maxDets): it evaluates
+  precision only at true positives (where the precision envelope has its maxima and recall
+  reaches each recall point), finds the recall points from integer counts, and takes
+  the envelope as one ``maximum.accumulate`` over integer keys.
 
 Same rules, same floating-point operations, same stable orders: ``eval["precision"]``,
 ``eval["recall"]``, ``eval["scores"]`` and ``stats`` are bit-identical to pycocotools'
@@ -183,23 +183,27 @@ class FastCOCOeval(COCOeval):
         # pycocotools concatenates a category's detections image by image and sorts them
         # by descending score (stable): one stable sort by (category, -score).
         order = np.lexsort((-dets.scores, dets.category))
-        bounds = np.searchsorted(dets.category[order], np.arange(K + 1))
-        for k in np.flatnonzero(self._num_gt.max(axis=1) > 0):
-            areas = np.flatnonzero(self._num_gt[k] > 0)
-            rows = order[bounds[k] : bounds[k + 1]]
-            kept = dets.ranks[rows][None, :] < np.array(p.maxDets)[:, None]  # (M, n)
-            result = _precision_recall(
-                dets.scores[rows],
-                dets.matched[areas][:, :, rows],
-                dets.ignored[areas][:, :, rows],
-                kept,
-                self._num_gt[k, areas],
-                p.recThrs,
-            )
-            # (A', M, T, R) / (A', M, T) -> (T, R, A', M) / (T, A', M)
-            precision[:, :, k, areas] = result[0].transpose(2, 3, 0, 1)
-            scores[:, :, k, areas] = result[1].transpose(2, 3, 0, 1)
-            recall[:, k, areas] = result[2].transpose(2, 0, 1)
+        ranked = _Ranked(
+            dets.category[order],
+            dets.scores[order],
+            dets.matched[:, :, order],
+            dets.ignored[:, :, order],
+        )
+        kept_before = None
+        for m, max_det in enumerate(p.maxDets):
+            kept = dets.ranks[order] < max_det
+            if kept_before is not None and np.array_equal(kept, kept_before):  # nothing cut
+                precision[..., m], scores[..., m] = precision[..., m - 1], scores[..., m - 1]
+                recall[..., m] = recall[..., m - 1]
+                continue
+            kept_before = kept
+            for a in range(A):
+                num_gt = self._num_gt[:, a]  # (K,)
+                result = _precision_recall(ranked, a, kept, num_gt, p.recThrs)
+                with_gt = num_gt > 0  # the others stay -1
+                precision[:, :, with_gt, a, m] = result[0][:, :, with_gt]
+                scores[:, :, with_gt, a, m] = result[1][:, :, with_gt]
+                recall[:, with_gt, a, m] = result[2][:, with_gt]
         self.eval = {
             "params": p,
             "counts": [T, R, K, A, M],
@@ -334,61 +338,87 @@ def _last_argmax(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return masked.shape[-1] - 1 - np.argmax(masked, axis=-1)
 
 
-def _precision_recall(dt_scores, matched, ignored, kept, num_gt, rec_thresholds):
-    """(precision (A, M, T, R), scores (A, M, T, R), recall (A, M, T)) of one category.
+@dataclass
+class _Ranked:
+    """All kept detections in pycocotools' accumulate order: by category, then by
+    descending score (ties by image, then rank)."""
 
-    dt_scores: (N,) descending; matched, ignored: (A, T, N); kept: (M, N) within each
-    maxDets; num_gt: (A,) > 0. pycocotools' formulas, in its order of operations; the
-    detections a maxDets leaves out repeat their predecessor's values, which changes no
-    precision envelope and no first index reaching a recall point but the first.
+    category: np.ndarray  # (N,) non-decreasing
+    scores: np.ndarray  # (N,)
+    matched: np.ndarray  # (A, T, N)
+    ignored: np.ndarray  # (A, T, N)
+
+
+def _precision_recall(ranked: _Ranked, a: int, kept, num_gt, rec_thresholds):
+    """(precision (T, R, K), scores (T, R, K), recall (T, K)) of one area range and maxDets,
+    all categories at once; meaningful where num_gt (K,) > 0.
+
+    a: the area range; kept: (N,) within maxDets. pycocotools' formulas in
+    its order of operations, evaluated only where they matter: at true positives (a
+    precision envelope's maxima, and where recall reaches each recall point) and at the
+    first detection (recall point 0).
     """
-    num_n, shape = len(dt_scores), (len(num_gt), len(kept), matched.shape[1])
-    if num_n == 0:
-        return (
-            np.zeros(shape + (len(rec_thresholds),)),
-            np.zeros(shape + (len(rec_thresholds),)),
-            np.zeros(shape),
-        )
-    counted = ~ignored[:, None] & kept[None, :, None]  # (A, M, T, N)
-    tp_count = np.cumsum(counted & matched[:, None], axis=-1)
-    tp_sum = tp_count.astype(dtype=float)
-    fp_sum = np.cumsum(counted & ~matched[:, None], axis=-1).astype(dtype=float)
-    rc = tp_sum / num_gt[:, None, None, None]
-    pr = tp_sum / (fp_sum + tp_sum + np.spacing(1))
-    # Precision made non-increasing from the right: pr[i - 1] = max(pr[i - 1], pr[i]).
-    pr = np.maximum.accumulate(pr[..., ::-1], axis=-1)[..., ::-1]
-    first = _first_reaching(tp_count, num_gt, rec_thresholds)  # (A, M, T, R)
-    # Recall point 0 is reached at index 0, maybe a detection past maxDets: take the next
-    # kept one (pycocotools' first detection).
-    position = np.where(kept, np.arange(num_n), num_n)
-    next_kept = np.minimum.accumulate(position[:, ::-1], axis=1)[:, ::-1]
-    next_kept = np.concatenate([next_kept, np.full((len(kept), 1), num_n)], axis=1)
-    first = next_kept[np.arange(len(kept))[None, :, None, None], first]
-    valid = first < num_n  # pycocotools stops at the first index past the end
-    at = np.minimum(first, num_n - 1)
-    precision = np.where(valid, np.take_along_axis(pr, at, axis=-1), 0.0)
-    scores = np.where(valid, dt_scores[at], 0.0)
-    return precision, scores, rc[..., -1]
+    counted = ~ranked.ignored[a] & kept  # (T, N)
+    num_t, num_n, num_k = counted.shape[0], counted.shape[1], len(num_gt)
+    bounds = np.searchsorted(ranked.category, np.arange(num_k + 1))
+    # counted_before[t, i]: counted detections in row t before position i.
+    counted_before = np.zeros((num_t, num_n + 1), dtype=np.int64)
+    np.cumsum(counted, axis=1, out=counted_before[:, 1:])
+    t, pos = np.nonzero(counted & ranked.matched[a])  # true positives, by (t, position)
+    category = ranked.category[pos]
+    segment = t * num_k + category  # non-decreasing: one segment per (t, category)
+    length = np.bincount(segment, minlength=num_t * num_k)  # true positives per segment
+    start = np.cumsum(length) - length
+    tp_sum = (np.arange(len(pos)) - start[segment] + 1).astype(dtype=float)
+    # fp_sum + tp_sum: counted detections of the category up to and including pos.
+    total = counted_before[t, pos + 1] - counted_before[t, bounds[category]]
+    pr = tp_sum / (total.astype(dtype=float) + np.spacing(1))
+    envelope = np.append(_segment_reverse_max(pr, segment, num_t * num_k), 0.0)
+    tp_scores = np.append(ranked.scores[pos], 0.0)
+    # Recall point r is first reached at the c-th true positive (c: least count with
+    # c / num_gt >= r); c = 0 (r = 0) at the category's first kept detection, ignored or not.
+    need = _counts_needed(np.maximum(num_gt, 1), rec_thresholds)[None]  # (1, K, R)
+    length, start = length.reshape(num_t, num_k, 1), start.reshape(num_t, num_k, 1)
+    reached = (need >= 1) & (need <= length)
+    empty = len(pos)  # index of the appended 0.0
+    entry = np.where(reached, start + need - 1, np.where((need == 0) & (length > 0), start, empty))
+    first_scores = np.append(ranked.scores, 0.0)[_first_kept(kept, bounds)]
+    precision = envelope[entry].transpose(0, 2, 1)  # (T, K, R) -> (T, R, K)
+    scores = np.where(reached, tp_scores[np.where(reached, entry, empty)], 0.0)
+    scores = np.where(need == 0, first_scores[None, :, None], scores).transpose(0, 2, 1)
+    recall = length[..., 0] / np.maximum(num_gt, 1)
+    return precision, scores, recall
 
 
-def _first_reaching(tp_count, num_gt, rec_thresholds) -> np.ndarray:
-    """(A, M, T, R) pycocotools' searchsorted(rc, recThrs, "left") for every row of
-    rc = tp_count / num_gt (A, M, T, N), N where a recall point is not reached.
+def _first_kept(kept: np.ndarray, bounds: np.ndarray) -> np.ndarray:
+    """(K,) position of each category's first kept detection, N if none.
 
-    The first index with rc >= r is the first with tp_count >= the least count c with
-    c / num_gt >= r: one searchsorted over the rows laid end to end, each row's counts
-    raised by (N + 1) times its position so that the whole stays sorted.
+    kept: (N,); bounds: (K + 1,) start of each category's detections.
     """
-    num_n = tp_count.shape[-1]
-    need = np.stack([_counts_needed(n, rec_thresholds) for n in num_gt])  # (A, R)
-    need = np.minimum(need[:, None, None, :], num_n + 1)  # (A, 1, 1, R)
-    row = np.arange(tp_count[..., 0].size).reshape(tp_count.shape[:-1] + (1,))  # (A, M, T, 1)
-    keys = (tp_count + (num_n + 1) * row).ravel()
-    first = np.searchsorted(keys, (need + (num_n + 1) * row).ravel(), side="left")
-    return first.reshape(row.shape[:-1] + need.shape[-1:]) - num_n * row
+    positions = np.append(np.flatnonzero(kept), len(kept))
+    first = positions[np.searchsorted(positions, bounds[:-1])]
+    return np.where(first < bounds[1:], first, len(kept))
 
 
-def _counts_needed(num_gt: int, rec_thresholds) -> np.ndarray:
-    """(R,) the least true-positive count c with c / num_gt >= r (num_gt + 1 if none)."""
-    recalls = np.arange(num_gt + 1).astype(dtype=float) / num_gt
-    return np.searchsorted(recalls, rec_thresholds, side="left")
+def _segment_reverse_max(values, segment, num_segments) -> np.ndarray:
+    """values[i] = max(values[j] for j >= i in i's segment), segments contiguous.
+
+    Exact: a maximum.accumulate over integer keys, each value's rank among all values
+    raised by an offset that grows from segment to segment in the reversed order.
+    """
+    distinct, rank = np.unique(values, return_inverse=True)
+    offset = (num_segments - 1 - segment) * len(distinct)
+    keys = np.maximum.accumulate((offset + rank.reshape(-1))[::-1])[::-1]
+    return distinct[keys - offset]
+
+
+def _counts_needed(num_gt: np.ndarray, rec_thresholds) -> np.ndarray:
+    """(K, R) the least true-positive count c with c / num_gt >= r, in pycocotools' float
+    division (ceil(r * num_gt), corrected where its rounding is off by one); num_gt + 1 if
+    none."""
+    n, r = num_gt[:, None], np.asarray(rec_thresholds, dtype=np.float64)[None, :]
+    c = np.ceil(r * n)
+    for _ in range(2):
+        c = np.where((c >= 1) & ((c - 1) / n >= r), c - 1, c)
+        c = np.where(c / n < r, c + 1, c)
+    return np.minimum(c, n + 1).astype(np.int64)

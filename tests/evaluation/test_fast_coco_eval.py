@@ -108,7 +108,7 @@ def test_equal_to_pycocotools_bit_for_bit(seed, iou_type):
     assert (ref.eval["precision"] > 0).any() and (ref.eval["precision"] == -1).any()
 
 
-@pytest.mark.parametrize("max_dets", [(1, 2, 3), (1, 3, 4), (2, 3, 5)])
+@pytest.mark.parametrize("max_dets", [(1, 2, 3), (1, 3, 4), (2, 3, 5), (0, 2, 3)])
 def test_max_dets_cutting_exactly_one_detection(max_dets):
     """Images whose detections of a category number exactly one more than a maxDets."""
     coco, _ = _dataset(0, num_images=1)
@@ -131,9 +131,7 @@ def test_max_dets_cutting_exactly_one_detection(max_dets):
         coco.createIndex()
     for n in range(1, 5):
         ours = _run(FastCOCOeval, coco, results[:n], max_dets=max_dets)
-        ref = _run(COCOeval, coco, results[:n], max_dets=max_dets)
-        assert np.array_equal(ours.eval["precision"], ref.eval["precision"]), n
-        assert np.array_equal(ours.eval["recall"], ref.eval["recall"]), n
+        _assert_same(ours, _run(COCOeval, coco, results[:n], max_dets=max_dets))
 
 
 def test_ground_truth_as_detections_gives_ap_1():
@@ -218,3 +216,12 @@ def test_no_detection_reaches_a_threshold():
     coco, results = _dataset(1)
     ref = _run(COCOeval, coco, results, iouThrs=np.array([0.999999]))
     _assert_same(_run(FastCOCOeval, coco, results, iouThrs=np.array([0.999999])), ref)
+
+
+def test_counts_needed_for_recall_points_equal_searchsorted():
+    """The least count c with c / n >= r, as pycocotools finds it: searchsorted(rc, r)."""
+    rng = np.random.default_rng(0)
+    recalls = np.sort(np.r_[np.linspace(0.0, 1.0, 101), rng.random(200), 1 / 3, 2 / 3, 1.5])
+    num_gt = np.arange(1, 3000)
+    expected = [np.searchsorted(np.arange(n + 1).astype(float) / n, recalls) for n in num_gt]
+    assert np.array_equal(fast_coco_eval._counts_needed(num_gt, recalls), np.stack(expected))
