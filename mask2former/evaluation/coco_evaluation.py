@@ -93,12 +93,12 @@ def mask_areas(rles: list[dict]) -> np.ndarray:
 
 
 def load_segm_results(coco_gt: COCO, results: list[dict]) -> COCO:
-    """``coco_gt.loadRes`` of copies of segmentation ``results`` without their "bbox".
+    """What ``coco_gt.loadRes`` makes of copies of segmentation ``results`` without their
+    "bbox", less the "bbox" it computes (COCOeval "segm" does not read it).
 
-    The same COCO object: every result gets the "area" and "bbox" of its mask, "id" 1..N
-    and "iscrowd" 0 (keys in loadRes' order); info, images and categories come from
-    ``coco_gt``. The areas and boxes of all masks come from a few ``mask_util.area`` calls
-    and one ``toBbox`` call over all; ``results`` themselves are not modified.
+    Every result gets the "area" of its mask (np.uint32), "id" 1..N and "iscrowd" 0, keys
+    in loadRes' order; info, images and categories come from ``coco_gt``. The areas of all
+    masks come from a few ``mask_util.area`` calls; ``results`` are not modified.
     """
     unknown = {r["image_id"] for r in results} - set(coco_gt.getImgIds())
     if unknown:
@@ -109,14 +109,11 @@ def load_segm_results(coco_gt: COCO, results: list[dict]) -> COCO:
     missing = [i for i, r in enumerate(results) if "segmentation" not in r]
     if missing:
         raise KeyError(f"{len(missing)} results have no 'segmentation', the first: {missing[0]}")
-    segmentations = [r["segmentation"] for r in results]
-    areas, boxes = mask_areas(segmentations), mask_util.toBbox(segmentations)
+    areas = mask_areas([r["segmentation"] for r in results])
     anns = [
-        {k: v for k, v in r.items() if k != "bbox"} | {"area": area, "bbox": box}
-        for r, area, box in zip(results, areas, boxes)
+        {**_without_bbox(r), "area": area, "id": i, "iscrowd": 0}
+        for i, (r, area) in enumerate(zip(results, areas), start=1)
     ]
-    for i, ann in enumerate(anns):
-        ann["id"], ann["iscrowd"] = i + 1, 0
     coco_dt = COCO()
     coco_dt.dataset["info"] = copy.deepcopy(coco_gt.dataset.get("info", {}))
     coco_dt.dataset["images"] = list(coco_gt.dataset["images"])
@@ -125,6 +122,11 @@ def load_segm_results(coco_gt: COCO, results: list[dict]) -> COCO:
     with contextlib.redirect_stdout(io.StringIO()):
         coco_dt.createIndex()
     return coco_dt
+
+
+def _without_bbox(result: dict) -> dict:
+    """``result`` itself, or a copy without its "bbox" key."""
+    return {k: v for k, v in result.items() if k != "bbox"} if "bbox" in result else result
 
 
 def evaluate_coco_segm(
