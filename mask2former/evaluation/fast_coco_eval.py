@@ -239,8 +239,8 @@ def _kept_detections(dts: _Annotations, num_cats: int, max_det: int):
 def _match_all(candidates, gts: _Annotations, dt_takes, gt_ignored, outside, thresholds):
     """pycocotools' dtMatches != 0 and dtIgnore of all kept detections: (A, T, N) each.
 
-    candidates: (detections, ground truths, IoUs) from ``FastCOCOeval._candidates``, grouped
-    by (image, category) with detections in rank order; dt_takes: (N,) detection ids > 0
+    candidates: (detections, ground truths, IoUs) from ``FastCOCOeval._candidates`` (the
+    kept detections' order puts those of a pair in rank order); dt_takes: (N,) detection ids > 0
     (pycocotools marks a ground truth taken with the detection's id); gt_ignored: (A, G);
     outside: (A, N) detections outside each area range (ignored when unmatched).
     """
@@ -293,8 +293,12 @@ def _match_all(candidates, gts: _Annotations, dt_takes, gt_ignored, outside, thr
 
 
 def _local_index(pair: np.ndarray, items: np.ndarray):
-    """(pair (U,), position within the pair (C,)) of the distinct ``items`` of each pair,
-    in ascending item order; returned per entry of ``items`` for the second."""
+    """(the pair of each distinct (pair, item) (U,), each entry's position among its pair's
+    distinct items in ascending order (C,)); pair, items: (C,).
+
+    >>> _local_index(np.array([0, 0, 1, 0]), np.array([7, 3, 5, 7]))
+    (array([0, 0, 1]), array([1, 0, 0, 1]))
+    """
     unique, inverse = np.unique(np.stack([pair, items]), axis=1, return_inverse=True)
     inverse = inverse.reshape(-1)
     starts = np.flatnonzero(np.r_[True, unique[0, 1:] != unique[0, :-1]])
