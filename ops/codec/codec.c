@@ -406,11 +406,17 @@ static Py_ssize_t unfilter_image(const uint8_t *in, uint8_t *out, size_t height,
         uint8_t *target = out + y * width * out_bpp;
         uint8_t *row = out_bpp == bpp ? target : rows[y % 2];
         if (unfilter_row(line[0], line + 1, up, row, width, bpp)) return (Py_ssize_t)y;
-        if (out_bpp != bpp) {
+        if (bpp == 3 && out_bpp == 4) { /* RGB into 32-bit words: the common case */
             for (size_t x = 0; x < width; x++) {
-                memcpy(target + x * out_bpp, row + x * bpp, bpp);
-                memset(target + x * out_bpp + bpp, 0, out_bpp - bpp);
+                target[4 * x] = row[3 * x];
+                target[4 * x + 1] = row[3 * x + 1];
+                target[4 * x + 2] = row[3 * x + 2];
+                target[4 * x + 3] = 0;
             }
+        } else if (out_bpp != bpp) {
+            for (size_t x = 0; x < width; x++)
+                for (size_t c = 0; c < out_bpp; c++)
+                    target[x * out_bpp + c] = c < bpp ? row[x * bpp + c] : 0;
         }
         up = row;
     }
