@@ -129,9 +129,7 @@ class MSDeformAttn(nn.Module):
             n, lq, m, levels, points, _ = offsets.shape
             normalizer = torch.stack([spatial_shapes[..., 1], spatial_shapes[..., 0]], -1)
             scale = normalizer[:, None, :].expand(levels, points, 2).reshape(levels, points * 2)
-            reference = reference_points[:, :, None, :, None, :].expand(
-                n, lq, 1, levels, points, 2
-            )
+            reference = reference_points[:, :, None, :, None, :].expand(n, lq, 1, levels, points, 2)
             locations = offsets.reshape(n * lq, m, levels, points * 2) / scale
             locations += reference.reshape(n * lq, 1, levels, points * 2)
             return locations.view(n, lq, m, levels, points, 2)
