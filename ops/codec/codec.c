@@ -38,22 +38,26 @@
 #include <string.h>
 
 /* ------------------------------------------------------------------ growable arrays */
-typedef struct {
-    uint32_t *data;
-    size_t size, capacity;
-} U32Vec;
-
-static int u32_push(U32Vec *v, uint32_t x) {
-    if (v->size == v->capacity) {
-        size_t capacity = v->capacity ? 2 * v->capacity : 1024;
-        uint32_t *data = realloc(v->data, capacity * sizeof(uint32_t));
-        if (!data) return -1;
-        v->data = data;
-        v->capacity = capacity;
+/* A growable array of T named Name, with Name_push(&v, x) returning -1 when out of memory. */
+#define DEFINE_VEC(Name, T)                                              \
+    typedef struct {                                                     \
+        T *data;                                                         \
+        size_t size, capacity;                                           \
+    } Name;                                                              \
+    static int Name##_push(Name *v, T x) {                               \
+        if (v->size == v->capacity) {                                    \
+            size_t capacity = v->capacity ? 2 * v->capacity : 1024;      \
+            T *data = realloc(v->data, capacity * sizeof(T));            \
+            if (!data) return -1;                                        \
+            v->data = data;                                              \
+            v->capacity = capacity;                                      \
+        }                                                                \
+        v->data[v->size++] = x;                                          \
+        return 0;                                                        \
     }
-    v->data[v->size++] = x;
-    return 0;
-}
+
+DEFINE_VEC(U32Vec, uint32_t)
+DEFINE_VEC(U64Vec, uint64_t)
 
 typedef struct {
     char *data;
@@ -106,14 +110,15 @@ static int changes_compute(ColumnChanges *c, const uint8_t *image, size_t height
             if (a == b) continue;
             for (size_t k = x; k < x + 8; k++) {
                 if (above[k] != row[k]) {
-                    if (u32_push(&c->xs, (uint32_t)k) || u32_push(&c->ys, (uint32_t)y)) return -1;
+                    if (U32Vec_push(&c->xs, (uint32_t)k) || U32Vec_push(&c->ys, (uint32_t)y))
+                        return -1;
                     c->start[k + 1]++;
                 }
             }
         }
         for (; x < width; x++) {
             if (above[x] != row[x]) {
-                if (u32_push(&c->xs, (uint32_t)x) || u32_push(&c->ys, (uint32_t)y)) return -1;
+                if (U32Vec_push(&c->xs, (uint32_t)x) || U32Vec_push(&c->ys, (uint32_t)y)) return -1;
                 c->start[x + 1]++;
             }
         }
@@ -157,23 +162,6 @@ static int append_rle_string(CharVec *out, const uint64_t *changes, size_t n, ui
     return 0;
 }
 
-typedef struct {
-    uint64_t *data;
-    size_t size, capacity;
-} U64Vec;
-
-static int u64_push(U64Vec *v, uint64_t x) {
-    if (v->size == v->capacity) {
-        size_t capacity = v->capacity ? 2 * v->capacity : 1024;
-        uint64_t *data = realloc(v->data, capacity * sizeof(uint64_t));
-        if (!data) return -1;
-        v->data = data;
-        v->capacity = capacity;
-    }
-    v->data[v->size++] = x;
-    return 0;
-}
-
 /* The change positions of one (height, width) 0/1 mask's column-major sequence. */
 static int mask_changes(U64Vec *out, ColumnChanges *c, const uint8_t *mask, size_t height,
                         size_t width) {
@@ -182,9 +170,9 @@ static int mask_changes(U64Vec *out, ColumnChanges *c, const uint8_t *mask, size
     if (changes_compute(c, mask, height, width)) return -1;
     uint8_t previous = 0; /* the value before the column's top */
     for (size_t x = 0; x < width; x++) {
-        if (mask[x] != previous && u64_push(out, (uint64_t)x * height)) return -1;
+        if (mask[x] != previous && U64Vec_push(out, (uint64_t)x * height)) return -1;
         for (uint32_t i = c->start[x]; i < c->start[x + 1]; i++) {
-            if (u64_push(out, (uint64_t)x * height + c->rows[i])) return -1;
+            if (U64Vec_push(out, (uint64_t)x * height + c->rows[i])) return -1;
         }
         previous = mask[(height - 1) * width + x];
     }
@@ -274,13 +262,13 @@ static int label_changes(U64Vec per_label[256], ColumnChanges *c, const uint8_t 
     for (size_t x = 0; x < width; x++) {
         uint64_t top = (uint64_t)x * height;
         if (labels[x] != previous) {
-            if (previous >= 0 && u64_push(&per_label[previous], top)) return -1;
-            if (u64_push(&per_label[labels[x]], top)) return -1;
+            if (previous >= 0 && U64Vec_push(&per_label[previous], top)) return -1;
+            if (U64Vec_push(&per_label[labels[x]], top)) return -1;
         }
         for (uint32_t i = c->start[x]; i < c->start[x + 1]; i++) {
             uint32_t y = c->rows[i];
             uint8_t from = labels[(y - 1) * width + x], to = labels[y * width + x];
-            if (u64_push(&per_label[from], top + y) || u64_push(&per_label[to], top + y))
+            if (U64Vec_push(&per_label[from], top + y) || U64Vec_push(&per_label[to], top + y))
                 return -1;
         }
         previous = labels[(height - 1) * width + x];
