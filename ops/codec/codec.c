@@ -204,7 +204,8 @@ static PyObject *string_list(const CharVec *text, const size_t *ends, size_t n) 
     if (!list) return NULL;
     for (size_t i = 0; i < n; i++) {
         size_t begin = i ? ends[i - 1] : 0;
-        PyObject *s = PyUnicode_DecodeASCII(text->data + begin, (Py_ssize_t)(ends[i] - begin), NULL);
+        Py_ssize_t length = (Py_ssize_t)(ends[i] - begin);
+        PyObject *s = PyUnicode_DecodeASCII(text->data + begin, length, NULL);
         if (!s) {
             Py_DECREF(list);
             return NULL;
