@@ -163,7 +163,7 @@ class FastCOCOeval(COCOeval):
         width = g_hi - g_lo
         sizes = (d_hi - d_lo) * width
         block = np.repeat(np.arange(len(pairs)), sizes)
-        entry = np.arange(len(ious)) - np.repeat(np.cumsum(sizes) - sizes, sizes)
+        entry = _positions_in_groups(np.cumsum(sizes) - sizes, len(ious))
         hit = np.flatnonzero(ious >= _capped(p.iouThrs).min())
         block, entry = block[hit], entry[hit]
         dt = d_lo[block] + entry // width[block]
@@ -231,7 +231,7 @@ def _kept_detections(dts: _Annotations, num_cats: int, max_det: int):
     order = np.lexsort((-dts.scores, dts.category, dts.image))
     pair = (dts.image * num_cats + dts.category)[order]
     starts = np.flatnonzero(np.r_[True, pair[1:] != pair[:-1]])
-    ranks = np.arange(len(order)) - np.repeat(starts, np.diff(np.r_[starts, len(order)]))
+    ranks = _positions_in_groups(starts, len(order))
     keep = ranks < max_det
     return order[keep], ranks[keep]
 
@@ -302,8 +302,17 @@ def _local_index(pair: np.ndarray, items: np.ndarray):
     unique, inverse = np.unique(np.stack([pair, items]), axis=1, return_inverse=True)
     inverse = inverse.reshape(-1)
     starts = np.flatnonzero(np.r_[True, unique[0, 1:] != unique[0, :-1]])
-    local = np.arange(unique.shape[1]) - np.repeat(starts, np.diff(np.r_[starts, unique.shape[1]]))
-    return unique[0], local[inverse]
+    return unique[0], _positions_in_groups(starts, unique.shape[1])[inverse]
+
+
+def _positions_in_groups(starts: np.ndarray, n: int) -> np.ndarray:
+    """(n,) each element's position within its group, groups being the contiguous runs of
+    0..n-1 that begin at ``starts`` (ascending, starting with 0, none empty).
+
+    >>> _positions_in_groups(np.array([0, 2, 3]), 6)
+    array([0, 1, 0, 0, 1, 2])
+    """
+    return np.arange(n) - np.repeat(starts, np.diff(np.r_[starts, n]))
 
 
 def _greedy_match(ious, ignore, crowd, takes, num_dt, thresholds) -> np.ndarray:
