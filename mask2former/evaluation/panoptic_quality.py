@@ -32,7 +32,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 import pyspng
 
-from ..utils.file_io import PathManager, load_json
+from ..utils.file_io import load_json, read_bytes
 from ..utils.native import codec
 from ..utils.png import decode_png, encode_png
 
@@ -51,11 +51,7 @@ def read_panoptic_png(path: str) -> np.ndarray:
     uint32 view is ``R + 256 G + 256^2 B + 256^3 A``, and masking off the alpha byte leaves
     the segment id.
     """
-    try:
-        with PathManager.open(path, "rb") as f:
-            data = f.read()
-    except FileNotFoundError:
-        raise FileNotFoundError(f"panoptic PNG not found: {path!r}") from None
+    data = read_bytes(path, "panoptic PNG")
     _check_png_header(data, path)
     rgba = decode_png(data, path, pad_to=4)
     if rgba is None:

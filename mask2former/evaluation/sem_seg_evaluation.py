@@ -15,7 +15,7 @@ from mask2former.data.catalog import DatasetCatalog, MetadataCatalog
 from mask2former.evaluation.evaluator import DatasetEvaluator, gather_on_main
 from mask2former.evaluation.panoptic_quality import histogram
 from mask2former.structures.rle import encode_label_map
-from mask2former.utils.file_io import PathManager, save_json
+from mask2former.utils.file_io import read_bytes, save_json
 from mask2former.utils.native import codec
 from mask2former.utils.png import decode_png
 
@@ -28,11 +28,7 @@ def read_label_png(path: str) -> np.ndarray:
     8-bit grey PNGs are decoded by :func:`mask2former.utils.png.decode_png`, other images by
     OpenCV.
     """
-    try:
-        with PathManager.open(path, "rb") as f:
-            data = f.read()
-    except FileNotFoundError:
-        raise FileNotFoundError(f"semantic label image not found: {path!r}") from None
+    data = read_bytes(path, "semantic label image")
     label = decode_png(data, path)
     if label is None:
         label = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)

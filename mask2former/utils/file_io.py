@@ -71,6 +71,16 @@ def _package_path_manager() -> _PathManager:
 PathManager = _package_path_manager()
 
 
+def read_bytes(path: str, what: str) -> bytes:
+    """The contents of ``path`` (read through :data:`PathManager`); a missing file raises
+    FileNotFoundError naming ``what`` and ``path``."""
+    try:
+        with PathManager.open(path, "rb") as f:
+            return f.read()
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{what} not found: {path!r}") from None
+
+
 def load_json(path: str, what: str = "JSON file", error: type[ValueError] = ValueError) -> Any:
     """Parse the JSON file at ``path`` (read through :data:`PathManager`).
 

@@ -190,3 +190,10 @@ def test_a_missing_codec_is_reported_once_naming_why(monkeypatch, caplog):
         assert native.codec() is None and native.codec() is None
     warnings = [r.getMessage() for r in caplog.records if r.name == "mask2former.utils.native"]
     assert len(warnings) == 1 and "no _codec" in warnings[0]
+
+
+def test_missing_files_are_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match="panoptic PNG not found: .*gone.png"):
+        read_panoptic_png(str(tmp_path / "gone.png"))
+    with pytest.raises(FileNotFoundError, match="semantic label image not found: .*gone.png"):
+        read_label_png(str(tmp_path / "gone.png"))
