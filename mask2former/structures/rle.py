@@ -2,13 +2,14 @@
 
 With ``mask2former._codec`` built, the encoding is its C loop (rows compared with the row
 above, differences bucketed by column: one pass over the masks in memory order). Without
-it, the same strings come from the numpy path below. pycocotools encodes column-major (Fortran) masks; packing (n, H, W) row-major masks into
-that order and encoding every pixel costs more than the model's own prediction for 100
-masks of a large image. Here each mask is reduced to the columns it occupies first (one
-vectorised max over the rows of all masks), those columns are transposed with OpenCV (they
-are a contiguous stretch of the image's column-major sequence), the run boundaries found
-there are shifted to full-image positions, and pycocotools only compresses the counts. The
-output is byte-identical to ``pycocotools.mask.encode``.
+it, the same strings come from the numpy path below. pycocotools encodes column-major
+(Fortran) masks; packing (n, H, W) row-major masks into that order and encoding every
+pixel costs more than the model's own prediction for 100 masks of a large image. Here each
+mask is reduced to the columns it occupies first (one vectorised max over the rows of all
+masks), those columns are transposed with OpenCV (they are a contiguous stretch of the
+image's column-major sequence), the run boundaries found there are shifted to full-image
+positions, and pycocotools only compresses the counts. The output is byte-identical to
+``pycocotools.mask.encode``.
 
 :class:`RLEMasks` keeps one instance's masks through a video in that encoding.
 """
